@@ -1,0 +1,64 @@
+# peer-ring -- `make demo` and `make test` work on a fresh machine: they create
+# the virtualenv, install the package, and install the system packages the
+# tests need (redis-tools, etcd-server, zookeeper) when they are missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-stamp
+APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test quick lint typecheck unit chaos bench system-deps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,all]'
+	@touch $(STAMP)
+
+# Debian packages for real-server tests; installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	for svc in redis-server etcd zookeeper; do \
+	  ( $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || true ); \
+	done
+
+demo: $(STAMP)
+	$(PY) -m peer_ring.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# Every test, starting the servers the tests need (the fixtures start etcd,
+# ZooKeeper and node processes on loopback). pytest's exit 5 (no tests
+# collected) fails the target like any other non-zero exit.
+test: $(STAMP) system-deps lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider
+
+quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not integration" -p no:cacheprovider
+
+chaos: $(STAMP) system-deps
+	PEER_RING_CHAOS=1 $(PY) -m pytest -q tests/fault -p no:cacheprovider
+
+bench: $(STAMP) system-deps
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
