@@ -1,0 +1,210 @@
+"""The peer transport contract.
+
+A :class:`Transport` carries messages between nodes. Messages are any value
+msgpack can encode (``None``, bool, int, float, str, bytes, lists, maps).
+Three kinds of exchange share one channel per peer:
+
+* **request/response** with a deadline: :meth:`Transport.request` (and the
+  callback-friendly :meth:`Transport.request_future`) send one message and
+  resolve with the peer handler's answer, or raise. A handler that raises a
+  :class:`~peer_ring.errors.PeerRingError` makes the same class raise on the
+  caller.
+* **one-way** messages: :meth:`Transport.send`, best effort, no answer.
+* **streams** for bulk transfer: :meth:`Transport.send_stream` sends an
+  iterable of chunks with at most ``window`` unacknowledged chunks in flight
+  (credit-based flow control); the receiver's sink is awaited for each chunk,
+  so a slow receiver slows the sender instead of filling memory.
+
+Guarantees shared by every implementation (they live once, in
+``peer_ring.transport._core``): per-peer FIFO order of messages sent by one
+node to another; every request ends -- answered, failed or timed out -- by
+its deadline; bounded per-peer queues (:class:`~peer_ring.errors.Overloaded`
+instead of unbounded memory); a protocol-version handshake
+(:class:`~peer_ring.errors.VersionMismatch`); a maximum frame size
+(:class:`~peer_ring.errors.FrameTooLarge`); reconnect with exponential backoff.
+
+Handlers (set with :meth:`Transport.set_handler`) run on the event loop. A
+handler may return a plain value (answered at once, no task created: the fast
+path for local, non-blocking work) or an awaitable (run as a task). Handlers
+must not block the loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from peer_ring.errors import ConfigError
+
+#: Version of the peer wire protocol. Peers with another version are refused.
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who sent a message, as announced in the connection handshake."""
+
+    node_id: str
+    address: str
+
+
+#: Request handler: ``handler(message, peer) -> answer | awaitable answer``.
+RequestHandler = Callable[[Any, PeerInfo], Any]
+
+
+class StreamSink(Protocol):
+    """Receiver side of one incoming stream (see :meth:`Transport.send_stream`).
+
+    ``feed`` is awaited for each chunk in order; the sender's next chunk beyond
+    its window waits until ``feed`` returns, which is the flow control.
+    ``finish`` is awaited once after the last chunk and its return value is
+    the sender's result. If the stream breaks, ``abort`` is called instead.
+    None of these are called concurrently for one stream.
+    """
+
+    async def feed(self, chunk: Any) -> None: ...
+
+    async def finish(self) -> Any: ...
+
+    async def abort(self, reason: BaseException) -> None: ...
+
+
+#: Stream handler: called when a stream opens, with its header; returns the sink.
+StreamHandler = Callable[[Any, PeerInfo], Awaitable[StreamSink]]
+
+#: Observer of peer health: ``(address, ok, error)``; ``ok`` False on connect
+#: failures, broken connections and timeouts. Must not block.
+PeerObserver = Callable[[str, bool, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """TLS for peer channels; certificates and keys are read from files.
+
+    With ``ca_file`` set, peers verify each other's certificate chain against
+    it. ``require_client_cert`` turns on mutual TLS: the server refuses
+    clients without a certificate signed by ``ca_file``. Peer hostnames are
+    not checked (nodes are addressed by IP; identity is the CA), unless
+    ``check_hostname`` is set.
+    """
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+    require_client_cert: bool = False
+    check_hostname: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Settings shared by every transport. Durations are seconds, sizes bytes.
+
+    ``request_timeout`` is the default deadline of a request; a call may pass
+    its own. ``max_frame_size`` bounds one message on the wire in both
+    directions: larger outgoing messages fail with FrameTooLarge before being
+    sent, larger incoming frames close the connection (the sender is broken).
+    ``max_pending_bytes`` bounds what may wait for one peer (unsent frames
+    plus the socket's write buffer); beyond it requests fail with Overloaded
+    -- the trade-off is memory versus absorbing bursts towards a slow peer.
+    ``max_in_flight`` bounds unanswered requests per peer the same way.
+    Reconnect attempts back off exponentially from ``reconnect_min`` to
+    ``reconnect_max``; while backing off, requests fail fast with
+    PeerUnavailable rather than queueing behind a dead peer.
+    """
+
+    request_timeout: float = 5.0
+    connect_timeout: float = 2.0
+    max_frame_size: int = 64 * 1024 * 1024
+    max_pending_bytes: int = 64 * 1024 * 1024
+    max_in_flight: int = 65_536
+    reconnect_min: float = 0.05
+    reconnect_max: float = 2.0
+    stream_window: int = 8
+    cluster: str = "peer-ring"
+    tls: TLSConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("request_timeout", "connect_timeout", "reconnect_min", "reconnect_max"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"transport.{name} must be > 0")
+        if self.reconnect_max < self.reconnect_min:
+            raise ConfigError("transport.reconnect_max must be >= reconnect_min")
+        if self.max_frame_size < 1024:
+            raise ConfigError("transport.max_frame_size must be at least 1024 bytes")
+        if self.max_pending_bytes < self.max_frame_size:
+            raise ConfigError("transport.max_pending_bytes must be >= max_frame_size")
+        if self.max_in_flight < 1 or self.stream_window < 1:
+            raise ConfigError("transport.max_in_flight and stream_window must be >= 1")
+
+
+class Transport(abc.ABC):
+    """A node's channels to its peers. See the module docstring for the contract."""
+
+    #: Name used by ``--transport``.
+    name: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str:
+        """The ``host:port`` peers use to reach this node (valid after start)."""
+
+    @property
+    @abc.abstractmethod
+    def node_id(self) -> str:
+        """This node's id, announced in handshakes."""
+
+    @abc.abstractmethod
+    def set_handler(self, handler: RequestHandler) -> None:
+        """Install the handler for incoming requests and one-way messages."""
+
+    @abc.abstractmethod
+    def set_stream_handler(self, handler: StreamHandler) -> None:
+        """Install the handler for incoming streams."""
+
+    @abc.abstractmethod
+    def add_observer(self, observer: PeerObserver) -> None:
+        """Register a peer-health observer (fed to the failure detector)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Bind and start accepting peers."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop accepting, fail outstanding requests with ClosedError, close channels."""
+
+    @abc.abstractmethod
+    def request_future(
+        self, address: str, message: Any, timeout: float | None = None
+    ) -> asyncio.Future[Any]:
+        """Send a request; the future resolves with the answer or an error.
+
+        Never raises: every failure (including Overloaded and FrameTooLarge)
+        is delivered through the future.
+        """
+
+    async def request(self, address: str, message: Any, timeout: float | None = None) -> Any:
+        """Send a request and await its answer (see :meth:`request_future`)."""
+        return await self.request_future(address, message, timeout)
+
+    @abc.abstractmethod
+    def send(self, address: str, message: Any) -> bool:
+        """Send a one-way message, best effort. False if it was dropped locally."""
+
+    @abc.abstractmethod
+    async def send_stream(
+        self,
+        address: str,
+        header: Any,
+        chunks: Iterable[Any] | AsyncIterable[Any],
+        *,
+        window: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Stream ``chunks`` to the peer's stream handler; return its ``finish()``.
+
+        ``timeout`` applies to each chunk's acknowledgement, not the whole stream.
+        """

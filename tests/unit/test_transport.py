@@ -1,0 +1,334 @@
+"""Transport contract tests, run against every in-process-capable implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from peer_ring.errors import (
+    FrameTooLarge,
+    InvalidRequest,
+    Overloaded,
+    PeerUnavailable,
+    ProtocolError,
+    RequestTimeout,
+    VersionMismatch,
+)
+from peer_ring.transport import _core
+from peer_ring.transport._core import ChannelTransport, FaultInjector
+from peer_ring.transport.base import PeerInfo, TransportConfig
+from peer_ring.transport.memory import MemoryNetwork, MemoryTransport
+from peer_ring.transport.tcp import TcpTransport
+
+_ports = itertools.count(0)
+
+Factory = Callable[..., ChannelTransport]
+
+
+@pytest.fixture(params=["memory", "tcp"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
+    net = MemoryNetwork()
+    made: list[ChannelTransport] = []
+    counter = itertools.count(1)
+
+    def factory(config: TransportConfig | None = None, **kw: Any) -> ChannelTransport:
+        i = next(counter)
+        t: ChannelTransport
+        if request.param == "memory":
+            t = MemoryTransport(f"n{i}", f"10.0.0.{i}:7000", net, config, **kw)
+        else:
+            t = TcpTransport(f"n{i}", "127.0.0.1:0", config, **kw)
+        made.append(t)
+        return t
+
+    yield factory
+    for t in made:
+        await t.close()
+
+
+def echo(message: Any, peer: PeerInfo) -> Any:
+    if message == "boom":
+        raise InvalidRequest("bad thing")
+    if message == "crash":
+        raise RuntimeError("handler bug")
+    return [message, peer.node_id]
+
+
+async def slow_echo(message: Any, peer: PeerInfo) -> Any:
+    await asyncio.sleep(float(message))
+    return message
+
+
+async def test_request_response_sync_and_async_handlers(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    assert await a.request(b.address, {"k": b"v"}) == [{"k": b"v"}, a.node_id]
+    b.set_handler(slow_echo)
+    assert await a.request(b.address, 0.01) == 0.01
+
+
+async def test_errors_travel_as_their_class(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    with pytest.raises(InvalidRequest, match="bad thing"):
+        await a.request(b.address, "boom")
+    with pytest.raises(Exception, match="RuntimeError: handler bug"):
+        await a.request(b.address, "crash")
+    # the channel is still usable afterwards
+    assert await a.request(b.address, "ok") == ["ok", a.node_id]
+
+
+async def test_many_concurrent_requests_all_answered(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(lambda m, p: m * 2)
+    await a.start()
+    await b.start()
+    results = await asyncio.gather(*(a.request(b.address, i) for i in range(2000)))
+    assert results == [i * 2 for i in range(2000)]
+    assert a.in_flight() == 0
+
+
+async def test_deadline_fails_request_with_timeout(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(slow_echo)
+    await a.start()
+    await b.start()
+    with pytest.raises(RequestTimeout):
+        await a.request(b.address, 5.0, timeout=0.05)
+    assert a.in_flight() == 0
+
+
+async def test_unreachable_peer_is_unavailable_then_backs_off(make: Factory) -> None:
+    a, b = make(), make()
+    await a.start()
+    await b.start()
+    addr = b.address
+    await b.close()
+    with pytest.raises(PeerUnavailable):
+        await a.request(addr, 1)
+    # during backoff the next request fails fast, without a new dial
+    with pytest.raises(PeerUnavailable, match="retry in"):
+        await a.request(addr, 1)
+
+
+async def test_oversized_request_fails_before_sending(make: Factory) -> None:
+    a, b = make(TransportConfig(max_frame_size=4096)), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    with pytest.raises(FrameTooLarge):
+        await a.request(b.address, b"x" * 10_000)
+    assert await a.request(b.address, "still fine") == ["still fine", a.node_id]
+
+
+async def test_observer_sees_failure_and_recovery(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(slow_echo)
+    events: list[tuple[str, bool]] = []
+    a.add_observer(lambda addr, ok, err: events.append((addr, ok)))
+    await a.start()
+    await b.start()
+    await a.request(b.address, 0)
+    with pytest.raises(RequestTimeout):
+        await a.request(b.address, 1.0, timeout=0.02)
+    await a.request(b.address, 0)
+    assert events == [(b.address, True), (b.address, False), (b.address, True)]
+
+
+async def test_one_way_messages_arrive_in_order(make: Factory) -> None:
+    a, b = make(), make()
+    got: list[Any] = []
+    b.set_handler(lambda m, p: got.append(m))
+    await a.start()
+    await b.start()
+    for i in range(100):
+        assert a.send(b.address, i)
+    from tests.conftest import wait_for
+
+    await wait_for(lambda: len(got) == 100)
+    assert got == list(range(100))
+
+
+class _Sink:
+    def __init__(self, store: list[Any], delay: float = 0.0) -> None:
+        self.store = store
+        self.delay = delay
+        self.aborted: BaseException | None = None
+
+    async def feed(self, chunk: Any) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if chunk == "bad":
+            raise InvalidRequest("bad chunk")
+        self.store.append(chunk)
+
+    async def finish(self) -> Any:
+        return len(self.store)
+
+    async def abort(self, reason: BaseException) -> None:
+        self.aborted = reason
+
+
+async def test_stream_delivers_chunks_in_order_with_window(make: Factory) -> None:
+    a, b = make(), make()
+    store: list[Any] = []
+    sinks: list[_Sink] = []
+
+    async def on_stream(header: Any, peer: PeerInfo) -> _Sink:
+        assert header == {"partition": 7}
+        sink = _Sink(store, delay=0.001)
+        sinks.append(sink)
+        return sink
+
+    b.set_stream_handler(on_stream)
+    await a.start()
+    await b.start()
+
+    async def gen() -> AsyncIterator[int]:
+        for i in range(200):
+            yield i
+
+    assert await a.send_stream(b.address, {"partition": 7}, gen(), window=4) == 200
+    assert store == list(range(200))
+
+
+async def test_stream_error_in_sink_fails_the_sender(make: Factory) -> None:
+    a, b = make(), make()
+    store: list[Any] = []
+
+    async def on_stream(header: Any, peer: PeerInfo) -> _Sink:
+        return _Sink(store)
+
+    b.set_stream_handler(on_stream)
+    await a.start()
+    await b.start()
+    with pytest.raises(InvalidRequest, match="bad chunk"):
+        await a.send_stream(b.address, {}, [1, 2, "bad", 3, 4], window=2)
+    assert store[:2] == [1, 2]
+
+
+async def test_bounded_in_flight_gives_overloaded(make: Factory) -> None:
+    a, b = make(TransportConfig(max_in_flight=10)), make()
+    b.set_handler(slow_echo)
+    await a.start()
+    await b.start()
+    futs = [a.request_future(b.address, 0.05) for _ in range(15)]
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert sum(isinstance(r, Overloaded) for r in results) == 5
+    assert sum(r == 0.05 for r in results) == 10
+
+
+async def test_fault_injector_drops_and_heals(make: Factory) -> None:
+    faults = FaultInjector(seed=1)
+    a, b = make(faults=faults), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    assert await a.request(b.address, 1) == [1, a.node_id]
+    faults.drop[b.address] = 1.0
+    with pytest.raises(RequestTimeout):
+        await a.request(b.address, 2, timeout=0.05)
+    faults.clear()
+    assert await a.request(b.address, 3) == [3, a.node_id]
+
+
+async def test_version_mismatch_is_a_clear_error(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    a.protocol_version = 99
+    with pytest.raises(VersionMismatch, match="speaks peer protocol 99"):
+        await a.request(b.address, 1)
+
+
+# -- raw-socket abuse of a real TCP listener ---------------------------------
+
+
+async def _tcp_node() -> TcpTransport:
+    t = TcpTransport("srv", "127.0.0.1:0", TransportConfig(max_frame_size=64 * 1024))
+    t.set_handler(echo)
+    await t.start()
+    return t
+
+
+async def _raw(addr: str, payload: bytes) -> bytes:
+    host, port = addr.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5.0)
+    writer.close()
+    return data
+
+
+def _framed(obj: Any) -> bytes:
+    body = _core._pack(obj)
+    return len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\x00\x00\x00\x03\xc1\xc1\xc1", b"malformed frame"),
+        ((10**9).to_bytes(4, "big") + b"xx", b"exceeds max"),
+        (_framed([_core.REQ, 1, "hi"]), b"before handshake"),
+        (_framed([_core.HELLO, 42, "peer-ring", "x", "127.0.0.1:1"]), b"speaks peer protocol 42"),
+        (_framed([_core.HELLO, 1, "other", "x", "127.0.0.1:1"]), b"belongs to cluster"),
+        (_framed("not an array"), b"malformed frame"),
+    ],
+)
+async def test_bad_input_closes_that_channel_and_node_keeps_serving(
+    payload: bytes, expected: bytes
+) -> None:
+    srv = await _tcp_node()
+    client = TcpTransport("cli", "127.0.0.1:0")
+    await client.start()
+    try:
+        data = await _raw(srv.address, payload)
+        assert expected in data
+        assert srv.stats["protocol_errors"] == 1
+        assert await client.request(srv.address, "after") == ["after", "cli"]
+    finally:
+        await client.close()
+        await srv.close()
+
+
+async def test_client_error_is_protocol_error_on_caller() -> None:
+    """A server answering garbage makes the caller's request fail, not hang."""
+
+    async def garbage_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(1)
+            writer.write(b"\x00\x00\x00\x02\xc1\xc1")
+            await writer.drain()
+            await reader.read()  # until the client hangs up on us
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(garbage_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = TcpTransport("cli", "127.0.0.1:0")
+    await client.start()
+    try:
+        with pytest.raises((ProtocolError, PeerUnavailable)):
+            await client.request(f"127.0.0.1:{port}", 1, timeout=3)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_free_port_helper_is_loopback() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        assert s.getsockname()[0] == "127.0.0.1"
