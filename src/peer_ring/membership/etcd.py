@@ -311,14 +311,14 @@ class EtcdDiscovery(Discovery):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                exc = unwrap_group(exc)
-                self.last_error = exc
+                error = unwrap_group(exc)
+                self.last_error = error
                 delay = backoff.next()
                 log.warning(
                     "etcd discovery: session with %s failed (%r); keeping last view of %d "
                     "members, retrying in %.2fs",
                     self.config.endpoints[self._endpoint_index % len(self.config.endpoints)],
-                    exc,
+                    error,
                     len(self._publisher.view),
                     delay,
                 )
