@@ -1,0 +1,443 @@
+"""The RESP server: connections, pipelining, backpressure, dispatch.
+
+Each client connection is an :class:`asyncio.Protocol` with one worker task.
+``data_received`` only parses (no awaiting, no replies); complete requests go
+to a queue that the worker executes strictly in order, appending each encoded
+reply to a list that is written with *one* ``transport.write`` when the queue
+runs dry -- a pipeline of 100 GETs arriving in one read costs one syscall to
+answer.
+
+Invariants:
+
+* Replies leave in request order; a request starts only after the previous
+  one on the same connection finished (Redis semantics).
+* Memory per connection is bounded: the parser's own limits bound a partial
+  request; complete requests waiting for execution are bounded by
+  ``max_pipeline_bytes`` (reading pauses above it); unwritten replies by
+  ``write_buffer_high`` (execution pauses above it until the client reads).
+* A protocol error answers ``-ERR Protocol error: ...`` after the replies to
+  the requests before it, then closes that connection only. An exception in
+  a handler becomes an error reply; nothing a client sends stops the server.
+* A client that disconnects mid-request loses only that request; a command
+  already executing runs to completion (its reply is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections import deque
+from typing import Any
+
+from peer_ring.apps.kv.api import KVApi
+from peer_ring.clock import Clock, SystemClock
+from peer_ring.errors import (
+    ClosedError,
+    InvalidRequest,
+    NotOwner,
+    PeerRingError,
+    QuorumNotReached,
+    RingMismatch,
+    TransportError,
+)
+from peer_ring.server.resp._config import RespConfig
+from peer_ring.server.resp._parser import RespParser, RespProtocolError
+from peer_ring.server.resp._reply import NIL2, NIL3, error
+from peer_ring.server.resp._table import ALL_SPECS, CommandError, CommandSpec, lookup
+
+__all__ = ["RespConnection", "RespServer", "RespStats"]
+
+log = logging.getLogger("peer_ring.server.resp")
+
+_QUEUED = b"+QUEUED\r\n"
+#: Commands that run immediately even inside MULTI.
+_MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "unwatch", "quit", "reset"})
+
+
+class RespStats:
+    """Plain counters, read by INFO and by whoever exports metrics.
+
+    Updated from the event loop thread only; reading them from elsewhere
+    gives a possibly stale but never torn value.
+    """
+
+    __slots__ = (
+        "calls",
+        "commands_processed",
+        "connections_received",
+        "error_replies",
+        "protocol_errors",
+        "rejected_connections",
+    )
+
+    def __init__(self) -> None:
+        self.commands_processed = 0  #: requests executed (including failed ones)
+        self.error_replies = 0  #: error replies sent (protocol errors included)
+        self.protocol_errors = 0  #: connections closed for malformed input
+        self.connections_received = 0  #: connections accepted
+        self.rejected_connections = 0  #: connections refused (max_clients)
+        self.calls = [0] * len(ALL_SPECS)  #: per command, by CommandSpec.index
+
+    def per_command(self) -> dict[str, int]:
+        """Calls per top-level command name (only those called at least once)."""
+        return {spec.name: n for spec, n in zip(ALL_SPECS, self.calls, strict=True) if n}
+
+    def reset(self) -> None:
+        """Zero every counter (CONFIG RESETSTAT)."""
+        self.__init__()  # type: ignore[misc]
+
+
+class RespServer:
+    """Serves a :class:`~peer_ring.apps.kv.api.KVApi` over RESP2/RESP3.
+
+    ``port=0`` binds an ephemeral port; read :attr:`port` after
+    :meth:`start`. ``clock`` gives TTL arithmetic (``time()``) and uptime
+    (``monotonic()``); it must be the clock the KV store uses.
+    """
+
+    def __init__(
+        self,
+        kv: KVApi,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        config: RespConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.kv = kv
+        self.host = host
+        self._port = port
+        self.config = config if config is not None else RespConfig()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.stats = RespStats()
+        self.connections: dict[int, RespConnection] = {}
+        self.run_id = os.urandom(20).hex()
+        self.started_at = self.clock.monotonic()
+        self.closing = False
+        self._server: asyncio.AbstractServer | None = None
+        self._ids = itertools.count(1)
+        limits = kv.limits
+        self.max_bulk = min(
+            self.config.max_bulk_len, max(limits.max_value_size, limits.max_key_size)
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`), else the configured one."""
+        return self._port
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        if self._server is not None:
+            raise InvalidRequest("RespServer already started")
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RespConnection(self), self.host, self._port, reuse_address=True
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self.started_at = self.clock.monotonic()
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight commands finish (up to
+        ``config.shutdown_grace``), flush replies and close every connection."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.connections.values())
+        for conn in conns:
+            conn.shutdown()
+        workers = [c.worker for c in conns if c.worker is not None and not c.worker.done()]
+        if workers:
+            sleeper: asyncio.Future[Any] = asyncio.ensure_future(
+                self.clock.sleep(self.config.shutdown_grace)
+            )
+            gathered: asyncio.Future[Any] = asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.wait({sleeper, gathered}, return_when=asyncio.FIRST_COMPLETED)
+            sleeper.cancel()
+            for w in workers:
+                w.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gathered
+        for conn in conns:
+            conn.abort_if_open()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> RespServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def map_error(exc: BaseException) -> str:
+    """The error reply text for an exception raised by the KV store.
+
+    ``TRYAGAIN``: the cluster could not complete the request now (quorum,
+    timeout, unreachable or overloaded peers, ring change); for writes the
+    outcome is unknown. ``ERR``: the request is invalid or the server closing.
+    """
+    if isinstance(exc, QuorumNotReached):
+        return f"TRYAGAIN {exc} (a write may or may not have been applied)"
+    if isinstance(exc, TransportError | NotOwner | RingMismatch):
+        return f"TRYAGAIN {type(exc).__name__}: {exc}"
+    if isinstance(exc, ClosedError):
+        return f"ERR server is shutting down: {exc}"
+    if isinstance(exc, InvalidRequest):
+        return f"ERR {exc}"
+    if isinstance(exc, PeerRingError):
+        return f"ERR {type(exc).__name__}: {exc}"
+    return f"ERR internal error: {type(exc).__name__}"
+
+
+class RespConnection(asyncio.Protocol):
+    """One client connection (protocol state, session state, worker task).
+
+    Session state read by command handlers: ``resp3``, ``nil`` (the null
+    reply of the negotiated protocol), ``authenticated``, ``name``,
+    ``lib_name``, ``lib_ver``, ``id``, ``multi`` (queued requests inside
+    MULTI or None).
+    """
+
+    def __init__(self, server: RespServer) -> None:
+        self.server = server
+        self.kv = server.kv
+        self.id = next(server._ids)
+        cfg = server.config
+        self.parser = RespParser(
+            max_bulk_len=server.max_bulk,
+            max_multibulk_len=cfg.max_multibulk_len,
+            max_inline_len=cfg.max_inline_len,
+            max_request_size=cfg.max_request_size,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.queue: deque[list[bytes] | RespProtocolError] = deque()
+        self.resp3 = False
+        self.nil = NIL2
+        self.authenticated = cfg.requirepass is None
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.addr = ""
+        self.laddr = ""
+        self.created = server.clock.monotonic()
+        self.last_command = "NULL"
+        self.multi: list[list[bytes]] | None = None
+        self.multi_dirty = False
+        self.quit = False
+        self._lost = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._queued_bytes = 0
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.laddr = f"{sock[0]}:{sock[1]}" if sock else "?"
+        if server.closing or len(server.connections) >= server.config.max_clients:
+            server.stats.rejected_connections += 1
+            transport.write(error("ERR max number of clients reached"))
+            transport.close()
+            self._lost = True
+            return
+        server.stats.connections_received += 1
+        server.connections[self.id] = self
+        high = server.config.write_buffer_high
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.worker = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        if self._lost or self.quit:
+            return
+        try:
+            requests = self.parser.feed(data)
+        except RespProtocolError as exc:
+            self.queue.extend(exc.parsed)
+            self.queue.append(exc)
+            self._pause_reading()
+            self._wake()
+            return
+        if requests:
+            self.queue.extend(requests)
+            self._queued_bytes += len(data)
+            if self._queued_bytes > self.server.config.max_pipeline_bytes:
+                self._pause_reading()
+            self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport (we do not support half-closed clients)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.server.connections.pop(self.id, None)
+        self._wake()
+        if self._write_paused is not None and not self._write_paused.done():
+            self._write_paused.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._write_paused is None or self._write_paused.done():
+            self._write_paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_paused is not None and not self._write_paused.done():
+            self._write_paused.set_result(None)
+
+    # -- internals ---------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def shutdown(self) -> None:
+        """Called by :meth:`RespServer.close`: stop reading, finish, close."""
+        self._pause_reading()
+        self.quit = True
+        self.queue.clear()
+        self._wake()
+
+    def abort_if_open(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    async def _run(self) -> None:
+        queue = self.queue
+        transport = self.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        out: list[bytes] = []
+        try:
+            while True:
+                while queue:
+                    item = queue.popleft()
+                    if item.__class__ is list:
+                        out.append(await self.dispatch(item))
+                    else:
+                        stats = self.server.stats
+                        stats.protocol_errors += 1
+                        stats.error_replies += 1
+                        out.append(error(f"ERR Protocol error: {item}"))
+                        self.quit = True
+                    if self.quit:
+                        queue.clear()
+                        break
+                if out and not self._lost:
+                    transport.write(out[0] if len(out) == 1 else b"".join(out))
+                out.clear()
+                if self.quit or self._lost:
+                    break
+                self._queued_bytes = 0
+                if self._write_paused is not None:
+                    await self._write_paused
+                    self._write_paused = None
+                    continue
+                if self._reading_paused:
+                    self._reading_paused = False
+                    transport.resume_reading()
+                if not queue:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                    self._waiter = None
+        finally:
+            if not transport.is_closing():
+                transport.close()
+
+    async def dispatch(self, args: list[bytes]) -> bytes:
+        """Execute one request and return its encoded reply (never raises)."""
+        server = self.server
+        stats = server.stats
+        stats.commands_processed += 1
+        spec = lookup(args[0])
+        try:
+            if spec is None:
+                raise CommandError(_unknown_command(args))
+            stats.calls[spec.index] += 1
+            if not self.authenticated and not spec.no_auth:
+                raise CommandError("NOAUTH Authentication required.")
+            n = len(args)
+            arity = spec.arity
+            if (arity > 0 and n != arity) or n < -arity:
+                raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
+            if spec.subcommands:
+                spec = _subcommand(spec, args)
+            if self.multi is not None and spec.name not in _MULTI_CONTROL:
+                if "no_multi" in spec.flags:
+                    raise CommandError("ERR Command not allowed inside a transaction")
+                self.multi.append(args)
+                return _QUEUED
+            self.last_command = spec.name
+            return await spec.handler(self, args)
+        except CommandError as exc:
+            stats.error_replies += 1
+            if self.multi is not None and (spec is None or spec.name not in _MULTI_CONTROL):
+                self.multi_dirty = True  # a request failed to queue: EXEC will abort
+            return error(exc.message)
+        except PeerRingError as exc:
+            stats.error_replies += 1
+            return error(map_error(exc))
+        except Exception as exc:
+            stats.error_replies += 1
+            log.exception("RESP command %r failed", args[0][:64])
+            return error(map_error(exc))
+
+    def set_protocol(self, resp3: bool) -> None:
+        self.resp3 = resp3
+        self.nil = NIL3 if resp3 else NIL2
+
+    def info_line(self) -> str:
+        """This client's line in CLIENT LIST / CLIENT INFO."""
+        now = self.server.clock.monotonic()
+        age = int(now - self.created)
+        name = self.name.decode("utf-8", "replace")
+        flags = "x" if self.multi is not None else "N"
+        return (
+            f"id={self.id} addr={self.addr} laddr={self.laddr} fd=-1 name={name} age={age} "
+            f"idle=0 flags={flags} db=0 sub=0 psub=0 ssub=0 multi="
+            f"{-1 if self.multi is None else len(self.multi)} qbuf={self.parser.buffered} "
+            f"argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r "
+            f"cmd={self.last_command} user=default redir=-1 resp={3 if self.resp3 else 2} "
+            f"lib-name={self.lib_name.decode('utf-8', 'replace')} "
+            f"lib-ver={self.lib_ver.decode('utf-8', 'replace')}"
+        )
+
+
+def _subcommand(spec: CommandSpec, args: list[bytes]) -> CommandSpec:
+    sub = spec.subcommands.get(args[1])
+    if sub is None:
+        sub = spec.subcommands.get(args[1].lower())
+    if sub is None:
+        name = args[1].decode("utf-8", "replace")[:128]
+        raise CommandError(f"ERR unknown subcommand '{name}'. Try {spec.name.upper()} HELP.")
+    n = len(args)
+    if (sub.arity > 0 and n != sub.arity) or n < -sub.arity:
+        raise CommandError(f"ERR wrong number of arguments for '{sub.name}' command")
+    return sub
+
+
+def _unknown_command(args: list[bytes]) -> str:
+    rest = ""
+    for arg in args[1:]:
+        if len(rest) >= 128:
+            break
+        rest += "'" + arg.decode("utf-8", "replace")[: 128 - len(rest)] + "' "
+    name = args[0].decode("utf-8", "replace")[:128]
+    return f"ERR unknown command '{name}', with args beginning with: {rest}"
