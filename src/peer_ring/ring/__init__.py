@@ -8,7 +8,7 @@ placement is a pure function of the member set (ids, zones, weights), ``Q`` and
 """
 
 from peer_ring.ring._hash import key_hash
-from peer_ring.ring._placement import LOAD_FACTOR
+from peer_ring.ring._placement import LOAD_FACTOR, PRIMARY_LOAD_FACTOR
 from peer_ring.ring._ring import (
     DEFAULT_PARTITIONS,
     DEFAULT_REPLICAS,
@@ -25,6 +25,7 @@ __all__ = [
     "LOAD_FACTOR",
     "MAX_PARTITIONS",
     "MAX_REPLICAS",
+    "PRIMARY_LOAD_FACTOR",
     "PartitionChange",
     "Ring",
     "RingDiff",

@@ -22,7 +22,8 @@ Without capacities this is exactly HRW: ``p``'s owners are the ``N`` nodes with
 the smallest claim times, so adding node ``z`` changes only the partitions
 where ``z`` now ranks among the first ``N`` (each such partition loses one old
 owner), which is the minimal possible movement. Capacities (``1.25 x`` the
-weighted fair share, see :data:`LOAD_FACTOR`) bound the imbalance; they bind
+weighted fair share for slots, ``1.15 x`` for primaries, see
+:data:`LOAD_FACTOR`) bound the imbalance; they bind
 only for the luckiest nodes, so the extra movement they cause (a claim
 rejected by a full node falls to the next claimer) is small. Zone rule:
 owners must span ``min(N, zones)`` distinct zones; a claim is refused when
@@ -51,12 +52,13 @@ from typing import Final
 from peer_ring.ring._hash import NodeSeed
 from peer_ring.ring._types import RingNode
 
-__all__ = ["LOAD_FACTOR", "capacity", "place", "slot_shares", "waterfill"]
+__all__ = ["LOAD_FACTOR", "PRIMARY_LOAD_FACTOR", "capacity", "place", "slot_shares", "waterfill"]
 
 #: A node's capacity is at most this multiple of its weighted fair share (of
 #: primaries and of replica slots). Lower values balance better but move more
 #: partitions when membership changes (more claims are refused by full nodes).
 LOAD_FACTOR: Final = 1.25
+PRIMARY_LOAD_FACTOR = 1.05
 
 
 def waterfill(
@@ -88,12 +90,12 @@ def waterfill(
     return share
 
 
-def capacity(share: float, per_node_max: int) -> int:
-    """``floor(LOAD_FACTOR * share)``, but at least ``ceil(share)`` and at most ``per_node_max``.
+def capacity(share: float, per_node_max: int, factor: float = LOAD_FACTOR) -> int:
+    """``floor(factor * share)``, but at least ``ceil(share)`` and at most ``per_node_max``.
 
     The lower bound makes capacities always add up to the total at least.
     """
-    return min(per_node_max, max(math.ceil(share - 1e-9), math.floor(LOAD_FACTOR * share + 1e-9)))
+    return min(per_node_max, max(math.ceil(share - 1e-9), math.floor(factor * share + 1e-9)))
 
 
 def slot_shares(
@@ -144,7 +146,10 @@ def place(
     zone_of, zoned = _zone_indices(nodes)
     target_zones = min(need, len(set(zone_of)))
     slot_cap = [capacity(s, q) for s in slot_shares(weights, zone_of, q, need)]
-    prim_cap = [capacity(s, q) for s in waterfill(weights, q, [0.0] * n, [float(q)] * n)]
+    prim_cap = [
+        capacity(s, q, PRIMARY_LOAD_FACTOR)
+        for s in waterfill(weights, q, [0.0] * n, [float(q)] * n)
+    ]
 
     owners: list[list[int]] = [[] for _ in range(q)]
     primary = [-1] * q
