@@ -1,0 +1,190 @@
+"""Node configuration: one frozen dataclass per subsystem, combined in :class:`NodeConfig`.
+
+Durations are float seconds, sizes bytes. Every config is validated when it
+is built; an inconsistent value raises :class:`~peer_ring.errors.ConfigError`.
+Presets start from the defaults and change a few fields:
+
+* :meth:`NodeConfig.local` -- a cluster of processes on one machine (tests,
+  demos): fast failure detection, short timeouts.
+* :meth:`NodeConfig.lan` -- the default: one data centre.
+* :meth:`NodeConfig.wan` -- nodes across regions: patient timeouts.
+
+Only the CLI reads environment variables and files; library users build
+configs in code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from peer_ring.errors import ConfigError
+from peer_ring.membership.base import parse_address
+from peer_ring.membership.failure import FailureDetectorConfig
+from peer_ring.transport.base import TransportConfig
+
+TRANSPORTS = ("tcp", "grpc", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Placement and quorum defaults.
+
+    ``replicas`` is N, the number of nodes that hold each key; ``read_quorum``
+    (R) and ``write_quorum`` (W) are how many of them must answer. R + W > N
+    gives read-your-writes under a strict quorum. ``partitions`` (Q) is fixed
+    for the life of a cluster: every node must use the same value.
+    """
+
+    partitions: int = 1024
+    replicas: int = 3
+    read_quorum: int = 2
+    write_quorum: int = 2
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ConfigError("replicas (N) must be >= 1")
+        for name in ("read_quorum", "write_quorum"):
+            value = getattr(self, name)
+            if not 1 <= value <= self.replicas:
+                raise ConfigError(f"{name} must be between 1 and replicas ({self.replicas})")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node needs. See the module docstring for presets.
+
+    ``listen`` is the peer transport's bind address; ``advertise`` the address
+    peers should dial (defaults to ``listen``). ``seeds`` are contact points
+    for static discovery. ``member_sync_interval`` is how often static
+    discovery exchanges member lists with a random peer. ``dead_after`` is how
+    long a member may be down before it is removed from the ring (None: never
+    automatically). ``testing`` enables the fault-injection admin endpoints --
+    never set it in production.
+    """
+
+    node_id: str
+    listen: str = "127.0.0.1:7400"
+    advertise: str | None = None
+    seeds: tuple[str, ...] = ()
+    zone: str | None = None
+    weight: float = 1.0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    cluster: str = "peer-ring"
+    transport: str = "tcp"
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    transport_config: TransportConfig = field(default_factory=TransportConfig)
+    failure: FailureDetectorConfig = field(default_factory=FailureDetectorConfig)
+    member_sync_interval: float = 1.0
+    discovery_start_timeout: float = 5.0
+    dead_after: float | None = None
+    resp: str | None = None
+    http: str | None = None
+    stop_timeout: float = 5.0
+    testing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        if self.transport != "memory":
+            parse_address(self.listen)
+        for seed in self.seeds:
+            parse_address(seed)
+        for name in ("resp", "http", "advertise"):
+            value = getattr(self, name)
+            if value is not None:
+                parse_address(value)
+        if self.member_sync_interval <= 0 or self.stop_timeout <= 0:
+            raise ConfigError("member_sync_interval and stop_timeout must be > 0")
+        if self.dead_after is not None and self.dead_after <= 0:
+            raise ConfigError("dead_after must be > 0 seconds")
+        if self.transport_config.cluster != self.cluster:
+            object.__setattr__(
+                self, "transport_config", replace(self.transport_config, cluster=self.cluster)
+            )
+
+    @property
+    def peer_address(self) -> str:
+        return self.advertise or self.listen
+
+    # -- presets -----------------------------------------------------------
+    @classmethod
+    def lan(cls, node_id: str, **overrides: Any) -> NodeConfig:
+        """One data centre: the defaults."""
+        return cls(node_id=node_id, **overrides)
+
+    @classmethod
+    def local(cls, node_id: str, **overrides: Any) -> NodeConfig:
+        """Processes on one machine: detect failures in about a second."""
+        base: dict[str, Any] = {
+            "failure": FailureDetectorConfig(
+                ping_interval=0.25, ping_timeout=0.5, failures_to_down=2
+            ),
+            "transport_config": TransportConfig(request_timeout=2.0, connect_timeout=1.0),
+            "member_sync_interval": 0.5,
+            "discovery_start_timeout": 3.0,
+        }
+        base.update(overrides)
+        return cls(node_id=node_id, **base)
+
+    @classmethod
+    def wan(cls, node_id: str, **overrides: Any) -> NodeConfig:
+        """Regions apart: round trips of 100+ ms; be patient before accusing."""
+        base: dict[str, Any] = {
+            "failure": FailureDetectorConfig(
+                ping_interval=2.0, ping_timeout=2.0, failures_to_down=3
+            ),
+            "transport_config": TransportConfig(request_timeout=10.0, connect_timeout=5.0),
+            "member_sync_interval": 3.0,
+            "discovery_start_timeout": 15.0,
+        }
+        base.update(overrides)
+        return cls(node_id=node_id, **base)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], **overrides: Any) -> NodeConfig:
+        """Build from a mapping shaped like the TOML config file (see docs)."""
+        known = {f.name for f in fields(cls)}
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            key = key.replace("-", "_")
+            if key == "replication":
+                flat[key] = ReplicationConfig(**_sub(value, ReplicationConfig, key))
+            elif key == "transport_config":
+                flat[key] = TransportConfig(**_sub(value, TransportConfig, key))
+            elif key == "failure":
+                flat[key] = FailureDetectorConfig(**_sub(value, FailureDetectorConfig, key))
+            elif key == "seeds":
+                flat[key] = tuple(value.split(",") if isinstance(value, str) else value)
+            elif key in known:
+                flat[key] = value
+            else:
+                raise ConfigError(f"unknown config key {key!r}")
+        flat.update({k: v for k, v in overrides.items() if v is not None})
+        if "node_id" not in flat:
+            raise ConfigError("node_id is required")
+        return cls(**flat)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> NodeConfig:
+        """Read a TOML config file; ``overrides`` (e.g. CLI flags) win."""
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        node = data.get("node", data)
+        return cls.from_mapping(node, **overrides)
+
+
+def _sub(value: Any, cls: type, name: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config section {name!r} must be a table")
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(value) - allowed
+    if unknown:
+        raise ConfigError(f"unknown keys in [{name}]: {', '.join(sorted(unknown))}")
+    return dict(value)

@@ -1,0 +1,446 @@
+"""The node: composition root of config, discovery, ring, transport and services.
+
+``async with Node(config) as node:`` starts a node and stops it cleanly. A
+node:
+
+* listens on its peer transport and answers pings, member exchanges, status
+  queries and service commands;
+* follows its discovery backend's member views and recomputes the ring (a
+  pure function of the member set) whenever the set changes;
+* runs a local failure detector fed by transport health and periodic pings:
+  a down member keeps its place in the ring, the node routes around it;
+* routes ``node.call(namespace, key, command, payload)`` to the key's owners,
+  handling it locally when it is one, and exposes a quorum
+  :class:`~peer_ring.replication.coordinator.Coordinator` for services.
+
+Peer messages handled here (msgpack arrays, first element the operation)::
+
+    ["p"]                                   ping -> [node_id, ring epoch]
+    ["m", records]                          member exchange -> records
+    ["st"]                                  status -> map
+    ["s", ns, command, key, partition, payload, origin]   service command
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from peer_ring.clock import Clock, SystemClock
+from peer_ring.config import NodeConfig
+from peer_ring.errors import (
+    ClosedError,
+    ConfigError,
+    InvalidRequest,
+    PeerRingError,
+    PeerUnavailable,
+    RequestTimeout,
+    UnknownCommand,
+)
+from peer_ring.membership.base import Discovery, Member, MemberState, View
+from peer_ring.membership.failure import FailureDetector
+from peer_ring.membership.static import StaticDiscovery
+from peer_ring.replication.coordinator import Coordinator
+from peer_ring.ring import Ring
+from peer_ring.service import Request, Service
+from peer_ring.transport._core import ChannelTransport, FaultInjector
+from peer_ring.transport.base import PeerInfo, Transport
+from peer_ring.transport.memory import MemoryNetwork, MemoryTransport
+from peer_ring.transport.tcp import TcpTransport
+
+log = logging.getLogger(__name__)
+
+#: ``listener(old_ring, new_ring)`` -- called on the loop after every ring change.
+RingListener = Callable[[Ring, Ring], None]
+
+
+def build_transport(
+    config: NodeConfig,
+    *,
+    network: MemoryNetwork | None = None,
+    faults: FaultInjector | None = None,
+) -> ChannelTransport:
+    """Create the transport named by ``config.transport``."""
+    kind = config.transport
+    if kind == "tcp":
+        return TcpTransport(config.node_id, config.listen, config.transport_config, faults=faults)
+    if kind == "grpc":
+        # imported on demand: grpc is heavy and only this transport needs it
+        module = importlib.import_module("peer_ring.transport.grpc_transport")
+        transport: ChannelTransport = module.GrpcTransport(
+            config.node_id, config.listen, config.transport_config, faults=faults
+        )
+        return transport
+    if kind == "memory":
+        if network is None:
+            raise ConfigError("the memory transport needs a MemoryNetwork")
+        return MemoryTransport(
+            config.node_id, config.listen, network, config.transport_config, faults=faults
+        )
+    raise ConfigError(f"unknown transport {kind!r}")
+
+
+class Node:
+    """One peer-ring node. See the module docstring."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        discovery: Discovery | None = None,
+        transport: Transport | None = None,
+        network: MemoryNetwork | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.faults = FaultInjector() if config.testing else None
+        self.transport: Transport = transport or build_transport(
+            config, network=network, faults=self.faults
+        )
+        self.discovery: Discovery = discovery or StaticDiscovery(
+            config.seeds,
+            interval=config.member_sync_interval,
+            start_timeout=config.discovery_start_timeout,
+            clock=self.clock,
+        )
+        self.detector = FailureDetector(self.clock, config.failure)
+        self.coordinator = Coordinator(self)
+        self._services: dict[str, Service] = {}
+        self._members: dict[str, Member] = {}
+        self._by_address: dict[str, str] = {}
+        self._ring_listeners: list[RingListener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._stopped = False
+        self._ready = asyncio.Event()
+        self.local: Member | None = None
+        rep = config.replication
+        self.ring = Ring((), partitions=rep.partitions, replicas=rep.replicas)
+        self.started_at = 0.0
+
+    # -- lifecycle -------------------------------------------------------
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.started_at = self.clock.monotonic()
+        self.transport.set_handler(self._dispatch)
+        self.transport.add_observer(self._on_peer_health)
+        await self.transport.start()
+        cfg = self.config
+        self.local = Member(
+            id=cfg.node_id,
+            address=cfg.advertise or self.transport.address,
+            zone=cfg.zone,
+            weight=cfg.weight,
+            # a restart counter that needs no disk: the start time in ms
+            incarnation=int(time.time() * 1000),
+            meta=dict(cfg.meta),
+        )
+        if isinstance(self.discovery, StaticDiscovery):
+            self.discovery.bind(self._exchange_members)
+        try:
+            await self.discovery.start(self.local)
+        except BaseException:
+            await self.transport.close()
+            raise
+        self._apply_view(self.discovery.members())
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._follow_discovery()))
+        self._tasks.append(loop.create_task(self._ping_loop()))
+        self._ready.set()
+        log.info("node %s up at %s with %d members", cfg.node_id, self.address, len(self._members))
+
+    async def stop(self) -> None:
+        """Stop serving: discovery, background tasks, services, transport.
+
+        A stop is a temporary absence, not a leave: the node keeps its place
+        in the other nodes' rings (see :meth:`leave` for decommissioning).
+        """
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        try:
+            await asyncio.wait_for(self._stop(), self.config.stop_timeout)
+        except TimeoutError:
+            log.warning("node %s: graceful stop timed out", self.config.node_id)
+            await self.transport.close()
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for service in self._services.values():
+            try:
+                await service.close()
+            except Exception:
+                log.exception("service %s failed to close", service.namespace)
+        with contextlib.suppress(Exception):
+            await self.discovery.stop()
+        await self.transport.close()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    # -- identity and view -----------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def address(self) -> str:
+        return self.local.address if self.local is not None else self.transport.address
+
+    @property
+    def members(self) -> dict[str, Member]:
+        """Current members (id -> member), this node included."""
+        return dict(self._members)
+
+    def member_state(self, member_id: str) -> MemberState:
+        if member_id == self.id:
+            return MemberState.UP
+        return self.detector.state(member_id)
+
+    def is_up(self, member_id: str) -> bool:
+        return member_id == self.id or self.detector.is_up(member_id)
+
+    def address_of(self, member_id: str) -> str:
+        member = self._members.get(member_id)
+        if member is None:
+            raise PeerUnavailable(f"unknown member {member_id}")
+        return member.address
+
+    def on_ring_change(self, listener: RingListener) -> None:
+        """Register a listener called with ``(old, new)`` after each ring change."""
+        self._ring_listeners.append(listener)
+
+    def _apply_view(self, view: View) -> None:
+        members = dict(view)
+        if self.local is not None:
+            members[self.local.id] = self.local
+        old_ids = set(self._members)
+        self._members = members
+        self._by_address = {m.address: mid for mid, m in members.items()}
+        for mid in members:
+            if mid != self.id:
+                self.detector.track(mid)
+        for mid in old_ids - set(members):
+            self.detector.forget(mid)
+        rep = self.config.replication
+        new_ring = Ring.from_members(
+            members.values(), partitions=rep.partitions, replicas=rep.replicas
+        )
+        if new_ring.checksum != self.ring.checksum:
+            old, self.ring = self.ring, new_ring
+            log.info(
+                "node %s: ring epoch %s with %d members",
+                self.id,
+                new_ring.epoch,
+                len(new_ring.node_ids),
+            )
+            for listener in self._ring_listeners:
+                try:
+                    listener(old, new_ring)
+                except Exception:
+                    log.exception("ring listener failed")
+
+    async def _follow_discovery(self) -> None:
+        async for view in self.discovery.subscribe():
+            self._apply_view(view)
+
+    # -- failure detection ------------------------------------------------
+    def _on_peer_health(self, address: str, ok: bool, err: BaseException | None) -> None:
+        mid = self._by_address.get(address)
+        if mid is None:
+            return
+        if ok:
+            self.detector.success(mid)
+        else:
+            definite = isinstance(err, PeerUnavailable)
+            self.detector.failure(mid, definite=definite)
+
+    async def _ping_loop(self) -> None:
+        cfg = self.config.failure
+        pending: dict[str, asyncio.Future[Any]] = {}
+        while True:
+            await self.clock.sleep(cfg.ping_interval)
+            for mid, member in list(self._members.items()):
+                if mid == self.id or mid in pending:
+                    continue
+                if self.detector.is_up(mid) and not self.detector.needs_ping(mid):
+                    continue
+                fut = self.transport.request_future(member.address, ["p"], cfg.ping_timeout)
+                pending[mid] = fut
+                fut.add_done_callback(partial(self._ping_done, mid, pending))
+
+    def _ping_done(self, mid: str, pending: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+        pending.pop(mid, None)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self.detector.success(mid)
+        else:
+            self.detector.failure(mid, definite=isinstance(exc, PeerUnavailable))
+
+    # -- static discovery exchange ------------------------------------------
+    async def _exchange_members(
+        self, address: str, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        reply = await self.transport.request(address, ["m", records])
+        if not isinstance(reply, list):
+            raise InvalidRequest("member exchange answered with a non-list")
+        return reply
+
+    # -- services ----------------------------------------------------------
+    def register(self, service: Service) -> Service:
+        """Register ``service`` under its namespace (before or after start)."""
+        ns = service.namespace
+        if not ns:
+            raise ConfigError("a service needs a non-empty namespace")
+        if ns in self._services:
+            raise ConfigError(f"a service is already registered under {ns!r}")
+        self._services[ns] = service
+        service.attach(self)
+        return service
+
+    def service(self, namespace: str) -> Service:
+        try:
+            return self._services[namespace]
+        except KeyError:
+            raise UnknownCommand(f"no service registered under {namespace!r}") from None
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return dict(self._services)
+
+    def handle_local(
+        self, namespace: str, command: str, key: bytes, partition: int, payload: Any, origin: str
+    ) -> Any:
+        """Run a command on this node's replica (sync value or coroutine)."""
+        service = self._services.get(namespace)
+        if service is None:
+            raise UnknownCommand(f"no service registered under {namespace!r}")
+        return service.handle(Request(command, key, partition, payload, origin))
+
+    async def call(
+        self,
+        namespace: str,
+        key: bytes | str,
+        command: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``command`` on the first live owner of ``key`` in preference order
+        (the primary while it is up), locally when that owner is this node.
+
+        Every node routes a key to the same owner, so a service that keeps a
+        single copy (a counter, a lock) sees all of a key's commands in one
+        place; replicated services use :attr:`coordinator` instead.
+        """
+        if self._stopped:
+            raise ClosedError("node stopped")
+        k = key.encode() if isinstance(key, str) else key
+        partition = self.ring.partition_for(k)
+        owners = self.ring.preference_list(partition)
+        if not owners:
+            raise PeerUnavailable("the ring is empty")
+        ordered = sorted(owners, key=lambda o: not self.is_up(o))  # stable: keeps preference
+        last: BaseException | None = None
+        for owner in ordered:
+            if owner == self.id:
+                result = self.handle_local(namespace, command, k, partition, payload, self.id)
+                if asyncio.iscoroutine(result):
+                    result = await result
+                return result
+            try:
+                return await self.transport.request(
+                    self.address_of(owner),
+                    ["s", namespace, command, k, partition, payload, self.id],
+                    timeout,
+                )
+            except (PeerUnavailable, RequestTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    # -- incoming peer messages ---------------------------------------------
+    def _dispatch(self, message: Any, peer: PeerInfo) -> Any:
+        if type(message) is not list or not message:
+            raise InvalidRequest("peer message must be a non-empty array")
+        op = message[0]
+        if op == "s":
+            if len(message) != 7:
+                raise InvalidRequest("service command needs 7 fields")
+            _, ns, command, key, partition, payload, origin = message
+            if type(key) is not bytes or type(partition) is not int:
+                raise InvalidRequest("service command: key must be bytes, partition an int")
+            return self.handle_local(ns, command, key, partition, payload, origin)
+        if op == "p":
+            return [self.id, self.ring.epoch]
+        if op == "m":
+            if isinstance(self.discovery, StaticDiscovery):
+                self.discovery.merge(message[1] if len(message) > 1 else None)
+                return self.discovery.records()
+            return [m.to_wire() for m in self._members.values()]
+        if op == "st":
+            return self.status()
+        raise UnknownCommand(f"unknown peer operation {op!r}")
+
+    def status(self) -> dict[str, Any]:
+        """What ``peer-ring status`` shows: members, states, ownership, epoch."""
+        ring = self.ring
+        members = []
+        for mid, member in sorted(self._members.items()):
+            members.append(
+                {
+                    "id": mid,
+                    "address": member.address,
+                    "zone": member.zone,
+                    "incarnation": member.incarnation,
+                    "state": self.member_state(mid).value,
+                    "partitions": len(ring.partitions_of(mid)),
+                    "primaries": len(ring.primaries_of(mid)),
+                }
+            )
+        return {
+            "node": self.id,
+            "address": self.address,
+            "epoch": ring.epoch,
+            "partitions": ring.partitions,
+            "replicas": ring.replicas,
+            "members": members,
+            "services": sorted(self._services),
+            "uptime": self.clock.monotonic() - self.started_at,
+        }
+
+    def raise_if_stopped(self) -> None:
+        if self._stopped:
+            raise ClosedError("node stopped")
+
+
+__all__ = ["Node", "PeerRingError", "build_transport"]

@@ -1,0 +1,201 @@
+"""Quorum fan-out: send one command to a key's replicas, wait for R or W answers.
+
+The coordinator sends the command to the first ``n`` nodes of the key's
+preference list -- every one of them, even when fewer answers are needed (a
+write acknowledged at W=1 still reaches all N replicas) -- and resolves as soon
+as ``quorum`` replicas answered successfully. If so many replicas fail that
+the quorum can no longer be reached, or the deadline passes first, it raises
+:class:`~peer_ring.errors.QuorumNotReached` with the required and acked counts:
+fewer answers are never a silent success.
+
+Remote requests are sent before the local replica runs, and nothing waits for
+the local work before sending, so local and remote work overlap. Answers that
+arrive after the quorum are still collected: ``QuorumResult.complete`` resolves
+with every answer once all replicas answered or failed (read repair uses it).
+
+Dynamo (DeCandia et al., SOSP 2007), section 4.5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from peer_ring.errors import PeerRingError, PeerUnavailable, QuorumNotReached
+
+if TYPE_CHECKING:
+    from peer_ring.node import Node
+
+
+@dataclass(slots=True)
+class QuorumResult:
+    """Answers gathered by the time the quorum was reached.
+
+    ``acks`` holds ``(node_id, answer)`` pairs in arrival order, ``errors``
+    the failures seen so far, ``targets`` every node the command went to.
+    ``complete`` resolves (never fails) with all answers once every target
+    has answered or failed.
+    """
+
+    targets: tuple[str, ...]
+    acks: list[tuple[str, Any]] = field(default_factory=list)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    complete: asyncio.Future[list[tuple[str, Any]]] | None = None
+
+
+class _Round:
+    __slots__ = ("all_acks", "complete", "done", "errors", "quorum", "remaining", "result", "timer")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        targets: tuple[str, ...],
+        quorum: int,
+    ) -> None:
+        self.quorum = quorum
+        self.remaining = len(targets)
+        self.result = QuorumResult(targets)
+        self.all_acks: list[tuple[str, Any]] = []
+        self.errors = self.result.errors
+        self.done: asyncio.Future[QuorumResult] = loop.create_future()
+        self.complete: asyncio.Future[list[tuple[str, Any]]] = loop.create_future()
+        self.result.complete = self.complete
+        self.timer: asyncio.TimerHandle | None = None
+
+    def ok(self, node_id: str, value: Any) -> None:
+        self.remaining -= 1
+        self.all_acks.append((node_id, value))
+        if not self.done.done():
+            self.result.acks.append((node_id, value))
+            if len(self.result.acks) >= self.quorum:
+                self._finish()
+        self._maybe_complete()
+
+    def fail(self, node_id: str, exc: BaseException) -> None:
+        self.remaining -= 1
+        self.errors[node_id] = exc
+        if not self.done.done() and len(self.result.acks) + self.remaining < self.quorum:
+            self._fail()
+        self._maybe_complete()
+
+    def on_done(self, node_id: str, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            self.fail(node_id, PeerUnavailable("request cancelled"))
+            return
+        exc = fut.exception()
+        if exc is None:
+            self.ok(node_id, fut.result())
+        else:
+            self.fail(node_id, exc)
+
+    def expire(self) -> None:
+        if not self.done.done():
+            self._fail()
+
+    def _finish(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.done.set_result(self.result)
+
+    def _fail(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.done.set_exception(
+            QuorumNotReached(self.quorum, len(self.result.acks), dict(self.errors))
+        )
+
+    def _maybe_complete(self) -> None:
+        if self.remaining == 0 and not self.complete.done():
+            self.complete.set_result(list(self.all_acks))
+
+
+class Coordinator:
+    """Quorum operations over a node's ring. One per node: ``node.coordinator``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def targets(self, partition: int, n: int | None = None) -> tuple[str, ...]:
+        """The first ``n`` nodes responsible for ``partition`` (default: the ring's N).
+
+        ``n`` above the ring's replica count extends the preference list with
+        the partition's fallback nodes, in their deterministic order.
+        """
+        ring = self.node.ring
+        pref = ring.preference_list(partition)
+        if n is None or n == len(pref):
+            return pref
+        if n < len(pref):
+            return pref[:n]
+        return (pref + ring.fallbacks(partition))[:n]
+
+    async def run(
+        self,
+        namespace: str,
+        key: bytes,
+        command: str,
+        payload: Any,
+        *,
+        quorum: int,
+        n: int | None = None,
+        timeout: float | None = None,
+        partition: int | None = None,
+        on_complete: Callable[[QuorumResult], None] | None = None,
+    ) -> QuorumResult:
+        """Send ``command`` to the key's ``n`` replicas; return after ``quorum`` acks.
+
+        Raises :class:`QuorumNotReached` when the quorum cannot be reached
+        before ``timeout`` (default: the transport's request timeout).
+        """
+        node = self.node
+        node.raise_if_stopped()
+        if partition is None:
+            partition = node.ring.partition_for(key)
+        targets = self.targets(partition, n)
+        if quorum < 1:
+            raise PeerRingError("quorum must be >= 1")
+        if len(targets) < quorum:
+            raise QuorumNotReached(
+                quorum,
+                0,
+                message=(
+                    f"quorum not reached: only {len(targets)} replicas exist for {quorum} required"
+                ),
+            )
+        loop = asyncio.get_running_loop()
+        rnd = _Round(loop, targets, quorum)
+        deadline = node.config.transport_config.request_timeout if timeout is None else timeout
+        rnd.timer = loop.call_later(deadline, rnd.expire)
+        me = node.id
+        transport = node.transport
+        local = False
+        msg = ["s", namespace, command, key, partition, payload, me]
+        for target in targets:
+            if target == me:
+                local = True
+                continue
+            try:
+                address = node.address_of(target)
+            except PeerRingError as exc:
+                rnd.fail(target, exc)
+                continue
+            fut = transport.request_future(address, msg, deadline)
+            fut.add_done_callback(partial(rnd.on_done, target))
+        if local:
+            try:
+                result = node.handle_local(namespace, command, key, partition, payload, me)
+            except Exception as exc:
+                rnd.fail(me, exc)
+            else:
+                if asyncio.iscoroutine(result):
+                    task = loop.create_task(result)
+                    task.add_done_callback(partial(rnd.on_done, me))
+                else:
+                    rnd.ok(me, result)
+        if on_complete is not None:
+            res = rnd.result
+            rnd.complete.add_done_callback(lambda _: on_complete(res))
+        return await rnd.done

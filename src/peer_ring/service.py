@@ -1,0 +1,103 @@
+"""The contract between the framework and an application.
+
+The framework owns everything distributed -- placement, routing, replication,
+moving and reconciling data. An application is a :class:`Service` registered
+under a namespace; it supplies command handlers and the hooks the framework
+needs to move and reconcile its data (the riak_core vnode split).
+
+Threading rule for every hook: called on the node's event loop, never
+concurrently with another hook of the same service for the same partition.
+Hooks other than :meth:`Service.handle` must not await the network; none may
+block the loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peer_ring.node import Node
+
+#: One record of a partition as the data-movement hooks see it: key and an
+#: opaque, msgpack-encodable state (value plus causal metadata).
+Record = tuple[bytes, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A command arriving at a replica.
+
+    ``origin`` is the id of the node that coordinates the operation (this
+    node's own id for local calls). ``partition`` is the key's partition under
+    the coordinator's ring.
+    """
+
+    command: str
+    key: bytes
+    partition: int
+    payload: Any
+    origin: str
+
+
+class Service(abc.ABC):
+    """Base class for applications. Subclass and register with ``node.register``."""
+
+    #: Namespace the service is registered under; unique per node.
+    namespace: str = ""
+
+    def attach(self, node: Node) -> None:  # noqa: B027 - optional hook
+        """Called once by ``node.register``, before the node serves requests.
+
+        Keep the node to call ``node.call``/``node.coordinator`` later; do no I/O here.
+        """
+
+    @abc.abstractmethod
+    def handle(self, request: Request) -> Any:
+        """Apply ``request`` on this replica and return the answer.
+
+        Called from the node's event loop for every command routed to this
+        node (local or remote). Return a plain value for work done at once
+        (the fast path: no task is created) or a coroutine for work that must
+        wait. Raise :class:`~peer_ring.errors.UnknownCommand` for commands the
+        service does not know and :class:`~peer_ring.errors.InvalidRequest`
+        for bad payloads; both reach the caller as those classes.
+        """
+
+    # -- data movement and reconciliation (used by transfer, hinted
+    #    handoff, read repair and anti-entropy) --------------------------
+    def export_partition(self, partition: int) -> Iterator[Record]:
+        """Yield every record of ``partition`` held here (for transfer).
+
+        Called from the transfer task; must not mutate the partition.
+        """
+        return iter(())
+
+    def import_records(self, partition: int, records: Sequence[Record]) -> int:
+        """Merge ``records`` into ``partition``; return how many changed local state.
+
+        Must be idempotent and commutative with local writes (merge, never
+        blind overwrite): records can arrive twice, late, or out of order.
+        """
+        return 0
+
+    def digest(self, partition: int) -> dict[bytes, bytes]:
+        """Map each key of ``partition`` to a short hash of its state (anti-entropy)."""
+        return {}
+
+    def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
+        """The records of ``keys`` held here (to repair a replica that lacks them)."""
+        return []
+
+    def drop_partition(self, partition: int) -> int:
+        """Delete every record of ``partition`` (ownership moved away); return count."""
+        return 0
+
+    def partition_size(self, partition: int) -> int:
+        """Number of records held for ``partition``."""
+        return 0
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Called when the node stops; release background tasks."""

@@ -1,0 +1,205 @@
+"""Nodes on the in-memory transport: membership spread, routing, quorums, failure detection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from peer_ring import MemberState, QuorumNotReached
+from peer_ring.config import NodeConfig, ReplicationConfig
+from peer_ring.errors import ConfigError, InvalidRequest, UnknownCommand
+from peer_ring.node import Node
+from peer_ring.service import Record, Request, Service
+from peer_ring.transport.memory import MemoryNetwork
+from tests.conftest import wait_for
+
+
+class Counter(Service):
+    """A second application proving the Service contract: per-key counters."""
+
+    namespace = "counter"
+
+    def __init__(self) -> None:
+        self.counts: dict[int, dict[bytes, int]] = defaultdict(dict)
+
+    def handle(self, request: Request) -> Any:
+        part = self.counts[request.partition]
+        if request.command == "incr":
+            if not isinstance(request.payload, int):
+                raise InvalidRequest("incr takes an integer")
+            part[request.key] = part.get(request.key, 0) + request.payload
+            return part[request.key]
+        if request.command == "get":
+            return part.get(request.key, 0)
+        if request.command == "slow_get":
+            return self._slow(part.get(request.key, 0))
+        raise UnknownCommand(f"counter has no command {request.command!r}")
+
+    async def _slow(self, value: int) -> int:
+        await asyncio.sleep(0.01)
+        return value
+
+    def export_partition(self, partition: int) -> Iterator[Record]:
+        return iter(self.counts[partition].items())
+
+    def import_records(self, partition: int, records: Sequence[Record]) -> int:
+        part = self.counts[partition]
+        changed = 0
+        for key, value in records:
+            if value > part.get(key, 0):
+                part[key] = value
+                changed += 1
+        return changed
+
+
+def config(i: int, **kw: Any) -> NodeConfig:
+    kw.setdefault("replication", ReplicationConfig(partitions=64, replicas=3))
+    kw.setdefault("seeds", ("10.0.0.1:7400",))
+    return NodeConfig.local(f"n{i}", listen=f"10.0.0.{i}:7400", transport="memory", **kw)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[tuple[MemoryNetwork, list[Node]]]:
+    net = MemoryNetwork()
+    nodes = [Node(config(i), network=net) for i in (1, 2, 3)]
+    for node in nodes:
+        node.register(Counter())
+    await asyncio.gather(*(n.start() for n in nodes))
+    await wait_for(lambda: all(len(n.members) == 3 for n in nodes), message="membership spread")
+    yield net, nodes
+    await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_every_node_computes_the_same_ring(cluster: tuple[MemoryNetwork, list[Node]]) -> None:
+    _, nodes = cluster
+    assert len({n.ring.checksum for n in nodes}) == 1
+    assert nodes[0].ring.node_ids == {"n1", "n2", "n3"}
+
+
+async def test_a_node_joining_through_any_member_is_seen_by_all(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    net, nodes = cluster
+    late = Node(config(4, seeds=("10.0.0.3:7400",)), network=net)
+    await late.start()
+    try:
+        everyone = [*nodes, late]
+        await wait_for(lambda: all(len(n.members) == 4 for n in everyone), message="join spread")
+        await wait_for(lambda: len({n.ring.checksum for n in everyone}) == 1, message="same ring")
+    finally:
+        await late.stop()
+
+
+async def test_call_routes_to_owner_from_any_node(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    _, nodes = cluster
+    for i in range(30):
+        key = f"key-{i}".encode()
+        await nodes[i % 3].call("counter", key, "incr", 1)
+        await nodes[(i + 1) % 3].call("counter", key, "incr", 2)
+        assert await nodes[(i + 2) % 3].call("counter", key, "get") == 3
+        assert await nodes[i % 3].call("counter", key, "slow_get") == 3
+
+
+async def test_errors_reach_the_caller_with_their_class(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    _, nodes = cluster
+    with pytest.raises(UnknownCommand):
+        await nodes[0].call("counter", b"k", "nope")
+    with pytest.raises(UnknownCommand):
+        await nodes[0].call("no-such-service", b"k", "get")
+    with pytest.raises(InvalidRequest):
+        await nodes[1].call("counter", b"k", "incr", "not a number")
+
+
+async def test_quorum_write_reaches_all_replicas(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    _, nodes = cluster
+    coordinator = nodes[0].coordinator
+    result = await coordinator.run("counter", b"q", "incr", 5, quorum=1)
+    assert len(result.acks) >= 1
+    assert result.complete is not None
+    everything = await result.complete
+    assert sorted(node for node, _ in everything) == ["n1", "n2", "n3"]
+    part = nodes[0].ring.partition_for(b"q")
+    for node in nodes:
+        counter = node.service("counter")
+        assert isinstance(counter, Counter)
+        assert counter.counts[part][b"q"] == 5
+
+
+async def test_quorum_not_reached_is_an_error_with_counts(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    net, nodes = cluster
+    net.isolate("10.0.0.1:7400")
+    with pytest.raises(QuorumNotReached) as info:
+        await nodes[0].coordinator.run("counter", b"q", "incr", 1, quorum=2, timeout=0.3)
+    assert info.value.required == 2
+    assert info.value.acked == 1
+
+
+async def test_stopped_peer_is_marked_down_and_back_up_after_restart(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    net, nodes = cluster
+    await nodes[2].stop()
+    await wait_for(
+        lambda: nodes[0].member_state("n3") is MemberState.DOWN, timeout=5, message="n3 down"
+    )
+    # down is not gone: n3 keeps its place in the ring
+    assert "n3" in nodes[0].ring.node_ids
+    # calls still succeed through the remaining owners
+    for i in range(10):
+        await nodes[0].call("counter", f"d{i}".encode(), "incr", 1)
+    revived = Node(config(3), network=net)
+    revived.register(Counter())
+    await revived.start()
+    try:
+        await wait_for(
+            lambda: nodes[0].member_state("n3") is MemberState.UP, timeout=5, message="n3 up"
+        )
+        assert nodes[0].members["n3"].incarnation == revived.members["n3"].incarnation
+    finally:
+        await revived.stop()
+
+
+async def test_status_lists_members_and_ownership(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    _, nodes = cluster
+    status = await nodes[0].transport.request(nodes[1].address, ["st"])
+    assert status["node"] == "n2"
+    assert status["epoch"] == nodes[0].ring.epoch
+    assert {m["id"] for m in status["members"]} == {"n1", "n2", "n3"}
+    assert sum(m["partitions"] for m in status["members"]) == 64 * 3
+
+
+def test_config_rejects_inconsistent_values() -> None:
+    with pytest.raises(ConfigError):
+        ReplicationConfig(replicas=3, write_quorum=4)
+    with pytest.raises(ConfigError):
+        NodeConfig("n1", listen="nonsense")
+    with pytest.raises(ConfigError):
+        NodeConfig("n1", transport="carrier-pigeon")
+
+
+async def test_malformed_peer_messages_get_clear_errors(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    _, nodes = cluster
+    t = nodes[0].transport
+    with pytest.raises(InvalidRequest):
+        await t.request(nodes[1].address, "not an array")
+    with pytest.raises(UnknownCommand):
+        await t.request(nodes[1].address, ["zz"])
+    with pytest.raises(InvalidRequest):
+        await t.request(nodes[1].address, ["s", "counter", "get", "str-key", 1, None, "x"])
+    assert await nodes[0].call("counter", b"still", "get") == 0
