@@ -272,6 +272,19 @@ class Ring:
                 covered[p] = True
                 for owner in self._table[p]:
                     remaining[index[owner]] -= 1
+        # Drop nodes made redundant by later picks: a node whose partitions all
+        # have another picked owner hands them over (smallest assignment first).
+        for nid in sorted(result, key=lambda x: (len(result[x]), x)):
+            moves: list[tuple[int, str]] = []
+            for p in result[nid]:
+                other = next((o for o in self._table[p] if o != nid and o in result), None)
+                if other is None:
+                    break
+                moves.append((p, other))
+            else:
+                for p, other in moves:
+                    result[other].append(p)
+                del result[nid]
         for p, done in enumerate(covered):
             if not done and self._table[p]:
                 result.setdefault(self._table[p][0], []).append(p)
