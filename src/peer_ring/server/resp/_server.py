@@ -30,7 +30,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from peer_ring.apps.kv.api import KVApi
 from peer_ring.clock import Clock, SystemClock
@@ -241,7 +241,8 @@ class RespConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         server = self.server
         peer = transport.get_extra_info("peername")
