@@ -152,6 +152,7 @@ def place(
     ]
 
     owners: list[list[int]] = [[] for _ in range(q)]
+    owner_zones: list[list[int]] = [[] for _ in range(q)]  # distinct zones of owners[p]
     primary = [-1] * q
     slots = [0] * n
     prims = [0] * n
@@ -182,7 +183,8 @@ def place(
             ok = True
             if zoned:
                 zone = zone_of[i]
-                distinct = len({zone_of[j] for j in own} | {zone})
+                seen = owner_zones[p]
+                distinct = len(seen) + (zone not in seen)
                 ok = distinct + (need - taken - 1) >= target_zones
             if ok and primary[p] < 0:
                 if prims[i] < prim_cap[i]:
@@ -192,6 +194,8 @@ def place(
                     ok = False  # the last slot must go to a node that can be primary
             if ok:
                 own.append(i)
+                if zoned and zone not in owner_zones[p]:
+                    owner_zones[p].append(zone)
                 slots[i] += 1
                 if taken + 1 == need:
                     unfilled -= 1
