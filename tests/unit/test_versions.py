@@ -93,7 +93,7 @@ def test_stamp_sets_counter_floor_only_when_no_live_sibling_of_actor() -> None:
 
 
 def test_tombstones() -> None:
-    s = dvv.new(b"v", "a")
+    s: DVVSet[object] = dvv.new(b"v", "a")
     assert not dvv.only_tombstones(s, lambda v: v is TOMB)
     d = dvv.update(s, dvv.context(s), TOMB, "b")
     assert dvv.only_tombstones(d, lambda v: v is TOMB)
@@ -204,6 +204,24 @@ def test_context_round_trip() -> None:
 def test_decode_context_rejects_garbage(garbage: bytes) -> None:
     with pytest.raises(InvalidRequest):
         dvv.decode_context(garbage)
+
+
+def test_decode_context_rejects_too_many_entries_and_huge_counters() -> None:
+    many = tuple((f"n{k:04d}", 1) for k in range(dvv.MAX_CONTEXT_ENTRIES + 1))
+    with pytest.raises(InvalidRequest):
+        dvv.decode_context(dvv.encode_context(many))
+    assert dvv.decode_context(dvv.encode_context(many[:-1])) == many[:-1]
+    with pytest.raises(InvalidRequest):
+        dvv.decode_context(dvv.encode_context((("a", dvv.MAX_COUNTER + 1),)))
+
+
+def test_forged_context_cannot_overflow_counters() -> None:
+    s = dvv.new("v", "a")
+    forged = (("a", dvv.MAX_COUNTER),)
+    with pytest.raises(InvalidRequest):
+        dvv.update(s, forged, "w", "a")
+    with pytest.raises(InvalidRequest):
+        dvv.update(s, None, "w", "a", stamp=dvv.MAX_COUNTER + 1)
 
 
 def test_decode_context_rejects_non_bytes() -> None:

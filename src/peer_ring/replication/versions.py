@@ -89,6 +89,16 @@ caller chooses; this module never looks inside values. :func:`only_tombstones`
 tells whether a state holds nothing else -- once every replica holds such a
 state the store may drop the key altogether (the store decides when).
 
+Client contexts
+---------------
+Contexts come from clients and are not authenticated. :func:`decode_context`
+rejects malformed ones; a well-formed but forged context can at worst claim to
+have seen more than it did, superseding siblings the client never read (as a
+client that read everything would) and adding empty entries that
+:func:`prune` later removes. It cannot corrupt the state: counters are capped
+at :data:`MAX_COUNTER` and entries at :data:`MAX_CONTEXT_ENTRIES`. Sign
+contexts in the store if clients are not trusted that far.
+
 Representation
 --------------
 Plain tuples (actor ``str``, counter ``int``, values ``tuple``) for speed: every
@@ -112,6 +122,7 @@ __all__ = [
     "EMPTY_CONTEXT",
     "MAX_ACTOR_LEN",
     "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_ENTRIES",
     "MAX_COUNTER",
     "Context",
     "DVVSet",
@@ -153,8 +164,12 @@ _Entry = tuple[str, int, tuple[Any, ...]]
 EMPTY_CONTEXT: Final[Context] = ()
 #: Longest accepted actor id (node ids are at most 128 characters).
 MAX_ACTOR_LEN: Final = 160
-#: Counters are unsigned 64-bit integers on the wire.
-MAX_COUNTER: Final = (1 << 64) - 1
+#: Largest counter accepted (fits a signed 64-bit integer). HLC stamps are
+#: about 2**57 today, leaving room for 2**62 further events per actor.
+MAX_COUNTER: Final = (1 << 63) - 1
+#: Most actor entries accepted in a client context. Real contexts have one
+#: entry per coordinator of the key (see *Bounding*), far fewer than this.
+MAX_CONTEXT_ENTRIES: Final = 256
 #: Largest encoded context accepted from a client.
 MAX_CONTEXT_BYTES: Final = 16 * 1024
 _CONTEXT_VERSION: Final = 1
@@ -274,12 +289,18 @@ def update(
 
     ``state`` is the coordinating replica's local state (possibly empty),
     ``ctx`` the context the client read (``None`` or ``()`` for a blind
-    write), ``actor`` the coordinator's id and ``stamp`` its current HLC time
-    as an integer (strictly increasing per actor; see the module docstring).
+    write; it must be canonical, as :func:`context` and
+    :func:`decode_context` return it), ``actor`` the coordinator's id and
+    ``stamp`` its current HLC time as an integer (strictly increasing per
+    actor; see the module docstring).
     Siblings of ``state`` whose dots ``ctx`` covers are dropped; the others
     remain as siblings of the new value. Replicate the result and
-    :func:`sync` it into each replica's state.
+    :func:`sync` it into each replica's state. Raises :class:`InvalidRequest`
+    if the actor's counter would pass :data:`MAX_COUNTER` (only a forged
+    context can push it there).
     """
+    if stamp > MAX_COUNTER:
+        raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
     entries = state.entries
     out: list[tuple[str, int, tuple[V, ...]]] = []
     if ctx:
@@ -318,8 +339,12 @@ def update(
         if e[0] == actor:
             n, vals = e[1], e[2]
             if vals:  # keep the live dots contiguous: n+1, n, n-1, ...
+                if n >= MAX_COUNTER:
+                    raise InvalidRequest(f"version counter of {actor!r} exhausted")
                 out[k] = (actor, n + 1, (value, *vals))
             else:
+                if n >= MAX_COUNTER:
+                    raise InvalidRequest(f"version counter of {actor!r} exhausted")
                 out[k] = (actor, stamp if stamp > n + 1 else n + 1, (value,))
             break
         if e[0] > actor:
@@ -623,6 +648,8 @@ def decode_context(data: bytes | bytearray | memoryview) -> Context:
         raise InvalidRequest(f"malformed causal context: {exc}") from exc
     if type(flat) is not list or len(flat) % 2:
         raise InvalidRequest("malformed causal context (not an actor/counter list)")
+    if len(flat) > 2 * MAX_CONTEXT_ENTRIES:
+        raise InvalidRequest(f"causal context has more than {MAX_CONTEXT_ENTRIES} entries")
     pairs = sorted(
         (_check_actor(flat[k]), _check_counter(flat[k + 1])) for k in range(0, len(flat), 2)
     )
