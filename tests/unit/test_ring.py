@@ -188,6 +188,15 @@ def test_partition_out_of_range_is_an_invalid_request(partition: int) -> None:
         ring.fallbacks(partition)
 
 
+@pytest.mark.parametrize("key", ["text", 42, None])
+def test_non_bytes_key_is_an_invalid_request(key: object) -> None:
+    ring = ring_of("a", "b")
+    with pytest.raises(InvalidRequest, match="bytes-like"):
+        ring.partition_for(key)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="bytes-like"):
+        ring.owners(key)  # type: ignore[arg-type]
+
+
 def test_diff_of_rings_with_different_q_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="partition counts"):
         diff(ring_of("a", partitions=64), ring_of("a", partitions=128))

@@ -77,6 +77,10 @@ def _checksum(nodes: tuple[RingNode, ...], partitions: int, replicas: int) -> in
     return int(xxhash.xxh3_64_intdigest(b"".join(parts)))
 
 
+def _bad_key(key: object) -> InvalidRequest:
+    return InvalidRequest(f"keys must be bytes-like, got {type(key).__name__}")
+
+
 class Ring:
     """Placement of ``Q`` partitions on ``N`` replicas each, over a node set.
 
@@ -185,12 +189,21 @@ class Ring:
     # -- hot path ------------------------------------------------------------
 
     def partition_for(self, key: bytes) -> int:
-        """The partition of ``key``: the top ``log2(Q)`` bits of ``xxh3_64(key)``."""
-        return key_hash(key) >> self._shift
+        """The partition of ``key``: the top ``log2(Q)`` bits of ``xxh3_64(key)``.
+
+        ``key`` is bytes-like; anything else raises :class:`InvalidRequest`.
+        """
+        try:
+            return key_hash(key) >> self._shift
+        except TypeError as exc:
+            raise _bad_key(key) from exc
 
     def owners(self, key: bytes) -> tuple[str, ...]:
         """The preference list of ``key``'s partition (primary first)."""
-        return self._table[key_hash(key) >> self._shift]
+        try:
+            return self._table[key_hash(key) >> self._shift]
+        except TypeError as exc:
+            raise _bad_key(key) from exc
 
     def preference_list(self, partition: int) -> tuple[str, ...]:
         """The ``min(N, n)`` distinct owners of ``partition``, primary first."""
