@@ -202,6 +202,21 @@ class Node:
             await self.discovery.stop()
         await self.transport.close()
 
+    @property
+    def ready(self) -> bool:
+        """True once started (discovery seen, ring built) and until stopped."""
+        return self._ready.is_set() and not self._stopped
+
+    async def leave(self) -> None:
+        """Decommission: announce that this node leaves the cluster for good.
+
+        With static discovery the leave spreads by member exchange and the
+        other nodes drop this node from their rings. (Handing partitions over
+        before leaving is the partition-transfer layer's job.)
+        """
+        if isinstance(self.discovery, StaticDiscovery):
+            await self.discovery.leave()
+
     async def wait_ready(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
 

@@ -1,0 +1,306 @@
+"""The ``peer-ring`` command.
+
+    peer-ring node --id n1 --listen 127.0.0.2:7400 --seeds 127.0.0.3:7400
+    peer-ring cluster up -n 3
+    peer-ring status --node 127.0.0.2:7400
+
+Only the CLI reads environment variables (``PEER_RING_*``, via click's
+``auto_envvar_prefix``) and config files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from peer_ring import __version__
+from peer_ring.config import NodeConfig, ReplicationConfig
+from peer_ring.errors import ConfigError, PeerRingError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "PEER_RING"})
+@click.version_option(__version__, prog_name="peer-ring")
+def main() -> None:
+    """peer-ring: a framework for Dynamo-style distributed systems."""
+
+
+@main.command()
+@click.option("--id", "node_id", help="Node id (unique in the cluster).")
+@click.option("--listen", help="Peer transport address HOST:PORT.")
+@click.option("--advertise", help="Address peers dial, if not --listen.")
+@click.option("--seeds", help="Comma-separated HOST:PORT contact points (static discovery).")
+@click.option("--transport", type=click.Choice(["tcp", "grpc"]), help="Peer transport.")
+@click.option("--replicas", type=int, help="N: replicas per key.")
+@click.option("--partitions", type=int, help="Q: fixed partition count (same on every node).")
+@click.option("--read-quorum", "-r", type=int, help="Default R.")
+@click.option("--write-quorum", "-w", type=int, help="Default W.")
+@click.option("--zone", help="Zone of this node (replicas spread over zones).")
+@click.option("--resp", help="Serve the Redis protocol on HOST:PORT.")
+@click.option("--http", help="Serve /healthz, /readyz, /metrics, /status on HOST:PORT.")
+@click.option("--requirepass", help="Password for RESP clients (AUTH).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file.")
+@click.option(
+    "--preset", type=click.Choice(["local", "lan", "wan"]), default="lan", show_default=True
+)
+@click.option(
+    "--discovery",
+    type=click.Choice(["static", "etcd", "zookeeper", "kubernetes", "swim"]),
+    default="static",
+    show_default=True,
+)
+@click.option("--etcd", help="etcd endpoints http://HOST:PORT[,...].")
+@click.option("--etcd-prefix", help="etcd key prefix of this cluster.")
+@click.option("--zookeeper", help="ZooKeeper servers HOST:PORT[,...].")
+@click.option("--zk-path", help="ZooKeeper base path of this cluster.")
+@click.option("--k8s-namespace", help="Kubernetes namespace of the headless Service.")
+@click.option("--k8s-service", help="Kubernetes headless Service name.")
+@click.option("--gossip", help="SWIM gossip bind address HOST:PORT (--discovery swim).")
+@click.option("--dead-after", type=float, help="Seconds down before removal from the ring.")
+@click.option("--testing", is_flag=True, help="Enable fault-injection admin endpoints.")
+@click.option("--log-level", default="INFO", show_default=True)
+def node(**opts: Any) -> None:
+    """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
+    import logging
+
+    from peer_ring.runner import DiscoveryOptions, run
+
+    logging.basicConfig(
+        level=opts["log_level"].upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = _node_config(opts)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    disc_keys = ("etcd", "etcd_prefix", "zookeeper", "zk_path", "k8s_namespace", "k8s_service")
+    discovery = DiscoveryOptions(
+        backend=opts["discovery"],
+        options={k: opts[k] for k in (*disc_keys, "gossip") if opts.get(k)},
+    )
+    sys.exit(run(config, discovery, requirepass=opts["requirepass"]))
+
+
+def _node_config(opts: dict[str, Any]) -> NodeConfig:
+    flags: dict[str, Any] = {}
+    for name in ("listen", "advertise", "zone", "resp", "http", "dead_after", "transport"):
+        if opts.get(name) is not None:
+            flags[name] = opts[name]
+    if opts.get("node_id"):
+        flags["node_id"] = opts["node_id"]
+    if opts.get("seeds"):
+        flags["seeds"] = tuple(s.strip() for s in opts["seeds"].split(",") if s.strip())
+    if opts.get("testing"):
+        flags["testing"] = True
+    rep = {
+        k: opts[o]
+        for k, o in (
+            ("replicas", "replicas"),
+            ("partitions", "partitions"),
+            ("read_quorum", "read_quorum"),
+            ("write_quorum", "write_quorum"),
+        )
+        if opts.get(o) is not None
+    }
+    if opts.get("config_file"):
+        base = NodeConfig.from_file(opts["config_file"], **flags)
+        if rep:
+            merged = {**_asdict(base.replication), **rep}
+            base = _replace(base, replication=_replication(merged))
+        return base
+    if "node_id" not in flags:
+        raise ConfigError("--id is required (or node_id in --config)")
+    if rep:
+        flags["replication"] = _replication(rep)
+    preset = opts.get("preset") or "lan"
+    node_id = flags.pop("node_id")
+    factory = {"local": NodeConfig.local, "lan": NodeConfig.lan, "wan": NodeConfig.wan}[preset]
+    return factory(node_id, **flags)
+
+
+def _replication(values: dict[str, Any]) -> ReplicationConfig:
+    n = values.get("replicas", 3)
+    values.setdefault("read_quorum", min(2, n) if n > 1 else 1)
+    values.setdefault("write_quorum", min(2, n) if n > 1 else 1)
+    values["read_quorum"] = min(values["read_quorum"], n)
+    values["write_quorum"] = min(values["write_quorum"], n)
+    return ReplicationConfig(**values)
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+def _replace(obj: Any, **kw: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+# -- status ------------------------------------------------------------------
+
+
+async def _query(address: str, message: Any, transport: str, timeout: float) -> Any:
+    from peer_ring.transport.base import TransportConfig
+    from peer_ring.transport.tcp import TcpTransport
+
+    cfg = TransportConfig(request_timeout=timeout, connect_timeout=timeout)
+    client: Any
+    if transport == "grpc":
+        module = importlib.import_module("peer_ring.transport.grpc_transport")
+        client = module.GrpcTransport(f"cli-{os.getpid()}", "127.0.0.1:0", cfg)
+    else:
+        client = TcpTransport(f"cli-{os.getpid()}", "127.0.0.1:0", cfg)
+    await client.start()
+    try:
+        return await client.request(address, message)
+    finally:
+        await client.close()
+
+
+@main.command()
+@click.option("--node", "address", required=True, help="The node's --listen address.")
+@click.option("--transport", type=click.Choice(["tcp", "grpc"]), default="tcp")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
+    """Show the members a node sees, their state and ownership, and the ring epoch."""
+    try:
+        st = asyncio.run(_query(address, ["st"], transport, timeout))
+    except PeerRingError as exc:
+        err_console.print(f"[red]error:[/red] cannot query {address}: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(st, indent=2, sort_keys=True))
+        return
+    table = Table(
+        title=f"node {st['node']} at {st['address']} - ring epoch {st['epoch']} "
+        f"(Q={st['partitions']}, N={st['replicas']})"
+    )
+    for col in ("id", "address", "zone", "state", "incarnation", "partitions", "primaries"):
+        table.add_column(col, justify="right" if col in ("partitions", "primaries") else "left")
+    for m in st["members"]:
+        state = m["state"]
+        colour = {"up": "green", "down": "red", "suspect": "yellow"}.get(state, "white")
+        table.add_row(
+            m["id"],
+            m["address"],
+            m.get("zone") or "-",
+            f"[{colour}]{state}[/{colour}]",
+            str(m["incarnation"]),
+            str(m["partitions"]),
+            str(m["primaries"]),
+        )
+    console.print(table)
+
+
+# -- cluster up ----------------------------------------------------------------
+
+
+@main.group()
+def cluster() -> None:
+    """Local clusters on loopback aliases, for development."""
+
+
+@cluster.command("up")
+@click.option("-n", "count", type=int, default=3, show_default=True, help="Number of nodes.")
+@click.option("--first-ip", default="127.0.0.2", show_default=True)
+@click.option("--port", type=int, default=7400, show_default=True, help="Peer port on each IP.")
+@click.option("--resp-port", type=int, default=6379, show_default=True)
+@click.option("--http-port", type=int, default=8080, show_default=True)
+@click.option("--transport", type=click.Choice(["tcp", "grpc"]), default="tcp")
+@click.option("--replicas", type=int, default=3, show_default=True)
+@click.option("--partitions", type=int, default=1024, show_default=True)
+@click.option("--log-dir", type=click.Path(file_okay=False), default=None)
+def cluster_up(
+    count: int,
+    first_ip: str,
+    port: int,
+    resp_port: int,
+    http_port: int,
+    transport: str,
+    replicas: int,
+    partitions: int,
+    log_dir: str | None,
+) -> None:
+    """Run COUNT nodes on 127.0.0.2, .3, ... in the foreground; Ctrl-C stops them."""
+    base = [int(x) for x in first_ip.split(".")]
+    if base[0] != 127 or base[3] + count > 255:
+        raise click.UsageError("--first-ip must be a loopback address with room for -n nodes")
+    ips = [f"127.{base[1]}.{base[2]}.{base[3] + i}" for i in range(count)]
+    seeds = ",".join(f"{ip}:{port}" for ip in ips[: min(3, count)])
+    logs = Path(log_dir) if log_dir else Path.cwd() / ".peer-ring-cluster"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for i, ip in enumerate(ips, 1):
+        cmd = [
+            sys.executable, "-m", "peer_ring", "node",
+            "--id", f"n{i}", "--listen", f"{ip}:{port}", "--seeds", seeds,
+            "--transport", transport, "--preset", "local",
+            "--replicas", str(min(replicas, count)), "--partitions", str(partitions),
+            "--resp", f"{ip}:{resp_port}", "--http", f"{ip}:{http_port}",
+        ]  # fmt: skip
+        out = open(logs / f"n{i}.log", "wb")  # noqa: SIM115 - owned by the child's lifetime
+        procs.append((f"n{i}", subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out)))
+    ready: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    try:
+        with console.status("starting nodes..."):
+            for name, proc in procs:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                if not line or time.monotonic() > deadline:
+                    raise click.ClickException(f"{name} failed to start; see {logs}/{name}.log")
+                ready[name] = json.loads(line)
+        table = Table(title=f"peer-ring cluster: {count} nodes ({transport}), logs in {logs}")
+        for col in ("node", "pid", "peer", "resp", "http"):
+            table.add_column(col)
+        for name, proc in procs:
+            r = ready[name]
+            table.add_row(name, str(proc.pid), r["address"], r["resp"] or "-", r["http"] or "-")
+        console.print(table)
+        first = ready["n1"]
+        console.print(
+            f"try: [bold]redis-cli -h {first['resp'].rsplit(':', 1)[0]} "
+            f"-p {resp_port} set hello world[/bold]   "
+            f"status: [bold]peer-ring status --node {first['address']}[/bold]"
+        )
+        console.print("Ctrl-C stops the cluster.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                err_console.print(f"{name} did not stop in time; killing pid {proc.pid}")
+                proc.kill()
+                proc.wait()
+        console.print("cluster stopped")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,105 @@
+"""The node's HTTP surface: health, readiness, metrics, status, and test-only admin.
+
+* ``GET /healthz`` -- 200 while the process serves (liveness).
+* ``GET /readyz`` -- 200 once the node is started and has a ring (readiness);
+  503 before and while stopping.
+* ``GET /metrics`` -- Prometheus text format.
+* ``GET /status`` -- the same map as ``peer-ring status``, as JSON.
+* ``/admin/faults`` -- only when the node runs with the explicit testing flag:
+  ``GET`` shows, ``POST {"drop": {addr: p}, "delay": {addr: s}}`` sets and
+  ``DELETE`` heals the transport fault rules. Without the flag it answers
+  403, so a production node can never be partitioned over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from peer_ring.errors import ConfigError
+from peer_ring.membership.base import parse_address
+from peer_ring.metrics import make_registry, render
+
+if TYPE_CHECKING:
+    from peer_ring.node import Node
+
+
+class HttpServer:
+    """Serves the endpoints above for one node."""
+
+    def __init__(self, node: Node, address: str) -> None:
+        self.node = node
+        self.host, self.port = parse_address(address)
+        self.registry, self.collector = make_registry(node)
+        self.stopping = False
+        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+                web.get("/metrics", self._metrics),
+                web.get("/status", self._status),
+                web.route("*", "/admin/faults", self._faults),
+            ]
+        )
+        self.app = app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"cannot serve HTTP on {self.host}:{self.port}: {exc}") from exc
+        if self.port == 0 and runner.addresses:
+            self.port = int(runner.addresses[0][1])
+        self._runner = runner
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        node = self.node
+        if self.stopping or not node.ready or not node.ring.node_ids:
+            return web.Response(status=503, text="not ready\n")
+        return web.Response(text="ready\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=render(self.registry), content_type="text/plain", charset="utf-8")
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.node.status())
+
+    async def _faults(self, request: web.Request) -> web.Response:
+        faults = self.node.faults
+        if faults is None:
+            return web.json_response(
+                {"error": "fault injection is disabled; start the node with --testing"},
+                status=403,
+            )
+        if request.method == "GET":
+            return web.json_response(faults.snapshot())
+        if request.method == "DELETE":
+            faults.clear()
+            return web.json_response(faults.snapshot())
+        if request.method != "POST":
+            return web.json_response({"error": "use GET, POST or DELETE"}, status=405)
+        try:
+            body: Any = await request.json()
+            drop = {str(k): float(v) for k, v in dict(body.get("drop", {})).items()}
+            delay = {str(k): float(v) for k, v in dict(body.get("delay", {})).items()}
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            return web.json_response({"error": f"bad fault spec: {exc}"}, status=400)
+        faults.drop.update(drop)
+        faults.delay.update(delay)
+        return web.json_response(faults.snapshot())
