@@ -321,12 +321,16 @@ def decode_body(body: bytes) -> tuple[Header, list[Message]]:
         strict_map_key=True,
         use_list=True,
     )
+    objs: list[Any] = []
+    end = 0  # offset just past the last complete object
     try:
         unpacker.feed(body)
-        objs = list(unpacker)
+        for obj in unpacker:
+            objs.append(obj)
+            end = unpacker.tell()
     except Exception as exc:  # msgpack raises many types on bad input
         raise Dropped("malformed", repr(exc)) from None
-    if unpacker.tell() != len(body):
+    if end != len(body):
         raise Dropped("truncated")
     if not objs:
         raise Dropped("truncated")
