@@ -74,7 +74,9 @@ def test_join_converges_across_50_members_in_log_n_rounds() -> None:
     cluster.add(49)
     start = cluster.now
     everyone = list(cluster.nodes)
-    assert cluster.run_until(lambda: cluster.all_see(49, [ALIVE], everyone), timeout=30, check_every=LAN.gossip_interval)
+    assert cluster.run_until(
+        lambda: cluster.all_see(49, [ALIVE], everyone), timeout=30, check_every=LAN.gossip_interval
+    )
     rounds = (cluster.now - start) / LAN.gossip_interval
     # Epidemic dissemination: O(log N) gossip rounds (fan-out 3).
     assert rounds <= 2 * math.ceil(math.log2(50)), rounds
@@ -93,7 +95,8 @@ def test_partition_12_8_heals_after_partition_ends() -> None:
         )
 
     assert cluster.run_until(split, timeout=60, check_every=0.5)
-    assert cluster.converged(left_side) and cluster.converged(right_side)
+    assert cluster.converged(left_side)
+    assert cluster.converged(right_side)
     cluster.net.heal()
     assert cluster.run_until(cluster.converged, timeout=60, check_every=0.5)
 
@@ -107,7 +110,8 @@ def test_restarted_node_with_same_id_is_a_new_life_not_a_zombie() -> None:
     assert cluster.run_until(cluster.converged, timeout=30)
     for o in others:
         status = cluster.nodes[o].agent.status(sim_id(5))
-        assert status is not None and status.member.incarnation == 1
+        assert status is not None
+        assert status.member.incarnation == 1
     # A late "dead" about the old life changes nothing.
     from peer_ring.membership.swim.wire import Dead
 
@@ -172,7 +176,8 @@ def test_members_with_wrong_key_or_label_never_merge() -> None:
     assert cluster.view_ids(5) == {sim_id(5)}
     drops = sum(cluster.nodes[i].agent.stats["dropped_decrypt"] for i in members)
     labels_dropped = sum(cluster.nodes[i].agent.stats["dropped_label"] for i in members)
-    assert drops > 0 and labels_dropped > 0
+    assert drops > 0
+    assert labels_dropped > 0
 
 
 def test_key_rotation_keeps_cluster_together() -> None:
