@@ -20,7 +20,7 @@ import pytest
 from peer_ring.errors import ConfigError, PeerUnavailable
 from peer_ring.transport._core import ChannelTransport
 from peer_ring.transport.base import PeerInfo, TransportConfig
-from peer_ring.transport.grpc import METHOD, GrpcTransport
+from peer_ring.transport.grpc_transport import METHOD, GrpcTransport
 from tests.conftest import wait_for
 from tests.unit import test_transport as contract
 
