@@ -150,6 +150,11 @@ class ZooKeeperDiscovery(Discovery):
         """True once the local member has seen itself and the initial member set."""
         return self._ready.is_set()
 
+    @property
+    def connected(self) -> bool:
+        """True while the client holds a live connection to ZooKeeper."""
+        return self._connected
+
     # -- lifecycle --------------------------------------------------------------
     async def start(self, local: Member) -> None:
         try:
