@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NoReturn
 
 import xxhash
 
@@ -41,11 +41,9 @@ __all__ = ["LocalKV", "compile_glob", "glob_match"]
 _NO_CONTEXT = b""
 
 
-@dataclass(slots=True)
-class _Item:
-    value: bytes
-    expires_at: float | None
-    version: int
+# A stored key: (value, expires_at or None, version). A tuple, not an object:
+# it is built on every write, the hottest path of a benchmark.
+_Item = tuple[bytes, float | None, int]
 
 
 class LocalKV:
@@ -58,6 +56,8 @@ class LocalKV:
     def __init__(self, *, clock: Clock | None = None, limits: Limits | None = None) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._limits = limits if limits is not None else Limits()
+        self._max_key = self._limits.max_key_size
+        self._max_value = self._limits.max_value_size
         self._data: dict[bytes, _Item] = {}
         self._version = 0
         # Sorted (hash, key) of every stored key, rebuilt lazily for scan.
@@ -70,26 +70,25 @@ class LocalKV:
     # -- helpers -----------------------------------------------------------
 
     def _check_key(self, key: bytes) -> None:
-        if not isinstance(key, bytes):
-            raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
-        if len(key) > self._limits.max_key_size:
-            raise InvalidRequest(
-                f"key too large: {len(key)} bytes, the limit is {self._limits.max_key_size}"
-            )
+        if key.__class__ is not bytes or len(key) > self._max_key:
+            self._bad("key", key, self._max_key)
 
     def _check_value(self, value: bytes) -> None:
-        if not isinstance(value, bytes):
-            raise InvalidRequest(f"value must be bytes, not {type(value).__name__}")
-        if len(value) > self._limits.max_value_size:
-            raise InvalidRequest(
-                f"value too large: {len(value)} bytes, the limit is {self._limits.max_value_size}"
-            )
+        if value.__class__ is not bytes or len(value) > self._max_value:
+            self._bad("value", value, self._max_value)
+
+    @staticmethod
+    def _bad(what: str, data: object, limit: int) -> NoReturn:
+        if not isinstance(data, bytes):
+            raise InvalidRequest(f"{what} must be bytes, not {type(data).__name__}")
+        raise InvalidRequest(f"{what} too large: {len(data)} bytes, the limit is {limit}")
 
     def _live(self, key: bytes) -> _Item | None:
         item = self._data.get(key)
         if item is None:
             return None
-        if item.expires_at is not None and self._clock.time() >= item.expires_at:
+        expires_at = item[1]
+        if expires_at is not None and self._clock.time() >= expires_at:
             del self._data[key]
             self._order = None
             return None
@@ -106,23 +105,28 @@ class LocalKV:
 
     def _store(self, key: bytes, value: bytes, expires_at: float | None) -> None:
         self._version += 1
-        if key not in self._data:
+        if self._order is not None and key not in self._data:
             self._order = None
-        self._data[key] = _Item(value, expires_at, self._version)
+        self._data[key] = (value, expires_at, self._version)
 
     # -- KVApi -------------------------------------------------------------
 
     async def get(self, key: bytes) -> bytes | None:
-        self._check_key(key)
-        item = self._live(key)
-        return None if item is None else item.value
+        if key.__class__ is not bytes or len(key) > self._max_key:
+            self._bad("key", key, self._max_key)
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] is not None and self._clock.time() >= item[1]:
+            return None if self._live(key) is None else item[0]
+        return item[0]
 
     async def get_entry(self, key: bytes) -> Entry | None:
         self._check_key(key)
         item = self._live(key)
         if item is None:
             return None
-        return Entry(item.value, item.expires_at, item.version.to_bytes(8, "big"))
+        return Entry(item[0], item[1], item[2].to_bytes(8, "big"))
 
     async def put(
         self,
@@ -133,9 +137,13 @@ class LocalKV:
         expires_at: float | None = None,
         context: bytes | None = None,
     ) -> None:
-        self._check_key(key)
-        self._check_value(value)
-        self._store(key, value, self._expiry(ttl, expires_at))
+        if key.__class__ is not bytes or len(key) > self._max_key:
+            self._bad("key", key, self._max_key)
+        if value.__class__ is not bytes or len(value) > self._max_value:
+            self._bad("value", value, self._max_value)
+        if ttl is not None or expires_at is not None:
+            expires_at = self._expiry(ttl, expires_at)
+        self._store(key, value, expires_at)
 
     async def delete(self, key: bytes, *, context: bytes | None = None) -> bool:
         self._check_key(key)
@@ -151,7 +159,7 @@ class LocalKV:
         out: list[bytes | None] = []
         for key in keys:
             item = self._live(key)
-            out.append(None if item is None else item.value)
+            out.append(None if item is None else item[0])
         return out
 
     async def put_many(
@@ -172,8 +180,7 @@ class LocalKV:
         if item is None:
             return False
         self._version += 1
-        item.expires_at = expires_at
-        item.version = self._version
+        self._data[key] = (item[0], expires_at, self._version)
         return True
 
     async def scan(
@@ -201,7 +208,7 @@ class LocalKV:
             visited += 1
             i += 1
             item = self._data.get(key)
-            if item is None or (item.expires_at is not None and now >= item.expires_at):
+            if item is None or (item[1] is not None and now >= item[1]):
                 continue
             if matcher is None or matcher(key) is not None:
                 keys.append(key)
@@ -209,9 +216,7 @@ class LocalKV:
 
     async def count(self) -> int:
         now = self._clock.time()
-        return sum(
-            1 for item in self._data.values() if item.expires_at is None or now < item.expires_at
-        )
+        return sum(1 for item in self._data.values() if item[1] is None or now < item[1])
 
     async def flush(self) -> None:
         self._data.clear()
@@ -226,9 +231,7 @@ class LocalKV:
         it is O(number of keys) and must not be called per request.
         """
         now = self._clock.time()
-        dead = [
-            k for k, it in self._data.items() if it.expires_at is not None and now >= it.expires_at
-        ]
+        dead = [k for k, it in self._data.items() if it[1] is not None and now >= it[1]]
         for key in dead:
             del self._data[key]
         if dead:

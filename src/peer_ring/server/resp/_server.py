@@ -46,7 +46,7 @@ from peer_ring.errors import (
 from peer_ring.server.resp._config import RespConfig
 from peer_ring.server.resp._parser import RespParser, RespProtocolError
 from peer_ring.server.resp._reply import NIL2, NIL3, error
-from peer_ring.server.resp._table import ALL_SPECS, CommandError, CommandSpec, lookup
+from peer_ring.server.resp._table import ALL_SPECS, COMMANDS, CommandError, CommandSpec, lookup
 
 __all__ = ["RespConnection", "RespServer", "RespStats"]
 
@@ -237,6 +237,7 @@ class RespConnection(asyncio.Protocol):
         self._write_paused: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._queued_bytes = 0
+        self._max_pipeline_bytes = cfg.max_pipeline_bytes
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -275,9 +276,11 @@ class RespConnection(asyncio.Protocol):
         if requests:
             self.queue.extend(requests)
             self._queued_bytes += len(data)
-            if self._queued_bytes > self.server.config.max_pipeline_bytes:
+            if self._queued_bytes > self._max_pipeline_bytes:
                 self._pause_reading()
-            self._wake()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport (we do not support half-closed clients)
@@ -326,14 +329,35 @@ class RespConnection(asyncio.Protocol):
         assert transport is not None
         loop = asyncio.get_running_loop()
         out: list[bytes] = []
+        stats = self.server.stats
+        calls = stats.calls
+        commands_get = COMMANDS.get
         try:
             while True:
                 while queue:
                     item = queue.popleft()
                     if item.__class__ is list:
-                        out.append(await self.dispatch(item))
+                        # Fast path (inlined dispatch): a known command with the
+                        # right arity on an authenticated connection outside MULTI.
+                        spec = commands_get(item[0])
+                        n = len(item)
+                        if (
+                            spec is not None
+                            and (n == spec.arity or (spec.arity < 0 and n >= -spec.arity))
+                            and not spec.subcommands
+                            and self.authenticated
+                            and self.multi is None
+                        ):
+                            stats.commands_processed += 1
+                            calls[spec.index] += 1
+                            self.last_command = spec.name
+                            try:
+                                out.append(await spec.handler(self, item))
+                            except Exception as exc:
+                                out.append(self._failed(exc, item))
+                        else:
+                            out.append(await self.dispatch(item))
                     else:
-                        stats = self.server.stats
                         stats.protocol_errors += 1
                         stats.error_replies += 1
                         out.append(error(f"ERR Protocol error: {item}"))
@@ -392,13 +416,17 @@ class RespConnection(asyncio.Protocol):
             if self.multi is not None and (spec is None or spec.name not in _MULTI_CONTROL):
                 self.multi_dirty = True  # a request failed to queue: EXEC will abort
             return error(exc.message)
-        except PeerRingError as exc:
-            stats.error_replies += 1
-            return error(map_error(exc))
         except Exception as exc:
-            stats.error_replies += 1
+            return self._failed(exc, args)
+
+    def _failed(self, exc: Exception, args: list[bytes]) -> bytes:
+        """The error reply for an exception a handler raised."""
+        self.server.stats.error_replies += 1
+        if isinstance(exc, CommandError):
+            return error(exc.message)
+        if not isinstance(exc, PeerRingError):
             log.exception("RESP command %r failed", args[0][:64])
-            return error(map_error(exc))
+        return error(map_error(exc))
 
     def set_protocol(self, resp3: bool) -> None:
         self.resp3 = resp3
