@@ -1,6 +1,7 @@
 """peer-ring: a framework for decentralized, Dynamo-style distributed systems."""
 
 from peer_ring.clock import Clock, ManualClock, SystemClock
+from peer_ring.config import NodeConfig, ReplicationConfig
 from peer_ring.errors import (
     ClosedError,
     ConfigError,
@@ -20,6 +21,11 @@ from peer_ring.errors import (
     VersionMismatch,
 )
 from peer_ring.membership import Discovery, Member, MemberState
+from peer_ring.membership.failure import FailureDetectorConfig
+from peer_ring.node import Node
+from peer_ring.replication.coordinator import QuorumResult
+from peer_ring.service import Record, Request, Service
+from peer_ring.transport.base import TLSConfig, TransportConfig
 
 __version__ = "0.1.0"
 
@@ -29,20 +35,30 @@ __all__ = [
     "ConfigError",
     "Discovery",
     "DiscoveryError",
+    "FailureDetectorConfig",
     "InvalidRequest",
     "ManualClock",
     "Member",
     "MemberState",
+    "Node",
+    "NodeConfig",
     "NotOwner",
     "Overloaded",
     "PeerRingError",
     "PeerUnavailable",
     "ProtocolError",
     "QuorumNotReached",
+    "QuorumResult",
+    "Record",
     "RemoteError",
+    "ReplicationConfig",
+    "Request",
     "RequestTimeout",
     "RingMismatch",
+    "Service",
     "SystemClock",
+    "TLSConfig",
+    "TransportConfig",
     "TransportError",
     "UnknownCommand",
     "VersionMismatch",
