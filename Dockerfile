@@ -1,0 +1,20 @@
+# peer-ring node image: `docker build -t peer-ring:0.1.0 .`
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m pip install --no-cache-dir --upgrade pip \
+ && python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[all]'
+
+FROM python:3.11-slim
+RUN groupadd --system --gid 10001 peer-ring \
+ && useradd --system --uid 10001 --gid peer-ring --home-dir /var/lib/peer-ring peer-ring \
+ && mkdir -p /var/lib/peer-ring && chown peer-ring:peer-ring /var/lib/peer-ring
+COPY --from=build /wheels /wheels
+RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 10001:10001
+WORKDIR /var/lib/peer-ring
+# peer transport, RESP, HTTP (/healthz, /readyz, /metrics)
+EXPOSE 7100 6379 8080
+ENTRYPOINT ["peer-ring"]
+CMD ["node", "--help"]
