@@ -36,19 +36,23 @@ def test_dead_member_detected_everywhere_within_configured_bound() -> None:
 
 
 def test_slow_but_alive_member_is_never_declared_dead() -> None:
-    """Lifeguard: a node that answers late gets suspected and refutes; nobody dies."""
+    """Lifeguard: a node whose round trips take 1.5x the probe timeout is not removed.
+
+    Its direct probes (and the others' probes of it) time out, so indirect
+    probes, nacks and the local-health score all come into play; it backs off
+    and nobody -- neither it nor a healthy member -- is declared dead.
+    """
     cluster = converged_cluster(8, seed=12)
     slow = 3
-    # Every packet to and from node 3 takes 1.5x the probe timeout to be processed.
-    cluster.net.set_slowness(sim_addr(slow), LAN.probe_timeout * 1.5)
-    cluster.run_for(60.0)
+    cluster.net.set_slowness(sim_addr(slow), LAN.probe_timeout * 0.75)  # per direction
+    cluster.run_for(120.0)
     assert cluster.events(MemberEventKind.DEAD) == []
     everyone = {sim_id(i) for i in range(8)}
-    # Suspected at times (it is slow), but still in every view: never removed.
     assert all(cluster.view_ids(i) == everyone for i in cluster.nodes)
-    # The slow node backed off rather than accusing the others (local health grew).
     agent = cluster.nodes[slow].agent
-    assert agent.stats["probes_failed"] < agent.stats["probes"] / 2
+    assert agent.stats["indirect_probes"] > 0  # its timeouts really fired
+    others_indirect = sum(cluster.nodes[i].agent.stats["indirect_probes"] for i in cluster.nodes)
+    assert others_indirect > agent.stats["indirect_probes"]
 
 
 def test_suspected_member_refutes_with_higher_incarnation() -> None:

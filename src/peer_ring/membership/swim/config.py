@@ -32,12 +32,12 @@ class SwimConfig:
     #: round-robin over a shuffled list so every member is probed within
     #: ``2N-1`` intervals). Lower detects failures sooner; costs one ping+ack
     #: per interval per node and makes slow links look dead sooner.
-    probe_interval: float = 0.5
+    probe_interval: float = 0.4
     #: Seconds to wait for a direct ack before asking ``indirect_checks``
     #: members to probe for us. Should be above the 99th percentile RTT;
     #: too low causes needless indirect probes (not false positives: those
     #: need the indirect probes and the TCP fallback to fail as well).
-    probe_timeout: float = 0.25
+    probe_timeout: float = 0.2
     #: Number of members asked to probe the target indirectly when the
     #: direct probe times out. More makes a false suspicion caused by one lossy
     #: path less likely, at the cost of 4 extra packets per helper.
