@@ -18,7 +18,8 @@ import grpc.aio
 import pytest
 
 from peer_ring.errors import ConfigError, PeerUnavailable
-from peer_ring.transport._core import ChannelTransport
+from peer_ring.transport import _core
+from peer_ring.transport._core import ChannelTransport, FrameReceiver
 from peer_ring.transport.base import PeerInfo, TransportConfig
 from peer_ring.transport.grpc_transport import METHOD, GrpcTransport
 from tests.conftest import wait_for
@@ -142,3 +143,67 @@ async def test_address_in_use_is_a_config_error(make: Factory) -> None:
 def test_bad_keepalive_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         GrpcTransport("x", "127.0.0.1:0", keepalive_time=0)
+
+
+class _CountingReceiver(FrameReceiver):
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closes: list[BaseException | None] = []
+
+    def frame(self, data: bytes | memoryview) -> None:
+        self.frames.append(bytes(data))
+
+    def closed(self, exc: BaseException | None) -> None:
+        self.closes.append(exc)
+
+
+@pytest.mark.parametrize("how", ["server_stops", "local_close_then_server_stops"])
+async def test_receiver_hears_closed_exactly_once(make: Factory, how: str) -> None:
+    a, b = make(), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    assert isinstance(a, GrpcTransport)
+    assert isinstance(b, GrpcTransport)
+    receiver = _CountingReceiver()
+    conn = await a._open(b.address, receiver)
+    conn.write(_core._pack([_core.HELLO, 1, "peer-ring", "x", "127.0.0.1:1"]))
+    await wait_for(lambda: len(receiver.frames) == 1, message="HELLO_OK")
+    if how == "local_close_then_server_stops":
+        conn.close()
+        await wait_for(lambda: len(receiver.closes) == 1, message="closed after close()")
+    assert b._server is not None
+    await b._server.stop(None)
+    await wait_for(lambda: len(receiver.closes) == 1, message="closed after the stream broke")
+    conn.close()
+    # give any stray second notification every chance to arrive
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(receiver.closes) == 1
+    if how == "server_stops":
+        assert isinstance(receiver.closes[0], PeerUnavailable)
+
+
+def test_works_under_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def exchange() -> Any:
+        # Workaround: ChannelTransport.__init__ asks the loop *policy* for a
+        # loop, which Runner(loop_factory=...) does not set; see the report.
+        asyncio.set_event_loop(asyncio.get_running_loop())
+        a = GrpcTransport("a", "127.0.0.1:0")
+        b = GrpcTransport("b", "127.0.0.1:0")
+        b.set_handler(echo)
+        await a.start()
+        await b.start()
+        try:
+            return await asyncio.gather(*(a.request(b.address, i) for i in range(300)))
+        finally:
+            await a.close()
+            await b.close()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            assert runner.run(exchange()) == [[i, "a"] for i in range(300)]
+    finally:
+        asyncio.set_event_loop(None)
