@@ -76,7 +76,6 @@ class ServerProcess:
             await self.proc.wait()
 
 
-
 @pytest.fixture
 async def servers() -> AsyncIterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
