@@ -5,6 +5,7 @@ and 127.0.0.3; the test process is the client. A server killed with SIGKILL
 (no goodbye on any channel) makes requests to it fail fast with a
 TransportError while the other server keeps answering; restarted on the same
 address, it is reached again through the engine's reconnect with backoff.
+A killed *client* process frees its channel on the server, which keeps serving.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from peer_ring.errors import PeerUnavailable, RequestTimeout, TransportError
 from peer_ring.transport import TransportConfig, create_transport
 from peer_ring.transport._core import ChannelTransport
+from peer_ring.transport.base import PeerInfo
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -139,3 +142,57 @@ async def test_kill_and_restart_of_a_server_process(
     await wait_for(a_answers, timeout=20.0, message=f"{kind} client reconnecting to {a.address}")
     answers = await asyncio.gather(*(client.request(a.address, i) for i in range(200)))
     assert answers == [[i, a.pid] for i in range(200)]
+
+
+#: A client process that keeps requests in flight until killed.
+CLIENT = """
+import asyncio, sys
+from peer_ring.transport import create_transport
+
+async def main(kind, target):
+    t = create_transport(kind, "doomed-client", "127.0.0.3:0")
+    await t.start()
+    assert await t.request(target, "first") == "first"
+    print("READY", flush=True)
+    while True:
+        await asyncio.gather(*(t.request(target, i) for i in range(64)))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["tcp", "grpc"])
+async def test_killed_client_process_frees_its_channel_on_the_server(kind: str) -> None:
+    server = create_transport(kind, "server", "127.0.0.2:0")
+    served: list[Any] = []
+
+    def handler(message: Any, peer: PeerInfo) -> Any:
+        served.append(message)
+        return message
+
+    server.set_handler(handler)
+    await server.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLIENT, kind, server.address, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30.0)).startswith(b"READY")
+        accepted = server._accepted  # type: ignore[attr-defined]
+        assert len(accepted) == 1
+        await wait_for(lambda: len(served) > 500, message="client traffic")
+        proc.kill()  # SIGKILL to this PID, mid-traffic
+        await proc.wait()
+        await wait_for(lambda: not accepted, message=f"{kind} server noticing the dead client")
+        # and the server still serves others
+        client = create_transport(kind, "client", "127.0.0.1:0")
+        await client.start()
+        try:
+            assert await client.request(server.address, "next") == "next"
+        finally:
+            await client.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await server.close()
