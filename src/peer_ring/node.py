@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 #: ``listener(old_ring, new_ring)`` -- called on the loop after every ring change.
 RingListener = Callable[[Ring, Ring], None]
 
+#: ``handler(message, peer)`` for a framework subsystem's own peer operation
+#: (see :meth:`Node.add_peer_handler`); returns a value or a coroutine.
+PeerHandler = Callable[[list[Any], PeerInfo], Any]
+
+_RESERVED_OPS = frozenset({"s", "p", "m", "st"})
+
 
 def build_transport(
     config: NodeConfig,
@@ -117,6 +123,7 @@ class Node:
         self._members: dict[str, Member] = {}
         self._by_address: dict[str, str] = {}
         self._ring_listeners: list[RingListener] = []
+        self._peer_handlers: dict[str, PeerHandler] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._stopped = False
@@ -247,6 +254,15 @@ class Node:
         if member is None:
             raise PeerUnavailable(f"unknown member {member_id}")
         return member.address
+
+    def add_peer_handler(self, op: str, handler: PeerHandler) -> None:
+        """Let a framework subsystem (transfer, anti-entropy, hints) answer its own
+        peer messages ``[op, ...]``. The handler gets the whole message and the
+        sender; like service handlers it returns a value or a coroutine and must
+        not block."""
+        if op in _RESERVED_OPS or op in self._peer_handlers:
+            raise ConfigError(f"peer operation {op!r} is already taken")
+        self._peer_handlers[op] = handler
 
     def on_ring_change(self, listener: RingListener) -> None:
         """Register a listener called with ``(old, new)`` after each ring change."""
@@ -424,6 +440,9 @@ class Node:
             return [m.to_wire() for m in self._members.values()]
         if op == "st":
             return self.status()
+        handler = self._peer_handlers.get(op) if type(op) is str else None
+        if handler is not None:
+            return handler(message, peer)
         raise UnknownCommand(f"unknown peer operation {op!r}")
 
     def status(self) -> dict[str, Any]:
