@@ -268,11 +268,11 @@ async def _raw(addr: str, payload: bytes) -> bytes:
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 5.0)
     writer.close()
-    return data
+    return bytes(data)
 
 
 def _framed(obj: Any) -> bytes:
-    body = _core._pack(obj)
+    body = bytes(_core._pack(obj))
     return len(body).to_bytes(4, "big") + body
 
 

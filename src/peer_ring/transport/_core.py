@@ -475,7 +475,8 @@ class _Session(FrameReceiver):
         try:
             result = await awaitable
         except asyncio.CancelledError:
-            self._error(rid, ClosedError("node shutting down"))
+            # for the caller this peer went away: retryable, unlike ClosedError
+            self._error(rid, PeerUnavailable("peer shutting down"))
             raise
         except Exception as exc:
             if not isinstance(exc, PeerRingError):
@@ -591,7 +592,11 @@ class ChannelTransport(Transport):
             "timeouts": 0,
             "protocol_errors": 0,
         }
-        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
+        self.loop: asyncio.AbstractEventLoop
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop; start() binds the real one
+            self.loop = asyncio.get_event_loop_policy().get_event_loop()
 
     # -- contract --------------------------------------------------------
     @property
