@@ -151,9 +151,7 @@ class ViewPublisher:
     def publish(self, members: Iterable[Member]) -> bool:
         """Replace the view; returns True (and wakes subscribers) if it changed."""
         new = {m.id: m for m in members}
-        if new == self._view and all(
-            new[k].meta == self._view[k].meta for k in new
-        ):
+        if new == self._view and all(new[k].meta == self._view[k].meta for k in new):
             return False
         self._view = new
         self._version += 1
