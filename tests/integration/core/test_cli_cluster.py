@@ -18,7 +18,7 @@ def test_cluster_up_prints_every_node_and_stops_on_sigterm(tmp_path: Path) -> No
     proc = subprocess.Popen(
         [sys.executable, "-m", "peer_ring", "cluster", "up", "-n", "3",
          "--first-ip", "127.0.31.2", "--partitions", "64", "--log-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=dict(os.environ, COLUMNS="200"),
     )  # fmt: skip
     assert proc.stdout is not None
@@ -29,7 +29,7 @@ def test_cluster_up_prints_every_node_and_stops_on_sigterm(tmp_path: Path) -> No
         while "Ctrl-C stops the cluster" not in out:
             assert proc.poll() is None, f"cluster up exited early:\n{out}"
             assert time.monotonic() < deadline, f"no cluster table within 60s:\n{out}"
-            out += proc.stdout.read() or ""
+            out += (proc.stdout.read() or b"").decode(errors="replace")
             time.sleep(0.1)
         for ip in ("127.0.31.2", "127.0.31.3", "127.0.31.4"):
             assert f"{ip}:7400" in out
@@ -41,6 +41,7 @@ def test_cluster_up_prints_every_node_and_stops_on_sigterm(tmp_path: Path) -> No
             proc.kill()
             proc.wait()
     os.set_blocking(proc.stdout.fileno(), True)
-    out += proc.stdout.read()
+    out += proc.stdout.read().decode(errors="replace")
+    proc.stdout.close()
     assert "cluster stopped" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n1.log", "n2.log", "n3.log"]
