@@ -107,7 +107,11 @@ def decode_entries(obj: Any) -> Entries:
         vals = entry[2]
         if type(vals) is not list or len(vals) > n:
             raise InvalidRequest("version entry values must be a list no longer than its counter")
-        out.append((actor, n, tuple([_item(v) for v in vals])))
+        items = tuple([_item(v) for v in vals])
+        if items and items[0][2] == n:  # share one int object (the common first write)
+            first = items[0]
+            items = ((first[0], first[1], n), *items[1:])
+        out.append((actor, n, items))
     out.sort(key=_first)
     for k in range(1, len(out)):
         if out[k][0] == out[k - 1][0]:
@@ -252,3 +256,30 @@ def compact(entries: Entries, max_siblings: int | None) -> Entries:
         else:
             out.append((actor, n, vals))
     return tuple(out) if changed else entries
+
+
+#: How a replica keeps a state in memory: ``Entries``, or -- for the common
+#: state of one value written by one actor whose counter equals the value's
+#: stamp -- the flat tuple ``(actor, value, expires_at, stamp)`` (about 150
+#: bytes less per key). :func:`pack` / :func:`unpack` convert; they are
+#: inverse on every state.
+Stored = Entries | tuple[str, bytes | None, float | None, int]
+
+
+def pack(entries: Entries) -> Stored:
+    """The compact in-memory form of ``entries`` (itself when not compactable)."""
+    if len(entries) == 1:
+        actor, n, vals = entries[0]
+        if len(vals) == 1:
+            value, exp, stamp = vals[0]
+            if stamp == n:
+                return (actor, value, exp, n)
+    return entries
+
+
+def unpack(stored: Stored) -> Entries:
+    """The ``Entries`` of a stored state (see :func:`pack`)."""
+    if stored and type(stored[0]) is str:
+        actor, value, exp, n = stored
+        return ((actor, n, ((value, exp, n),)),)
+    return stored  # type: ignore[return-value]

@@ -72,9 +72,10 @@ Invariants:
 
 * Replica handlers never await the network except ``coord_put`` (which
   returns a coroutine); all others return plain values (the fast path).
-* Local state is ``{partition: {key: entries}}`` with ``entries`` a tuple
-  (no per-key objects beyond tuples); a partition can be exported or dropped
-  wholesale.
+* Local state is ``{partition: {key: stored}}`` with ``stored`` a tuple
+  (``_state.pack``: a flat 4-tuple for the common one-value state, the
+  DVVSet entries otherwise; no per-key objects beyond tuples); a partition
+  can be exported or dropped wholesale.
 * Every join is a DVVSet sync: merging is idempotent, commutative and
   associative, so repeated, late or reordered ``merge`` / ``import_records``
   are harmless.
@@ -92,7 +93,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv._state import EMPTY, Entries, Item
+from peer_ring.apps.kv._state import EMPTY, Entries, Item, Stored, pack, unpack
 from peer_ring.apps.kv.api import Entry, Limits
 from peer_ring.apps.kv.local import compile_glob
 from peer_ring.errors import (
@@ -222,7 +223,7 @@ class KVStore(Service):
         conflicts = self.config.conflicts
         self._lww = conflicts == "lww"
         self._merge_fn: MergeFunction | None = None if isinstance(conflicts, str) else conflicts
-        self._parts: dict[int, dict[bytes, Entries]] = {}
+        self._parts: dict[int, dict[bytes, Stored]] = {}
         self._node: Node | None = None
         self._own_clock = clock
         self._hlc: HLC | None = None
@@ -288,7 +289,10 @@ class KVStore(Service):
         command = request.command
         if command == "get":
             part = self._parts.get(request.partition)
-            return None if part is None else part.get(request.key)
+            if part is None:
+                return None
+            stored = part.get(request.key)
+            return None if stored is None else unpack(stored)
         if command == "merge":
             return self._merge(request.partition, request.key, request.payload)
         if command == "coord_put":
@@ -303,7 +307,7 @@ class KVStore(Service):
             return self.sweep()
         raise UnknownCommand(f"kv has no replica command {command!r}")
 
-    def _part(self, partition: int) -> dict[bytes, Entries]:
+    def _part(self, partition: int) -> dict[bytes, Stored]:
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = {}
@@ -325,14 +329,15 @@ class KVStore(Service):
     def _merge(self, partition: int, key: bytes, payload: Any) -> bool:
         self._ensure_started()
         part = self._part(partition)
-        current = part.get(key, EMPTY)
-        if payload is current:  # the coordinating replica's own fan-out
+        stored = part.get(key)
+        current = EMPTY if stored is None else unpack(stored)
+        if type(payload) is tuple and payload == current:  # e.g. our own fan-out
             return False
         incoming = st.decode_entries(payload)
         existed = self._is_live(current, self._clock().time())
         merged = self._join(current, incoming) if current else self._compact(incoming)
-        if merged is not current:
-            part[key] = merged
+        if merged != current:
+            part[key] = pack(merged)
         return existed
 
     def _coord_put(self, partition: int, key: bytes, payload: Any) -> Any:
@@ -354,7 +359,8 @@ class KVStore(Service):
             raise InvalidRequest("timeout must be a positive number of seconds")
         ctx = vv.decode_context(ctx_raw) if ctx_raw else None
         part = self._part(partition)
-        current = part.get(key, EMPTY)
+        stored = part.get(key)
+        current = EMPTY if stored is None else unpack(stored)
         if value is None and ctx is None:  # a blind delete removes what this replica holds
             ctx = vv.context(vv.DVVSet(current))
         hlc = self._hlc
@@ -366,7 +372,7 @@ class KVStore(Service):
         new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
         new = vv.prune(new, stamp, self.config.prune)
         entries = self._compact(new.entries)
-        part[key] = entries
+        part[key] = pack(entries)
         return self._replicate(partition, key, entries, existed, n, w, timeout)
 
     async def _replicate(
@@ -404,8 +410,10 @@ class KVStore(Service):
             part = self._parts.get(p)
             if not part:
                 continue
-            for key, entries in part.items():
-                if self._is_live(entries, now) and (matcher is None or matcher(key) is not None):
+            for key, stored in part.items():
+                if self._is_live(unpack(stored), now) and (
+                    matcher is None or matcher(key) is not None
+                ):
                     keys.append(key)
         return keys
 
@@ -417,7 +425,7 @@ class KVStore(Service):
         for p in payload:
             part = self._parts.get(p)
             if part:
-                total += sum(1 for entries in part.values() if self._is_live(entries, now))
+                total += sum(1 for s in part.values() if self._is_live(unpack(s), now))
         return total
 
     def _flush_local(self) -> int:
@@ -436,7 +444,7 @@ class KVStore(Service):
         grace = self.config.tombstone_grace
         dropped = 0
         for part in self._parts.values():
-            dead = [k for k, e in part.items() if st.reclaimable(e, now, grace)]
+            dead = [k for k, s in part.items() if st.reclaimable(unpack(s), now, grace)]
             for key in dead:
                 del part[key]
             dropped += len(dead)
@@ -453,9 +461,9 @@ class KVStore(Service):
                 if not part:
                     continue
                 now = clock.time()
-                dead = [(k, e) for k, e in part.items() if st.reclaimable(e, now, grace)]
-                for key, entries in dead:
-                    if part.get(key) is entries:  # unchanged since we looked
+                dead = [(k, s) for k, s in part.items() if st.reclaimable(unpack(s), now, grace)]
+                for key, stored in dead:
+                    if part.get(key) is stored:  # unchanged since we looked
                         del part[key]
                         self.swept += 1
                 await asyncio.sleep(0)
@@ -466,7 +474,7 @@ class KVStore(Service):
         part = self._parts.get(partition)
         if not part:
             return iter(())
-        return iter(list(part.items()))
+        return iter([(key, unpack(stored)) for key, stored in part.items()])
 
     def import_records(self, partition: int, records: Sequence[Record]) -> int:
         """Join each record's state into ``partition`` (DVVSet sync); count changed keys."""
@@ -476,10 +484,11 @@ class KVStore(Service):
             if type(key) is not bytes:
                 raise InvalidRequest("record keys must be bytes")
             incoming = st.decode_entries(state)
-            current = part.get(key, EMPTY)
+            stored = part.get(key)
+            current = EMPTY if stored is None else unpack(stored)
             merged = self._join(current, incoming) if current else self._compact(incoming)
             if merged != current:
-                part[key] = merged
+                part[key] = pack(merged)
                 changed += 1
         return changed
 
@@ -488,7 +497,7 @@ class KVStore(Service):
         part = self._parts.get(partition)
         if not part:
             return {}
-        return {key: st.digest(entries) for key, entries in part.items()}
+        return {key: st.digest(unpack(stored)) for key, stored in part.items()}
 
     def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
         part = self._parts.get(partition)
@@ -496,9 +505,9 @@ class KVStore(Service):
             return []
         out: list[Record] = []
         for key in keys:
-            entries = part.get(key)
-            if entries is not None:
-                out.append((key, entries))
+            stored = part.get(key)
+            if stored is not None:
+                out.append((key, unpack(stored)))
         return out
 
     def drop_partition(self, partition: int) -> int:
@@ -513,7 +522,8 @@ class KVStore(Service):
         """This replica's raw state of ``key`` (tests and debugging)."""
         k = self._key(key)
         part = self._parts.get(self.node.ring.partition_for(k))
-        return None if part is None else part.get(k)
+        stored = None if part is None else part.get(k)
+        return None if stored is None else unpack(stored)
 
     def __len__(self) -> int:
         """States held on this replica (tombstones and expired ones included)."""
@@ -591,8 +601,10 @@ class KVStore(Service):
         node = self.node
         self._ensure_started()
         partition = node.ring.partition_for(key)
+        # decoded answers by object id, shared with the read-repair callback
+        memo: dict[int, Entries] = {}
         on_complete = (
-            partial(self._read_repair, key, partition) if self.config.read_repair else None
+            partial(self._read_repair, key, partition, memo) if self.config.read_repair else None
         )
         result = await node.coordinator.run(
             self.namespace,
@@ -604,25 +616,31 @@ class KVStore(Service):
             partition=partition,
             on_complete=on_complete,
         )
-        acks = result.acks
-        merged = st.decode_entries(acks[0][1])
-        for _, answer in acks[1:]:
-            other = st.decode_entries(answer)
+        merged: Entries = EMPTY
+        for _, answer in result.acks:
+            other = memo[id(answer)] = st.decode_entries(answer)
             if other != merged:
                 merged = self._join(merged, other) if merged else other
         return merged
 
-    def _read_repair(self, key: bytes, partition: int, result: QuorumResult) -> None:
+    def _read_repair(
+        self, key: bytes, partition: int, memo: dict[int, Entries], result: QuorumResult
+    ) -> None:
         complete = result.complete
         if complete is None or self._closed:
             return
         answers = complete.result()
         if len(answers) < 2:
             return
-        try:
-            states = [(nid, st.decode_entries(a)) for nid, a in answers]
-        except InvalidRequest:
-            return
+        states: list[tuple[str, Entries]] = []
+        for nid, answer in answers:
+            decoded = memo.get(id(answer))
+            if decoded is None:
+                try:
+                    decoded = st.decode_entries(answer)
+                except InvalidRequest:
+                    return
+            states.append((nid, decoded))
         merged = states[0][1]
         for _, s in states[1:]:
             if s != merged:
