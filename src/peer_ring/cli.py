@@ -70,6 +70,8 @@ def main() -> None:
 @click.option("--k8s-namespace", help="Kubernetes namespace of the headless Service.")
 @click.option("--k8s-service", help="Kubernetes headless Service name.")
 @click.option("--gossip", help="SWIM gossip bind address HOST:PORT (--discovery swim).")
+@click.option("--gossip-key", help="Hex AES keys for gossip, primary first (comma-separated).")
+@click.option("--gossip-label", help="Cluster label: gossip with another label is ignored.")
 @click.option("--dead-after", type=float, help="Seconds down before removal from the ring.")
 @click.option("--testing", is_flag=True, help="Enable fault-injection admin endpoints.")
 @click.option("--log-level", default="INFO", show_default=True)
@@ -91,7 +93,14 @@ def node(**opts: Any) -> None:
     disc_keys = ("etcd", "etcd_prefix", "zookeeper", "zk_path", "k8s_namespace", "k8s_service")
     discovery = DiscoveryOptions(
         backend=opts["discovery"],
-        options={k: opts[k] for k in (*disc_keys, "gossip") if opts.get(k)},
+        options={
+            **{
+                k: opts[k]
+                for k in (*disc_keys, "gossip", "gossip_key", "gossip_label")
+                if opts.get(k)
+            },
+            "preset": opts.get("preset") or "lan",
+        },
     )
     sys.exit(run(config, discovery, requirepass=opts["requirepass"]))
 

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peer_ring.config import NodeConfig
@@ -76,13 +76,45 @@ def build_discovery(config: NodeConfig, opts: DiscoveryOptions) -> Discovery:
             k_kwargs["service"] = o["k8s_service"]
         return KubernetesDiscovery(KubernetesConfig(**k_kwargs))
     if backend == "swim":
-        swim = importlib.import_module("peer_ring.membership.swim")
-        builder = getattr(swim, "build_discovery", None)
-        if builder is None:
-            raise ConfigError("this build has no SWIM discovery wiring yet")
-        result: Discovery = builder(config, o)
-        return result
+        return _swim(config, o)
     raise ConfigError(f"unknown discovery backend {backend!r}; use {', '.join(DISCOVERY_BACKENDS)}")
+
+
+def gossip_bind(config: NodeConfig, o: Mapping[str, Any]) -> str:
+    """This node's SWIM address: ``--gossip`` or the peer host on port 7946."""
+    host, _ = parse_address(config.listen)
+    return str(o.get("gossip") or f"{host}:7946")
+
+
+def _swim(config: NodeConfig, o: dict[str, Any]) -> Discovery:
+    """SWIM gossip; gated by a registry when one is configured too.
+
+    ``--seeds`` name other nodes' *gossip* addresses; ``--gossip`` is this
+    node's (default: the peer host, port 7946). With ``--etcd``,
+    ``--zookeeper`` or ``--k8s-service`` as well, the registry supplies seeds
+    and who may join, SWIM supplies liveness (view = registry ∩ alive).
+    """
+    from peer_ring.membership.swim import Keyring, RegistryGatedSwim, SwimConfig, SwimDiscovery
+
+    bind = gossip_bind(config, o)
+    keys = [k.strip() for k in str(o.get("gossip_key") or "").split(",") if k.strip()]
+    swim = SwimDiscovery(
+        SwimConfig.preset(str(o.get("preset") or "lan")),
+        bind=bind,
+        seeds=config.seeds,
+        keyring=Keyring.from_hex(keys) if keys else None,
+        label=str(o.get("gossip_label") or ""),
+    )
+    registry_backend = next(
+        (b for b, flag in (("etcd", "etcd"), ("zookeeper", "zookeeper"),
+                           ("kubernetes", "k8s_service")) if o.get(flag)),
+        None,
+    )  # fmt: skip
+    if registry_backend is None:
+        return swim
+    registry = build_discovery(config, DiscoveryOptions(registry_backend, o))
+    gated: Discovery = RegistryGatedSwim(registry, swim)
+    return gated
 
 
 def _kv_store(config: NodeConfig) -> Any:
@@ -103,11 +135,17 @@ async def serve(
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
+    discovery = discovery or DiscoveryOptions()
+    if discovery.backend == "swim":
+        # peers learn our gossip address from the member record (registry seeds)
+        config = replace(
+            config, meta={**config.meta, "swim": gossip_bind(config, discovery.options)}
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    node = Node(config, discovery=build_discovery(config, discovery or DiscoveryOptions()))
+    node = Node(config, discovery=build_discovery(config, discovery))
     kv = _kv_store(config)
     if kv is not None:
         node.register(kv)

@@ -1,0 +1,37 @@
+"""Full nodes with `--discovery swim`: gossip forms the ring, a crash leaves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peer_ring.testing.cluster import LocalCluster
+from tests.conftest import wait_for
+from tests.integration.core.test_cluster_processes import states, status
+
+pytestmark = pytest.mark.integration
+
+
+async def test_swim_nodes_form_one_ring_and_drop_a_killed_node(tmp_path: Path) -> None:
+    subnet = "127.0.12"
+    seeds = f"{subnet}.2:7946"
+    with LocalCluster(
+        3,
+        subnet=subnet,
+        extra_args=["--discovery", "swim", "--gossip-label", "test", "--seeds", seeds],
+        artefacts=tmp_path,
+    ) as cluster:
+        a1 = cluster["n1"].address
+
+        async def three() -> bool:
+            sts = [await status(n.address) for n in cluster.nodes.values()]
+            return all(len(s["members"]) == 3 for s in sts) and len({s["epoch"] for s in sts}) == 1
+
+        await wait_for(three, timeout=20, interval=0.2, message="3 members over gossip")
+        cluster.kill("n3")
+
+        async def n3_gone() -> bool:
+            return "n3" not in states(await status(a1))
+
+        await wait_for(n3_gone, timeout=20, interval=0.2, message="n3 declared dead by SWIM")
