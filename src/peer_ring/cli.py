@@ -53,6 +53,13 @@ def main() -> None:
 @click.option("--resp", help="Serve the Redis protocol on HOST:PORT.")
 @click.option("--http", help="Serve /healthz, /readyz, /metrics, /status on HOST:PORT.")
 @click.option("--requirepass", help="Password for RESP clients (AUTH).")
+@click.option(
+    "--conflicts",
+    type=click.Choice(["lww", "siblings"]),
+    default="lww",
+    show_default=True,
+    help="KV conflict mode: last-writer-wins by hybrid logical clock, or siblings.",
+)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file.")
 @click.option(
     "--preset", type=click.Choice(["local", "lan", "wan"]), default="lan", show_default=True
@@ -102,7 +109,7 @@ def node(**opts: Any) -> None:
             "preset": opts.get("preset") or "lan",
         },
     )
-    sys.exit(run(config, discovery, requirepass=opts["requirepass"]))
+    sys.exit(run(config, discovery, requirepass=opts["requirepass"], conflicts=opts["conflicts"]))
 
 
 def _node_config(opts: dict[str, Any]) -> NodeConfig:
@@ -218,6 +225,72 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
             str(m["primaries"]),
         )
     console.print(table)
+
+
+# -- kv ----------------------------------------------------------------------
+
+
+@main.group()
+def kv() -> None:
+    """Read and write the key-value store through any node."""
+
+
+def _kv_call(address: str, message: list[Any], transport: str, timeout: float) -> Any:
+    try:
+        return asyncio.run(_query(address, message, transport, timeout))
+    except PeerRingError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+_node_opt = click.option("--node", "address", required=True, help="Any node's --listen address.")
+_transport_opt = click.option("--transport", type=click.Choice(["tcp", "grpc"]), default="tcp")
+_timeout_opt = click.option("--timeout", type=float, default=5.0, show_default=True)
+
+
+@kv.command("get")
+@click.argument("key")
+@_node_opt
+@_transport_opt
+@_timeout_opt
+def kv_get(key: str, address: str, transport: str, timeout: float) -> None:
+    """Print KEY's value (exit 1 with a message when it is missing)."""
+    result = _kv_call(address, ["kv", "get", key.encode()], transport, timeout)
+    if result is None:
+        err_console.print(f"(nil): {key!r} not found")
+        sys.exit(1)
+    value, expires_at = result
+    click.echo(value.decode(errors="backslashreplace"))
+    if expires_at is not None:
+        err_console.print(f"expires in {max(0.0, expires_at - time.time()):.1f}s")
+
+
+@kv.command("put")
+@click.argument("key")
+@click.argument("value")
+@click.option("--ttl", type=float, help="Expire after this many seconds.")
+@_node_opt
+@_transport_opt
+@_timeout_opt
+def kv_put(
+    key: str, value: str, ttl: float | None, address: str, transport: str, timeout: float
+) -> None:
+    """Store VALUE under KEY (acknowledged by a write quorum)."""
+    if ttl is not None and ttl <= 0:
+        raise click.UsageError("--ttl must be > 0 seconds")
+    _kv_call(address, ["kv", "put", key.encode(), value.encode(), ttl], transport, timeout)
+    click.echo("OK")
+
+
+@kv.command("del")
+@click.argument("key")
+@_node_opt
+@_transport_opt
+@_timeout_opt
+def kv_del(key: str, address: str, transport: str, timeout: float) -> None:
+    """Delete KEY; prints 1 if it existed, else 0."""
+    existed = _kv_call(address, ["kv", "del", key.encode()], transport, timeout)
+    click.echo("1" if existed else "0")
 
 
 # -- cluster up ----------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peer_ring.config import NodeConfig
-from peer_ring.errors import ConfigError
+from peer_ring.errors import ConfigError, InvalidRequest
 from peer_ring.membership.base import Discovery, parse_address
 from peer_ring.membership.static import StaticDiscovery
 from peer_ring.node import Node
@@ -117,13 +117,37 @@ def _swim(config: NodeConfig, o: dict[str, Any]) -> Discovery:
     return gated
 
 
-def _kv_store(config: NodeConfig) -> Any:
-    """The replicated KV store service, when this build has it."""
-    try:
-        module = importlib.import_module("peer_ring.apps.kv.store")
-    except ImportError:
-        return None
-    return module.KVStore()
+def _kv_store(config: NodeConfig, conflicts: str) -> Any:
+    """The replicated KV store service of a node process.
+
+    Served over RESP, whose SET is a blind write: ``conflicts="lww"`` (the
+    process default) keeps one value per key, resolved by hybrid logical
+    clock timestamps, which is what Redis clients expect; ``"siblings"``
+    keeps concurrent blind writes as siblings (reads still return the newest).
+    """
+    from peer_ring.apps.kv.store import KVConfig, KVStore
+
+    return KVStore(config=KVConfig(conflicts=conflicts))
+
+
+def _kv_admin(kv: Any) -> Any:
+    """Peer op ``["kv", verb, key, ...]`` behind ``peer-ring kv get|put|del``."""
+
+    async def handle(message: list[Any], peer: Any) -> Any:
+        if len(message) < 3 or not isinstance(message[2], bytes):
+            raise InvalidRequest("kv: expected [kv, verb, key, ...] with a bytes key")
+        verb, key = message[1], message[2]
+        if verb == "get":
+            entry = await kv.get_entry(key)
+            return None if entry is None else [entry.value, entry.expires_at]
+        if verb == "put" and len(message) == 5 and isinstance(message[3], bytes):
+            await kv.put(key, message[3], ttl=message[4])
+            return True
+        if verb == "del":
+            return bool(await kv.delete(key))
+        raise InvalidRequest(f"kv: unknown verb or arguments {verb!r}")
+
+    return handle
 
 
 async def serve(
@@ -131,6 +155,7 @@ async def serve(
     discovery: DiscoveryOptions | None = None,
     *,
     requirepass: str | None = None,
+    conflicts: str = "lww",
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
@@ -146,9 +171,10 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     node = Node(config, discovery=build_discovery(config, discovery))
-    kv = _kv_store(config)
+    kv = _kv_store(config, conflicts)
     if kv is not None:
         node.register(kv)
+        node.add_peer_handler("kv", _kv_admin(kv))
     http: HttpServer | None = None
     resp: Any = None
     await node.start()
