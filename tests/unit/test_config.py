@@ -1,0 +1,57 @@
+"""Config presets, the TOML file, and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peer_ring.config import NodeConfig
+from peer_ring.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "node.toml"
+
+
+def test_example_config_file_loads() -> None:
+    cfg = NodeConfig.from_file(EXAMPLE)
+    assert cfg.node_id == "n1"
+    assert cfg.seeds == ("127.0.0.3:7400", "127.0.0.4:7400")
+    assert cfg.replication.replicas == 3
+    assert cfg.failure.failures_to_down == 2
+    assert cfg.transport_config.request_timeout == 5.0
+
+
+def test_flags_override_the_file() -> None:
+    cfg = NodeConfig.from_file(EXAMPLE, listen="127.0.0.9:7000", node_id="other")
+    assert cfg.listen == "127.0.0.9:7000"
+    assert cfg.node_id == "other"
+
+
+def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\nnode_id = "x"\nlisten_adress = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError, match="unknown config key 'listen_adress'"):
+        NodeConfig.from_file(bad)
+    bad.write_text('[node]\nnode_id = "x"\n[node.replication]\nreplica = 3\n')
+    with pytest.raises(ConfigError, match="unknown keys in \\[replication\\]"):
+        NodeConfig.from_file(bad)
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        NodeConfig.from_file(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[node\n")
+    with pytest.raises(ConfigError):
+        NodeConfig.from_file(broken)
+
+
+def test_presets_differ_only_in_timing() -> None:
+    local, lan, wan = NodeConfig.local("a"), NodeConfig.lan("a"), NodeConfig.wan("a")
+    assert local.failure.ping_interval < lan.failure.ping_interval < wan.failure.ping_interval
+    assert local.replication == lan.replication == wan.replication
+
+
+def test_cluster_name_reaches_the_transport_handshake() -> None:
+    cfg = NodeConfig("a", cluster="blue")
+    assert cfg.transport_config.cluster == "blue"
