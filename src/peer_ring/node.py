@@ -18,7 +18,20 @@ Peer messages handled here (msgpack arrays, first element the operation)::
     ["p"]                                   ping -> [node_id, ring epoch]
     ["m", records]                          member exchange -> records
     ["st"]                                  status -> map
-    ["s", ns, command, key, partition, payload, origin]   service command
+    ["s", ns, command, key, partition, payload, origin(, epoch)]   service command
+
+Ring epoch fencing: service commands carry the sender's ring epoch as an
+optional eighth field. A receiver whose epoch differs counts the mismatch and
+starts a member exchange with the sender (both views converge); it still
+serves when it owns the partition in its own view, and otherwise answers
+:class:`~peer_ring.errors.RingMismatch` so the sender tries the next owner.
+Views legitimately differ for a moment during joins, so a mismatch alone
+never fails a request.
+
+Membership change, partition transfer, hinted handoff and anti-entropy live in
+``replication.transfer``, ``replication.hints`` and ``replication.antientropy``
+(``node.transfers``, ``node.hints``, ``node.antientropy``); see
+``docs/handoff.md``.
 """
 
 from __future__ import annotations
@@ -42,16 +55,20 @@ from peer_ring.errors import (
     PeerRingError,
     PeerUnavailable,
     RequestTimeout,
+    RingMismatch,
     UnknownCommand,
 )
 from peer_ring.membership.base import Discovery, Member, MemberState, View
 from peer_ring.membership.failure import FailureDetector
 from peer_ring.membership.static import StaticDiscovery
+from peer_ring.replication.antientropy import AntiEntropy
 from peer_ring.replication.coordinator import Coordinator
+from peer_ring.replication.hints import HintStore
+from peer_ring.replication.transfer import HandoffConfig, TransferManager
 from peer_ring.ring import Ring
 from peer_ring.service import Request, Service
 from peer_ring.transport._core import ChannelTransport, FaultInjector
-from peer_ring.transport.base import PeerInfo, Transport
+from peer_ring.transport.base import PeerInfo, StreamHandler, StreamSink, Transport
 from peer_ring.transport.memory import MemoryNetwork, MemoryTransport
 from peer_ring.transport.tcp import TcpTransport
 
@@ -104,6 +121,7 @@ class Node:
         transport: Transport | None = None,
         network: MemoryNetwork | None = None,
         clock: Clock | None = None,
+        handoff: HandoffConfig | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -124,6 +142,10 @@ class Node:
         self._by_address: dict[str, str] = {}
         self._ring_listeners: list[RingListener] = []
         self._peer_handlers: dict[str, PeerHandler] = {}
+        self._stream_handlers: dict[str, StreamHandler] = {}
+        self._syncing: set[str] = set()
+        self._sync_tasks: set[asyncio.Task[None]] = set()
+        self._fence = {"epoch_mismatches": 0, "requests_fenced": 0, "member_syncs": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._stopped = False
@@ -132,6 +154,10 @@ class Node:
         rep = config.replication
         self.ring = Ring((), partitions=rep.partitions, replicas=rep.replicas)
         self.started_at = 0.0
+        self.handoff = handoff or HandoffConfig()
+        self.transfers = TransferManager(self, self.handoff)
+        self.hints = HintStore(self, self.handoff)
+        self.antientropy = AntiEntropy(self, self.handoff)
 
     # -- lifecycle -------------------------------------------------------
     async def __aenter__(self) -> Node:
@@ -152,6 +178,7 @@ class Node:
         self._started = True
         self.started_at = self.clock.monotonic()
         self.transport.set_handler(self._dispatch)
+        self.transport.set_stream_handler(self._dispatch_stream)
         self.transport.add_observer(self._on_peer_health)
         await self.transport.start()
         cfg = self.config
@@ -172,6 +199,9 @@ class Node:
             await self.transport.close()
             raise
         self._apply_view(self.discovery.members())
+        self.transfers.start()
+        self.hints.start()
+        self.antientropy.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._follow_discovery()))
         self._tasks.append(loop.create_task(self._ping_loop()))
@@ -200,6 +230,11 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for task in list(self._sync_tasks):
+            task.cancel()
+        await self.antientropy.stop()
+        await self.hints.stop()
+        await self.transfers.stop()
         for service in self._services.values():
             try:
                 await service.close()
@@ -215,12 +250,15 @@ class Node:
         return self._ready.is_set() and not self._stopped
 
     async def leave(self) -> None:
-        """Decommission: announce that this node leaves the cluster for good.
+        """Decommission: hand every partition over, then leave the cluster for good.
 
-        With static discovery the leave spreads by member exchange and the
-        other nodes drop this node from their rings. (Handing partitions over
-        before leaving is the partition-transfer layer's job.)
+        First streams each partition this node holds to its owners in the
+        ring without this node (see :meth:`TransferManager.decommission`),
+        then announces the leave; with static discovery it spreads by member
+        exchange and the other nodes drop this node from their rings. Stop
+        the node afterwards.
         """
+        await self.transfers.decommission()
         if isinstance(self.discovery, StaticDiscovery):
             await self.discovery.leave()
 
@@ -263,6 +301,20 @@ class Node:
         if op in _RESERVED_OPS or op in self._peer_handlers:
             raise ConfigError(f"peer operation {op!r} is already taken")
         self._peer_handlers[op] = handler
+
+    def add_stream_handler(self, kind: str, handler: StreamHandler) -> None:
+        """Let a subsystem accept incoming streams whose header is ``[kind, ...]``."""
+        if kind in self._stream_handlers:
+            raise ConfigError(f"stream kind {kind!r} is already taken")
+        self._stream_handlers[kind] = handler
+
+    async def _dispatch_stream(self, header: Any, peer: PeerInfo) -> StreamSink:
+        if type(header) is not list or not header or type(header[0]) is not str:
+            raise InvalidRequest("a stream header must be a non-empty array naming its kind")
+        handler = self._stream_handlers.get(header[0])
+        if handler is None:
+            raise UnknownCommand(f"unknown stream kind {header[0]!r}")
+        return await handler(header, peer)
 
     def on_ring_change(self, listener: RingListener) -> None:
         """Register a listener called with ``(old, new)`` after each ring change."""
@@ -400,7 +452,8 @@ class Node:
         owners = self.ring.preference_list(partition)
         if not owners:
             raise PeerUnavailable("the ring is empty")
-        ordered = sorted(owners, key=lambda o: not self.is_up(o))  # stable: keeps preference
+        ordered = self.routing_order(partition)
+        msg = ["s", namespace, command, k, partition, payload, self.id, self.ring.epoch]
         last: BaseException | None = None
         for owner in ordered:
             if owner == self.id:
@@ -409,15 +462,78 @@ class Node:
                     result = await result
                 return result
             try:
-                return await self.transport.request(
-                    self.address_of(owner),
-                    ["s", namespace, command, k, partition, payload, self.id],
-                    timeout,
-                )
+                return await self.transport.request(self.address_of(owner), msg, timeout)
+            except RingMismatch as exc:
+                self.sync_members_with(owner)
+                last = exc
             except (PeerUnavailable, RequestTimeout) as exc:
                 last = exc
         assert last is not None
         raise last
+
+    def routing_order(self, partition: int) -> list[str]:
+        """Where ``node.call`` tries a partition's commands, best first.
+
+        Live owners in preference order (the same order on every node with
+        the same ring, so single-copy services see a key's commands in one
+        place), then old holders still handing the partition off, then down
+        owners. The pending-transfer view is per node, so it only decides the
+        last resorts, never the first choice.
+        """
+        owners = self.ring.preference_list(partition)
+        holders = sorted(h for h in self.transfers.holders_of(partition) if h not in owners)
+        up = [o for o in owners if self.is_up(o)]
+        return up + [h for h in holders if self.is_up(h)] + [o for o in owners if o not in up]
+
+    def sync_members_with(self, member_id: str) -> None:
+        """Start one member exchange with ``member_id`` (after a ring-epoch mismatch).
+
+        At most one exchange per peer runs at a time; with discovery backends
+        other than static, views converge through the backend and this is a no-op.
+        """
+        member = self._members.get(member_id)
+        if member is None or not isinstance(self.discovery, StaticDiscovery):
+            return
+        self._sync_address(member.address)
+
+    def _sync_address(self, address: str) -> None:
+        if (
+            address in self._syncing
+            or self._stopped
+            or not isinstance(self.discovery, StaticDiscovery)
+        ):
+            return
+        discovery = self.discovery
+        self._syncing.add(address)
+        self._fence["member_syncs"] += 1
+
+        async def run() -> None:
+            try:
+                discovery.merge(await self._exchange_members(address, discovery.records()))
+            except PeerRingError as exc:
+                log.debug("member sync with %s failed: %s", address, exc)
+            finally:
+                self._syncing.discard(address)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._sync_tasks.add(task)
+        task.add_done_callback(self._sync_tasks.discard)
+
+    def _check_epoch(self, epoch: Any, partition: int, peer: PeerInfo) -> None:
+        if epoch == self.ring.epoch:
+            return
+        self._fence["epoch_mismatches"] += 1
+        self._sync_address(peer.address)
+        if (
+            0 <= partition < self.ring.partitions
+            and self.id not in self.ring.preference_list(partition)
+            and self.id not in self.transfers.holders_of(partition)
+        ):
+            self._fence["requests_fenced"] += 1
+            raise RingMismatch(
+                f"{self.id} does not own partition {partition} at ring epoch "
+                f"{self.ring.epoch} (sender's epoch {epoch})"
+            )
 
     # -- incoming peer messages ---------------------------------------------
     def _dispatch(self, message: Any, peer: PeerInfo) -> Any:
@@ -425,8 +541,11 @@ class Node:
             raise InvalidRequest("peer message must be a non-empty array")
         op = message[0]
         if op == "s":
+            if len(message) == 8:
+                self._check_epoch(message[7], message[4] if type(message[4]) is int else -1, peer)
+                message = message[:7]
             if len(message) != 7:
-                raise InvalidRequest("service command needs 7 fields")
+                raise InvalidRequest("service command needs 7 or 8 fields")
             _, ns, command, key, partition, payload, origin = message
             if type(key) is not bytes or type(partition) is not int:
                 raise InvalidRequest("service command: key must be bytes, partition an int")
@@ -470,7 +589,17 @@ class Node:
             "members": members,
             "services": sorted(self._services),
             "uptime": self.clock.monotonic() - self.started_at,
+            "transfers": self.transfers.status(),
+            "hints": self.hints.sizes(),
         }
+
+    def metrics(self) -> dict[str, int]:
+        """Counters of membership change: transfers, hints, anti-entropy, epoch fencing."""
+        out = dict(self._fence)
+        out.update(self.transfers.metrics())
+        out.update(self.hints.metrics())
+        out.update(self.antientropy.metrics())
+        return out
 
     def raise_if_stopped(self) -> None:
         if self._stopped:

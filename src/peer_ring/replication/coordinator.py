@@ -13,7 +13,17 @@ the local work before sending, so local and remote work overlap. Answers that
 arrive after the quorum are still collected: ``QuorumResult.complete`` resolves
 with every answer once all replicas answered or failed (read repair uses it).
 
-Dynamo (DeCandia et al., SOSP 2007), section 4.5.
+Sloppy quorum (the default, as in Riak; ``sloppy=False`` per call for a
+strict quorum): a preference-list node the failure detector sees down is
+replaced by the next live node of ``ring.fallbacks(p)``, which receives the
+command as a hinted request and keeps the result for the owner
+(:mod:`peer_ring.replication.hints`); its answer counts towards the quorum.
+Under a strict quorum only home replicas count. While a partition is being
+handed off, its old holders also receive every command (dual-write), without
+counting towards the quorum. Commands carry the ring epoch (fencing, see
+``peer_ring.node``).
+
+Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """
 
 from __future__ import annotations
@@ -37,10 +47,12 @@ class QuorumResult:
     ``acks`` holds ``(node_id, answer)`` pairs in arrival order, ``errors``
     the failures seen so far, ``targets`` every node the command went to.
     ``complete`` resolves (never fails) with all answers once every target
-    has answered or failed.
+    has answered or failed. ``hinted`` maps each fallback that stood in for a
+    down owner (sloppy quorum) to that owner.
     """
 
     targets: tuple[str, ...]
+    hinted: dict[str, str] = field(default_factory=dict)
     acks: list[tuple[str, Any]] = field(default_factory=list)
     errors: dict[str, BaseException] = field(default_factory=dict)
     complete: asyncio.Future[list[tuple[str, Any]]] | None = None
@@ -144,11 +156,14 @@ class Coordinator:
         timeout: float | None = None,
         partition: int | None = None,
         on_complete: Callable[[QuorumResult], None] | None = None,
+        sloppy: bool | None = None,
     ) -> QuorumResult:
         """Send ``command`` to the key's ``n`` replicas; return after ``quorum`` acks.
 
         Raises :class:`QuorumNotReached` when the quorum cannot be reached
         before ``timeout`` (default: the transport's request timeout).
+        ``sloppy`` (default ``node.handoff.sloppy``, True) lets fallbacks with
+        hints stand in for down owners; False counts home replicas only.
         """
         node = self.node
         node.raise_if_stopped()
@@ -165,14 +180,20 @@ class Coordinator:
                     f"quorum not reached: only {len(targets)} replicas exist for {quorum} required"
                 ),
             )
+        if sloppy is None:
+            sloppy = node.handoff.sloppy
+        hinted: dict[str, str] = {}
+        if sloppy and node.hints.enabled:
+            targets, hinted = self._substitute(partition, targets)
         loop = asyncio.get_running_loop()
         rnd = _Round(loop, targets, quorum)
+        rnd.result.hinted = hinted
         deadline = node.config.transport_config.request_timeout if timeout is None else timeout
         rnd.timer = loop.call_later(deadline, rnd.expire)
         me = node.id
         transport = node.transport
         local = False
-        msg = ["s", namespace, command, key, partition, payload, me]
+        msg = ["s", namespace, command, key, partition, payload, me, node.ring.epoch]
         for target in targets:
             if target == me:
                 local = True
@@ -182,11 +203,19 @@ class Coordinator:
             except PeerRingError as exc:
                 rnd.fail(target, exc)
                 continue
-            fut = transport.request_future(address, msg, deadline)
+            owner = hinted.get(target)
+            out = msg if owner is None else ["h", owner, *msg[1:7]]
+            fut = transport.request_future(address, out, deadline)
             fut.add_done_callback(partial(rnd.on_done, target))
+        self._dual_write(partition, targets, msg, deadline)
         if local:
             try:
-                result = node.handle_local(namespace, command, key, partition, payload, me)
+                if me in hinted:
+                    result = node.hints.apply(
+                        hinted[me], namespace, command, key, partition, payload, me
+                    )
+                else:
+                    result = node.handle_local(namespace, command, key, partition, payload, me)
             except Exception as exc:
                 rnd.fail(me, exc)
             else:
@@ -199,3 +228,53 @@ class Coordinator:
             res = rnd.result
             rnd.complete.add_done_callback(lambda _: on_complete(res))
         return await rnd.done
+
+    def _substitute(
+        self, partition: int, targets: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Replace down owners by the next live fallbacks (sloppy quorum)."""
+        node = self.node
+        if all(node.is_up(t) for t in targets):
+            return targets, {}
+        used = set(targets)
+        spare = (f for f in node.ring.fallbacks(partition) if f not in used and node.is_up(f))
+        out: list[str] = []
+        hinted: dict[str, str] = {}
+        for target in targets:
+            if node.is_up(target):
+                out.append(target)
+                continue
+            fallback = next(spare, None)
+            if fallback is None:
+                out.append(target)  # nobody to stand in: try the owner anyway
+            else:
+                hinted[fallback] = target
+                out.append(fallback)
+        return tuple(out), hinted
+
+    def _dual_write(
+        self, partition: int, targets: tuple[str, ...], msg: list[Any], deadline: float
+    ) -> None:
+        """Also send the command to nodes still handing the partition off (no quorum)."""
+        node = self.node
+        for holder in node.transfers.holders_of(partition):
+            if holder in targets or not node.is_up(holder):
+                continue
+            if holder == node.id:
+                try:
+                    result = node.handle_local(*msg[1:7])
+                except Exception:  # best effort: the owners are authoritative
+                    continue
+                if asyncio.iscoroutine(result):
+                    asyncio.get_running_loop().create_task(result).add_done_callback(_consume)
+                continue
+            try:
+                address = node.address_of(holder)
+            except PeerRingError:
+                continue
+            node.transport.request_future(address, msg, deadline).add_done_callback(_consume)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,163 @@
+"""Anti-entropy: replicas of a partition compare Merkle trees and repair the differences.
+
+In the background, a node walks the partitions it owns, ``ae_partitions_per_second``
+of them per second (the rate budget), and for each one exchanges a Merkle tree
+(:mod:`peer_ring.replication.merkle`, over ``Service.digest``) with one other
+owner, rotating through them:
+
+1. ``["ae", ns, p, leaves]`` -- the peer builds its own tree, and answers the
+   differing buckets and its key hashes in them;
+2. the initiator computes the differing keys, pushes its records of them
+   (``["hd", ns, p, records]``: ``import_records`` on the peer) and pulls the
+   peer's (``["ae_get", ns, p, keys]``), importing them locally.
+
+Both sides merge, so one exchange converges a pair of replicas whatever the
+direction of the loss. It repairs what hinted handoff misses: a replica that
+was down when its hints were refused or lost, or a wiped node. Services whose
+``digest`` is empty take no part.
+
+Dynamo (DeCandia et al., SOSP 2007), section 4.7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from peer_ring.errors import InvalidRequest, PeerRingError
+from peer_ring.replication import merkle
+from peer_ring.replication.transfer import HandoffConfig, decode_records
+from peer_ring.transport.base import PeerInfo
+
+if TYPE_CHECKING:
+    from peer_ring.node import Node
+
+log = logging.getLogger(__name__)
+
+
+class AntiEntropy:
+    """Background Merkle exchanges between replicas. One per node: ``node.antientropy``."""
+
+    def __init__(self, node: Node, config: HandoffConfig) -> None:
+        self.node = node
+        self.config = config
+        self.enabled = config.ae_partitions_per_second > 0
+        self.metrics_: dict[str, int] = {
+            "ae_exchanges": 0,
+            "ae_keys_pushed": 0,
+            "ae_keys_pulled": 0,
+            "ae_failures": 0,
+        }
+        self._task: asyncio.Task[None] | None = None
+        self._cursor = 0
+        self._round = 0
+        node.add_peer_handler("ae", self._on_tree)
+        node.add_peer_handler("ae_get", self._on_get)
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    def metrics(self) -> dict[str, int]:
+        return dict(self.metrics_)
+
+    async def _loop(self) -> None:
+        period = 1.0 / self.config.ae_partitions_per_second
+        while True:
+            await self.node.clock.sleep(period)
+            try:
+                await self.step()
+            except Exception:
+                log.exception("anti-entropy step failed")
+
+    async def step(self) -> int:
+        """Exchange the next owned partition with its next peer; return keys repaired."""
+        node = self.node
+        mine = node.ring.partitions_of(node.id)
+        if not mine:
+            return 0
+        if self._cursor >= len(mine):
+            self._cursor = 0
+            self._round += 1
+        p = mine[self._cursor]
+        self._cursor += 1
+        peers = [o for o in node.ring.preference_list(p) if o != node.id]
+        if not peers:
+            return 0
+        peer = peers[self._round % len(peers)]
+        if not node.is_up(peer):
+            return 0
+        return await self.exchange(p, peer)
+
+    async def exchange(self, partition: int, peer: str) -> int:
+        """Compare ``partition`` with ``peer`` for every service and repair both sides."""
+        node = self.node
+        depth = self.config.ae_depth
+        repaired = 0
+        try:
+            address = node.address_of(peer)
+            for ns, service in node.services.items():
+                digest = service.digest(partition)
+                tree = merkle.build(digest, depth)
+                answer = await node.transport.request(
+                    address, ["ae", ns, partition, list(tree.leaves)]
+                )
+                buckets, theirs = _parse_tree_answer(answer)
+                if not buckets:
+                    continue
+                ours = merkle.bucket_digest(digest, buckets, depth)
+                keys = merkle.diff_keys(ours, theirs)
+                push = sorted(k for k in keys if k in ours)
+                pull = sorted(k for k in keys if k in theirs)
+                if push:
+                    records = service.read_records(partition, push)
+                    await node.transport.request(address, ["hd", ns, partition, records])
+                    self.metrics_["ae_keys_pushed"] += len(records)
+                if pull:
+                    got = await node.transport.request(address, ["ae_get", ns, partition, pull])
+                    records = decode_records(got)
+                    service.import_records(partition, records)
+                    self.metrics_["ae_keys_pulled"] += len(records)
+                repaired += len(keys)
+        except PeerRingError as exc:
+            self.metrics_["ae_failures"] += 1
+            log.debug("anti-entropy of %d with %s failed: %s", partition, peer, exc)
+            return repaired
+        self.metrics_["ae_exchanges"] += 1
+        return repaired
+
+    def _on_tree(self, message: list[Any], peer: PeerInfo) -> list[Any]:
+        if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:
+            raise InvalidRequest("ae takes [namespace, partition, leaves]")
+        service = self.node.service(message[1])
+        theirs = merkle.MerkleTree.from_leaves(message[3])
+        digest = service.digest(message[2])
+        ours = merkle.build(digest, theirs.depth)
+        buckets = merkle.diff_buckets(ours, theirs)
+        return [buckets, merkle.bucket_digest(digest, buckets, theirs.depth)]
+
+    def _on_get(self, message: list[Any], peer: PeerInfo) -> list[Any]:
+        if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:
+            raise InvalidRequest("ae_get takes [namespace, partition, keys]")
+        keys = message[3]
+        if not all(type(k) is bytes for k in keys):
+            raise InvalidRequest("ae_get keys must be bytes")
+        return [list(r) for r in self.node.service(message[1]).read_records(message[2], keys)]
+
+
+def _parse_tree_answer(answer: Any) -> tuple[list[int], dict[bytes, bytes]]:
+    if type(answer) is not list or len(answer) != 2:
+        raise InvalidRequest("bad anti-entropy answer")
+    buckets, theirs = answer
+    if type(buckets) is not list or type(theirs) is not dict:
+        raise InvalidRequest("bad anti-entropy answer")
+    return buckets, theirs

@@ -1,0 +1,547 @@
+"""Partition transfer on membership change (handoff), for every registered service.
+
+When the ring changes, every partition whose preference list gained a node is
+streamed to that node from a node that holds it, through the services'
+``export_partition``/``import_records`` hooks:
+
+* a node that *lost* a partition and is still a member hands it off to the
+  partition's added owners, then -- after every one of them confirmed the
+  stream's ``finish`` -- drops its copy (riak_core's ownership handoff);
+* when the removed owners are gone (decommissioned, or removed after
+  ``dead_after``), the first surviving old owner that is up re-replicates the
+  partition to the added owners (it keeps its copy);
+* ``Node.leave()`` (decommission) hands every partition over to the owners of
+  the ring without this node *before* announcing the leave;
+* a periodic sweep hands off and drops partitions a node holds but does not
+  own (a node that was down during a ring change, stray data).
+
+Invariants:
+
+* a node drops a partition only after every new owner acknowledged the whole
+  stream and only if it still does not own the partition in its current ring;
+* chunks are imported with ``import_records`` (an idempotent merge), so a
+  broken stream is simply re-sent from the start with exponential backoff;
+* at most ``max_concurrent`` partitions move at once per node, chunks wait
+  for the transport's stream credits (flow control) and for a records/s
+  token bucket (bandwidth limit);
+* while a partition moves, every node knows its old holders (from the same
+  ring diff) and the coordinator also sends writes to them (dual-write), and
+  ``node.call`` prefers holders to new owners still receiving; the sender's
+  ``xf_done`` broadcast ends both.
+
+Dynamo (DeCandia et al., SOSP 2007), sections 4.9 (adding/removing storage
+nodes); riak_core handoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from peer_ring.errors import ConfigError, InvalidRequest, PeerRingError
+from peer_ring.membership.static import StaticDiscovery
+from peer_ring.replication.merkle import diff_keys
+from peer_ring.ring import Ring, diff
+from peer_ring.service import Record, Service
+from peer_ring.transport.base import PeerInfo, StreamSink
+
+if TYPE_CHECKING:
+    from peer_ring.node import Node
+
+log = logging.getLogger(__name__)
+
+#: Stream header kind of a partition transfer: ``["xf", ns, partition, sender]``.
+STREAM_KIND = "xf"
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffConfig:
+    """Settings of transfer, hinted handoff and anti-entropy (seconds, records).
+
+    ``max_concurrent`` partitions stream at once per node, in chunks of
+    ``chunk_records``; ``max_records_per_second`` caps the outgoing transfer
+    rate (None: only flow control limits it). A failed stream is retried from
+    the start after ``retry_min`` doubling to ``retry_max``, at most
+    ``max_attempts`` times (then the sweep and anti-entropy take over).
+    ``sweep_interval`` is how often a node hands off partitions it holds but
+    does not own (also the quiet time after an import before such data counts
+    as stray). ``sloppy`` is the coordinator's default quorum mode (Riak's
+    default: sloppy); ``hints`` turns hinted handoff on; a fallback keeps at
+    most ``hint_max_records`` hints and tries to deliver them every
+    ``hint_interval``. Anti-entropy compares ``ae_partitions_per_second``
+    partitions per second with one peer each (0 disables it) using trees of
+    ``2**ae_depth`` leaves. ``reap_interval`` is how often members down for
+    longer than ``NodeConfig.dead_after`` are removed.
+    """
+
+    max_concurrent: int = 2
+    chunk_records: int = 256
+    max_records_per_second: float | None = None
+    retry_min: float = 0.2
+    retry_max: float = 5.0
+    max_attempts: int = 8
+    sweep_interval: float = 30.0
+    sloppy: bool = True
+    hints: bool = True
+    hint_max_records: int = 100_000
+    hint_interval: float = 1.0
+    hint_batch: int = 256
+    ae_partitions_per_second: float = 2.0
+    ae_depth: int = 8
+    reap_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent < 1 or self.chunk_records < 1 or self.hint_batch < 1:
+            raise ConfigError("max_concurrent, chunk_records and hint_batch must be >= 1")
+        if self.max_records_per_second is not None and self.max_records_per_second <= 0:
+            raise ConfigError("max_records_per_second must be > 0 (or None)")
+        for name in ("retry_min", "retry_max", "sweep_interval", "hint_interval", "reap_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"handoff.{name} must be > 0")
+        if self.max_attempts < 1 or self.hint_max_records < 0:
+            raise ConfigError("max_attempts must be >= 1 and hint_max_records >= 0")
+        if self.ae_partitions_per_second < 0 or not 0 <= self.ae_depth <= 16:
+            raise ConfigError("ae_partitions_per_second must be >= 0, ae_depth in [0, 16]")
+
+
+@dataclass(slots=True)
+class TransferProgress:
+    """One partition of one service moving from this node to ``target``."""
+
+    namespace: str
+    partition: int
+    source: str
+    target: str
+    started: float
+    records: int = 0
+    bytes: int = 0
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        elapsed = max(now - self.started, 1e-9)
+        return {
+            "namespace": self.namespace,
+            "partition": self.partition,
+            "from": self.source,
+            "to": self.target,
+            "records": self.records,
+            "bytes": self.bytes,
+            "records_per_second": self.records / elapsed,
+        }
+
+
+@dataclass(slots=True)
+class _Job:
+    partition: int
+    targets: tuple[str, ...]
+    drop: bool
+    reason: str
+    done: asyncio.Future[bool] | None = None
+
+
+class _TokenBucket:
+    def __init__(self, node: Node, rate: float | None) -> None:
+        self.node = node
+        self.rate = rate
+        self.tokens = rate or 0.0
+        self.stamp = node.clock.monotonic()
+
+    async def take(self, n: int) -> None:
+        if self.rate is None:
+            return
+        while True:
+            now = self.node.clock.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= min(n, self.rate):
+                self.tokens -= n
+                return
+            await self.node.clock.sleep((min(n, self.rate) - self.tokens) / self.rate)
+
+
+class _ImportSink:
+    """Receiver of one transfer stream: imports each chunk as it arrives."""
+
+    def __init__(self, manager: TransferManager, service: Service, partition: int) -> None:
+        self.manager = manager
+        self.service = service
+        self.partition = partition
+        self.records = 0
+
+    async def feed(self, chunk: Any) -> None:
+        records = decode_records(chunk)
+        self.service.import_records(self.partition, records)
+        self.records += len(records)
+        self.manager.metrics_["records_received"] += len(records)
+        self.manager.touched(self.partition)
+
+    async def finish(self) -> Any:
+        self.manager.metrics_["transfers_received"] += 1
+        return self.records
+
+    async def abort(self, reason: BaseException) -> None:
+        log.debug("transfer of partition %d aborted: %s", self.partition, reason)
+
+
+def decode_records(chunk: Any) -> list[Record]:
+    """Validate records received from a peer: ``[[key: bytes, state], ...]``."""
+    if type(chunk) is not list:
+        raise InvalidRequest("records must be a list")
+    out: list[Record] = []
+    for item in chunk:
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not bytes:
+            raise InvalidRequest("a record must be [key: bytes, state]")
+        out.append((item[0], item[1]))
+    return out
+
+
+def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(slots=True)
+class _PendingView:
+    #: partition -> nodes that hold it without owning it (handing it off)
+    holders: dict[int, set[str]] = field(default_factory=dict)
+    #: partition -> new owners that have not confirmed the data yet
+    receiving: dict[int, set[str]] = field(default_factory=dict)
+
+
+class TransferManager:
+    """Moves partitions between nodes on ring changes. One per node: ``node.transfers``."""
+
+    def __init__(self, node: Node, config: HandoffConfig) -> None:
+        self.node = node
+        self.config = config
+        self.pending = _PendingView()
+        self.active: dict[tuple[str, int, str], TransferProgress] = {}
+        self.metrics_: dict[str, int] = {
+            "transfers_started": 0,
+            "transfers_completed": 0,
+            "transfers_failed": 0,
+            "transfers_received": 0,
+            "records_sent": 0,
+            "records_received": 0,
+            "bytes_sent": 0,
+            "partitions_dropped": 0,
+            "members_reaped": 0,
+        }
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[int] = set()
+        self._last_import: dict[int, float] = {}
+        self._bucket = _TokenBucket(node, config.max_records_per_second)
+        node.on_ring_change(self._on_ring_change)
+        node.add_stream_handler(STREAM_KIND, self._open_stream)
+        node.add_peer_handler("xf_done", self._on_done_message)
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        for _ in range(self.config.max_concurrent):
+            self._tasks.append(loop.create_task(self._worker()))
+        self._tasks.append(loop.create_task(self._sweep_loop()))
+        self._tasks.append(loop.create_task(self._reap_loop()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    # -- what other components ask ---------------------------------------------
+    def holders_of(self, partition: int) -> set[str]:
+        """Nodes that still hold ``partition`` while handing it off (dual-write targets)."""
+        return self.pending.holders.get(partition, set())
+
+    def receiving(self, partition: int) -> set[str]:
+        """New owners of ``partition`` that have not confirmed its data yet."""
+        return self.pending.receiving.get(partition, set())
+
+    def touched(self, partition: int) -> None:
+        self._last_import[partition] = self.node.clock.monotonic()
+
+    def status(self) -> list[dict[str, Any]]:
+        now = self.node.clock.monotonic()
+        return [p.as_dict(now) for p in self.active.values()]
+
+    def metrics(self) -> dict[str, int]:
+        out = dict(self.metrics_)
+        out["transfers_in_progress"] = len(self.active)
+        out["transfers_queued"] = self._queue.qsize() if self._queue is not None else 0
+        return out
+
+    async def idle(self) -> None:
+        """Wait until no transfer is queued or running (tests, decommission)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    # -- ring changes ---------------------------------------------------------
+    def _on_ring_change(self, old: Ring, new: Ring) -> None:
+        node = self.node
+        me = node.id
+        if not old.node_ids or old.partitions != new.partitions:
+            return  # first ring: nothing moves
+        members = new.node_ids
+        for ch in diff(old, new).changes:
+            p = ch.partition
+            holders = self.pending.holders.setdefault(p, set())
+            holders.difference_update(x for x in list(holders) if x not in members or x in ch.new)
+            alive_removed = [r for r in ch.removed if r in members]
+            holders.update(alive_removed)
+            if ch.added:
+                self.pending.receiving.setdefault(p, set()).update(ch.added)
+            rec = self.pending.receiving.get(p)
+            if rec is not None:
+                rec.intersection_update(ch.new)
+            if not ch.added:
+                if me in ch.removed and me in members:
+                    # owners shrank (e.g. N > members before): nobody needs our copy
+                    self._enqueue(_Job(p, (), True, "shrink"))
+                continue
+            if me in ch.removed and me in members:
+                self._enqueue(_Job(p, ch.added, True, "handoff"))
+            elif me in ch.old and me in ch.new:
+                if any(node.is_up(r) for r in alive_removed):
+                    continue  # a live former owner hands it off
+                survivors = [o for o in ch.old if o in ch.new and node.is_up(o)]
+                if survivors and survivors[0] == me:
+                    self._enqueue(_Job(p, ch.added, False, "re-replicate"))
+        for p in [p for p, h in self.pending.holders.items() if not h]:
+            del self.pending.holders[p]
+
+    def _enqueue(self, job: _Job) -> None:
+        if self._queue is None:
+            return
+        self._queue.put_nowait(job)
+
+    async def decommission(self) -> None:
+        """Hand every partition this node holds to the owners of the ring without it.
+
+        Called by ``Node.leave()`` before the leave is announced. Waits for
+        the transfers; a partition whose transfer fails is left to the
+        surviving replicas' re-replication.
+        """
+        node = self.node
+        future = node.ring.without_node(node.id)
+        jobs = []
+        loop = asyncio.get_running_loop()
+        for ch in diff(node.ring, future).changes:
+            if node.id in ch.removed and ch.added:
+                job = _Job(ch.partition, ch.added, False, "decommission", loop.create_future())
+                jobs.append(job)
+                self._enqueue(job)
+        for job in jobs:
+            assert job.done is not None
+            await job.done
+
+    # -- the work ---------------------------------------------------------------
+    async def _worker(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            try:
+                while job.partition in self._busy:
+                    await self.node.clock.sleep(0.05)
+                self._busy.add(job.partition)
+                try:
+                    ok = await self._run(job)
+                finally:
+                    self._busy.discard(job.partition)
+                if job.done is not None and not job.done.done():
+                    job.done.set_result(ok)
+            except asyncio.CancelledError:
+                if job.done is not None and not job.done.done():
+                    job.done.set_result(False)
+                raise
+            except Exception:
+                log.exception("transfer job for partition %d failed", job.partition)
+                if job.done is not None and not job.done.done():
+                    job.done.set_result(False)
+            finally:
+                self._queue.task_done()
+
+    async def _run(self, job: _Job) -> bool:
+        node = self.node
+        p = job.partition
+        services = list(node.services.values())
+        before = {s.namespace: s.digest(p) for s in services} if job.drop else {}
+        done: list[str] = []
+        for target in job.targets:
+            if target == node.id:
+                continue
+            ok = True
+            for service in services:
+                ok = await self._send(service, p, target, service.export_partition(p)) and ok
+            if ok:
+                done.append(target)
+        all_ok = len(done) == len([t for t in job.targets if t != node.id])
+        if all_ok and job.drop:
+            # catch up with writes that landed during the stream, then drop
+            for service in services:
+                changed = diff_keys(before[service.namespace], service.digest(p))
+                if changed:
+                    records = service.read_records(p, sorted(changed))
+                    for target in done:
+                        await self._send(service, p, target, iter(records))
+            if node.id not in node.ring.preference_list(p):
+                for service in services:
+                    service.drop_partition(p)
+                self.metrics_["partitions_dropped"] += 1
+        if all_ok:
+            self.metrics_["transfers_completed"] += 1
+            self._broadcast_done(p, done)
+        else:
+            self.metrics_["transfers_failed"] += 1
+        return all_ok
+
+    async def _send(
+        self, service: Service, partition: int, target: str, records: Iterator[Record]
+    ) -> bool:
+        """Stream one service's partition to ``target``, re-sending on failure."""
+        node = self.node
+        cfg = self.config
+        chunks = list(chunked(records, cfg.chunk_records))
+        if not chunks:
+            return True
+        delay = cfg.retry_min
+        key = (service.namespace, partition, target)
+        for attempt in range(cfg.max_attempts):
+            progress = TransferProgress(
+                service.namespace, partition, node.id, target, node.clock.monotonic()
+            )
+            self.active[key] = progress
+            self.metrics_["transfers_started"] += 1
+            try:
+                address = node.address_of(target)
+                header = [STREAM_KIND, service.namespace, partition, node.id]
+                await node.transport.send_stream(address, header, self._paced(chunks, progress))
+                return True
+            except PeerRingError as exc:
+                log.info(
+                    "transfer %s/%d to %s failed (attempt %d): %s",
+                    service.namespace,
+                    partition,
+                    target,
+                    attempt + 1,
+                    exc,
+                )
+                if target not in node.members:
+                    return False
+                await node.clock.sleep(delay)
+                delay = min(delay * 2, cfg.retry_max)
+            finally:
+                self.active.pop(key, None)
+        return False
+
+    async def _paced(self, chunks: Sequence[list[Record]], progress: TransferProgress) -> Any:
+        for chunk in chunks:
+            await self._bucket.take(len(chunk))
+            size = len(msgpack.packb(chunk))
+            progress.records += len(chunk)
+            progress.bytes += size
+            self.metrics_["records_sent"] += len(chunk)
+            self.metrics_["bytes_sent"] += size
+            yield chunk
+
+    def _broadcast_done(self, partition: int, targets: list[str]) -> None:
+        node = self.node
+        msg = ["xf_done", partition, node.id, targets]
+        self._apply_done(partition, node.id, targets)
+        for mid, member in node.members.items():
+            if mid != node.id:
+                node.transport.send(member.address, msg)
+
+    def _on_done_message(self, message: list[Any], peer: PeerInfo) -> None:
+        if len(message) != 4 or type(message[1]) is not int or type(message[3]) is not list:
+            raise InvalidRequest("xf_done takes [partition, sender, targets]")
+        self._apply_done(message[1], str(message[2]), [str(t) for t in message[3]])
+
+    def _apply_done(self, partition: int, sender: str, targets: list[str]) -> None:
+        holders = self.pending.holders.get(partition)
+        if holders is not None:
+            holders.discard(sender)
+            if not holders:
+                del self.pending.holders[partition]
+        rec = self.pending.receiving.get(partition)
+        if rec is not None:
+            rec.difference_update(targets)
+            if not rec:
+                del self.pending.receiving[partition]
+
+    async def _open_stream(self, header: list[Any], peer: PeerInfo) -> StreamSink:
+        if len(header) != 4 or type(header[1]) is not str or type(header[2]) is not int:
+            raise InvalidRequest("transfer header is [xf, namespace, partition, sender]")
+        service = self.node.service(header[1])
+        if not 0 <= header[2] < self.node.ring.partitions:
+            raise InvalidRequest(f"partition {header[2]} out of range")
+        self.touched(header[2])
+        return _ImportSink(self, service, header[2])
+
+    # -- background ---------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        while True:
+            await self.node.clock.sleep(self.config.sweep_interval)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("ownership sweep failed")
+
+    def sweep(self) -> int:
+        """Queue a handoff for every partition held here but not owned; return how many."""
+        node = self.node
+        ring = node.ring
+        now = node.clock.monotonic()
+        queued = 0
+        for p in range(ring.partitions):
+            owners = ring.preference_list(p)
+            if node.id in owners or p in self._busy:
+                continue
+            if now - self._last_import.get(p, -1e18) < self.config.sweep_interval:
+                continue
+            holds = any(
+                next(iter(s.export_partition(p)), None) is not None for s in node.services.values()
+            )
+            if holds:
+                targets = tuple(o for o in owners if node.is_up(o))
+                if targets:
+                    self._enqueue(_Job(p, targets, True, "sweep"))
+                    queued += 1
+        return queued
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await self.node.clock.sleep(self.config.reap_interval)
+            self.reap()
+
+    def reap(self) -> list[str]:
+        """Remove members down for longer than ``dead_after`` (static discovery)."""
+        node = self.node
+        dead_after = node.config.dead_after
+        if dead_after is None or not isinstance(node.discovery, StaticDiscovery):
+            return []
+        gone = [
+            mid
+            for mid in node.members
+            if mid != node.id and node.detector.down_for(mid) > dead_after
+        ]
+        for mid in gone:
+            log.warning("node %s: removing %s, down for over %.0f s", node.id, mid, dead_after)
+            node.discovery.remove(mid)
+            self.metrics_["members_reaped"] += 1
+        return gone
