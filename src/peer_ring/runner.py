@@ -150,6 +150,190 @@ def _kv_admin(kv: Any) -> Any:
     return handle
 
 
+#: Upper bounds of one ``bench`` peer op (it runs inside a node process).
+BENCH_MAX_SECONDS = 120.0
+BENCH_MAX_OPS = 5_000_000
+BENCH_MAX_CONCURRENCY = 4096
+BENCH_MAX_SAMPLES = 200_000
+
+
+def _bench_spec(raw: Any) -> dict[str, Any]:
+    """Validate a ``bench`` spec; bad input raises :class:`InvalidRequest`."""
+    if type(raw) is not dict:
+        raise InvalidRequest("bench: expected [bench, {spec}]")
+    spec: dict[str, Any] = {
+        "seconds": 3.0, "warmup": 0.5, "ops": 1_000_000, "concurrency": 64,
+        "value_size": 100, "read_ratio": 0.5, "keyspace": 10_000, "prefix": b"k",
+        "preload": [0, 0], "profile": None, "seed": 0,
+    }  # fmt: skip
+    unknown = set(raw) - set(spec)
+    if unknown:
+        raise InvalidRequest(f"bench: unknown spec fields {sorted(unknown)}")
+    spec.update(raw)
+    for name, lo, hi in (
+        ("seconds", 0.0, BENCH_MAX_SECONDS),
+        ("warmup", 0.0, BENCH_MAX_SECONDS),
+        ("read_ratio", 0.0, 1.0),
+    ):
+        v = spec[name]
+        if type(v) not in (int, float) or not lo <= v <= hi:
+            raise InvalidRequest(f"bench: {name} must be a number in [{lo}, {hi}]")
+    for name, lo, hi in (
+        ("ops", 0, BENCH_MAX_OPS),
+        ("concurrency", 1, BENCH_MAX_CONCURRENCY),
+        ("value_size", 0, 16 * 1024 * 1024),
+        ("keyspace", 1, 100_000_000),
+        ("seed", 0, 2**32),
+    ):
+        v = spec[name]
+        if type(v) is not int or not lo <= v <= hi:
+            raise InvalidRequest(f"bench: {name} must be an integer in [{lo}, {hi}]")
+    pre = spec["preload"]
+    if (
+        type(pre) is not list
+        or len(pre) != 2
+        or any(type(x) is not int for x in pre)
+        or not 0 <= pre[0] <= pre[1] <= 100_000_000
+    ):
+        raise InvalidRequest("bench: preload must be [start, stop) key indexes")
+    if type(spec["prefix"]) is not bytes or len(spec["prefix"]) > 64:
+        raise InvalidRequest("bench: prefix must be at most 64 bytes")
+    if spec["profile"] is not None and type(spec["profile"]) is not str:
+        raise InvalidRequest("bench: profile must be a file path or nil")
+    return spec
+
+
+def _kv_bench(kv: Any) -> Any:
+    """Peer op ``["bench", spec]``, registered only with ``--testing``.
+
+    A bounded load generator inside the node process, against this node's
+    embedded :class:`~peer_ring.apps.kv.store.KVStore` API (every operation
+    is a full quorum read or write, as from an application): first writes
+    keys ``preload = [start, stop)`` (unmeasured), then ``concurrency``
+    closed-loop workers issue gets (probability ``read_ratio``) and puts of
+    ``value_size`` bytes on uniformly random keys of ``keyspace`` for
+    ``warmup`` + ``seconds`` seconds or until ``ops`` operations finished,
+    whichever comes first. Answers the measured window's counts, latency
+    percentiles (µs), up to 200,000 latency samples (µs, ``array('I')``
+    bytes, evenly strided), the process CPU seconds used (user+system) and
+    the wall time. With ``profile`` (a path), cProfile runs over the window
+    and dumps its stats there.
+    """
+    import array
+    import random
+    import time
+
+    async def handle(message: list[Any], peer: Any) -> Any:
+        if len(message) != 2:
+            raise InvalidRequest("bench: expected [bench, {spec}]")
+        spec = _bench_spec(message[1])
+        rng = random.Random(spec["seed"] or None)
+        prefix: bytes = spec["prefix"]
+        value = b"v" * spec["value_size"]
+        conc: int = spec["concurrency"]
+        start, stop = spec["preload"]
+        next_key = iter(range(start, stop))
+
+        async def preload() -> None:
+            for i in next_key:
+                await kv.put(prefix + b"%010d" % i, value)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(preload() for _ in range(min(conc, max(1, stop - start)))))
+        preload_s = time.perf_counter() - t0
+
+        keyspace: int = spec["keyspace"]
+        read_ratio: float = spec["read_ratio"]
+        max_ops: int = spec["ops"]
+        lat: list[int] = []
+        errors: dict[str, int] = {}
+        counts = {"get": 0, "put": 0, "hit": 0}
+        measuring = False
+        issued = 0
+        end = time.monotonic() + spec["warmup"] + spec["seconds"]
+
+        async def worker() -> None:
+            nonlocal issued
+            clock = time.perf_counter_ns
+            get, put = kv.get, kv.put
+            rand = rng.random
+            randrange = rng.randrange
+            while issued < max_ops and time.monotonic() < end:
+                key = prefix + b"%010d" % randrange(keyspace)
+                read = rand() < read_ratio
+                if measuring:
+                    issued += 1
+                t = clock()
+                try:
+                    if read:
+                        got = await get(key)
+                    else:
+                        await put(key, value)
+                except Exception as exc:  # counted and reported, never fatal
+                    name = type(exc).__name__
+                    errors[name] = errors.get(name, 0) + 1
+                    continue
+                if measuring:
+                    lat.append((clock() - t) // 1000)
+                    if read:
+                        counts["get"] += 1
+                        counts["hit"] += got is not None
+                    else:
+                        counts["put"] += 1
+
+        profiler: Any = None
+        window: dict[str, float] = {}
+
+        def begin() -> None:
+            nonlocal measuring, profiler
+            measuring = True
+            errors.clear()
+            if spec["profile"]:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
+            window["cpu"] = time.process_time()
+            window["wall"] = time.perf_counter()
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(spec["warmup"], begin)
+        try:
+            await asyncio.gather(*(worker() for _ in range(conc)))
+        finally:
+            timer.cancel()
+        if not measuring:
+            begin()
+        cpu = time.process_time() - window["cpu"]
+        wall = time.perf_counter() - window["wall"]
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(spec["profile"])
+        done = len(lat)
+        ordered = sorted(lat)
+
+        def pct(p: float) -> int:
+            if not ordered:
+                return 0
+            return ordered[min(done - 1, max(0, int(p / 100.0 * done + 0.999999) - 1))]
+
+        step = max(1, done // BENCH_MAX_SAMPLES)
+        return {
+            "ops": done,
+            **counts,
+            "errors": errors,
+            "wall": wall,
+            "cpu": cpu,
+            "preload_s": preload_s,
+            "p50_us": pct(50),
+            "p99_us": pct(99),
+            "p999_us": pct(99.9),
+            "samples": array.array("I", lat[::step]).tobytes(),
+        }
+
+    return handle
+
+
 async def serve(
     config: NodeConfig,
     discovery: DiscoveryOptions | None = None,
@@ -175,6 +359,8 @@ async def serve(
     if kv is not None:
         node.register(kv)
         node.add_peer_handler("kv", _kv_admin(kv))
+        if config.testing:
+            node.add_peer_handler("bench", _kv_bench(kv))
     http: HttpServer | None = None
     resp: Any = None
     await node.start()

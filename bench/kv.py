@@ -1,0 +1,449 @@
+"""Benchmark of the replicated KV store: embedded load, RESP, memory per key.
+
+Run: ``.venv/bin/python bench/kv.py`` (every part), or one part with
+``--embedded``, ``--resp`` or ``--memory``; ``--help`` for the rest.
+
+* **embedded** -- real node processes (:class:`LocalCluster`, ``--testing``,
+  N=3, R=W=2) on loopback aliases 127.77.0.x. The load is generated *inside*
+  every node process at once by the ``bench`` peer op (see
+  ``peer_ring.runner``): closed-loop workers call the node's embedded
+  ``KVStore.get`` / ``put`` (full quorum operations), 100-byte values, keys
+  uniform over a preloaded key space. Mixes: read-heavy (95 % gets),
+  write-heavy (50 %), pure put, pure get; 64 and 256 operations outstanding
+  in total (split over the nodes); 3 and 5 nodes. Reported: ops/s,
+  p50/p99/p99.9 latency, CPU per operation (process user+system time of
+  every node over the measured window / operations).
+* **resp** -- ``redis-benchmark -t set,get -c 50 -q`` (with and without
+  ``-P 16``) against one node of a 3-node N=3 cluster, a 1-node N=1
+  peer-ring and a plain ``redis-server --save '' --appendonly no`` that this
+  script starts on 127.77.1.1 and stops by its PID; ratios to redis-server.
+* **memory** -- RSS growth (``/proc/PID/status`` VmRSS) of 3 nodes, N=3,
+  after loading ``--keys`` keys (default 200,000; ``--keys 1000000`` for the
+  documented large run): bytes per key per replica beyond key + value.
+
+Prints rich tables and writes ``bench/results/kv.json``. Every run is
+bounded (``--seconds`` per case, request counts, subprocess timeouts) and
+stops every process it started by PID.
+
+Targets on the 2-core reference machine (load generator included): embedded
+N=3 W=2 R=2 >= 15,000 puts/s and >= 20,000 gets/s with p99 <= 20 ms at 64
+outstanding; RESP ``-c 50`` against the 3-node cluster >= 25 % of
+redis-server; <= 250 bytes overhead per key per replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from _util import console, percentiles, progress, table, write_results
+from peer_ring.testing.cluster import LocalCluster
+from peer_ring.transport.base import TransportConfig
+from peer_ring.transport.tcp import TcpTransport
+
+SUBNET = "127.77.0"
+REDIS_HOST = "127.77.1.1"
+VALUE_SIZE = 100
+MIXES: dict[str, float] = {"read-heavy": 0.95, "write-heavy": 0.5, "put": 0.0, "get": 1.0}
+KEY_BYTES = 11  # b"k" + 10 digits
+
+
+def cluster(size: int, replicas: int = 3, *, resp: bool = False, port: int = 7500) -> LocalCluster:
+    """A ``--testing`` cluster with R=W=min(2, N) on 127.77.0.x."""
+    q = str(min(2, replicas))
+    return LocalCluster(
+        size,
+        subnet=SUBNET,
+        port=port,
+        replicas=replicas,
+        resp_port=6390 if resp else None,
+        extra_args=["--testing", "--read-quorum", q, "--write-quorum", q, "--log-level", "WARNING"],
+    )
+
+
+async def _bench_all(addresses: list[str], specs: list[dict[str, Any]], timeout: float) -> list[Any]:
+    client = TcpTransport("bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=timeout))
+    await client.start()
+    try:
+        return list(
+            await asyncio.gather(
+                *(client.request(a, ["bench", s], timeout) for a, s in zip(addresses, specs))
+            )
+        )
+    finally:
+        await client.close()
+
+
+async def _wait_ring(addresses: list[str], deadline: float) -> None:
+    client = TcpTransport("bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=2.0))
+    await client.start()
+    try:
+        while True:
+            views = await asyncio.gather(
+                *(client.request(a, ["st"]) for a in addresses), return_exceptions=True
+            )
+            if all(
+                isinstance(v, dict)
+                and len(v["members"]) == len(addresses)
+                and all(m["state"] == "up" and m["partitions"] > 0 for m in v["members"])
+                for v in views
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ring did not form in time: {views}")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+def wait_ring(c: LocalCluster, timeout: float = 30.0) -> None:
+    """Wait until every node sees every node up and owning partitions."""
+    asyncio.run(_wait_ring(c.addresses(), time.monotonic() + timeout))
+
+
+def bench_nodes(c: LocalCluster, spec: dict[str, Any], concurrency: int) -> list[dict[str, Any]]:
+    """Run the ``bench`` op on every node at once; ``concurrency`` is split over them."""
+    nodes = list(c.nodes.values())
+    n = len(nodes)
+    specs = []
+    for i in range(n):
+        s = dict(spec, concurrency=concurrency // n + (1 if i < concurrency % n else 0), seed=i + 1)
+        pre = spec.get("preload")
+        if pre:  # each node loads its slice of [start, stop)
+            lo, hi = pre
+            step = (hi - lo + n - 1) // n
+            s["preload"] = [min(hi, lo + i * step), min(hi, lo + (i + 1) * step)]
+        specs.append(s)
+    timeout = 60.0 + 2 * float(spec.get("seconds", 3)) + float(spec.get("warmup", 0.5))
+    timeout += spec.get("preload", [0, 0])[1] / 2000.0  # generous: preload at >= 2,000 puts/s
+    return asyncio.run(_bench_all([x.address for x in nodes], specs, timeout))
+
+
+def summarize(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cluster totals of one case from every node's ``bench`` answer."""
+    ops = sum(a["ops"] for a in answers)
+    wall = max(a["wall"] for a in answers) or 1e-9
+    cpu = sum(a["cpu"] for a in answers)
+    lat: list[int] = []
+    for a in answers:
+        samples = array.array("I")
+        samples.frombytes(a["samples"])
+        lat.extend(samples)
+    pct = percentiles([x / 1000.0 for x in lat])
+    errors: dict[str, int] = {}
+    for a in answers:
+        for k, v in a["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    return {
+        "ops": ops,
+        "ops_s": ops / wall,
+        "gets_s": sum(a["get"] for a in answers) / wall,
+        "puts_s": sum(a["put"] for a in answers) / wall,
+        "hit_ratio": sum(a["hit"] for a in answers) / max(1, sum(a["get"] for a in answers)),
+        "p50_ms": pct["p50"],
+        "p99_ms": pct["p99"],
+        "p999_ms": pct["p999"],
+        "cpu_us_per_op": cpu / max(1, ops) * 1e6,
+        "cpu_us_per_op_node": [a["cpu"] / max(1, a["ops"]) * 1e6 for a in answers],
+        "cpu_util_node": [a["cpu"] / max(1e-9, a["wall"]) for a in answers],
+        "errors": errors,
+    }
+
+
+def embedded(
+    sizes: list[int],
+    concurrencies: list[int],
+    mixes: list[str],
+    seconds: float,
+    warmup: float,
+    keyspace: int,
+    profile_dir: str | None = None,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    total = len(sizes) * len(concurrencies) * len(mixes)
+    with progress() as bar:
+        task = bar.add_task("embedded", total=total)
+        for size in sizes:
+            replicas = min(3, size)
+            bar.update(task, description=f"embedded: starting {size} nodes")
+            with cluster(size, replicas) as c:
+                wait_ring(c)
+                bar.update(task, description=f"embedded: preloading {keyspace:,} keys")
+                base = {"keyspace": keyspace, "value_size": VALUE_SIZE}
+                bench_nodes(c, dict(base, seconds=0, warmup=0, ops=0, preload=[0, keyspace]), 64)
+                for conc in concurrencies:
+                    for mix in mixes:
+                        bar.update(task, description=f"embedded: {size} nodes {mix} c={conc}")
+                        spec = dict(base, seconds=seconds, warmup=warmup, read_ratio=MIXES[mix])
+                        if profile_dir:
+                            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+                            spec["profile"] = str(
+                                Path(profile_dir).resolve() / f"kv-{size}-{mix}-{conc}.prof"
+                            )
+                        answers = bench_nodes(c, spec, conc)
+                        row = {
+                            "nodes": size,
+                            "n": replicas,
+                            "r": min(2, replicas),
+                            "w": min(2, replicas),
+                            "mix": mix,
+                            "concurrency": conc,
+                            **summarize(answers),
+                        }
+                        rows.append(row)
+                        bar.advance(task)
+    return rows
+
+
+def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") -> None:
+    console.print(
+        table(
+            title,
+            ["nodes", "mix", "outstanding", "ops/s", "gets/s", "puts/s", "p50 ms", "p99 ms",
+             "p99.9 ms", "CPU µs/op", "errors"],
+            [
+                (r["nodes"], r["mix"], r["concurrency"], r["ops_s"], r["gets_s"], r["puts_s"],
+                 r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"],
+                 sum(r["errors"].values()))
+                for r in rows
+            ],
+        )  # fmt: skip
+    )
+
+
+# -- RESP ----------------------------------------------------------------------
+
+_RB_LINE = re.compile(r"^(SET|GET): ([\d.]+) requests per second(?:, p50=([\d.]+) msec)?")
+
+
+def redis_benchmark(
+    host: str, port: int, requests: int, pipeline: int, timeout: float
+) -> dict[str, Any]:
+    """``redis-benchmark -t set,get -q`` with 50 clients; rps (and p50) per test."""
+    cmd = ["redis-benchmark", "-h", host, "-p", str(port), "-t", "set,get", "-n", str(requests)]
+    cmd += ["-c", "50", "-d", str(VALUE_SIZE), "-r", "100000", "-q"]
+    if pipeline > 1:
+        cmd += ["-P", str(pipeline)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    result: dict[str, Any] = {"command": " ".join(cmd)}
+    for line in re.split(r"[\r\n]+", out):
+        m = _RB_LINE.match(line.strip())
+        if m:
+            result[m.group(1).lower()] = {
+                "rps": float(m.group(2)),
+                "p50_ms": float(m.group(3)) if m.group(3) else None,
+            }
+    return result
+
+
+class RedisServer:
+    """A plain redis-server on a loopback port, no persistence; stopped by its PID."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", host, "--port", str(port), "--save", "", "--appendonly",
+             "no", "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ok = subprocess.run(
+                ["redis-cli", "-h", host, "-p", str(port), "ping"], capture_output=True, text=True
+            )
+            if ok.stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def resp(requests: int, pipelines: list[int]) -> list[dict[str, Any]]:
+    if shutil.which("redis-benchmark") is None or shutil.which("redis-server") is None:
+        console.print("[yellow]resp: redis-benchmark / redis-server not installed, skipped")
+        return []
+    rows: list[dict[str, Any]] = []
+    targets: list[tuple[str, Any]] = [
+        ("redis-server", None),
+        ("peer-ring 1 node N=1", (1, 1)),
+        ("peer-ring 3 nodes N=3", (3, 3)),
+    ]
+    timeout = 60.0 + requests / 500.0
+    with progress() as bar:
+        task = bar.add_task("resp", total=len(targets) * len(pipelines))
+        for name, shape in targets:
+            bar.update(task, description=f"resp: {name}")
+            if shape is None:
+                server = RedisServer(REDIS_HOST, 6391)
+                try:
+                    for p in pipelines:
+                        res = redis_benchmark(REDIS_HOST, 6391, requests, p, timeout)
+                        rows.append({"target": name, "pipeline": p, **res})
+                        bar.advance(task)
+                finally:
+                    server.stop()
+                continue
+            size, replicas = shape
+            with cluster(size, replicas, resp=True) as c:
+                wait_ring(c)
+                first = c["n1"]
+                for p in pipelines:
+                    res = redis_benchmark(first.ip, 6390, requests, p, timeout)
+                    rows.append({"target": name, "pipeline": p, **res})
+                    bar.advance(task)
+    base = {r["pipeline"]: r for r in rows if r["target"] == "redis-server"}
+    for r in rows:
+        for op in ("set", "get"):
+            ref = base.get(r["pipeline"], {}).get(op)
+            if op in r and ref:
+                r[op]["ratio_to_redis"] = r[op]["rps"] / ref["rps"]
+    return rows
+
+
+def print_resp(rows: list[dict[str, Any]]) -> None:
+    def cell(r: dict[str, Any], op: str, field: str) -> Any:
+        v = r.get(op, {}).get(field)
+        return float("nan") if v is None else v
+
+    console.print(
+        table(
+            "RESP: redis-benchmark -c 50, 100-byte values",
+            ["target", "-P", "SET/s", "SET vs redis", "GET/s", "GET vs redis", "SET p50 ms",
+             "GET p50 ms"],
+            [
+                (r["target"], r["pipeline"], cell(r, "set", "rps"),
+                 cell(r, "set", "ratio_to_redis"), cell(r, "get", "rps"),
+                 cell(r, "get", "ratio_to_redis"), cell(r, "set", "p50_ms"),
+                 cell(r, "get", "p50_ms"))
+                for r in rows
+            ],
+        )  # fmt: skip
+    )
+
+
+# -- memory ----------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def memory(keys: int) -> dict[str, Any]:
+    with progress() as bar:
+        task = bar.add_task(f"memory: starting 3 nodes, N=3, then {keys:,} keys", total=2)
+        with cluster(3, 3) as c:
+            wait_ring(c)
+            pids = [n.pid for n in c.nodes.values() if n.pid is not None]
+            # one tiny round first so the code paths and buffers exist before the baseline
+            bench_nodes(c, {"seconds": 0, "warmup": 0, "ops": 0, "preload": [0, 300],
+                            "prefix": b"w", "keyspace": 300}, 30)  # fmt: skip
+            before = [rss_bytes(p) for p in pids]
+            bar.advance(task)
+            t0 = time.perf_counter()
+            answers = bench_nodes(
+                c,
+                {"seconds": 0, "warmup": 0, "ops": 0, "preload": [0, keys], "keyspace": keys,
+                 "value_size": VALUE_SIZE},
+                96,
+            )  # fmt: skip
+            load_s = time.perf_counter() - t0
+            time.sleep(0.5)
+            after = [rss_bytes(p) for p in pids]
+            bar.advance(task)
+    growth = sum(a - b for a, b in zip(after, before, strict=True))
+    per_key_replica = growth / (keys * 3)
+    return {
+        "keys": keys,
+        "nodes": 3,
+        "n": 3,
+        "key_bytes": KEY_BYTES,
+        "value_bytes": VALUE_SIZE,
+        "rss_before": before,
+        "rss_after": after,
+        "load_seconds": load_s,
+        "preload_seconds_node": [a["preload_s"] for a in answers],
+        "bytes_per_key_replica": per_key_replica,
+        "overhead_per_key_replica": per_key_replica - KEY_BYTES - VALUE_SIZE,
+    }
+
+
+def print_memory(m: dict[str, Any]) -> None:
+    console.print(
+        table(
+            "KV memory, 3 nodes, N=3",
+            ["keys", "RSS growth MiB (all nodes)", "bytes/key/replica", "overhead B/key/replica",
+             "load s", "writes/s while loading"],
+            [(m["keys"], sum(a - b for a, b in zip(m["rss_after"], m["rss_before"])) / 2**20,
+              m["bytes_per_key_replica"], m["overhead_per_key_replica"], m["load_seconds"],
+              m["keys"] / m["load_seconds"])],
+        )  # fmt: skip
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--embedded", action="store_true", help="run the embedded-load part")
+    ap.add_argument("--resp", action="store_true", help="run the redis-benchmark part")
+    ap.add_argument("--memory", action="store_true", help="run the memory part")
+    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per case")
+    ap.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds per case")
+    ap.add_argument("--sizes", default="3,5", help="cluster sizes (embedded)")
+    ap.add_argument("--concurrency", default="64,256", help="total outstanding operations")
+    ap.add_argument("--mixes", default=",".join(MIXES), help=f"of {', '.join(MIXES)}")
+    ap.add_argument("--keyspace", type=int, default=20_000, help="keys (embedded; preloaded)")
+    ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark -n")
+    ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values")
+    ap.add_argument("--keys", type=int, default=200_000, help="keys loaded (memory)")
+    ap.add_argument("--profile", metavar="DIR", help="cProfile each node per case into DIR")
+    ap.add_argument("--output", default="kv", help="results file name (no .json)")
+    args = ap.parse_args()
+    everything = not (args.embedded or args.resp or args.memory)
+    results: dict[str, Any] = {}
+    if everything or args.embedded:
+        rows = embedded(
+            [int(x) for x in args.sizes.split(",")],
+            [int(x) for x in args.concurrency.split(",")],
+            [m for m in args.mixes.split(",") if m],
+            args.seconds,
+            args.warmup,
+            args.keyspace,
+            args.profile,
+        )
+        results["embedded"] = rows
+        print_embedded(rows)
+    if everything or args.resp:
+        rrows = resp(args.requests, [int(x) for x in args.pipelines.split(",")])
+        results["resp"] = rrows
+        if rrows:
+            print_resp(rrows)
+    if everything or args.memory:
+        m = memory(args.keys)
+        results["memory"] = m
+        print_memory(m)
+    path = write_results(args.output, results)
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
