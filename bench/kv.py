@@ -68,14 +68,15 @@ def cluster(size: int, replicas: int = 3, *, resp: bool = False, port: int = 750
     )
 
 
-async def _bench_all(addresses: list[str], specs: list[dict[str, Any]], timeout: float) -> list[Any]:
+async def _bench_all(
+    addresses: list[str], specs: list[dict[str, Any]], timeout: float
+) -> list[Any]:
     client = TcpTransport("bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=timeout))
     await client.start()
     try:
+        pairs = zip(addresses, specs, strict=True)
         return list(
-            await asyncio.gather(
-                *(client.request(a, ["bench", s], timeout) for a, s in zip(addresses, specs))
-            )
+            await asyncio.gather(*(client.request(a, ["bench", s], timeout) for a, s in pairs))
         )
     finally:
         await client.close()
@@ -203,19 +204,14 @@ def embedded(
 
 
 def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") -> None:
-    console.print(
-        table(
-            title,
-            ["nodes", "mix", "outstanding", "ops/s", "gets/s", "puts/s", "p50 ms", "p99 ms",
-             "p99.9 ms", "CPU µs/op", "errors"],
-            [
-                (r["nodes"], r["mix"], r["concurrency"], r["ops_s"], r["gets_s"], r["puts_s"],
-                 r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"],
-                 sum(r["errors"].values()))
-                for r in rows
-            ],
-        )  # fmt: skip
-    )
+    cols = ["nodes", "mix", "outstanding", "ops/s", "gets/s", "puts/s", "p50 ms", "p99 ms",
+            "p99.9 ms", "CPU µs/op", "errors"]  # fmt: skip
+    data = [
+        (r["nodes"], r["mix"], r["concurrency"], r["ops_s"], r["gets_s"], r["puts_s"],
+         r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"], sum(r["errors"].values()))
+        for r in rows
+    ]  # fmt: skip
+    console.print(table(title, cols, data))
 
 
 # -- RESP ----------------------------------------------------------------------
@@ -322,20 +318,15 @@ def print_resp(rows: list[dict[str, Any]]) -> None:
         v = r.get(op, {}).get(field)
         return float("nan") if v is None else v
 
-    console.print(
-        table(
-            "RESP: redis-benchmark -c 50, 100-byte values",
-            ["target", "-P", "SET/s", "SET vs redis", "GET/s", "GET vs redis", "SET p50 ms",
-             "GET p50 ms"],
-            [
-                (r["target"], r["pipeline"], cell(r, "set", "rps"),
-                 cell(r, "set", "ratio_to_redis"), cell(r, "get", "rps"),
-                 cell(r, "get", "ratio_to_redis"), cell(r, "set", "p50_ms"),
-                 cell(r, "get", "p50_ms"))
-                for r in rows
-            ],
-        )  # fmt: skip
-    )
+    cols = ["target", "-P", "SET/s", "SET vs redis", "GET/s", "GET vs redis", "SET p50 ms",
+            "GET p50 ms"]  # fmt: skip
+    data = [
+        (r["target"], r["pipeline"], cell(r, "set", "rps"), cell(r, "set", "ratio_to_redis"),
+         cell(r, "get", "rps"), cell(r, "get", "ratio_to_redis"), cell(r, "set", "p50_ms"),
+         cell(r, "get", "p50_ms"))
+        for r in rows
+    ]  # fmt: skip
+    console.print(table("RESP: redis-benchmark -c 50, 100-byte values", cols, data))
 
 
 # -- memory ----------------------------------------------------------------------
@@ -389,16 +380,12 @@ def memory(keys: int) -> dict[str, Any]:
 
 
 def print_memory(m: dict[str, Any]) -> None:
-    console.print(
-        table(
-            "KV memory, 3 nodes, N=3",
-            ["keys", "RSS growth MiB (all nodes)", "bytes/key/replica", "overhead B/key/replica",
-             "load s", "writes/s while loading"],
-            [(m["keys"], sum(a - b for a, b in zip(m["rss_after"], m["rss_before"])) / 2**20,
-              m["bytes_per_key_replica"], m["overhead_per_key_replica"], m["load_seconds"],
-              m["keys"] / m["load_seconds"])],
-        )  # fmt: skip
-    )
+    cols = ["keys", "RSS growth MiB (all nodes)", "bytes/key/replica", "overhead B/key/replica",
+            "load s", "writes/s while loading"]  # fmt: skip
+    growth = sum(a - b for a, b in zip(m["rss_after"], m["rss_before"], strict=True))
+    data = [(m["keys"], growth / 2**20, m["bytes_per_key_replica"], m["overhead_per_key_replica"],
+             m["load_seconds"], m["keys"] / m["load_seconds"])]  # fmt: skip
+    console.print(table("KV memory, 3 nodes, N=3", cols, data))
 
 
 def main() -> None:
@@ -416,7 +403,9 @@ def main() -> None:
     ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values")
     ap.add_argument("--keys", type=int, default=200_000, help="keys loaded (memory)")
     ap.add_argument("--profile", metavar="DIR", help="cProfile each node per case into DIR")
-    ap.add_argument("--output", default="kv", help="results file name (no .json)")
+    ap.add_argument(
+        "--output", help="results file name, no .json (default: kv, or kv-PART for one part)"
+    )
     args = ap.parse_args()
     everything = not (args.embedded or args.resp or args.memory)
     results: dict[str, Any] = {}
@@ -441,7 +430,8 @@ def main() -> None:
         m = memory(args.keys)
         results["memory"] = m
         print_memory(m)
-    path = write_results(args.output, results)
+    name = args.output or ("kv" if everything else "kv-" + "-".join(results))
+    path = write_results(name, results)
     console.print(f"results: {path}")
 
 
