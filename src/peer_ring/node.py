@@ -143,8 +143,7 @@ class Node:
         self._ring_listeners: list[RingListener] = []
         self._peer_handlers: dict[str, PeerHandler] = {}
         self._stream_handlers: dict[str, StreamHandler] = {}
-        self._syncing: set[str] = set()
-        self._sync_tasks: set[asyncio.Task[None]] = set()
+        self._syncing: dict[str, asyncio.Task[None]] = {}
         self._fence = {"epoch_mismatches": 0, "requests_fenced": 0, "member_syncs": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -230,8 +229,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        for task in list(self._sync_tasks):
-            task.cancel()
+        for sync in list(self._syncing.values()):
+            sync.cancel()
         await self.antientropy.stop()
         await self.hints.stop()
         await self.transfers.stop()
@@ -496,44 +495,73 @@ class Node:
             return
         self._sync_address(member.address)
 
-    def _sync_address(self, address: str) -> None:
-        if (
-            address in self._syncing
-            or self._stopped
-            or not isinstance(self.discovery, StaticDiscovery)
-        ):
-            return
+    def _sync_address(self, address: str) -> asyncio.Task[None] | None:
+        running = self._syncing.get(address)
+        if running is not None:
+            return running
+        if self._stopped or not isinstance(self.discovery, StaticDiscovery):
+            return None
         discovery = self.discovery
-        self._syncing.add(address)
         self._fence["member_syncs"] += 1
 
         async def run() -> None:
             try:
                 discovery.merge(await self._exchange_members(address, discovery.records()))
+                self._apply_view(discovery.members())  # now, not on the next view event
             except PeerRingError as exc:
                 log.debug("member sync with %s failed: %s", address, exc)
             finally:
-                self._syncing.discard(address)
+                self._syncing.pop(address, None)
 
         task = asyncio.get_running_loop().create_task(run())
-        self._sync_tasks.add(task)
-        task.add_done_callback(self._sync_tasks.discard)
+        self._syncing[address] = task
+        return task
 
-    def _check_epoch(self, epoch: Any, partition: int, peer: PeerInfo) -> None:
-        if epoch == self.ring.epoch:
-            return
-        self._fence["epoch_mismatches"] += 1
-        self._sync_address(peer.address)
-        if (
+    def _fenced(self, partition: int) -> bool:
+        return (
             0 <= partition < self.ring.partitions
             and self.id not in self.ring.preference_list(partition)
             and self.id not in self.transfers.holders_of(partition)
-        ):
+        )
+
+    def _check_epoch(self, epoch: Any, message: list[Any], peer: PeerInfo) -> Any:
+        """Epoch fencing of one service command; returns its answer (value or coroutine)."""
+        partition = message[4] if type(message[4]) is int else -1
+        if epoch != self.ring.epoch:
+            self._fence["epoch_mismatches"] += 1
+            sync = self._sync_address(peer.address)
+            if self._fenced(partition):
+                # not an owner in our view: our view may be the stale one (a
+                # join in progress), so sync first, then decide
+                return self._after_sync(sync, epoch, message)
+        return self._serve(message)
+
+    async def _after_sync(
+        self, sync: asyncio.Task[None] | None, epoch: Any, message: list[Any]
+    ) -> Any:
+        if sync is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.shield(sync), self.config.transport_config.request_timeout / 2
+                )
+        if self._fenced(message[4]):
             self._fence["requests_fenced"] += 1
             raise RingMismatch(
-                f"{self.id} does not own partition {partition} at ring epoch "
+                f"{self.id} does not own partition {message[4]} at ring epoch "
                 f"{self.ring.epoch} (sender's epoch {epoch})"
             )
+        result = self._serve(message)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    def _serve(self, message: list[Any]) -> Any:
+        if len(message) < 7:
+            raise InvalidRequest("service command needs 7 or 8 fields")
+        _, ns, command, key, partition, payload, origin = message[:7]
+        if type(key) is not bytes or type(partition) is not int:
+            raise InvalidRequest("service command: key must be bytes, partition an int")
+        return self.handle_local(ns, command, key, partition, payload, origin)
 
     # -- incoming peer messages ---------------------------------------------
     def _dispatch(self, message: Any, peer: PeerInfo) -> Any:
@@ -542,14 +570,10 @@ class Node:
         op = message[0]
         if op == "s":
             if len(message) == 8:
-                self._check_epoch(message[7], message[4] if type(message[4]) is int else -1, peer)
-                message = message[:7]
+                return self._check_epoch(message[7], message, peer)
             if len(message) != 7:
                 raise InvalidRequest("service command needs 7 or 8 fields")
-            _, ns, command, key, partition, payload, origin = message
-            if type(key) is not bytes or type(partition) is not int:
-                raise InvalidRequest("service command: key must be bytes, partition an int")
-            return self.handle_local(ns, command, key, partition, payload, origin)
+            return self._serve(message)
         if op == "p":
             return [self.id, self.ring.epoch]
         if op == "m":
