@@ -121,6 +121,8 @@ def bench_nodes(c: LocalCluster, spec: dict[str, Any], concurrency: int) -> list
             lo, hi = pre
             step = (hi - lo + n - 1) // n
             s["preload"] = [min(hi, lo + i * step), min(hi, lo + (i + 1) * step)]
+        if spec.get("profile"):
+            s["profile"] = f"{spec['profile']}.{nodes[i].name}"
         specs.append(s)
     timeout = 60.0 + 2 * float(spec.get("seconds", 3)) + float(spec.get("warmup", 0.5))
     timeout += spec.get("preload", [0, 0])[1] / 2000.0  # generous: preload at >= 2,000 puts/s
@@ -177,12 +179,14 @@ def embedded(
             with cluster(size, replicas) as c:
                 wait_ring(c)
                 bar.update(task, description=f"embedded: preloading {keyspace:,} keys")
-                base = {"keyspace": keyspace, "value_size": VALUE_SIZE}
+                base: dict[str, Any] = {"keyspace": keyspace, "value_size": VALUE_SIZE}
                 bench_nodes(c, dict(base, seconds=0, warmup=0, ops=0, preload=[0, keyspace]), 64)
                 for conc in concurrencies:
                     for mix in mixes:
                         bar.update(task, description=f"embedded: {size} nodes {mix} c={conc}")
-                        spec = dict(base, seconds=seconds, warmup=warmup, read_ratio=MIXES[mix])
+                        spec: dict[str, Any] = dict(
+                            base, seconds=seconds, warmup=warmup, read_ratio=MIXES[mix]
+                        )
                         if profile_dir:
                             Path(profile_dir).mkdir(parents=True, exist_ok=True)
                             spec["profile"] = str(

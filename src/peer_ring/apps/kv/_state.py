@@ -183,6 +183,22 @@ def reclaimable(entries: Entries, now: float, grace: float) -> bool:
     return True
 
 
+def mortal(entries: Entries) -> bool:
+    """True when the state may *become* reclaimable (see :func:`reclaimable`).
+
+    That is: some sibling is a tombstone or has an expiry, or there is no
+    sibling at all. A state of live values without expiry never is, so the
+    sweep does not need to look at it.
+    """
+    seen = False
+    for _, _, vals in entries:
+        for value, exp, _stamp in vals:
+            if value is None or exp is not None:
+                return True
+            seen = True
+    return not seen
+
+
 def max_stamp(entries: Entries) -> int:
     """Largest stamp among the siblings (0 for none)."""
     best = 0

@@ -72,6 +72,11 @@ Invariants:
 
 * Replica handlers never await the network except ``coord_put`` (which
   returns a coroutine); all others return plain values (the fast path).
+* Only keys whose state was *mortal* when stored (a tombstone, an expiry,
+  or no sibling: :func:`peer_ring.apps.kv._state.mortal`) are in
+  ``_mortal[partition]``; the sweep visits those alone, so its cost is
+  O(expiring or deleted keys), not O(keys held). A key in the set whose state
+  became immortal is removed from it by the next sweep.
 * Local state is ``{partition: {key: stored}}`` with ``stored`` a tuple
   (``_state.pack``: a flat 4-tuple for the common one-value state, the
   DVVSet entries otherwise; no per-key objects beyond tuples); a partition
@@ -224,6 +229,8 @@ class KVStore(Service):
         self._lww = conflicts == "lww"
         self._merge_fn: MergeFunction | None = None if isinstance(conflicts, str) else conflicts
         self._parts: dict[int, dict[bytes, Stored]] = {}
+        #: keys the sweep must look at, by partition (see the invariants)
+        self._mortal: dict[int, set[bytes]] = {}
         self._node: Node | None = None
         self._own_clock = clock
         self._hlc: HLC | None = None
@@ -313,6 +320,16 @@ class KVStore(Service):
             part = self._parts[partition] = {}
         return part
 
+    def _store(
+        self, partition: int, part: dict[bytes, Stored], key: bytes, entries: Entries
+    ) -> None:
+        part[key] = pack(entries)
+        if st.mortal(entries):
+            cands = self._mortal.get(partition)
+            if cands is None:
+                cands = self._mortal[partition] = set()
+            cands.add(key)
+
     def _join(self, a: Entries, b: Entries) -> Entries:
         return self._compact(vv.sync(vv.DVVSet(a), vv.DVVSet(b)).entries)
 
@@ -337,7 +354,7 @@ class KVStore(Service):
         existed = self._is_live(current, self._clock().time())
         merged = self._join(current, incoming) if current else self._compact(incoming)
         if merged != current:
-            part[key] = pack(merged)
+            self._store(partition, part, key, merged)
         return existed
 
     def _coord_put(self, partition: int, key: bytes, payload: Any) -> Any:
@@ -372,7 +389,7 @@ class KVStore(Service):
         new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
         new = vv.prune(new, stamp, self.config.prune)
         entries = self._compact(new.entries)
-        part[key] = pack(entries)
+        self._store(partition, part, key, entries)
         return self._replicate(partition, key, entries, existed, n, w, timeout)
 
     async def _replicate(
@@ -431,6 +448,7 @@ class KVStore(Service):
     def _flush_local(self) -> int:
         dropped = sum(len(p) for p in self._parts.values())
         self._parts.clear()
+        self._mortal.clear()
         return dropped
 
     # -- replica side: maintenance ------------------------------------------
@@ -441,31 +459,44 @@ class KVStore(Service):
         from tests after advancing a ManualClock.
         """
         now = self._clock().time()
+        dropped = 0
+        for partition in list(self._mortal):
+            dropped += self._sweep_partition(partition, now)
+        self.swept += dropped
+        return dropped
+
+    def _sweep_partition(self, partition: int, now: float) -> int:
+        """Drop the reclaimable states among ``partition``'s mortal keys; forget the rest."""
+        cands = self._mortal.get(partition)
+        part = self._parts.get(partition)
+        if not cands or part is None:
+            self._mortal.pop(partition, None)
+            return 0
         grace = self.config.tombstone_grace
         dropped = 0
-        for part in self._parts.values():
-            dead = [k for k, s in part.items() if st.reclaimable(unpack(s), now, grace)]
-            for key in dead:
+        for key in list(cands):
+            stored = part.get(key)
+            if stored is None:
+                cands.discard(key)
+                continue
+            entries = unpack(stored)
+            if not st.mortal(entries):
+                cands.discard(key)
+            elif st.reclaimable(entries, now, grace):
                 del part[key]
-            dropped += len(dead)
-        self.swept += dropped
+                cands.discard(key)
+                dropped += 1
+        if not cands:
+            del self._mortal[partition]
         return dropped
 
     async def _sweep_loop(self) -> None:
         clock = self._clock()
-        grace = self.config.tombstone_grace
         while True:
             await clock.sleep(self.config.sweep_interval)
-            for partition in list(self._parts):
-                part = self._parts.get(partition)
-                if not part:
-                    continue
-                now = clock.time()
-                dead = [(k, s) for k, s in part.items() if st.reclaimable(unpack(s), now, grace)]
-                for key, stored in dead:
-                    if part.get(key) is stored:  # unchanged since we looked
-                        del part[key]
-                        self.swept += 1
+            for partition in list(self._mortal):
+                # one partition per slice, synchronously: nothing changes under it
+                self.swept += self._sweep_partition(partition, clock.time())
                 await asyncio.sleep(0)
 
     # -- data movement hooks ---------------------------------------------------
@@ -488,7 +519,7 @@ class KVStore(Service):
             current = EMPTY if stored is None else unpack(stored)
             merged = self._join(current, incoming) if current else self._compact(incoming)
             if merged != current:
-                part[key] = pack(merged)
+                self._store(partition, part, key, merged)
                 changed += 1
         return changed
 
@@ -512,6 +543,7 @@ class KVStore(Service):
 
     def drop_partition(self, partition: int) -> int:
         part = self._parts.pop(partition, None)
+        self._mortal.pop(partition, None)
         return 0 if part is None else len(part)
 
     def partition_size(self, partition: int) -> int:

@@ -1,0 +1,47 @@
+"""Run every benchmark script in ``bench/`` one after the other (``make bench``).
+
+Each script writes its own ``bench/results/NAME.json`` and prints its tables;
+this runner adds nothing but the order, a per-script time limit and a summary.
+Extra arguments are not forwarded: run a script alone for its options.
+Exits non-zero when any script failed or timed out.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: Every bench script and its time limit (seconds).
+SCRIPTS: dict[str, float] = {
+    "ring.py": 600,
+    "transport.py": 900,
+    "swim.py": 900,
+    "kv.py": 1800,
+    "scale.py": 1200,
+}
+
+
+def main() -> int:
+    from _util import console, table
+
+    rows = []
+    failed = 0
+    for name, limit in SCRIPTS.items():
+        console.rule(f"bench/{name}")
+        t0 = time.perf_counter()
+        try:
+            code = subprocess.run([sys.executable, str(HERE / name)], timeout=limit).returncode
+            status = "ok" if code == 0 else f"exit {code}"
+        except subprocess.TimeoutExpired:  # subprocess.run kills the child on timeout
+            status = f"timed out after {limit:.0f}s"
+        failed += status != "ok"
+        rows.append((name, status, time.perf_counter() - t0))
+    console.print(table("bench/run_all.py", ["script", "status", "seconds"], rows))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
