@@ -61,6 +61,8 @@ __all__ = [
     "EtcdConfig",
     "EtcdDiscovery",
     "RecordError",
+    "bounded",
+    "cancel_and_wait",
     "decode_record",
     "encode_record",
 ]
@@ -122,6 +124,33 @@ def unwrap_group(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+async def bounded(coro: Any, timeout: float) -> Any:
+    """Await ``coro`` for at most ``timeout`` seconds without trusting it to
+    honour cancellation (some client close paths swallow CancelledError):
+    on timeout the task is cancelled and abandoned, and TimeoutError raised."""
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise TimeoutError(f"gave up after {timeout}s")
+    return task.result()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], grace: float = 1.0) -> None:
+    """Cancel ``task`` and wait until it is done, cancelling again every
+    ``grace`` seconds: a single cancellation can be swallowed by library code
+    (or by ``asyncio.wait_for`` on Python 3.11, cpython gh-86296)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=grace)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("background task ended with %r", task.exception())
 
 
 def _parse_endpoint(url: str) -> tuple[str, int]:
@@ -260,13 +289,12 @@ class EtcdDiscovery(Discovery):
             return
         self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         client, lease_id = self._client, self._lease_id
         if client is not None and lease_id is not None:
             # Graceful leave: revoking the lease deletes our key at once.
             try:
-                await asyncio.wait_for(client.revoke_lease(lease_id), self.config.request_timeout)
+                await bounded(client.revoke_lease(lease_id), self.config.request_timeout)
             except Exception as exc:
                 log.info("etcd: could not revoke lease on stop (%r); it will expire", exc)
         await self._close_client()
@@ -276,8 +304,7 @@ class EtcdDiscovery(Discovery):
         """Stop without deregistering (as if the process died): for tests and fencing."""
         self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         await self._close_client()
         self._publisher.close()
 
@@ -298,7 +325,7 @@ class EtcdDiscovery(Discovery):
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.close(), self.config.request_timeout)
+                await bounded(client.close(), self.config.request_timeout)
             except Exception as exc:  # closing a dead channel may fail; nothing to do
                 log.debug("etcd: close failed: %r", exc)
 
@@ -327,7 +354,7 @@ class EtcdDiscovery(Discovery):
                 await self._clock.sleep(delay)
 
     async def _call(self, coro: Any) -> Any:
-        return await asyncio.wait_for(coro, self.config.request_timeout)
+        return await bounded(coro, self.config.request_timeout)
 
     async def _register(self, client: Any, *, reason: str | None = None) -> None:
         """Ensure a live lease; write the local record when needed.

@@ -58,7 +58,7 @@ from typing import Any
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import ConfigError, DiscoveryError
 from peer_ring.membership.base import Discovery, Member, format_address
-from peer_ring.membership.etcd import Backoff
+from peer_ring.membership.etcd import Backoff, cancel_and_wait
 
 __all__ = ["KubernetesConfig", "KubernetesDiscovery"]
 
@@ -230,9 +230,8 @@ class KubernetesDiscovery(Discovery):
         self._local = local
         try:
             if self._api_client is None:
-                self._api_client = await asyncio.wait_for(
-                    self._make_api_client(), self.config.request_timeout
-                )
+                async with asyncio.timeout(self.config.request_timeout):
+                    self._api_client = await self._make_api_client()
         except Exception as exc:
             raise DiscoveryError(f"kubernetes client configuration failed: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name=f"k8s-discovery-{local.id}")
@@ -262,8 +261,7 @@ class KubernetesDiscovery(Discovery):
             return
         self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         if self._own_client and self._api_client is not None:
             await self._api_client.close()
         self._publisher.close()
@@ -340,19 +338,17 @@ class KubernetesDiscovery(Discovery):
 
     async def _list(self) -> None:
         self.lists += 1
-        resp = await asyncio.wait_for(
-            self._api().list_namespaced_endpoint_slice(
+        async with asyncio.timeout(self.config.request_timeout):
+            resp = await self._api().list_namespaced_endpoint_slice(
                 self._namespace,
                 label_selector=f"{SERVICE_NAME_LABEL}={self.config.service}",
                 _preload_content=False,
                 _request_timeout=self.config.request_timeout,
-            ),
-            self.config.request_timeout,
-        )
-        try:
-            body = await resp.json()
-        finally:
-            resp.release()
+            )
+            try:
+                body = await resp.json()
+            finally:
+                resp.release()
         if not isinstance(body, Mapping):
             raise _SliceError("list response is not an object")
         meta = _as_map(body.get("metadata") or {}, "list metadata")

@@ -51,7 +51,13 @@ from typing import Any
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import ConfigError, DiscoveryError
 from peer_ring.membership.base import Discovery, Member, parse_address
-from peer_ring.membership.etcd import Backoff, RecordError, decode_record, encode_record
+from peer_ring.membership.etcd import (
+    Backoff,
+    RecordError,
+    cancel_and_wait,
+    decode_record,
+    encode_record,
+)
 
 __all__ = ["ZooKeeperConfig", "ZooKeeperDiscovery"]
 
@@ -196,8 +202,7 @@ class ZooKeeperDiscovery(Discovery):
             return
         self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         client, self._client = self._client, None
         if client is not None:
             client.remove_listener(self._on_state)
@@ -310,7 +315,10 @@ class ZooKeeperDiscovery(Discovery):
                 loop.call_soon_threadsafe(settle, result)
 
         async_result.rawlink(on_done)
-        return await asyncio.wait_for(fut, self.config.request_timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+        # cancellation that races with the result (cpython gh-86296).
+        async with asyncio.timeout(self.config.request_timeout):
+            return await fut
 
     # -- main loop --------------------------------------------------------------
     async def _run(self) -> None:
