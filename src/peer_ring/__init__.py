@@ -1,7 +1,7 @@
 """peer-ring: a framework for decentralized, Dynamo-style distributed systems."""
 
 from peer_ring.clock import Clock, ManualClock, SystemClock
-from peer_ring.config import NodeConfig, ReplicationConfig
+from peer_ring.config import HandoffConfig, NodeConfig, ReplicationConfig
 from peer_ring.errors import (
     ClosedError,
     ConfigError,
@@ -36,6 +36,7 @@ __all__ = [
     "Discovery",
     "DiscoveryError",
     "FailureDetectorConfig",
+    "HandoffConfig",
     "InvalidRequest",
     "ManualClock",
     "Member",

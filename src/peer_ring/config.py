@@ -54,6 +54,56 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HandoffConfig:
+    """Settings of transfer, hinted handoff and anti-entropy (seconds, records).
+
+    ``max_concurrent`` partitions stream at once per node, in chunks of
+    ``chunk_records``; ``max_records_per_second`` caps the outgoing transfer
+    rate (None: only flow control limits it). A failed stream is retried from
+    the start after ``retry_min`` doubling to ``retry_max``, at most
+    ``max_attempts`` times (then the sweep and anti-entropy take over).
+    ``sweep_interval`` is how often a node hands off partitions it holds but
+    does not own (also the quiet time after an import before such data counts
+    as stray). ``sloppy`` is the coordinator's default quorum mode (Riak's
+    default: sloppy); ``hints`` turns hinted handoff on; a fallback keeps at
+    most ``hint_max_records`` hints and tries to deliver them every
+    ``hint_interval``. Anti-entropy compares ``ae_partitions_per_second``
+    partitions per second with one peer each (0 disables it) using trees of
+    ``2**ae_depth`` leaves. ``reap_interval`` is how often members down for
+    longer than ``NodeConfig.dead_after`` are removed.
+    """
+
+    max_concurrent: int = 2
+    chunk_records: int = 256
+    max_records_per_second: float | None = None
+    retry_min: float = 0.2
+    retry_max: float = 5.0
+    max_attempts: int = 8
+    sweep_interval: float = 30.0
+    sloppy: bool = True
+    hints: bool = True
+    hint_max_records: int = 100_000
+    hint_interval: float = 1.0
+    hint_batch: int = 256
+    ae_partitions_per_second: float = 2.0
+    ae_depth: int = 8
+    reap_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent < 1 or self.chunk_records < 1 or self.hint_batch < 1:
+            raise ConfigError("max_concurrent, chunk_records and hint_batch must be >= 1")
+        if self.max_records_per_second is not None and self.max_records_per_second <= 0:
+            raise ConfigError("max_records_per_second must be > 0 (or None)")
+        for name in ("retry_min", "retry_max", "sweep_interval", "hint_interval", "reap_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"handoff.{name} must be > 0")
+        if self.max_attempts < 1 or self.hint_max_records < 0:
+            raise ConfigError("max_attempts must be >= 1 and hint_max_records >= 0")
+        if self.ae_partitions_per_second < 0 or not 0 <= self.ae_depth <= 16:
+            raise ConfigError("ae_partitions_per_second must be >= 0, ae_depth in [0, 16]")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a node needs. See the module docstring for presets.
 
@@ -78,9 +128,10 @@ class NodeConfig:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     transport_config: TransportConfig = field(default_factory=TransportConfig)
     failure: FailureDetectorConfig = field(default_factory=FailureDetectorConfig)
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
     member_sync_interval: float = 1.0
     discovery_start_timeout: float = 5.0
-    dead_after: float | None = None
+    dead_after: float | None = 300.0
     resp: str | None = None
     http: str | None = None
     stop_timeout: float = 5.0
@@ -157,6 +208,8 @@ class NodeConfig:
                 flat[key] = TransportConfig(**_sub(value, TransportConfig, key))
             elif key == "failure":
                 flat[key] = FailureDetectorConfig(**_sub(value, FailureDetectorConfig, key))
+            elif key == "handoff":
+                flat[key] = HandoffConfig(**_sub(value, HandoffConfig, key))
             elif key == "seeds":
                 flat[key] = tuple(value.split(",") if isinstance(value, str) else value)
             elif key in known:

@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import Any
 
 from peer_ring.clock import Clock, SystemClock
-from peer_ring.config import NodeConfig
+from peer_ring.config import HandoffConfig, NodeConfig
 from peer_ring.errors import (
     ClosedError,
     ConfigError,
@@ -64,7 +64,7 @@ from peer_ring.membership.static import StaticDiscovery
 from peer_ring.replication.antientropy import AntiEntropy
 from peer_ring.replication.coordinator import Coordinator
 from peer_ring.replication.hints import HintStore
-from peer_ring.replication.transfer import HandoffConfig, TransferManager
+from peer_ring.replication.transfer import TransferManager
 from peer_ring.ring import Ring
 from peer_ring.service import Request, Service
 from peer_ring.transport._core import ChannelTransport, FaultInjector
@@ -153,7 +153,7 @@ class Node:
         rep = config.replication
         self.ring = Ring((), partitions=rep.partitions, replicas=rep.replicas)
         self.started_at = 0.0
-        self.handoff = handoff or HandoffConfig()
+        self.handoff = handoff or config.handoff
         self.transfers = TransferManager(self, self.handoff)
         self.hints = HintStore(self, self.handoff)
         self.antientropy = AntiEntropy(self, self.handoff)

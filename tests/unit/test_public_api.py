@@ -6,7 +6,8 @@ import peer_ring
 
 EXPECTED = {
     "Clock", "ClosedError", "ConfigError", "Discovery", "DiscoveryError",
-    "FailureDetectorConfig", "InvalidRequest", "ManualClock", "Member", "MemberState",
+    "FailureDetectorConfig", "HandoffConfig", "InvalidRequest", "ManualClock", "Member",
+    "MemberState",
     "Node", "NodeConfig", "NotOwner", "Overloaded", "PeerRingError", "PeerUnavailable",
     "ProtocolError", "QuorumNotReached", "QuorumResult", "Record", "RemoteError",
     "ReplicationConfig", "Request", "RequestTimeout", "RingMismatch", "Service",

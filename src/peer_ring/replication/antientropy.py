@@ -26,9 +26,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, PeerRingError
 from peer_ring.replication import merkle
-from peer_ring.replication.transfer import HandoffConfig, decode_records
+from peer_ring.replication.transfer import decode_records
 from peer_ring.transport.base import PeerInfo
 
 if TYPE_CHECKING:

@@ -31,8 +31,9 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, Overloaded, PeerRingError
-from peer_ring.replication.transfer import HandoffConfig, decode_records
+from peer_ring.replication.transfer import decode_records
 from peer_ring.service import Record, Request
 from peer_ring.transport.base import PeerInfo
 

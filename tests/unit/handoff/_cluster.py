@@ -9,10 +9,9 @@ from typing import Any
 
 import xxhash
 
-from peer_ring.config import NodeConfig, ReplicationConfig
+from peer_ring.config import HandoffConfig, NodeConfig, ReplicationConfig
 from peer_ring.errors import InvalidRequest, UnknownCommand
 from peer_ring.node import Node
-from peer_ring.replication.transfer import HandoffConfig
 from peer_ring.service import Record, Request, Service
 from peer_ring.transport.memory import MemoryNetwork
 
