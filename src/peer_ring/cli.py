@@ -81,6 +81,12 @@ def main() -> None:
 @click.option("--gossip-label", help="Cluster label: gossip with another label is ignored.")
 @click.option("--dead-after", type=float, help="Seconds down before removal from the ring.")
 @click.option("--testing", is_flag=True, help="Enable fault-injection admin endpoints.")
+@click.option(
+    "--clock-offset",
+    type=float,
+    default=0.0,
+    help="Shift this node's wall clock by SECONDS (fault injection; needs --testing).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
@@ -109,7 +115,15 @@ def node(**opts: Any) -> None:
             "preset": opts.get("preset") or "lan",
         },
     )
-    sys.exit(run(config, discovery, requirepass=opts["requirepass"], conflicts=opts["conflicts"]))
+    sys.exit(
+        run(
+            config,
+            discovery,
+            requirepass=opts["requirepass"],
+            conflicts=opts["conflicts"],
+            clock_offset=opts["clock_offset"],
+        )
+    )
 
 
 def _node_config(opts: dict[str, Any]) -> NodeConfig:
@@ -210,21 +224,61 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
         title=f"node {st['node']} at {st['address']} - ring epoch {st['epoch']} "
         f"(Q={st['partitions']}, N={st['replicas']})"
     )
-    for col in ("id", "address", "zone", "state", "incarnation", "partitions", "primaries"):
-        table.add_column(col, justify="right" if col in ("partitions", "primaries") else "left")
+    gossip = any("gossip" in m for m in st["members"])
+    columns = ["id", "address", "zone", "state", "incarnation"]
+    if gossip:
+        columns += ["gossip", "gossip inc."]
+    columns += ["partitions", "primaries", "hints"]
+    for col in columns:
+        numeric = col in ("partitions", "primaries", "hints", "gossip inc.")
+        table.add_column(col, justify="right" if numeric else "left")
+    hints = st.get("hints", {})
     for m in st["members"]:
         state = m["state"]
         colour = {"up": "green", "down": "red", "suspect": "yellow"}.get(state, "white")
-        table.add_row(
-            m["id"],
-            m["address"],
-            m.get("zone") or "-",
-            f"[{colour}]{state}[/{colour}]",
-            str(m["incarnation"]),
-            str(m["partitions"]),
-            str(m["primaries"]),
-        )
+        row = [m["id"], m["address"], m.get("zone") or "-", f"[{colour}]{state}[/{colour}]",
+               str(m["incarnation"])]  # fmt: skip
+        if gossip:
+            row += [m.get("gossip", "-"), str(m.get("gossip_incarnation", "-"))]
+        row += [str(m["partitions"]), str(m["primaries"]), str(hints.get(m["id"], 0))]
+        table.add_row(*row)
     console.print(table)
+    transfers = st.get("transfers") or []
+    if transfers:
+        tt = Table(title="partition transfers in progress")
+        for col in ("service", "partition", "from", "to", "records", "bytes", "records/s"):
+            tt.add_column(col, justify="left" if col in ("service", "from", "to") else "right")
+        for t in transfers:
+            tt.add_row(
+                str(t.get("namespace")), str(t.get("partition")), str(t.get("from")),
+                str(t.get("to")), str(t.get("records")), str(t.get("bytes")),
+                f"{t.get('records_per_second', 0):,.0f}",
+            )  # fmt: skip
+        console.print(tt)
+
+
+# -- leave -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--node", "address", required=True, help="The leaving node's --listen address.")
+@click.option("--transport", type=click.Choice(["tcp", "grpc"]), default="tcp")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+def leave(address: str, transport: str, timeout: float) -> None:
+    """Decommission a node: it hands its partitions over, leaves the ring, exits.
+
+    (SIGTERM is not a leave: a stopped node keeps its place until --dead-after.)
+    """
+    with console.status(f"{address} is handing its partitions over..."):
+        try:
+            result = asyncio.run(_query(address, ["leave"], transport, timeout))
+        except PeerRingError as exc:
+            err_console.print(f"[red]error:[/red] leave of {address} failed: {exc}")
+            sys.exit(1)
+    console.print(
+        f"node {result['node']} left the cluster after {result['transfers']} partition "
+        f"transfers ({result['records']} records)"
+    )
 
 
 # -- kv ----------------------------------------------------------------------

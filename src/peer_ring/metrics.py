@@ -63,6 +63,16 @@ class NodeCollector(Collector):
             )
             c.add_metric([], value)
             yield c
+        for name, value in sorted(node.metrics().items()):
+            text = name.replace("_", " ")
+            if name.endswith(("_in_progress", "_queued")):
+                g = GaugeMetricFamily(f"peer_ring_{name}", f"Membership change: {text}")
+                g.add_metric([], value)
+                yield g
+            else:
+                c = CounterMetricFamily(f"peer_ring_{name}", f"Membership change: {text}")
+                c.add_metric([], value)
+                yield c
         for extra in self.extra:
             yield from extra()
 

@@ -279,9 +279,25 @@ class Node:
         return dict(self._members)
 
     def member_state(self, member_id: str) -> MemberState:
+        """UP/DOWN from the local failure detector; SUSPECT and LEFT too when a
+        gossip backend (SWIM) reports them -- a suspect is still routed to."""
         if member_id == self.id:
             return MemberState.UP
-        return self.detector.state(member_id)
+        state = self.detector.state(member_id)
+        if state is MemberState.UP:
+            gossip = self._gossip_states().get(member_id)
+            if gossip is not None and gossip.member_state is not MemberState.UP:
+                return MemberState(gossip.member_state)
+        return state
+
+    def _gossip_states(self) -> dict[str, Any]:
+        """SWIM's member statuses when the discovery backend gossips, else {}."""
+        backend = getattr(self.discovery, "swim", self.discovery)
+        states = getattr(backend, "states", None)
+        if not callable(states):
+            return {}
+        result: dict[str, Any] = states()
+        return result
 
     def is_up(self, member_id: str) -> bool:
         return member_id == self.id or self.detector.is_up(member_id)
@@ -591,19 +607,37 @@ class Node:
     def status(self) -> dict[str, Any]:
         """What ``peer-ring status`` shows: members, states, ownership, epoch."""
         ring = self.ring
+        gossip = self._gossip_states()
         members = []
         for mid, member in sorted(self._members.items()):
-            members.append(
-                {
-                    "id": mid,
-                    "address": member.address,
-                    "zone": member.zone,
-                    "incarnation": member.incarnation,
-                    "state": self.member_state(mid).value,
-                    "partitions": len(ring.partitions_of(mid)),
-                    "primaries": len(ring.primaries_of(mid)),
-                }
-            )
+            row: dict[str, Any] = {
+                "id": mid,
+                "address": member.address,
+                "zone": member.zone,
+                "incarnation": member.incarnation,
+                "state": self.member_state(mid).value,
+                "partitions": len(ring.partitions_of(mid)),
+                "primaries": len(ring.primaries_of(mid)),
+            }
+            if mid in gossip:
+                row["gossip"] = gossip[mid].state.label
+                row["gossip_incarnation"] = gossip[mid].incarnation
+            members.append(row)
+        for mid, st in sorted(gossip.items()):
+            if mid not in self._members:  # dead or left: out of the ring, still reported
+                members.append(
+                    {
+                        "id": mid,
+                        "address": st.member.address,
+                        "zone": st.member.zone,
+                        "incarnation": st.member.incarnation,
+                        "state": st.member_state.value,
+                        "partitions": 0,
+                        "primaries": 0,
+                        "gossip": st.state.label,
+                        "gossip_incarnation": st.incarnation,
+                    }
+                )
         return {
             "node": self.id,
             "address": self.address,

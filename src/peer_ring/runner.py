@@ -18,8 +18,10 @@ import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
+from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
 from peer_ring.membership.base import Discovery, parse_address
@@ -128,6 +130,45 @@ def _kv_store(config: NodeConfig, conflicts: str) -> Any:
     from peer_ring.apps.kv.store import KVConfig, KVStore
 
     return KVStore(config=KVConfig(conflicts=conflicts))
+
+
+def _leave_op(node: Node, stop: asyncio.Event) -> Any:
+    """Peer op ``["leave"]`` behind ``peer-ring leave``: decommission, then exit.
+
+    Hands every partition to its new owners first (``node.leave()``), answers
+    with what moved, and then stops the process.
+    """
+
+    async def handle(message: list[Any], peer: Any) -> Any:
+        before = node.metrics()
+        await node.leave()
+        after = node.metrics()
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        return {
+            "node": node.id,
+            "transfers": after["transfers_completed"] - before["transfers_completed"],
+            "records": after["records_sent"] - before["records_sent"],
+        }
+
+    return handle
+
+
+def _resp_metrics(get_server: Any) -> Any:
+    """RESP counters as Prometheus families (empty without a RESP server)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    server = get_server()
+    if server is None:
+        return
+    stats = server.stats
+    for name in ("commands_processed", "error_replies", "protocol_errors",
+                 "connections_received", "rejected_connections"):  # fmt: skip
+        c = CounterMetricFamily(f"peer_ring_resp_{name}", f"RESP {name.replace('_', ' ')}")
+        c.add_metric([], getattr(stats, name, 0))
+        yield c
+    g = GaugeMetricFamily("peer_ring_resp_connections", "Open RESP connections")
+    g.add_metric([], len(server.connections))
+    yield g
 
 
 def _kv_admin(kv: Any) -> Any:
@@ -340,6 +381,7 @@ async def serve(
     *,
     requirepass: str | None = None,
     conflicts: str = "lww",
+    clock_offset: float = 0.0,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
@@ -354,7 +396,14 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    node = Node(config, discovery=build_discovery(config, discovery))
+    if clock_offset and not config.testing:
+        raise ConfigError("--clock-offset is a fault-injection tool: it needs --testing")
+    node = Node(
+        config,
+        discovery=build_discovery(config, discovery),
+        clock=SystemClock(offset=clock_offset) if clock_offset else None,
+    )
+    node.add_peer_handler("leave", _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
     if kv is not None:
         node.register(kv)
@@ -368,6 +417,7 @@ async def serve(
         if config.http:
             http = HttpServer(node, config.http)
             await http.start()
+            http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         if config.resp and kv is not None:
             from peer_ring.server.resp import RespConfig, RespServer
 

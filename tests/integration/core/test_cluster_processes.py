@@ -159,3 +159,29 @@ def test_node_with_bad_flags_exits_with_usage_error() -> None:
 
 def test_error_classes_are_peer_ring_errors() -> None:
     assert issubclass(PeerRingError, Exception)
+
+
+async def test_leave_hands_partitions_over_then_exits(tmp_path: Path) -> None:
+    with LocalCluster(3, subnet="127.0.14", partitions=64, artefacts=tmp_path) as c:
+
+        async def three() -> bool:
+            sts = [await status(n.address) for n in c.nodes.values()]
+            return all(len(s["members"]) == 3 for s in sts) and len({s["epoch"] for s in sts}) == 1
+
+        await wait_for(three, timeout=20, interval=0.2, message="3 members")
+        res = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "peer_ring", "leave", "--node", c["n3"].address],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "left the cluster" in res.stdout
+        proc = c["n3"].proc
+        assert proc is not None
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+
+        async def two() -> bool:
+            sts = [await status(c[n].address) for n in ("n1", "n2")]
+            return all({m["id"] for m in s["members"]} == {"n1", "n2"} for s in sts)
+
+        await wait_for(two, timeout=20, interval=0.2, message="n3 gone from both views")
