@@ -64,13 +64,20 @@ class HandoffConfig:
     ``max_attempts`` times (then the sweep and anti-entropy take over).
     ``sweep_interval`` is how often a node hands off partitions it holds but
     does not own (also the quiet time after an import before such data counts
-    as stray). ``sloppy`` is the coordinator's default quorum mode (Riak's
-    default: sloppy); ``hints`` turns hinted handoff on; a fallback keeps at
+    as stray). ``sloppy`` is the coordinator's default quorum mode: False
+    (strict: only home replicas count towards W, so R + W > N means
+    read-your-writes; down owners still get hinted copies on fallbacks) or
+    True (Dynamo's sloppy quorum: fallbacks count, writes stay available in a
+    minority partition, and R + W > N no longer guarantees that a read sees
+    the last acknowledged write); ``hints`` turns hinted handoff on; a fallback keeps at
     most ``hint_max_records`` hints and tries to deliver them every
     ``hint_interval``. Anti-entropy compares ``ae_partitions_per_second``
     partitions per second with one peer each (0 disables it) using trees of
     ``2**ae_depth`` leaves. ``reap_interval`` is how often members down for
-    longer than ``NodeConfig.dead_after`` are removed.
+    longer than ``NodeConfig.dead_after`` are removed. After a start, a node
+    refuses replica reads of the partitions it owns until it has synced them
+    with their live co-owners, for at most ``bootstrap_timeout`` seconds
+    (see ``peer_ring.replication.bootstrap``).
     """
 
     max_concurrent: int = 2
@@ -80,7 +87,7 @@ class HandoffConfig:
     retry_max: float = 5.0
     max_attempts: int = 8
     sweep_interval: float = 30.0
-    sloppy: bool = True
+    sloppy: bool = False
     hints: bool = True
     hint_max_records: int = 100_000
     hint_interval: float = 1.0
@@ -88,6 +95,7 @@ class HandoffConfig:
     ae_partitions_per_second: float = 2.0
     ae_depth: int = 8
     reap_interval: float = 5.0
+    bootstrap_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_concurrent < 1 or self.chunk_records < 1 or self.hint_batch < 1:

@@ -62,6 +62,7 @@ from peer_ring.membership.base import Discovery, Member, MemberState, View
 from peer_ring.membership.failure import FailureDetector
 from peer_ring.membership.static import StaticDiscovery
 from peer_ring.replication.antientropy import AntiEntropy
+from peer_ring.replication.bootstrap import Bootstrap
 from peer_ring.replication.coordinator import Coordinator
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
@@ -157,6 +158,7 @@ class Node:
         self.transfers = TransferManager(self, self.handoff)
         self.hints = HintStore(self, self.handoff)
         self.antientropy = AntiEntropy(self, self.handoff)
+        self.bootstrap = Bootstrap(self, timeout=self.handoff.bootstrap_timeout)
 
     # -- lifecycle -------------------------------------------------------
     async def __aenter__(self) -> Node:
@@ -201,6 +203,7 @@ class Node:
         self.transfers.start()
         self.hints.start()
         self.antientropy.start()
+        self.bootstrap.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._follow_discovery()))
         self._tasks.append(loop.create_task(self._ping_loop()))
@@ -231,6 +234,7 @@ class Node:
         self._tasks.clear()
         for sync in list(self._syncing.values()):
             sync.cancel()
+        await self.bootstrap.stop()
         await self.antientropy.stop()
         await self.hints.stop()
         await self.transfers.stop()
@@ -245,8 +249,9 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        """True once started (discovery seen, ring built) and until stopped."""
-        return self._ready.is_set() and not self._stopped
+        """True once started (discovery seen, ring built, owned partitions synced
+        after a restart) and until stopped."""
+        return self._ready.is_set() and self.bootstrap.done.is_set() and not self._stopped
 
     async def leave(self) -> None:
         """Decommission: hand every partition over, then leave the cluster for good.
@@ -442,6 +447,8 @@ class Node:
         service = self._services.get(namespace)
         if service is None:
             raise UnknownCommand(f"no service registered under {namespace!r}")
+        if command in service.read_commands and self.bootstrap.syncing:
+            self.bootstrap.check_read(partition)
         return service.handle(Request(command, key, partition, payload, origin))
 
     async def call(
@@ -657,6 +664,7 @@ class Node:
         out.update(self.transfers.metrics())
         out.update(self.hints.metrics())
         out.update(self.antientropy.metrics())
+        out.update(self.bootstrap.metrics())
         return out
 
     def raise_if_stopped(self) -> None:

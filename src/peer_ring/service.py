@@ -48,6 +48,11 @@ class Service(abc.ABC):
     #: Namespace the service is registered under; unique per node.
     namespace: str = ""
 
+    #: Commands that only read. The framework never sends them to fallback
+    #: nodes, and a replica still syncing a partition after a restart refuses
+    #: them (so it cannot make a read quorum with data it does not have yet).
+    read_commands: frozenset[str] = frozenset()
+
     def attach(self, node: Node) -> None:  # noqa: B027 - optional hook
         """Called once by ``node.register``, before the node serves requests.
 

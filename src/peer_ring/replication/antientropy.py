@@ -100,39 +100,44 @@ class AntiEntropy:
         return await self.exchange(p, peer)
 
     async def exchange(self, partition: int, peer: str) -> int:
-        """Compare ``partition`` with ``peer`` for every service and repair both sides."""
-        node = self.node
-        depth = self.config.ae_depth
-        repaired = 0
+        """Compare ``partition`` with ``peer`` for every service and repair both sides.
+
+        Returns the number of differing keys; failures are counted and logged.
+        """
         try:
-            address = node.address_of(peer)
-            for ns, service in node.services.items():
-                digest = service.digest(partition)
-                tree = merkle.build(digest, depth)
-                answer = await node.transport.request(
-                    address, ["ae", ns, partition, list(tree.leaves)]
-                )
-                buckets, theirs = _parse_tree_answer(answer)
-                if not buckets:
-                    continue
-                ours = merkle.bucket_digest(digest, buckets, depth)
-                keys = merkle.diff_keys(ours, theirs)
-                push = sorted(k for k in keys if k in ours)
-                pull = sorted(k for k in keys if k in theirs)
-                if push:
-                    records = service.read_records(partition, push)
-                    await node.transport.request(address, ["hd", ns, partition, records])
-                    self.metrics_["ae_keys_pushed"] += len(records)
-                if pull:
-                    got = await node.transport.request(address, ["ae_get", ns, partition, pull])
-                    records = decode_records(got)
-                    service.import_records(partition, records)
-                    self.metrics_["ae_keys_pulled"] += len(records)
-                repaired += len(keys)
+            return await self.sync(partition, peer)
         except PeerRingError as exc:
             self.metrics_["ae_failures"] += 1
             log.debug("anti-entropy of %d with %s failed: %s", partition, peer, exc)
-            return repaired
+            return 0
+
+    async def sync(self, partition: int, peer: str) -> int:
+        """Like :meth:`exchange`, but a failure raises instead of being counted."""
+        node = self.node
+        depth = self.config.ae_depth
+        repaired = 0
+        address = node.address_of(peer)
+        for ns, service in node.services.items():
+            digest = service.digest(partition)
+            tree = merkle.build(digest, depth)
+            answer = await node.transport.request(address, ["ae", ns, partition, list(tree.leaves)])
+            buckets, theirs = _parse_tree_answer(answer)
+            if not buckets:
+                continue
+            ours = merkle.bucket_digest(digest, buckets, depth)
+            keys = merkle.diff_keys(ours, theirs)
+            push = sorted(k for k in keys if k in ours)
+            pull = sorted(k for k in keys if k in theirs)
+            if push:
+                records = service.read_records(partition, push)
+                await node.transport.request(address, ["hd", ns, partition, records])
+                self.metrics_["ae_keys_pushed"] += len(records)
+            if pull:
+                got = await node.transport.request(address, ["ae_get", ns, partition, pull])
+                records = decode_records(got)
+                service.import_records(partition, records)
+                self.metrics_["ae_keys_pulled"] += len(records)
+            repaired += len(keys)
         self.metrics_["ae_exchanges"] += 1
         return repaired
 

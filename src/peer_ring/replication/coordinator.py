@@ -162,8 +162,11 @@ class Coordinator:
 
         Raises :class:`QuorumNotReached` when the quorum cannot be reached
         before ``timeout`` (default: the transport's request timeout).
-        ``sloppy`` (default ``node.handoff.sloppy``, True) lets fallbacks with
-        hints stand in for down owners; False counts home replicas only.
+        ``sloppy`` (default ``node.handoff.sloppy``, False) lets fallbacks with
+        hints stand in for down owners of a write and count towards the quorum;
+        strict (False) counts home replicas only and still leaves a hinted copy
+        on a fallback for each down owner. Reads (the service's
+        ``read_commands``) always go to home replicas.
         """
         node = self.node
         node.raise_if_stopped()
@@ -183,8 +186,19 @@ class Coordinator:
         if sloppy is None:
             sloppy = node.handoff.sloppy
         hinted: dict[str, str] = {}
-        if sloppy and node.hints.enabled:
-            targets, hinted = self._substitute(partition, targets)
+        extra: dict[str, str] = {}
+        service = node.services.get(namespace)
+        is_read = service is not None and command in service.read_commands
+        if not is_read and node.hints.enabled:
+            # Down owners of a write get a hinted copy on a live fallback. Under a
+            # sloppy quorum the fallback counts towards W (Dynamo); under a strict
+            # one it does not (Cassandra's hints): W counts home replicas only, so
+            # R + W > N keeps meaning read-your-writes. Reads never use fallbacks.
+            substituted, stand_ins = self._substitute(partition, targets)
+            if sloppy:
+                targets, hinted = substituted, stand_ins
+            else:
+                extra = stand_ins
         loop = asyncio.get_running_loop()
         rnd = _Round(loop, targets, quorum)
         rnd.result.hinted = hinted
@@ -208,6 +222,8 @@ class Coordinator:
             fut = transport.request_future(address, out, deadline)
             fut.add_done_callback(partial(rnd.on_done, target))
         self._dual_write(partition, targets, msg, deadline)
+        if extra:
+            self._extra_hints(extra, msg, deadline)
         if local:
             try:
                 if me in hinted:
@@ -251,6 +267,25 @@ class Coordinator:
                 hinted[fallback] = target
                 out.append(fallback)
         return tuple(out), hinted
+
+    def _extra_hints(self, extra: dict[str, str], msg: list[Any], deadline: float) -> None:
+        """Send hinted copies for down owners, outside the quorum (strict mode)."""
+        node = self.node
+        for fallback, owner in extra.items():
+            if fallback == node.id:
+                try:
+                    result = node.hints.apply(owner, *msg[1:7])
+                except Exception:  # best effort: anti-entropy catches what hints miss
+                    continue
+                if asyncio.iscoroutine(result):
+                    asyncio.get_running_loop().create_task(result).add_done_callback(_consume)
+                continue
+            try:
+                address = node.address_of(fallback)
+            except PeerRingError:
+                continue
+            out = ["h", owner, *msg[1:7]]
+            node.transport.request_future(address, out, deadline).add_done_callback(_consume)
 
     def _dual_write(
         self, partition: int, targets: tuple[str, ...], msg: list[Any], deadline: float

@@ -218,6 +218,9 @@ class KVStore(Service):
     inject a :class:`~peer_ring.clock.ManualClock` here.
     """
 
+    #: Replica reads: never sent to fallbacks, refused while a partition syncs.
+    read_commands = frozenset({"get"})
+
     def __init__(
         self, namespace: str = "kv", config: KVConfig | None = None, *, clock: Clock | None = None
     ) -> None:
