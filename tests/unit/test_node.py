@@ -203,3 +203,15 @@ async def test_malformed_peer_messages_get_clear_errors(
     with pytest.raises(InvalidRequest):
         await t.request(nodes[1].address, ["s", "counter", "get", "str-key", 1, None, "x"])
     assert await nodes[0].call("counter", b"still", "get") == 0
+
+
+async def test_cluster_smaller_than_the_quorum_uses_every_node() -> None:
+    net = MemoryNetwork()
+    node = Node(config(1, seeds=()), network=net)
+    node.register(Counter())
+    await node.start()
+    try:
+        result = await node.coordinator.run("counter", b"solo", "incr", 1, quorum=2)
+        assert [n for n, _ in result.acks] == ["n1"]
+    finally:
+        await node.stop()

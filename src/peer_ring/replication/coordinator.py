@@ -175,7 +175,13 @@ class Coordinator:
         targets = self.targets(partition, n)
         if quorum < 1:
             raise PeerRingError("quorum must be >= 1")
-        if len(targets) < quorum:
+        if len(targets) < quorum and len(targets) == len(node.ring.node_ids):
+            # The whole cluster is smaller than the quorum: every node holds
+            # every key, so all of them is the best quorum there is (a one-node
+            # development cluster answers with R = W = 1). Full N/R/W apply as
+            # soon as enough nodes have joined.
+            quorum = len(targets)
+        if len(targets) < quorum or not targets:
             raise QuorumNotReached(
                 quorum,
                 0,
