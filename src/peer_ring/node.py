@@ -436,6 +436,10 @@ class Node:
         except KeyError:
             raise UnknownCommand(f"no service registered under {namespace!r}") from None
 
+    def find_service(self, namespace: str) -> Service | None:
+        """The service registered under ``namespace``, or None (no copy: hot path)."""
+        return self._services.get(namespace)
+
     @property
     def services(self) -> dict[str, Service]:
         return dict(self._services)

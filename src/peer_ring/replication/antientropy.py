@@ -145,8 +145,11 @@ class AntiEntropy:
         if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:
             raise InvalidRequest("ae takes [namespace, partition, leaves]")
         service = self.node.service(message[1])
-        theirs = merkle.MerkleTree.from_leaves(message[3])
         digest = service.digest(message[2])
+        leaves = message[3]
+        if not digest and merkle.is_empty(leaves) and len(leaves) & (len(leaves) - 1) == 0:
+            return [[], {}]  # both sides empty: the common case right after a start
+        theirs = merkle.MerkleTree.from_leaves(leaves)
         ours = merkle.build(digest, theirs.depth)
         buckets = merkle.diff_buckets(ours, theirs)
         return [buckets, merkle.bucket_digest(digest, buckets, theirs.depth)]

@@ -193,7 +193,7 @@ class Coordinator:
             sloppy = node.handoff.sloppy
         hinted: dict[str, str] = {}
         extra: dict[str, str] = {}
-        service = node.services.get(namespace)
+        service = node.find_service(namespace)
         is_read = service is not None and command in service.read_commands
         if not is_read and node.hints.enabled:
             # Down owners of a write get a hinted copy on a live fallback. Under a

@@ -25,6 +25,7 @@ synchronisation in Dynamo (DeCandia et al., SOSP 2007, section 4.7).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -114,10 +115,24 @@ class MerkleTree:
 def build(digest: Mapping[bytes, bytes], depth: int = DEFAULT_DEPTH) -> MerkleTree:
     """The tree of a partition's ``digest`` (key -> state hash)."""
     _check_depth(depth)
+    if not digest:
+        return empty_tree(depth)
     buckets: list[list[tuple[bytes, bytes]]] = [[] for _ in range(1 << depth)]
     for key, dig in digest.items():
         buckets[bucket_of(key, depth)].append((key, dig))
     return MerkleTree.from_leaves(_leaf_hash(b) for b in buckets)
+
+
+@functools.cache
+def empty_tree(depth: int = DEFAULT_DEPTH) -> MerkleTree:
+    """The tree of an empty partition (cached: most partitions of a new node)."""
+    _check_depth(depth)
+    return MerkleTree.from_leaves((_EMPTY,) * (1 << depth))
+
+
+def is_empty(leaves: Iterable[int]) -> bool:
+    """True when every leaf hash is the empty bucket's."""
+    return all(x == _EMPTY for x in leaves)
 
 
 def diff_buckets(a: MerkleTree, b: MerkleTree) -> list[int]:
