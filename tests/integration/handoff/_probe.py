@@ -51,7 +51,8 @@ def config_file(tmp_path: Path, **handoff: Any) -> list[str]:
     """``--config FILE`` args: the local preset plus ``[node.handoff]`` values."""
     lines = [_LOCAL]
     for k, v in handoff.items():
-        lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else v!r}")
+        text = str(v).lower() if isinstance(v, bool) else repr(v)
+        lines.append(f"{k} = {text}")
     path = tmp_path / "node.toml"
     path.write_text("\n".join(lines) + "\n")
     return ["--config", str(path)]
@@ -103,12 +104,25 @@ class Probe:
         self, cluster: LocalCluster, names: Iterable[str], timeout: float = 30.0
     ) -> None:
         names = list(names)
-        await wait_for(
-            lambda: self.converged(cluster, names),
-            timeout=timeout,
-            interval=0.2,
-            message=f"one ring of {names}",
-        )
+        seen: list[Any] = []
+
+        async def check() -> bool:
+            if await self.converged(cluster, names):
+                return True
+            seen[:] = [await self._view(cluster[n].address) for n in names]
+            return False
+
+        try:
+            await wait_for(check, timeout=timeout, interval=0.2, message=f"one ring of {names}")
+        except BaseException as exc:
+            raise AssertionError(f"no single ring of {names}; views: {seen}") from exc
+
+    async def _view(self, address: str) -> Any:
+        try:
+            st = await self.status(address)
+        except Exception as exc:
+            return repr(exc)
+        return [st["node"], st["epoch"], [(m["id"], m["state"]) for m in st["members"]]]
 
     async def quiet(self, cluster: LocalCluster, names: Iterable[str]) -> bool:
         """No transfer in progress and no queued hint on any named node."""
