@@ -1,0 +1,242 @@
+"""Benchmark of rebalancing: moving K keys to a joining node, with foreground load.
+
+Run: ``.venv/bin/python bench/rebalance.py`` (200,000 keys) or
+``--keys 1000000`` for the documented large run; ``--help`` for the rest.
+
+Two real node processes (:class:`LocalCluster`, ``--testing``, N=2, R=W=1
+or 2 by ``--quorum``, 64 partitions by default, loopback 127.78.0.x) are
+preloaded with K keys of 100-byte values by the ``bench`` peer op (inside
+the node processes). Then a foreground load (the ``bench`` op on n1: 50 %
+gets, 50 % puts over the preloaded keys, ``--concurrency`` outstanding) runs
+three windows: *before* the join, *during* it (the third node starts and
+every partition whose preference list gained it streams to it), and
+*after*. Transferred records come from each node's ``/metrics``
+(``peer_ring_records_received_total`` of the joiner, ``records_sent`` of
+the others), sampled every 0.2 s; the move ends when no transfer is queued
+or running on any node and the joiner's count stops growing.
+
+Reported: keys moved, seconds from the joiner's start to the end of the
+move, keys/s transferred (received by the joiner over the time it was
+receiving), foreground ops/s and p50/p99 before/during/after. Writes
+``bench/results/rebalance.json``. Target on the 2-core reference machine:
+>= 100,000 keys/s transferred with foreground p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import re
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from _util import console, progress, table, write_results
+from kv import bench_nodes, summarize
+from peer_ring.testing.cluster import LocalCluster
+from peer_ring.transport.base import TransportConfig
+from peer_ring.transport.tcp import TcpTransport
+
+SUBNET = "127.78.0"
+HTTP_PORT = 8078
+VALUE_SIZE = 100
+_METRIC = re.compile(rb"^peer_ring_(records_received|records_sent|transfers_in_progress|"
+                     rb"transfers_queued)(?:_total)?\s+([0-9.e+]+)$", re.M)  # fmt: skip
+
+
+def scrape(http: str) -> dict[str, float]:
+    """The transfer counters of one node's ``/metrics``."""
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as resp:
+        body = resp.read()
+    return {m.group(1).decode(): float(m.group(2)) for m in _METRIC.finditer(body)}
+
+
+async def _foreground(address: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    client = TcpTransport("bench-rb", "127.0.0.1:0", TransportConfig(request_timeout=timeout))
+    await client.start()
+    try:
+        answer: dict[str, Any] = await client.request(address, ["bench", spec], timeout)
+        return answer
+    finally:
+        await client.close()
+
+
+def foreground(c: LocalCluster, spec: dict[str, Any]) -> dict[str, Any]:
+    timeout = 60.0 + 2 * spec["seconds"]
+    return summarize([asyncio.run(_foreground(c["n1"].address, spec, timeout))])
+
+
+def run(
+    keys: int, partitions: int, quorum: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    c = LocalCluster(
+        3,
+        subnet=SUBNET,
+        port=7600,
+        replicas=2,
+        partitions=partitions,
+        http_port=HTTP_PORT,
+        extra_args=["--testing", "--read-quorum", str(quorum), "--write-quorum", str(quorum),
+                    "--log-level", "WARNING"],
+    )  # fmt: skip
+    spec = {"keyspace": keys, "value_size": VALUE_SIZE, "read_ratio": 0.5, "warmup": 0.5,
+            "concurrency": concurrency, "seed": 7}  # fmt: skip
+    try:
+        with progress() as bar:
+            task = bar.add_task("starting n1, n2", total=5)
+            c.start(["n1", "n2"])
+            _wait_members(c, ["n1", "n2"])
+            bar.update(task, advance=1, description=f"preloading {keys:,} keys (N=2)")
+            t0 = time.perf_counter()
+            bench_nodes(
+                _Sub(c, ["n1", "n2"]),
+                {"seconds": 0, "warmup": 0, "ops": 0, "preload": [0, keys], "keyspace": keys,
+                 "value_size": VALUE_SIZE},
+                128,
+            )  # fmt: skip
+            preload_s = time.perf_counter() - t0
+            bar.update(task, advance=1, description="foreground before the join")
+            before = foreground(c, dict(spec, seconds=seconds))
+
+            bar.update(task, advance=1, description="n3 joins under foreground load")
+            samples: list[tuple[float, dict[str, dict[str, float]]]] = []
+            stop = threading.Event()
+            t_join = time.perf_counter()
+
+            def sampler() -> None:
+                while not stop.is_set():
+                    row: dict[str, dict[str, float]] = {}
+                    for n in c.nodes.values():
+                        if n.running and n.http:
+                            with contextlib.suppress(OSError):
+                                row[n.name] = scrape(n.http)
+                    samples.append((time.perf_counter() - t_join, row))
+                    stop.wait(0.2)
+
+            during_box: dict[str, Any] = {}
+
+            def fg() -> None:
+                during_box["r"] = foreground(c, dict(spec, seconds=seconds, warmup=0.0))
+
+            fg_thread = threading.Thread(target=fg)
+            fg_thread.start()
+            c.start(["n3"])
+            sampling = threading.Thread(target=sampler)
+            sampling.start()
+            deadline = time.monotonic() + 600
+            moved_at = None
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                if len(samples) < 3:
+                    continue
+                last = samples[-1][1]
+                busy = any(
+                    m.get("transfers_in_progress", 0) or m.get("transfers_queued", 0)
+                    for m in last.values()
+                )
+                got = [s[1].get("n3", {}).get("records_received", 0) for s in samples[-3:]]
+                if not busy and got[0] == got[-1] and got[-1] > 0:
+                    moved_at = samples[-3][0]
+                    break
+            stop.set()
+            sampling.join()
+            fg_thread.join()
+            during = during_box["r"]
+            bar.update(task, advance=1, description="foreground after the join")
+            after = foreground(c, dict(spec, seconds=seconds))
+            bar.update(task, advance=1)
+    finally:
+        c.close()
+    received = [(t, row.get("n3", {}).get("records_received", 0.0)) for t, row in samples]
+    total = received[-1][1] if received else 0.0
+    first = next((t for t, v in received if v > 0), None)
+    last = next((t for t, v in received if v >= total), None)
+    receiving_s = (last - first) if first is not None and last is not None else float("nan")
+    peak = 0.0
+    for (t0_, v0), (t1_, v1) in itertools.pairwise(received):
+        if t1_ > t0_:
+            peak = max(peak, (v1 - v0) / (t1_ - t0_))
+    return {
+        "keys": keys,
+        "partitions": partitions,
+        "n": 2,
+        "quorum": quorum,
+        "concurrency": concurrency,
+        "preload_s": preload_s,
+        "records_received_by_joiner": total,
+        "join_to_moved_s": moved_at,
+        "receiving_s": receiving_s,
+        "keys_per_s": total / receiving_s if receiving_s and receiving_s > 0 else float("nan"),
+        "peak_keys_per_s": peak,
+        "foreground": {"before": before, "during": during, "after": after},
+        "samples": [(round(t, 2), v) for t, v in received],
+    }
+
+
+class _Sub:
+    """A view of some nodes of a cluster, for :func:`kv.bench_nodes`."""
+
+    def __init__(self, c: LocalCluster, names: list[str]) -> None:
+        self.nodes = {n: c[n] for n in names}
+
+
+def _wait_members(c: LocalCluster, names: list[str], timeout: float = 30.0) -> None:
+    async def go() -> None:
+        client = TcpTransport("bench-rb", "127.0.0.1:0", TransportConfig(request_timeout=2.0))
+        await client.start()
+        try:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                sts = await asyncio.gather(
+                    *(client.request(c[n].address, ["st"]) for n in names), return_exceptions=True
+                )
+                if all(isinstance(s, dict) and len(s["members"]) == len(names) for s in sts):
+                    return
+                await asyncio.sleep(0.1)
+            raise RuntimeError("the ring did not form in time")
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+
+
+def print_result(r: dict[str, Any]) -> None:
+    console.print(
+        table(
+            f"Rebalance: {r['keys']:,} keys, N=2, 2 -> 3 nodes, Q={r['partitions']}",
+            ["keys moved to n3", "join -> moved s", "receiving s", "keys/s", "peak keys/s"],
+            [(int(r["records_received_by_joiner"]), r["join_to_moved_s"] or float("nan"),
+              r["receiving_s"], r["keys_per_s"], r["peak_keys_per_s"])],
+        )
+    )  # fmt: skip
+    fg = r["foreground"]
+    console.print(
+        table(
+            f"Foreground on n1 (bench op, 50% get/put, {r['concurrency']} outstanding, "
+            f"R=W={r['quorum']})",
+            ["window", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors"],
+            [(w, fg[w]["ops_s"], fg[w]["p50_ms"], fg[w]["p99_ms"], fg[w]["p999_ms"],
+              sum(fg[w]["errors"].values())) for w in ("before", "during", "after")],
+        )
+    )  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keys", type=int, default=200_000, help="keys preloaded (and moved)")
+    ap.add_argument("--partitions", type=int, default=64)
+    ap.add_argument("--quorum", type=int, default=1, choices=(1, 2), help="R and W")
+    ap.add_argument("--concurrency", type=int, default=16, help="foreground outstanding ops")
+    ap.add_argument("--seconds", type=float, default=5.0, help="foreground window length")
+    args = ap.parse_args()
+    result = run(args.keys, args.partitions, args.quorum, args.concurrency, args.seconds)
+    print_result(result)
+    path = write_results("rebalance", result)
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
