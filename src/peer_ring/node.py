@@ -52,6 +52,7 @@ from peer_ring.errors import (
     ClosedError,
     ConfigError,
     InvalidRequest,
+    NotOwner,
     PeerRingError,
     PeerUnavailable,
     RequestTimeout,
@@ -601,6 +602,8 @@ class Node:
             if len(message) != 7:
                 raise InvalidRequest("service command needs 7 or 8 fields")
             return self._serve(message)
+        if op == "sd":
+            return self._serve_dual(message)
         if op == "p":
             return [self.id, self.ring.epoch]
         if op == "m":
@@ -614,6 +617,27 @@ class Node:
         if handler is not None:
             return handler(message, peer)
         raise UnknownCommand(f"unknown peer operation {op!r}")
+
+    def holds(self, namespace: str, partition: int) -> bool:
+        """True when this node owns ``partition`` or still has data of it."""
+        if self.id in self.ring.preference_list(partition):
+            return True
+        service = self._services.get(namespace)
+        return service is not None and service.partition_size(partition) > 0
+
+    def _serve_dual(self, message: list[Any]) -> Any:
+        """``["sd", ns, command, key, partition, payload, origin]``: a write copied to a
+        node that may still be handing the partition off. Applied only while this
+        node holds the partition; otherwise NotOwner tells the coordinator to stop
+        copying (applying it would leave stray data behind)."""
+        if len(message) != 7:
+            raise InvalidRequest("dual write needs 7 fields")
+        _, ns, command, key, partition, payload, origin = message
+        if type(key) is not bytes or type(partition) is not int:
+            raise InvalidRequest("dual write: key must be bytes, partition an int")
+        if not self.holds(ns, partition):
+            raise NotOwner(f"{self.id} no longer holds partition {partition}")
+        return self.handle_local(ns, command, key, partition, payload, origin)
 
     def status(self) -> dict[str, Any]:
         """What ``peer-ring status`` shows: members, states, ownership, epoch."""

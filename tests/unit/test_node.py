@@ -215,3 +215,18 @@ async def test_cluster_smaller_than_the_quorum_uses_every_node() -> None:
         assert [n for n, _ in result.acks] == ["n1"]
     finally:
         await node.stop()
+
+
+def test_a_leave_sticks_when_our_left_record_comes_back() -> None:
+    from peer_ring.membership.base import Member
+    from peer_ring.membership.static import StaticDiscovery
+
+    d = StaticDiscovery(["10.0.0.2:1"])
+    me = Member("n1", "10.0.0.1:1", incarnation=5)
+    d._local = me
+    d._records["n1"] = (me, True, 0.0)  # we left
+    echoed = me.to_wire() | {"left": True}
+    d.merge([echoed, Member("n2", "10.0.0.2:1").to_wire()])
+    assert d._records["n1"][1] is True
+    assert d._records["n1"][0].incarnation == 5
+    assert "n1" not in d.members()

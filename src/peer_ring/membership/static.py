@@ -153,6 +153,10 @@ class StaticDiscovery(Discovery):
             if local is not None and member.id == local.id:
                 # somebody thinks we left or holds an older life of us: our
                 # own record always wins, re-announced with a higher incarnation
+                # -- unless we did leave (decommission), which must stick
+                own = self._records.get(local.id)
+                if own is not None and own[1]:
+                    continue
                 if left and member.incarnation >= local.incarnation:
                     local = local.with_incarnation(member.incarnation + 1)
                     self._local = local

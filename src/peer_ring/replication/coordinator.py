@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from peer_ring.errors import PeerRingError, PeerUnavailable, QuorumNotReached
+from peer_ring.errors import NotOwner, PeerRingError, PeerUnavailable, QuorumNotReached
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
@@ -298,10 +298,17 @@ class Coordinator:
     ) -> None:
         """Also send the command to nodes still handing the partition off (no quorum)."""
         node = self.node
-        for holder in node.transfers.holders_of(partition):
+        holders = node.transfers.holders_of(partition)
+        if not holders:
+            return
+        dual = ["sd", *msg[1:7]]
+        for holder in list(holders):
             if holder in targets or not node.is_up(holder):
                 continue
             if holder == node.id:
+                if not node.holds(msg[1], partition):
+                    holders.discard(holder)
+                    continue
                 try:
                     result = node.handle_local(*msg[1:7])
                 except Exception:  # best effort: the owners are authoritative
@@ -313,7 +320,16 @@ class Coordinator:
                 address = node.address_of(holder)
             except PeerRingError:
                 continue
-            node.transport.request_future(address, msg, deadline).add_done_callback(_consume)
+            fut = node.transport.request_future(address, dual, deadline)
+            fut.add_done_callback(partial(_dual_done, holders, holder))
+
+
+def _dual_done(holders: set[str], holder: str, fut: asyncio.Future[Any]) -> None:
+    """A former holder that answers NotOwner has finished its handoff: stop copying."""
+    if fut.cancelled():
+        return
+    if isinstance(fut.exception(), NotOwner):
+        holders.discard(holder)
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
