@@ -159,7 +159,11 @@ class Node:
         self.transfers = TransferManager(self, self.handoff)
         self.hints = HintStore(self, self.handoff)
         self.antientropy = AntiEntropy(self, self.handoff)
-        self.bootstrap = Bootstrap(self, timeout=self.handoff.bootstrap_timeout)
+        self.bootstrap = Bootstrap(
+            self,
+            timeout=self.handoff.bootstrap_timeout,
+            settle=max(0.5, 2 * config.member_sync_interval),
+        )
 
     # -- lifecycle -------------------------------------------------------
     async def __aenter__(self) -> Node:
@@ -267,8 +271,11 @@ class Node:
         if isinstance(self.discovery, StaticDiscovery):
             await self.discovery.leave()
 
-    async def wait_ready(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the node serves fresh data: started, settled and synced."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+            await self.bootstrap.done.wait()
 
     # -- identity and view -----------------------------------------------
     @property
@@ -452,8 +459,8 @@ class Node:
         service = self._services.get(namespace)
         if service is None:
             raise UnknownCommand(f"no service registered under {namespace!r}")
-        if command in service.read_commands and self.bootstrap.syncing:
-            self.bootstrap.check_read(partition)
+        if self.bootstrap.active and command in service.fresh_refused_commands:
+            self.bootstrap.check(partition)
         return service.handle(Request(command, key, partition, payload, origin))
 
     async def call(

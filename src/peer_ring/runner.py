@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -414,6 +416,9 @@ async def serve(
     resp: Any = None
     await node.start()
     try:
+        # serve clients once this node has learned the cluster and synced the
+        # partitions it owns (a restarted replica is empty; see bootstrap)
+        await node.bootstrap.done.wait()
         if config.http:
             http = HttpServer(node, config.http)
             await http.start()
@@ -434,7 +439,7 @@ async def serve(
                     "address": node.address,
                     "resp": config.resp,
                     "http": f"{http.host}:{http.port}" if http else None,
-                    "pid": _pid(),
+                    "pid": os.getpid(),
                 }
             ),
             flush=True,
@@ -452,12 +457,6 @@ async def serve(
         print(json.dumps({"event": "stopped", "id": node.id}), flush=True)
 
 
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
 def install_event_loop_policy() -> str:
     """Use uvloop when installed (20-50% faster channels); return the loop's name."""
     try:
@@ -468,8 +467,26 @@ def install_event_loop_policy() -> str:
     return "uvloop"
 
 
+def die_with_parent() -> None:
+    """With ``PEER_RING_PARENT_PID`` set (test harnesses), exit when that process dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere a no-op.
+    """
+    parent = os.environ.get("PEER_RING_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != parent:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run(config: NodeConfig, discovery: DiscoveryOptions | None = None, **kw: Any) -> int:
     """Blocking entry point used by the CLI; returns the process exit code."""
+    die_with_parent()
     install_event_loop_policy()
     try:
         asyncio.run(serve(config, discovery, **kw))

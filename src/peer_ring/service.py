@@ -48,10 +48,17 @@ class Service(abc.ABC):
     #: Namespace the service is registered under; unique per node.
     namespace: str = ""
 
-    #: Commands that only read. The framework never sends them to fallback
-    #: nodes, and a replica still syncing a partition after a restart refuses
-    #: them (so it cannot make a read quorum with data it does not have yet).
+    #: Commands that only read. The framework never sends them to fallback nodes.
     read_commands: frozenset[str] = frozenset()
+
+    #: Commands a replica refuses right after it started, until it has learned
+    #: the cluster and synced the partition with its co-owners (see
+    #: ``peer_ring.replication.bootstrap``): reads, so that it cannot make a
+    #: read quorum with data it does not have yet, and anything that derives
+    #: new state from the local copy. Default: ``read_commands``.
+    @property
+    def fresh_refused_commands(self) -> frozenset[str]:
+        return self.read_commands
 
     def attach(self, node: Node) -> None:  # noqa: B027 - optional hook
         """Called once by ``node.register``, before the node serves requests.

@@ -66,6 +66,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     c = Cluster()
     await asyncio.gather(*(n.start() for n in c.nodes))
     await wait_for(lambda: all(len(n.ring.node_ids) == 3 for n in c.nodes))
+    await asyncio.gather(*(n.wait_ready() for n in c.nodes))
     yield c
     await asyncio.gather(*(n.stop() for n in c.nodes))
 

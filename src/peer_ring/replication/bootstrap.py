@@ -6,12 +6,17 @@ reads at once, two restarted replicas of a key could form a read quorum that
 knows nothing of the key, and a read-modify-write built on that read would
 overwrite acknowledged data (the fault harness found exactly this).
 
-So after start, every partition this node owns is *syncing* until the node
-has run an anti-entropy exchange for it with each other owner that is up
-(``AntiEntropy.sync``: Merkle trees, both directions). While a partition
-syncs, the node refuses the service's ``read_commands`` for it with
-:class:`~peer_ring.errors.PeerUnavailable` -- the coordinator then builds the
-read quorum from the other replicas -- and accepts writes (merges are safe).
+So a node starts *settling*: until its member view has stopped changing for
+``settle`` seconds (a node whose only seed is itself learns the others only
+when they contact it, and a partial view means wrong preference lists), it
+refuses, for every partition, the service's ``fresh_refused_commands`` --
+replica reads, and coordinating a new version (which must start from the
+current state) -- with :class:`~peer_ring.errors.PeerUnavailable`, so
+coordinators use the other replicas. Then every partition it owns is
+*syncing* until the node has run an anti-entropy exchange for it with each
+other owner that is up (``AntiEntropy.sync``: Merkle trees, both
+directions); the same commands stay refused for it meanwhile. Merges
+(replicated writes, hints, transfers) are accepted throughout: they are safe.
 Partitions gained later by a ring change arrive through partition transfer
 and are not held back here.
 
@@ -39,26 +44,33 @@ log = logging.getLogger(__name__)
 
 
 class Bootstrap:
-    """Tracks which owned partitions are still syncing after start."""
+    """Tracks whether this node is settling, and which owned partitions still sync."""
 
-    def __init__(self, node: Node, *, timeout: float = 30.0, concurrency: int = 8) -> None:
+    def __init__(
+        self, node: Node, *, timeout: float = 30.0, settle: float = 1.0, concurrency: int = 8
+    ) -> None:
         self.node = node
         self.timeout = timeout
+        self.settle = settle
         self.concurrency = concurrency
+        self.settling = False
         self.syncing: set[int] = set()
         self.synced = 0
         self.failed_exchanges = 0
         self._task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
+    @property
+    def active(self) -> bool:
+        """True while anything is held back (the hot path checks only this)."""
+        return self.settling or bool(self.syncing)
+
     def start(self) -> None:
-        """Called by ``Node.start`` once the initial view and ring are known."""
-        node = self.node
-        others = [m for m in node.members if m != node.id]
-        if not others or not node.services:
+        """Called by ``Node.start`` once discovery started and the ring is built."""
+        if not self.node.services:
             self.done.set()
             return
-        self.syncing = set(node.ring.partitions_of(node.id))
+        self.settling = True
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -68,8 +80,12 @@ class Bootstrap:
                 await self._task
             self._task = None
 
-    def check_read(self, partition: int) -> None:
-        """Raise PeerUnavailable when ``partition`` is still syncing here."""
+    def check(self, partition: int) -> None:
+        """Raise PeerUnavailable while this node may not serve ``partition`` fresh."""
+        if self.settling:
+            raise PeerUnavailable(
+                f"replica {self.node.id} started moments ago and is still learning the cluster"
+            )
         if partition in self.syncing:
             raise PeerUnavailable(
                 f"replica {self.node.id} is still syncing partition {partition} after a restart"
@@ -82,26 +98,45 @@ class Bootstrap:
             "bootstrap_exchange_failures": self.failed_exchanges,
         }
 
+    async def _settle(self, deadline: float) -> None:
+        """Wait until the member set has not changed for ``settle`` seconds."""
+        node = self.node
+        clock = node.clock
+        seen = frozenset(node.members)
+        quiet_since = clock.monotonic()
+        while clock.monotonic() < deadline:
+            await clock.sleep(min(0.1, self.settle / 4))
+            now_members = frozenset(node.members)
+            if now_members != seen:
+                seen, quiet_since = now_members, clock.monotonic()
+            elif clock.monotonic() - quiet_since >= self.settle:
+                return
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        sem = asyncio.Semaphore(self.concurrency)
-        pending = sorted(self.syncing)
+        node = self.node
+        clock = node.clock
+        deadline = clock.monotonic() + self.timeout
         try:
-            while pending and loop.time() < deadline:
+            await self._settle(deadline)
+            self.syncing = set(node.ring.partitions_of(node.id))
+            self.settling = False
+            sem = asyncio.Semaphore(self.concurrency)
+            pending = sorted(self.syncing)
+            while pending and clock.monotonic() < deadline:
                 results = await asyncio.gather(*(self._one(p, sem) for p in pending))
                 pending = [p for p, ok in zip(pending, results, strict=True) if not ok]
                 if pending:
-                    await self.node.clock.sleep(0.2)
+                    await clock.sleep(0.2)
             if pending:
                 log.warning(
                     "node %s: %d partitions could not be synced within %.0fs after start; "
-                    "serving reads for them anyway",
-                    self.node.id,
+                    "serving them anyway",
+                    node.id,
                     len(pending),
                     self.timeout,
                 )
         finally:
+            self.settling = False
             self.syncing.clear()
             self.done.set()
 

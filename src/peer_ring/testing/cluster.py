@@ -155,7 +155,9 @@ class LocalCluster:
         node._log = open(node.log_path, "ab")  # noqa: SIM115 - closed in _reap
         node._log.write(f"\n--- start #{node.starts} {time.ctime()} ---\n".encode())
         node._log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # the node asks the kernel to SIGTERM it when we die (runner.py), so an
+        # interrupted test run leaves no node behind
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PEER_RING_PARENT_PID=str(os.getpid()))
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "peer_ring", "node", *node.args],
             stdout=subprocess.PIPE,

@@ -185,3 +185,40 @@ async def test_leave_hands_partitions_over_then_exits(tmp_path: Path) -> None:
             return all({m["id"] for m in s["members"]} == {"n1", "n2"} for s in sts)
 
         await wait_for(two, timeout=20, interval=0.2, message="n3 gone from both views")
+
+
+def test_nodes_die_with_the_harness_that_started_them(tmp_path: Path) -> None:
+    """kill -9 of the process running a LocalCluster leaves no node behind."""
+    import os
+    import signal
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from peer_ring.testing.cluster import LocalCluster\n"
+        f"c = LocalCluster(1, subnet='127.0.15', partitions=16, artefacts={str(tmp_path)!r})\n"
+        "c.start()\n"
+        "print(c['n1'].pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    harness = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert harness.stdout is not None
+        node_pid = int(harness.stdout.readline())
+        os.kill(harness.pid, signal.SIGKILL)
+        harness.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(node_pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(node_pid, signal.SIGKILL)
+        pytest.fail(f"node {node_pid} outlived its harness")
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        if harness.stdout is not None:
+            harness.stdout.close()

@@ -80,6 +80,7 @@ async def make_cluster() -> AsyncIterator[ClusterFactory]:
         await wait_for(
             lambda: all(len(n.ring.node_ids) == size for n in nodes), message="membership spread"
         )
+        await asyncio.gather(*(n.wait_ready() for n in nodes))
         return cluster
 
     yield factory

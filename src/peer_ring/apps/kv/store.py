@@ -218,8 +218,11 @@ class KVStore(Service):
     inject a :class:`~peer_ring.clock.ManualClock` here.
     """
 
-    #: Replica reads: never sent to fallbacks, refused while a partition syncs.
+    #: Replica reads: never sent to fallbacks.
     read_commands = frozenset({"get"})
+    #: Refused by a freshly started replica until it synced (reads, and
+    #: coordinating a write, whose new version must extend the current state).
+    fresh_refused_commands = frozenset({"get", "coord_put"})
 
     def __init__(
         self, namespace: str = "kv", config: KVConfig | None = None, *, clock: Clock | None = None
@@ -806,7 +809,7 @@ class KVStore(Service):
         targets = node.coordinator.targets(partition, n)
         payload = [value, expires_at, context, n, quorum, timeout]
         me = node.id
-        if me in targets:
+        if me in targets and not node.bootstrap.active:
             result: bool = await self._coord_put(partition, key, payload)
             return result
         if not targets:
@@ -814,7 +817,10 @@ class KVStore(Service):
         base = timeout if timeout is not None else node.config.transport_config.request_timeout
         outer = base * 1.5 + 0.05  # the remote quorum wait plus two hops
         msg = ["s", self.namespace, "coord_put", key, partition, payload, me]
-        ordered = sorted(targets, key=lambda t: not node.is_up(t))  # stable: keeps preference
+        # stable sort: keeps preference; a node still starting never coordinates
+        ordered = sorted((t for t in targets if t != me), key=lambda t: not node.is_up(t))
+        if not ordered:
+            raise PeerUnavailable(f"{me} is still starting; retry in a moment")
         last: BaseException | None = None
         for target in ordered:
             try:
