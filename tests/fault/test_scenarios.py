@@ -177,3 +177,45 @@ async def test_coordinator_killed_with_writes_in_flight(scenario_factory: Factor
     await sc.run(faults, duration=LOAD, start_on="n1", clients=8)
     sc.assert_safe()
     assert sc.report["unknown"] + sc.report["fail"] > 0, "the kill interrupted nothing"
+
+
+async def test_decommission_and_join_under_load(scenario_factory: Factory) -> None:
+    """n5 is decommissioned (hands its partitions over, leaves, exits), then comes
+    back: a removed node that returns rejoins as a new join. Both under load."""
+    sc = scenario_factory(5)
+
+    async def faults(sc: Scenario) -> None:
+        from peer_ring.transport import TransportConfig, create_transport
+
+        await asyncio.sleep(LOAD * 0.2)
+        leaver = sc.cluster["n5"]
+        sc.history.fault("decommission", "n5", "start")
+        client = create_transport(
+            "tcp", "nemesis", "127.0.0.1:0", TransportConfig(request_timeout=60.0)
+        )
+        await client.start()
+        try:
+            result = await client.request(leaver.address, ["leave"])
+        finally:
+            await client.close()
+        assert result["node"] == "n5"
+        proc = leaver.proc
+        assert proc is not None
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        sc.history.fault("decommission", "n5", "heal", transfers=result["transfers"])
+
+        async def gone() -> bool:
+            from peer_ring.testing.faults import node_status
+
+            st = await node_status(sc.cluster["n1"].address)
+            return "n5" not in {m["id"] for m in st["members"]}
+
+        await wait_for(gone, timeout=30, interval=0.2, message="n5 out of the ring")
+        await asyncio.sleep(LOAD * 0.2)
+        sc.history.fault("join", "n5", "start")
+        await asyncio.to_thread(sc.cluster.restart, "n5")
+        await wait_members_up(sc.cluster, timeout=30.0)
+        sc.history.fault("join", "n5", "heal")
+
+    await sc.run(faults, duration=LOAD)
+    sc.assert_safe()

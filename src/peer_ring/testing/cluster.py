@@ -151,6 +151,9 @@ class LocalCluster:
     def _spawn(self, node: NodeProcess) -> None:
         if node.running:
             raise RuntimeError(f"{node.name} is already running (pid {node.pid})")
+        if node.proc is not None:  # it exited by itself (e.g. after a leave)
+            node.proc.wait()
+            self._reap(node)
         node.starts += 1
         node._log = open(node.log_path, "ab")  # noqa: SIM115 - closed in _reap
         node._log.write(f"\n--- start #{node.starts} {time.ctime()} ---\n".encode())
@@ -235,7 +238,7 @@ class LocalCluster:
         self._wait_ready(node)
 
     def _reap(self, node: NodeProcess) -> None:
-        if node.proc is not None and node.proc.stdout is not None:
+        if node.proc is not None and node.proc.stdout is not None and not node.proc.stdout.closed:
             node.proc.stdout.close()
         if node._log is not None:
             node._log.close()
