@@ -209,7 +209,8 @@ class Coordinator:
         rnd = _Round(loop, targets, quorum)
         rnd.result.hinted = hinted
         deadline = node.config.transport_config.request_timeout if timeout is None else timeout
-        rnd.timer = loop.call_later(deadline, rnd.expire)
+        # Remote requests carry their own deadline timers, so the round needs one
+        # only for local work that waits (set below): one timer less per round.
         me = node.id
         transport = node.transport
         local = False
@@ -244,6 +245,8 @@ class Coordinator:
                 if asyncio.iscoroutine(result):
                     task = loop.create_task(result)
                     task.add_done_callback(partial(rnd.on_done, me))
+                    if not rnd.done.done():
+                        rnd.timer = loop.call_later(deadline, rnd.expire)
                 else:
                     rnd.ok(me, result)
         if on_complete is not None:
