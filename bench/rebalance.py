@@ -123,9 +123,11 @@ def run(
 
             fg_thread = threading.Thread(target=fg)
             fg_thread.start()
-            c.start(["n3"])
+            # sample from before the join: n3 receives its partitions while it
+            # bootstraps, i.e. before `start` returns (its /metrics is up by then)
             sampling = threading.Thread(target=sampler)
             sampling.start()
+            c.start(["n3"])
             deadline = time.monotonic() + 600
             moved_at = None
             while time.monotonic() < deadline:

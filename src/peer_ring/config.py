@@ -80,8 +80,8 @@ class HandoffConfig:
     (see ``peer_ring.replication.bootstrap``).
     """
 
-    max_concurrent: int = 2
-    chunk_records: int = 256
+    max_concurrent: int = 4
+    chunk_records: int = 1024
     max_records_per_second: float | None = None
     retry_min: float = 0.2
     retry_max: float = 5.0

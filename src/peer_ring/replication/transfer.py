@@ -125,6 +125,11 @@ class _ImportSink:
         self.records = 0
 
     async def feed(self, chunk: Any) -> None:
+        if type(chunk) is bytes:  # chunks travel pre-packed (packed once, sized for free)
+            try:
+                chunk = msgpack.unpackb(chunk, raw=False, strict_map_key=False)
+            except Exception as exc:  # msgpack raises several unrelated types
+                raise InvalidRequest(f"malformed transfer chunk: {exc}") from exc
         records = decode_records(chunk)
         self.service.import_records(self.partition, records)
         self.records += len(records)
@@ -137,6 +142,9 @@ class _ImportSink:
 
     async def abort(self, reason: BaseException) -> None:
         log.debug("transfer of partition %d aborted: %s", self.partition, reason)
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def decode_records(chunk: Any) -> list[Record]:
@@ -403,12 +411,13 @@ class TransferManager:
     async def _paced(self, chunks: Sequence[list[Record]], progress: TransferProgress) -> Any:
         for chunk in chunks:
             await self._bucket.take(len(chunk))
-            size = len(msgpack.packb(chunk))
+            data = _pack(chunk)
+            size = len(data)
             progress.records += len(chunk)
             progress.bytes += size
             self.metrics_["records_sent"] += len(chunk)
             self.metrics_["bytes_sent"] += size
-            yield chunk
+            yield data
 
     def _broadcast_done(self, partition: int, targets: list[str]) -> None:
         node = self.node
