@@ -81,7 +81,7 @@ class HandoffConfig:
     """
 
     max_concurrent: int = 4
-    chunk_records: int = 1024
+    chunk_records: int = 512
     max_records_per_second: float | None = None
     retry_min: float = 0.2
     retry_max: float = 5.0

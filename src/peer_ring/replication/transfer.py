@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +131,11 @@ class _ImportSink:
             except Exception as exc:  # msgpack raises several unrelated types
                 raise InvalidRequest(f"malformed transfer chunk: {exc}") from exc
         records = decode_records(chunk)
-        self.service.import_records(self.partition, records)
+        step = self.manager.config.chunk_records // 4 or 1
+        for i in range(0, len(records), step):  # import in slices, yielding between them
+            if i:
+                await asyncio.sleep(0)
+            self.service.import_records(self.partition, records[i : i + step])
         self.records += len(records)
         self.manager.metrics_["records_received"] += len(records)
         self.manager.touched(self.partition)
@@ -375,9 +379,21 @@ class TransferManager:
         """Stream one service's partition to ``target``, re-sending on failure."""
         node = self.node
         cfg = self.config
-        chunks = list(chunked(records, cfg.chunk_records))
-        if not chunks:
+        # The first attempt streams lazily from the export (no partition-sized
+        # list built in one go, which would stall the event loop); a retry
+        # re-sends what the first attempt took from it, then the rest.
+        source = chunked(records, cfg.chunk_records)
+        first = next(source, None)
+        if first is None:
             return True
+        sent: list[list[Record]] = [first]
+
+        def chunks() -> Iterator[list[Record]]:
+            yield from sent
+            for chunk in source:
+                sent.append(chunk)
+                yield chunk
+
         delay = cfg.retry_min
         key = (service.namespace, partition, target)
         for attempt in range(cfg.max_attempts):
@@ -389,7 +405,7 @@ class TransferManager:
             try:
                 address = node.address_of(target)
                 header = [STREAM_KIND, service.namespace, partition, node.id]
-                await node.transport.send_stream(address, header, self._paced(chunks, progress))
+                await node.transport.send_stream(address, header, self._paced(chunks(), progress))
                 return True
             except PeerRingError as exc:
                 log.info(
@@ -408,9 +424,10 @@ class TransferManager:
                 self.active.pop(key, None)
         return False
 
-    async def _paced(self, chunks: Sequence[list[Record]], progress: TransferProgress) -> Any:
+    async def _paced(self, chunks: Iterator[list[Record]], progress: TransferProgress) -> Any:
         for chunk in chunks:
             await self._bucket.take(len(chunk))
+            await asyncio.sleep(0)  # one chunk per loop pass: foreground requests interleave
             data = _pack(chunk)
             size = len(data)
             progress.records += len(chunk)
