@@ -31,6 +31,7 @@ loopback HTTP endpoints of the cluster are contacted.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import itertools
@@ -48,7 +49,7 @@ from peer_ring.testing.cluster import LocalCluster
 from peer_ring.testing.history import History
 
 
-class Fault:
+class Fault(abc.ABC):
     """Base of the injectors: idempotent, logged ``start``/``heal``.
 
     Subclasses implement :meth:`_start` and :meth:`_heal`; they are called at
@@ -77,11 +78,11 @@ class Fault:
         self.active = False
         self.history.fault(self.kind, self.target, "heal", **self.detail)
 
-    async def _start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _start(self) -> None: ...
 
-    async def _heal(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _heal(self) -> None: ...
 
 
 class KillNode(Fault):

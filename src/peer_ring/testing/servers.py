@@ -23,6 +23,7 @@ a reason to skip tests when they are not installed.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import os
@@ -78,7 +79,7 @@ def zookeeper_missing() -> str | None:
     return None
 
 
-class _Process:
+class _Process(abc.ABC):
     """A child process with a log file, a health check and restart."""
 
     kind = "server"
@@ -99,16 +100,16 @@ class _Process:
         self._log: IO[bytes] | None = None
 
     # -- to implement -------------------------------------------------------
-    def _command(self) -> list[str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _command(self) -> list[str]: ...
 
-    def _healthy(self) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _healthy(self) -> bool: ...
 
-    def _data_dir(self) -> Path:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _data_dir(self) -> Path: ...
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Write config files before a start (called on every start)."""
 
     # -- lifecycle ----------------------------------------------------------

@@ -32,6 +32,7 @@ dialed (IP SAN) unless ``tls_server_name`` overrides the name checked.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -121,11 +122,11 @@ class _GrpcConn(FrameConn):
             if not wake.done():
                 wake.set_result(None)
 
-    async def _send(self, msg: bytes) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _send(self, msg: bytes) -> None: ...
 
-    async def _recv(self) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _recv(self) -> Any: ...
 
     def _finish(self) -> None:
         """End the RPC from this side (after the writer flushed). Idempotent."""
