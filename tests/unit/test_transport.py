@@ -303,6 +303,35 @@ async def test_bad_input_closes_that_channel_and_node_keeps_serving(
         await srv.close()
 
 
+async def test_oversized_frame_after_a_buffered_partial_frame_closes_cleanly() -> None:
+    """The slow path (bytes already buffered) must reject an oversized frame too."""
+    srv = await _tcp_node()
+    client = TcpTransport("cli", "127.0.0.1:0")
+    await client.start()
+    try:
+        host, port = srv.address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        hello = _framed([_core.HELLO, 1, "peer-ring", "raw", "127.0.0.1:1"])
+        big = (10**9).to_bytes(4, "big")
+        writer.write(hello + big[:2])  # HELLO and half of the next length prefix
+        await writer.drain()
+        # the HELLO_OK answer proves the server parsed the first packet and now
+        # holds the two-byte tail in its buffer (the slow path)
+        size = int.from_bytes(await reader.readexactly(4), "big")
+        await reader.readexactly(size)
+        writer.write(big[2:] + b"\x00" * 16)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        await writer.wait_closed()
+        assert b"exceeds max" in data
+        assert srv.stats["protocol_errors"] == 1
+        assert await client.request(srv.address, "after") == ["after", "cli"]
+    finally:
+        await client.close()
+        await srv.close()
+
+
 async def test_client_error_is_protocol_error_on_caller() -> None:
     """A server answering garbage makes the caller's request fail, not hang."""
 

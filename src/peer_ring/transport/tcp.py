@@ -55,52 +55,45 @@ class _TcpConn(asyncio.Protocol, FrameConn):
             self.receiver = self.on_accept(self)
 
     def data_received(self, data: bytes) -> None:
-        receiver = self.receiver
-        if receiver is None:
+        if self.receiver is None:
             return
         buf = self.buf
-        # fast path: nothing buffered and data holds exactly whole frames
-        if not buf:
-            pos, end = 0, len(data)
-            while end - pos >= _HEADER:
-                n = int.from_bytes(data[pos : pos + _HEADER], "big")
-                if n > self.max_frame:
-                    self._oversized(n)
-                    return
-                if end - pos - _HEADER < n:
-                    break
-                start = pos + _HEADER
-                pos = start + n
-                receiver.frame(data[start:pos])
-                if self.closed:
-                    return
-            if pos < end:
+        if not buf:  # fast path: parse straight from the packet, buffer only a tail
+            pos = self._frames(data)
+            if pos >= 0 and pos < len(data):
                 buf += data[pos:] if pos else data
             return
         buf += data
-        pos, end = 0, len(buf)
         mv = memoryview(buf)
         try:
-            while end - pos >= _HEADER:
-                n = int.from_bytes(mv[pos : pos + _HEADER], "big")
-                if n > self.max_frame:
-                    self._oversized(n)
-                    return
-                if end - pos - _HEADER < n:
-                    break
-                start = pos + _HEADER
-                pos = start + n
-                receiver.frame(mv[start:pos])
-                if self.closed:
-                    return
+            pos = self._frames(mv)
         finally:
-            mv.release()
-        if pos:
+            mv.release()  # before the buffer is resized or cleared
+        if pos > 0:
             del buf[:pos]
+
+    def _frames(self, view: bytes | memoryview) -> int:
+        """Deliver every complete frame of ``view``; return the bytes consumed,
+        or -1 when the channel closed meanwhile (oversized frame, receiver)."""
+        receiver = self.receiver
+        pos, end = 0, len(view)
+        while end - pos >= _HEADER:
+            n = int.from_bytes(view[pos : pos + _HEADER], "big")
+            if n > self.max_frame:
+                self._oversized(n)
+                return -1
+            if end - pos - _HEADER < n:
+                break
+            start = pos + _HEADER
+            pos = start + n
+            assert receiver is not None
+            receiver.frame(view[start:pos])
+            if self.closed:
+                return -1
+        return pos
 
     def _oversized(self, n: int) -> None:
         log.warning("peer announced a frame of %d bytes (max %d); closing", n, self.max_frame)
-        self.buf.clear()
         if self.receiver is not None:
             self.receiver.fatal(FrameTooLarge(f"frame of {n} bytes exceeds max {self.max_frame}"))
         self.close()
