@@ -57,8 +57,8 @@ from typing import Any
 
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import ConfigError, DiscoveryError
+from peer_ring.membership._registry import Backoff, cancel_and_wait
 from peer_ring.membership.base import Discovery, Member, format_address
-from peer_ring.membership.etcd import Backoff, cancel_and_wait
 
 __all__ = ["KubernetesConfig", "KubernetesDiscovery"]
 

@@ -50,14 +50,14 @@ from typing import Any
 
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import ConfigError, DiscoveryError
-from peer_ring.membership.base import Discovery, Member, parse_address
-from peer_ring.membership.etcd import (
+from peer_ring.membership._registry import (
     Backoff,
     RecordError,
     cancel_and_wait,
     decode_record,
     encode_record,
 )
+from peer_ring.membership.base import Discovery, Member, parse_address
 
 __all__ = ["ZooKeeperConfig", "ZooKeeperDiscovery"]
 

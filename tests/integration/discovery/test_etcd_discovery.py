@@ -10,8 +10,9 @@ import pytest
 from discovery_helpers import Runner, eventually, view_ids
 
 from peer_ring.errors import DiscoveryError
+from peer_ring.membership._registry import encode_record
 from peer_ring.membership.base import Member
-from peer_ring.membership.etcd import EtcdConfig, EtcdDiscovery, encode_record
+from peer_ring.membership.etcd import EtcdConfig, EtcdDiscovery
 from peer_ring.testing.servers import EtcdServer, etcd_missing, free_port
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from discovery_helpers import Runner, eventually, view_ids
 from kazoo.client import KazooClient
 
 from peer_ring.errors import DiscoveryError
+from peer_ring.membership._registry import encode_record
 from peer_ring.membership.base import Member
-from peer_ring.membership.etcd import encode_record
 from peer_ring.membership.zookeeper import ZooKeeperConfig, ZooKeeperDiscovery
 from peer_ring.testing.servers import ZooKeeperServer, free_port, zookeeper_missing
 

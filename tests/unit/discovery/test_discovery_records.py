@@ -9,14 +9,9 @@ from typing import Any
 import pytest
 
 from peer_ring.errors import ConfigError
+from peer_ring.membership._registry import Backoff, RecordError, decode_record, encode_record
 from peer_ring.membership.base import Member
-from peer_ring.membership.etcd import (
-    Backoff,
-    EtcdConfig,
-    RecordError,
-    decode_record,
-    encode_record,
-)
+from peer_ring.membership.etcd import EtcdConfig
 from peer_ring.membership.kubernetes import KubernetesConfig, KubernetesDiscovery
 from peer_ring.membership.zookeeper import ZooKeeperConfig
 
