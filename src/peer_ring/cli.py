@@ -150,25 +150,26 @@ def _node_config(opts: dict[str, Any]) -> NodeConfig:
     if opts.get("config_file"):
         base = NodeConfig.from_file(opts["config_file"], **flags)
         if rep:
-            merged = {**_asdict(base.replication), **rep}
-            base = _replace(base, replication=_replication(merged))
+            base = _replace(base, replication=_replication(_asdict(base.replication), rep))
         return base
     if "node_id" not in flags:
         raise ConfigError("--id is required (or node_id in --config)")
     if rep:
-        flags["replication"] = _replication(rep)
+        flags["replication"] = _replication({}, rep)
     preset = opts.get("preset") or "lan"
     node_id = flags.pop("node_id")
     factory = {"local": NodeConfig.local, "lan": NodeConfig.lan, "wan": NodeConfig.wan}[preset]
     return factory(node_id, **flags)
 
 
-def _replication(values: dict[str, Any]) -> ReplicationConfig:
+def _replication(base: dict[str, Any], flags: dict[str, Any]) -> ReplicationConfig:
+    """N/R/W from the file (or defaults) and flags. A quorum not given as a flag
+    follows N (at most 2); one given explicitly is validated, never adjusted."""
+    values = {**base, **flags}
     n = values.get("replicas", 3)
-    values.setdefault("read_quorum", min(2, n) if n > 1 else 1)
-    values.setdefault("write_quorum", min(2, n) if n > 1 else 1)
-    values["read_quorum"] = min(values["read_quorum"], n)
-    values["write_quorum"] = min(values["write_quorum"], n)
+    for quorum in ("read_quorum", "write_quorum"):
+        if quorum not in flags:
+            values[quorum] = min(values.get(quorum, 2), n)
     return ReplicationConfig(**values)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from peer_ring.apps.kv.store import KVConfig, KVStore
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
@@ -121,7 +122,7 @@ def _swim(config: NodeConfig, o: dict[str, Any]) -> Discovery:
     return gated
 
 
-def _kv_store(config: NodeConfig, conflicts: str) -> Any:
+def _kv_store(config: NodeConfig, conflicts: str) -> KVStore:
     """The replicated KV store service of a node process.
 
     Served over RESP, whose SET is a blind write: ``conflicts="lww"`` (the
@@ -129,8 +130,6 @@ def _kv_store(config: NodeConfig, conflicts: str) -> Any:
     clock timestamps, which is what Redis clients expect; ``"siblings"``
     keeps concurrent blind writes as siblings (reads still return the newest).
     """
-    from peer_ring.apps.kv.store import KVConfig, KVStore
-
     return KVStore(config=KVConfig(conflicts=conflicts))
 
 
@@ -409,11 +408,10 @@ async def serve(
     )
     node.add_peer_handler("leave", _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
-    if kv is not None:
-        node.register(kv)
-        node.add_peer_handler("kv", _kv_admin(kv))
-        if config.testing:
-            node.add_peer_handler("bench", _kv_bench(kv))
+    node.register(kv)
+    node.add_peer_handler("kv", _kv_admin(kv))
+    if config.testing:
+        node.add_peer_handler("bench", _kv_bench(kv))
     http: HttpServer | None = None
     resp: Any = None
     await node.start()
@@ -425,21 +423,25 @@ async def serve(
         # serve clients once this node has learned the cluster and synced the
         # partitions it owns (a restarted replica is empty; see bootstrap)
         await node.bootstrap.done.wait()
-        if config.resp and kv is not None:
+        if config.resp:
             from peer_ring.server.resp import RespConfig, RespServer
 
             host, port = parse_address(config.resp)
-            resp = RespServer(kv, host=host, port=port, config=RespConfig(requirepass=requirepass))
+            resp = RespServer(
+                kv,
+                host=host,
+                port=port,
+                config=RespConfig(requirepass=requirepass),
+                clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
+            )
             await resp.start()
-        elif config.resp:
-            raise ConfigError("--resp needs the KV store, which this build lacks")
         print(
             json.dumps(
                 {
                     "event": "ready",
                     "id": node.id,
                     "address": node.address,
-                    "resp": config.resp,
+                    "resp": f"{resp.host}:{resp.port}" if resp else None,
                     "http": f"{http.host}:{http.port}" if http else None,
                     "pid": os.getpid(),
                 }
