@@ -11,9 +11,7 @@ Only the CLI reads environment variables (``PEER_RING_*``, via click's
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -189,21 +187,9 @@ def _replace(obj: Any, **kw: Any) -> Any:
 
 
 async def _query(address: str, message: Any, transport: str, timeout: float) -> Any:
-    from peer_ring.transport.base import TransportConfig
-    from peer_ring.transport.tcp import TcpTransport
+    from peer_ring.transport import request_once
 
-    cfg = TransportConfig(request_timeout=timeout, connect_timeout=timeout)
-    client: Any
-    if transport == "grpc":
-        module = importlib.import_module("peer_ring.transport.grpc_transport")
-        client = module.GrpcTransport(f"cli-{os.getpid()}", "127.0.0.1:0", cfg)
-    else:
-        client = TcpTransport(f"cli-{os.getpid()}", "127.0.0.1:0", cfg)
-    await client.start()
-    try:
-        return await client.request(address, message)
-    finally:
-        await client.close()
+    return await request_once(address, message, transport=transport, timeout=timeout)
 
 
 @main.command()

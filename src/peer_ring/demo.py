@@ -25,8 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from peer_ring.testing.cluster import LocalCluster
-from peer_ring.transport.base import TransportConfig
-from peer_ring.transport.tcp import TcpTransport
+from peer_ring.testing.faults import node_status
 
 console = Console()
 SUBNET = "127.0.20"
@@ -61,13 +60,7 @@ class Phase:
 
 
 async def _status(address: str) -> dict[str, Any]:
-    client = TcpTransport("demo", "127.0.0.1:0", TransportConfig(request_timeout=2.0))
-    await client.start()
-    try:
-        result: dict[str, Any] = await client.request(address, ["st"])
-        return result
-    finally:
-        await client.close()
+    return await node_status(address)
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -69,10 +68,10 @@ from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
 from peer_ring.ring import Ring
 from peer_ring.service import Request, Service
+from peer_ring.transport import create_transport
 from peer_ring.transport._core import ChannelTransport, FaultInjector
 from peer_ring.transport.base import PeerInfo, StreamHandler, StreamSink, Transport
-from peer_ring.transport.memory import MemoryNetwork, MemoryTransport
-from peer_ring.transport.tcp import TcpTransport
+from peer_ring.transport.memory import MemoryNetwork
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +92,16 @@ def build_transport(
     faults: FaultInjector | None = None,
 ) -> ChannelTransport:
     """Create the transport named by ``config.transport``."""
-    kind = config.transport
-    if kind == "tcp":
-        return TcpTransport(config.node_id, config.listen, config.transport_config, faults=faults)
-    if kind == "grpc":
-        # imported on demand: grpc is heavy and only this transport needs it
-        module = importlib.import_module("peer_ring.transport.grpc_transport")
-        transport: ChannelTransport = module.GrpcTransport(
-            config.node_id, config.listen, config.transport_config, faults=faults
-        )
-        return transport
-    if kind == "memory":
+    if config.transport == "memory":
         if network is None:
             raise ConfigError("the memory transport needs a MemoryNetwork")
-        return MemoryTransport(
-            config.node_id, config.listen, network, config.transport_config, faults=faults
-        )
-    raise ConfigError(f"unknown transport {kind!r}")
+        return create_transport(
+            "memory", config.node_id, config.listen, config.transport_config,
+            faults=faults, network=network,
+        )  # fmt: skip
+    return create_transport(
+        config.transport, config.node_id, config.listen, config.transport_config, faults=faults
+    )
 
 
 class Node:

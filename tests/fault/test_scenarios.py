@@ -185,19 +185,12 @@ async def test_decommission_and_join_under_load(scenario_factory: Factory) -> No
     sc = scenario_factory(5)
 
     async def faults(sc: Scenario) -> None:
-        from peer_ring.transport import TransportConfig, create_transport
+        from peer_ring.transport import request_once
 
         await asyncio.sleep(LOAD * 0.2)
         leaver = sc.cluster["n5"]
         sc.history.fault("decommission", "n5", "start")
-        client = create_transport(
-            "tcp", "nemesis", "127.0.0.1:0", TransportConfig(request_timeout=60.0)
-        )
-        await client.start()
-        try:
-            result = await client.request(leaver.address, ["leave"])
-        finally:
-            await client.close()
+        result = await request_once(leaver.address, ["leave"], timeout=60.0)
         assert result["node"] == "n5"
         proc = leaver.proc
         assert proc is not None

@@ -346,19 +346,14 @@ class Nemesis:
 
 
 # -- waiting for the cluster ----------------------------------------------------------------
-async def node_status(address: str, timeout: float = 2.0) -> dict[str, Any]:
+async def node_status(address: str, timeout: float = 2.0, transport: str = "tcp") -> dict[str, Any]:
     """The ``status`` map of the node listening at ``address`` (peer op ``st``)."""
-    from peer_ring.transport.base import TransportConfig
-    from peer_ring.transport.tcp import TcpTransport
+    from peer_ring.transport import request_once
 
-    cfg = TransportConfig(request_timeout=timeout, connect_timeout=timeout)
-    client = TcpTransport(f"harness-{os.getpid()}", "127.0.0.1:0", cfg)
-    await client.start()
-    try:
-        result: dict[str, Any] = await client.request(address, ["st"], timeout)
-        return result
-    finally:
-        await client.close()
+    result: dict[str, Any] = await request_once(
+        address, ["st"], transport=transport, timeout=timeout, name=f"harness-{os.getpid()}"
+    )
+    return result
 
 
 async def wait_members_up(

@@ -52,6 +52,7 @@ __all__ = [
     "Transport",
     "TransportConfig",
     "create_transport",
+    "request_once",
 ]
 
 #: Names accepted by :func:`create_transport` (and ``--transport``).
@@ -91,3 +92,33 @@ def __getattr__(name: str) -> Any:
 
         return GrpcTransport
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+async def request_once(
+    address: str,
+    message: Any,
+    *,
+    transport: str = "tcp",
+    timeout: float = 5.0,
+    connect_timeout: float | None = None,
+    name: str | None = None,
+) -> Any:
+    """Send one request to the node at ``address`` from a short-lived client and
+    return the answer (the CLI, scripts and test harnesses talk to nodes so).
+
+    ``timeout`` bounds the answer; connecting is bounded by ``connect_timeout``
+    (default: ``timeout``, at most 5 s), so a dead address fails fast even when
+    the answer may take long (a decommission).
+    """
+    import os
+
+    cfg = TransportConfig(
+        request_timeout=timeout,
+        connect_timeout=connect_timeout or min(timeout, 5.0),
+    )
+    client = create_transport(transport, name or f"client-{os.getpid()}", "127.0.0.1:0", cfg)
+    await client.start()
+    try:
+        return await client.request(address, message, timeout)
+    finally:
+        await client.close()

@@ -7,38 +7,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from peer_ring.errors import PeerRingError
 from peer_ring.testing.cluster import LocalCluster
-from peer_ring.transport.base import TransportConfig
-from peer_ring.transport.tcp import TcpTransport
 from tests.conftest import wait_for
+from tests.integration._cluster import states, status, transport_of, wait_one_ring
 
 pytestmark = pytest.mark.integration
-
-
-async def status(address: str, transport: str = "tcp") -> dict[str, Any]:
-    cfg = TransportConfig(request_timeout=2.0, connect_timeout=1.0)
-    client: Any
-    if transport == "grpc":
-        from peer_ring.transport.grpc_transport import GrpcTransport
-
-        client = GrpcTransport("test-client", "127.0.0.1:0", cfg)
-    else:
-        client = TcpTransport("test-client", "127.0.0.1:0", cfg)
-    await client.start()
-    try:
-        result: dict[str, Any] = await client.request(address, ["st"])
-        return result
-    finally:
-        await client.close()
-
-
-def states(st: dict[str, Any]) -> dict[str, str]:
-    return {m["id"]: m["state"] for m in st["members"]}
 
 
 @pytest.fixture(params=["tcp", "grpc"])
@@ -55,20 +31,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalClu
 
 
 async def test_three_processes_form_one_ring(cluster: LocalCluster) -> None:
-    transport = cluster["n1"].args[cluster["n1"].args.index("--transport") + 1]
-
-    async def converged() -> bool:
-        sts = [await status(n.address, transport) for n in cluster.nodes.values()]
-        return all(len(s["members"]) == 3 for s in sts) and len({s["epoch"] for s in sts}) == 1
-
-    await wait_for(converged, timeout=15, interval=0.2, message="3 members and one epoch")
+    transport = transport_of(cluster)
+    await wait_one_ring(cluster)
     st = await status(cluster["n2"].address, transport)
     assert set(states(st).values()) == {"up"}
     assert sum(m["partitions"] for m in st["members"]) == 256 * 3
 
 
 async def test_killed_node_is_down_then_up_after_restart(cluster: LocalCluster) -> None:
-    transport = cluster["n1"].args[cluster["n1"].args.index("--transport") + 1]
+    transport = transport_of(cluster)
     a1 = cluster["n1"].address
 
     async def all_up() -> bool:
@@ -129,7 +100,7 @@ async def test_http_health_and_metrics(cluster: LocalCluster) -> None:
 
 
 def test_cli_status_prints_a_table(cluster: LocalCluster) -> None:
-    transport = cluster["n1"].args[cluster["n1"].args.index("--transport") + 1]
+    transport = transport_of(cluster)
     out = subprocess.run(
         [sys.executable, "-m", "peer_ring", "status", "--node", cluster["n1"].address,
          "--transport", transport],
@@ -157,18 +128,9 @@ def test_node_with_bad_flags_exits_with_usage_error() -> None:
     assert "HOST:PORT" in res.stderr
 
 
-def test_error_classes_are_peer_ring_errors() -> None:
-    assert issubclass(PeerRingError, Exception)
-
-
 async def test_leave_hands_partitions_over_then_exits(tmp_path: Path) -> None:
     with LocalCluster(3, subnet="127.0.14", partitions=64, artefacts=tmp_path) as c:
-
-        async def three() -> bool:
-            sts = [await status(n.address) for n in c.nodes.values()]
-            return all(len(s["members"]) == 3 for s in sts) and len({s["epoch"] for s in sts}) == 1
-
-        await wait_for(three, timeout=20, interval=0.2, message="3 members")
+        await wait_one_ring(c)
         res = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "peer_ring", "leave", "--node", c["n3"].address],

@@ -8,7 +8,7 @@ import pytest
 
 from peer_ring.testing.cluster import LocalCluster
 from tests.conftest import wait_for
-from tests.integration.core.test_cluster_processes import states, status
+from tests.integration._cluster import states, status, wait_one_ring
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,7 @@ async def test_swim_nodes_form_one_ring_and_drop_a_killed_node(tmp_path: Path) -
     ) as cluster:
         a1 = cluster["n1"].address
 
-        async def three() -> bool:
-            sts = [await status(n.address) for n in cluster.nodes.values()]
-            return all(len(s["members"]) == 3 for s in sts) and len({s["epoch"] for s in sts}) == 1
-
-        await wait_for(three, timeout=20, interval=0.2, message="3 members over gossip")
+        await wait_one_ring(cluster)  # over gossip
         cluster.kill("n3")
 
         async def n3_gone() -> bool:

@@ -18,6 +18,7 @@ from peer_ring.testing.cluster import LocalCluster
 from peer_ring.transport import create_transport
 from peer_ring.transport.base import TransportConfig
 from tests.conftest import wait_for
+from tests.integration._cluster import transport_of, wait_one_ring
 
 pytestmark = pytest.mark.integration
 
@@ -58,17 +59,7 @@ def three(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalClust
 
 
 async def converge(cluster: LocalCluster) -> None:
-    from tests.integration.core.test_cluster_processes import status
-
-    transport = cluster["n1"].args[cluster["n1"].args.index("--transport") + 1]
-
-    async def one_ring() -> bool:
-        sts = [await status(n.address, transport) for n in cluster.nodes.values() if n.running]
-        return all(len(s["members"]) == len(cluster.nodes) for s in sts) and (
-            len({s["epoch"] for s in sts}) == 1
-        )
-
-    await wait_for(one_ring, timeout=20, interval=0.2, message="one ring")
+    await wait_one_ring(cluster)
 
 
 async def test_put_through_one_node_get_through_another(three: LocalCluster) -> None:
@@ -98,7 +89,7 @@ async def test_ttl_is_honoured_through_every_node(three: LocalCluster) -> None:
         await wait_for(lambda: _gone(b, "temp"), timeout=5, message="expiry on n2")
         assert await a.get("temp") is None
         # the sweep reclaims it on every replica, not only on read
-        transport = three["n1"].args[three["n1"].args.index("--transport") + 1]
+        transport = transport_of(three)
         for n in three.nodes.values():
             await wait_for(
                 lambda n=n: _not(replica_holds(n.address, b"temp", transport)),
@@ -201,7 +192,7 @@ async def test_redis_cli_and_redis_benchmark_against_a_cluster_node(three: Local
 async def test_cli_kv_put_get_del(three: LocalCluster) -> None:
     await converge(three)
     node = three["n1"].address
-    transport = three["n1"].args[three["n1"].args.index("--transport") + 1]
+    transport = transport_of(three)
 
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

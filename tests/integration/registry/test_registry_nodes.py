@@ -15,7 +15,7 @@ from peer_ring.testing.servers import (
     zookeeper_missing,
 )
 from tests.conftest import wait_for
-from tests.integration.core.test_cluster_processes import states, status
+from tests.integration._cluster import states, status, wait_one_ring
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +41,7 @@ def zookeeper(tmp_path: Path) -> Iterator[ZooKeeperServer]:
 async def _find_each_other_and_drop_the_dead(cluster: LocalCluster, deadline: float) -> None:
     a1 = cluster["n1"].address
 
-    async def three() -> bool:
-        sts = [await status(n.address) for n in cluster.nodes.values()]
-        return all(len(s["members"]) == 3 for s in sts) and len({s["epoch"] for s in sts}) == 1
-
-    await wait_for(three, timeout=30, interval=0.2, message="3 nodes through the registry")
+    await wait_one_ring(cluster, timeout=30)  # through the registry
     cluster.kill("n3")
 
     async def n3_removed() -> bool:
