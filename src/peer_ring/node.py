@@ -381,9 +381,10 @@ class Node:
             return
         if ok:
             self.detector.success(mid)
-        else:
-            definite = isinstance(err, PeerUnavailable)
-            self.detector.failure(mid, definite=definite)
+        elif not isinstance(err, RequestTimeout):
+            # a timeout is counted where the request was made: a ping's by
+            # _ping_done (counting it here too made one lost ping two failures)
+            self.detector.failure(mid, definite=isinstance(err, PeerUnavailable))
 
     async def _ping_loop(self) -> None:
         cfg = self.config.failure

@@ -230,3 +230,16 @@ def test_a_leave_sticks_when_our_left_record_comes_back() -> None:
     assert d._records["n1"][1] is True
     assert d._records["n1"][0].incarnation == 5
     assert "n1" not in d.members()
+
+
+async def test_a_request_timeout_is_not_counted_twice_by_the_detector(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    from peer_ring.errors import PeerUnavailable, RequestTimeout
+
+    _, nodes = cluster
+    n1, n2 = nodes[0], nodes[1]
+    n1._on_peer_health(n2.address, False, RequestTimeout("a ping timed out"))
+    assert n1.detector._health["n2"].failures == 0  # _ping_done counts it, not the observer
+    n1._on_peer_health(n2.address, False, PeerUnavailable("refused"))
+    assert n1.member_state("n2") is MemberState.DOWN

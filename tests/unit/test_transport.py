@@ -24,6 +24,7 @@ from peer_ring.transport._core import ChannelTransport, FaultInjector
 from peer_ring.transport.base import PeerInfo, TransportConfig
 from peer_ring.transport.memory import MemoryNetwork, MemoryTransport
 from peer_ring.transport.tcp import TcpTransport
+from tests.conftest import wait_for
 
 _ports = itertools.count(0)
 
@@ -361,3 +362,27 @@ def test_free_port_helper_is_loopback() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         assert s.getsockname()[0] == "127.0.0.1"
+
+
+async def test_an_aborted_stream_is_answered_not_a_peer_fault(make: Factory) -> None:
+    a, b = make(), make()
+    store: list[Any] = []
+    events: list[bool] = []
+
+    async def on_stream(header: Any, peer: PeerInfo) -> _Sink:
+        return _Sink(store)
+
+    b.set_stream_handler(on_stream)
+    a.add_observer(lambda addr, ok, err: events.append(ok))
+    await a.start()
+    await b.start()
+
+    def chunks() -> Any:
+        yield 1
+        raise ValueError("the sender's own data source failed")
+
+    with pytest.raises(ValueError, match="data source"):
+        await a.send_stream(b.address, {}, chunks(), window=1)
+    await wait_for(lambda: a.in_flight() == 0, message="the abort answered")
+    assert a.stats["timeouts"] == 0
+    assert False not in events

@@ -180,7 +180,7 @@ class _Peer(FrameReceiver):
         self.retry_at = 0.0
         self.last_error: BaseException | None = None
         self.healthy = True
-        self.node_id: str | None = None
+        self.lost_while_connecting = False
 
     # -- sending ---------------------------------------------------------
     def write(self, frame: bytes) -> None:
@@ -217,10 +217,13 @@ class _Peer(FrameReceiver):
 
     async def _connect(self) -> None:
         core = self.core
+        self.lost_while_connecting = False
         try:
             conn = await asyncio.wait_for(
                 core._open(self.address, self), core.config.connect_timeout
             )
+            if self.lost_while_connecting:  # it died before this task resumed
+                raise PeerUnavailable(f"connection to {self.address} lost while connecting")
         except BaseException as exc:
             self.connecting = None
             if isinstance(exc, asyncio.CancelledError):
@@ -291,7 +294,6 @@ class _Peer(FrameReceiver):
                         f"{self.address} speaks peer protocol {frame[1]}, "
                         f"we speak {self.core.protocol_version}"
                     )
-                self.node_id = str(frame[2])
                 self.ready = True
                 self.backoff = 0.0
                 self.last_error = None
@@ -327,6 +329,9 @@ class _Peer(FrameReceiver):
 
     def closed(self, exc: BaseException | None) -> None:
         if self.conn is None:
+            # a channel dialed by _connect can die before that task resumes;
+            # without this note it would adopt the dead channel and never redial
+            self.lost_while_connecting = self.connecting is not None
             return
         err: PeerRingError = PeerUnavailable(
             f"connection to {self.address} lost" + (f": {exc}" if exc else "")
@@ -532,6 +537,7 @@ class _Session(FrameReceiver):
                 else:  # abort, or an op before open succeeded
                     if sink is not None:
                         await sink.abort(PeerUnavailable(f"sender aborted: {data}"))
+                    self._answer(rid, None)  # unanswered, it would time out as a fault
                     return
         except asyncio.CancelledError:
             if sink is not None:
@@ -584,7 +590,6 @@ class ChannelTransport(Transport):
         self._sids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._started = False
         self.stats: dict[str, int] = {
             "requests_out": 0,
             "requests_in": 0,
@@ -620,7 +625,6 @@ class ChannelTransport(Transport):
         self.loop = asyncio.get_running_loop()
         self._closing = False
         await self._listen()
-        self._started = True
 
     async def close(self) -> None:
         if self._closing:
