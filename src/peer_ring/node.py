@@ -352,6 +352,13 @@ class Node:
                 self.detector.track(mid)
         for mid in old_ids - set(members):
             self.detector.forget(mid)
+        # placement depends on (id, zone, weight) only: most view updates (a
+        # restart's new incarnation, the initial view repeated by subscribe())
+        # leave the ring as it is, so skip building one (~5-10 ms at 5-50 nodes)
+        placement = sorted((m.id, m.zone, float(m.weight)) for m in members.values())
+        current = [(n.id, n.zone, float(n.weight)) for n in self.ring.nodes]
+        if placement == current:
+            return
         rep = self.config.replication
         new_ring = Ring.from_members(
             members.values(), partitions=rep.partitions, replicas=rep.replicas

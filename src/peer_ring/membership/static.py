@@ -176,7 +176,7 @@ class StaticDiscovery(Discovery):
                 member.incarnation == cmember.incarnation and left and not cleft
             ):
                 self._records[member.id] = (member, left, now)
-                changed = changed or left != cleft or member != cmember or not left
+                changed = True  # a newer life, or a leave we had not seen
             elif (
                 member.incarnation == cmember.incarnation
                 and not left

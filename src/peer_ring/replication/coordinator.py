@@ -228,7 +228,8 @@ class Coordinator:
             out = msg if owner is None else ["h", owner, *msg[1:7]]
             fut = transport.request_future(address, out, deadline)
             fut.add_done_callback(partial(rnd.on_done, target))
-        self._dual_write(partition, targets, msg, deadline)
+        if not is_read:
+            self._dual_write(partition, targets, msg, deadline)
         if extra:
             self._extra_hints(extra, msg, deadline)
         if local:
@@ -310,7 +311,7 @@ class Coordinator:
                 continue
             if holder == node.id:
                 if not node.holds(msg[1], partition):
-                    holders.discard(holder)
+                    node.transfers.holder_done(partition, holder)
                     continue
                 try:
                     result = node.handle_local(*msg[1:7])
@@ -324,15 +325,15 @@ class Coordinator:
             except PeerRingError:
                 continue
             fut = node.transport.request_future(address, dual, deadline)
-            fut.add_done_callback(partial(_dual_done, holders, holder))
+            fut.add_done_callback(partial(_dual_done, node, partition, holder))
 
 
-def _dual_done(holders: set[str], holder: str, fut: asyncio.Future[Any]) -> None:
+def _dual_done(node: Node, partition: int, holder: str, fut: asyncio.Future[Any]) -> None:
     """A former holder that answers NotOwner has finished its handoff: stop copying."""
     if fut.cancelled():
         return
     if isinstance(fut.exception(), NotOwner):
-        holders.discard(holder)
+        node.transfers.holder_done(partition, holder)
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -25,9 +25,9 @@ Invariants:
   for the transport's stream credits (flow control) and for a records/s
   token bucket (bandwidth limit);
 * while a partition moves, every node knows its old holders (from the same
-  ring diff) and the coordinator also sends writes to them (dual-write), and
-  ``node.call`` prefers holders to new owners still receiving; the sender's
-  ``xf_done`` broadcast ends both.
+  ring diff): the coordinator also sends writes to them (dual-write) and
+  ``node.call`` falls back on them; the sender's ``xf_done`` broadcast, or a
+  holder answering NotOwner to a dual write, ends that.
 
 Dynamo (DeCandia et al., SOSP 2007), sections 4.9 (adding/removing storage
 nodes); riak_core handoff.
@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -174,12 +175,13 @@ def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield batch
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class _PendingView:
     #: partition -> nodes that hold it without owning it (handing it off)
     holders: dict[int, set[str]] = field(default_factory=dict)
-    #: partition -> new owners that have not confirmed the data yet
-    receiving: dict[int, set[str]] = field(default_factory=dict)
 
 
 class TransferManager:
@@ -228,13 +230,17 @@ class TransferManager:
         self._tasks.clear()
 
     # -- what other components ask ---------------------------------------------
-    def holders_of(self, partition: int) -> set[str]:
+    def holders_of(self, partition: int) -> AbstractSet[str]:
         """Nodes that still hold ``partition`` while handing it off (dual-write targets)."""
-        return self.pending.holders.get(partition, set())
+        return self.pending.holders.get(partition, _NONE)
 
-    def receiving(self, partition: int) -> set[str]:
-        """New owners of ``partition`` that have not confirmed its data yet."""
-        return self.pending.receiving.get(partition, set())
+    def holder_done(self, partition: int, holder: str) -> None:
+        """``holder`` no longer holds ``partition`` (its xf_done, or a NotOwner answer)."""
+        holders = self.pending.holders.get(partition)
+        if holders is not None:
+            holders.discard(holder)
+            if not holders:
+                del self.pending.holders[partition]
 
     def touched(self, partition: int) -> None:
         self._last_import[partition] = self.node.clock.monotonic()
@@ -267,11 +273,6 @@ class TransferManager:
             holders.difference_update(x for x in list(holders) if x not in members or x in ch.new)
             alive_removed = [r for r in ch.removed if r in members]
             holders.update(alive_removed)
-            if ch.added:
-                self.pending.receiving.setdefault(p, set()).update(ch.added)
-            rec = self.pending.receiving.get(p)
-            if rec is not None:
-                rec.intersection_update(ch.new)
             if not ch.added:
                 if me in ch.removed and me in members:
                     # owners shrank (e.g. N > members before): nobody needs our copy
@@ -361,8 +362,9 @@ class TransferManager:
                 if changed:
                     records = service.read_records(p, sorted(changed))
                     for target in done:
-                        await self._send(service, p, target, iter(records))
-            if node.id not in node.ring.preference_list(p):
+                        if not await self._send(service, p, target, iter(records)):
+                            all_ok = False  # keep our copy: the sweep retries later
+            if all_ok and node.id not in node.ring.preference_list(p):
                 for service in services:
                     service.drop_partition(p)
                 self.metrics_["partitions_dropped"] += 1
@@ -439,7 +441,7 @@ class TransferManager:
     def _broadcast_done(self, partition: int, targets: list[str]) -> None:
         node = self.node
         msg = ["xf_done", partition, node.id, targets]
-        self._apply_done(partition, node.id, targets)
+        self.holder_done(partition, node.id)
         for mid, member in node.members.items():
             if mid != node.id:
                 node.transport.send(member.address, msg)
@@ -447,19 +449,7 @@ class TransferManager:
     def _on_done_message(self, message: list[Any], peer: PeerInfo) -> None:
         if len(message) != 4 or type(message[1]) is not int or type(message[3]) is not list:
             raise InvalidRequest("xf_done takes [partition, sender, targets]")
-        self._apply_done(message[1], str(message[2]), [str(t) for t in message[3]])
-
-    def _apply_done(self, partition: int, sender: str, targets: list[str]) -> None:
-        holders = self.pending.holders.get(partition)
-        if holders is not None:
-            holders.discard(sender)
-            if not holders:
-                del self.pending.holders[partition]
-        rec = self.pending.receiving.get(partition)
-        if rec is not None:
-            rec.difference_update(targets)
-            if not rec:
-                del self.pending.receiving[partition]
+        self.holder_done(message[1], str(message[2]))
 
     async def _open_stream(self, header: list[Any], peer: PeerInfo) -> StreamSink:
         if len(header) != 4 or type(header[1]) is not str or type(header[2]) is not int:
