@@ -358,14 +358,27 @@ class KVStore(Service):
         current = EMPTY if stored is None else unpack(stored)
         if type(payload) is tuple and payload == current:  # e.g. our own fan-out
             return False
-        incoming = st.decode_entries(payload)
         existed = self._is_live(current, self._clock().time())
-        merged = self._join(current, incoming) if current else self._compact(incoming)
-        if merged != current:
-            self._store(partition, part, key, merged)
+        self._join_into(partition, part, key, current, st.decode_entries(payload))
         return existed
 
+    def _join_into(
+        self,
+        partition: int,
+        part: dict[bytes, Stored],
+        key: bytes,
+        current: Entries,
+        incoming: Entries,
+    ) -> bool:
+        """Join ``incoming`` into the key's ``current`` state; store and say if it changed."""
+        merged = self._join(current, incoming) if current else self._compact(incoming)
+        if merged == current:
+            return False
+        self._store(partition, part, key, merged)
+        return True
+
     def _coord_put(self, partition: int, key: bytes, payload: Any) -> Any:
+        """``coord_put`` from another node: validate the wire payload, then write."""
         self._ensure_started()
         if type(payload) is not list or len(payload) != 6:
             raise InvalidRequest("coord_put takes [value, expires_at, context, n, w, timeout]")
@@ -383,6 +396,24 @@ class KVStore(Service):
         if timeout is not None and (type(timeout) not in (int, float) or not timeout > 0):
             raise InvalidRequest("timeout must be a positive number of seconds")
         ctx = vv.decode_context(ctx_raw) if ctx_raw else None
+        return self._coordinate(partition, key, value, exp, ctx, n, w, timeout)
+
+    def _coordinate(
+        self,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        exp: float | None,
+        ctx: vv.Context | None,
+        n: int | None,
+        w: int,
+        timeout: float | None,
+    ) -> Any:
+        """Issue the new version on this (coordinating) replica and replicate it.
+
+        Arguments are already validated: by ``_coord_put`` for remote callers,
+        by the embedded API for local ones (nothing is checked or decoded twice).
+        """
         part = self._part(partition)
         stored = part.get(key)
         current = EMPTY if stored is None else unpack(stored)
@@ -522,13 +553,9 @@ class KVStore(Service):
         for key, state in records:
             if type(key) is not bytes:
                 raise InvalidRequest("record keys must be bytes")
-            incoming = st.decode_entries(state)
             stored = part.get(key)
             current = EMPTY if stored is None else unpack(stored)
-            merged = self._join(current, incoming) if current else self._compact(incoming)
-            if merged != current:
-                self._store(partition, part, key, merged)
-                changed += 1
+            changed += self._join_into(partition, part, key, current, st.decode_entries(state))
         return changed
 
     def digest(self, partition: int) -> dict[bytes, bytes]:
@@ -571,35 +598,10 @@ class KVStore(Service):
 
     # -- validation -------------------------------------------------------------
     def _key(self, key: Any) -> bytes:
-        k: bytes
-        if type(key) is bytes:
-            k = key
-        elif isinstance(key, str):
-            k = key.encode()
-        elif isinstance(key, bytes | bytearray | memoryview):
-            k = bytes(key)
-        else:
-            raise InvalidRequest(f"key must be bytes or str, not {type(key).__name__}")
-        if len(k) > self.config.limits.max_key_size:
-            raise InvalidRequest(
-                f"key too large: {len(k)} bytes, the limit is {self.config.limits.max_key_size}"
-            )
-        return k
+        return _to_bytes(key, "key", self.config.limits.max_key_size)
 
     def _check_value(self, value: Any) -> bytes:
-        v: bytes
-        if type(value) is bytes:
-            v = value
-        elif isinstance(value, str):
-            v = value.encode()
-        elif isinstance(value, bytes | bytearray | memoryview):
-            v = bytes(value)
-        else:
-            raise InvalidRequest(f"value must be bytes or str, not {type(value).__name__}")
-        limit = self.config.limits.max_value_size
-        if len(v) > limit:
-            raise InvalidRequest(f"value too large: {len(v)} bytes, the limit is {limit}")
-        return v
+        return _to_bytes(value, "value", self.config.limits.max_value_size)
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None:
@@ -618,22 +620,22 @@ class KVStore(Service):
             return None
         if not isinstance(context, bytes | bytearray | memoryview):
             raise InvalidRequest(f"context must be bytes, not {type(context).__name__}")
-        raw = bytes(context)
-        vv.decode_context(raw)  # fail early, with a clear error, on a bad context
-        return raw
+        return bytes(context)  # decoded once, by whichever replica coordinates
 
     def _read_quorum(self, r: int | None) -> int:
-        q = r if r is not None else self.config.read_quorum
-        q = q if q is not None else self.node.config.replication.read_quorum
-        if type(q) is not int or q < 1:
-            raise InvalidRequest(f"read quorum must be a positive integer, got {q!r}")
-        return q
+        return self._quorum(r, self.config.read_quorum, "read")
 
     def _write_quorum(self, w: int | None) -> int:
-        q = w if w is not None else self.config.write_quorum
-        q = q if q is not None else self.node.config.replication.write_quorum
+        return self._quorum(w, self.config.write_quorum, "write")
+
+    def _quorum(self, given: int | None, own: int | None, what: str) -> int:
+        """The call's quorum, else this store's, else the node's."""
+        rep = self.node.config.replication
+        q = given if given is not None else own
+        if q is None:
+            q = rep.read_quorum if what == "read" else rep.write_quorum
         if type(q) is not int or q < 1:
-            raise InvalidRequest(f"write quorum must be a positive integer, got {q!r}")
+            raise InvalidRequest(f"{what} quorum must be a positive integer, got {q!r}")
         return q
 
     # -- client side: reads -------------------------------------------------------
@@ -812,7 +814,10 @@ class KVStore(Service):
         payload = [value, expires_at, context, n, quorum, timeout]
         me = node.id
         if me in targets and not node.bootstrap.active:
-            result: bool = await self._coord_put(partition, key, payload)
+            ctx = vv.decode_context(context) if context else None
+            result: bool = await self._coordinate(
+                partition, key, value, expires_at, ctx, n, quorum, timeout
+            )
             return result
         if not targets:
             raise PeerUnavailable("the ring is empty")
@@ -1039,6 +1044,22 @@ class KVStore(Service):
             raise QuorumNotReached(
                 len(ids), len(ids) - len(errors), errors, message="flush did not reach every node"
             )
+
+
+def _to_bytes(obj: Any, what: str, limit: int) -> bytes:
+    """``obj`` as bytes (str is encoded as UTF-8), at most ``limit`` long."""
+    b: bytes
+    if type(obj) is bytes:
+        b = obj
+    elif isinstance(obj, str):
+        b = obj.encode()
+    elif isinstance(obj, bytes | bytearray | memoryview):
+        b = bytes(obj)
+    else:
+        raise InvalidRequest(f"{what} must be bytes or str, not {type(obj).__name__}")
+    if len(b) > limit:
+        raise InvalidRequest(f"{what} too large: {len(b)} bytes, the limit is {limit}")
+    return b
 
 
 def _expiry_float(expires_at: Any) -> float:

@@ -12,6 +12,7 @@ FLUSHALL delete the whole cluster's keys.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import platform
@@ -635,11 +636,9 @@ async def cmd_decrby(c: RespConnection, args: list[bytes]) -> bytes:
     summary="Delete keys; returns how many existed.",
 )
 async def cmd_del(c: RespConnection, args: list[bytes]) -> bytes:
-    deleted = 0
-    for key in args[1:]:
-        if await c.kv.delete(key):
-            deleted += 1
-    return integer(deleted)
+    # concurrently, each distinct key once (``DEL a a`` counts a once, as in Redis)
+    existed = await asyncio.gather(*(c.kv.delete(key) for key in dict.fromkeys(args[1:])))
+    return integer(sum(existed))
 
 
 @command(
@@ -733,7 +732,9 @@ async def _expire(c: RespConnection, args: list[bytes], unit_ms: bool, absolute:
         return ZERO
     if expires_at <= now:
         return ONE if await kv.delete(key, context=entry.context) else ZERO
-    return ONE if await kv.set_expiry(key, expires_at, context=entry.context) else ZERO
+    # write back what we read (set_expiry would read the key a second time)
+    await kv.put(key, entry.value, expires_at=expires_at, context=entry.context)
+    return ONE
 
 
 _EXPIRE_DOC = "Set a key's time to live{}; 1 if set, 0 if not."
@@ -808,7 +809,8 @@ async def cmd_persist(c: RespConnection, args: list[bytes]) -> bytes:
     entry = await c.kv.get_entry(args[1])
     if entry is None or entry.expires_at is None:
         return ZERO
-    return ONE if await c.kv.set_expiry(args[1], None, context=entry.context) else ZERO
+    await c.kv.put(args[1], entry.value, context=entry.context)  # no expiry: persisted
+    return ONE
 
 
 async def _ttl_ms(c: RespConnection, key: bytes) -> int:
