@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -364,64 +363,50 @@ def cluster_up(
     log_dir: str | None,
 ) -> None:
     """Run COUNT nodes on 127.0.0.2, .3, ... in the foreground; Ctrl-C stops them."""
+    from peer_ring.testing.cluster import LocalCluster, NodeStartError
+
     base = [int(x) for x in first_ip.split(".")]
     if base[0] != 127 or base[3] + count > 255:
         raise click.UsageError("--first-ip must be a loopback address with room for -n nodes")
-    ips = [f"127.{base[1]}.{base[2]}.{base[3] + i}" for i in range(count)]
-    seeds = ",".join(f"{ip}:{port}" for ip in ips[: min(3, count)])
     logs = Path(log_dir) if log_dir else Path.cwd() / ".peer-ring-cluster"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-    for i, ip in enumerate(ips, 1):
-        cmd = [
-            sys.executable, "-m", "peer_ring", "node",
-            "--id", f"n{i}", "--listen", f"{ip}:{port}", "--seeds", seeds,
-            "--transport", transport, "--preset", "local",
-            "--replicas", str(min(replicas, count)), "--partitions", str(partitions),
-            "--resp", f"{ip}:{resp_port}", "--http", f"{ip}:{http_port}",
-        ]  # fmt: skip
-        out = open(logs / f"n{i}.log", "wb")  # noqa: SIM115 - owned by the child's lifetime
-        procs.append((f"n{i}", subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out)))
-    ready: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 30
+    cluster = LocalCluster(
+        count,
+        subnet=f"127.{base[1]}.{base[2]}",
+        first_ip=base[3],
+        port=port,
+        resp_port=resp_port,
+        http_port=http_port,
+        replicas=replicas,
+        partitions=partitions,
+        seeds=min(3, count),
+        transport=transport,
+        artefacts=logs,
+        start_timeout=30.0,
+    )
     try:
         with console.status("starting nodes..."):
-            for name, proc in procs:
-                assert proc.stdout is not None
-                line = proc.stdout.readline()
-                if not line or time.monotonic() > deadline:
-                    raise click.ClickException(f"{name} failed to start; see {logs}/{name}.log")
-                ready[name] = json.loads(line)
+            cluster.start()
         table = Table(title=f"peer-ring cluster: {count} nodes ({transport}), logs in {logs}")
         for col in ("node", "pid", "peer", "resp", "http"):
             table.add_column(col)
-        for name, proc in procs:
-            r = ready[name]
-            table.add_row(name, str(proc.pid), r["address"], r["resp"] or "-", r["http"] or "-")
+        for n in cluster.nodes.values():
+            table.add_row(n.name, str(n.pid), n.address, n.resp or "-", n.http or "-")
         console.print(table)
-        first = ready["n1"]
+        first = cluster["n1"]
         console.print(
-            f"try: [bold]redis-cli -h {first['resp'].rsplit(':', 1)[0]} "
-            f"-p {resp_port} set hello world[/bold]   "
-            f"status: [bold]peer-ring status --node {first['address']}[/bold]"
+            f"try: [bold]redis-cli -h {first.ip} -p {resp_port} set hello world[/bold]   "
+            f"status: [bold]peer-ring status --node {first.address}[/bold]"
         )
         console.print("Ctrl-C stops the cluster.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(p.poll() is None for _, p in procs):
+        while all(n.running for n in cluster.nodes.values()):
             time.sleep(0.5)
+    except NodeStartError as exc:
+        raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
         pass
     finally:
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                err_console.print(f"{name} did not stop in time; killing pid {proc.pid}")
-                proc.kill()
-                proc.wait()
+        cluster.close()
         console.print("cluster stopped")
 
 
