@@ -16,15 +16,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from peer_ring import __version__
-from peer_ring.config import NodeConfig, ReplicationConfig
+from peer_ring.config import DISCOVERY_KEYS, NodeConfig, ReplicationConfig, discovery_table
 from peer_ring.errors import ConfigError, PeerRingError
+
+if TYPE_CHECKING:
+    from peer_ring.runner import DiscoveryOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -64,8 +67,7 @@ def main() -> None:
 @click.option(
     "--discovery",
     type=click.Choice(["static", "etcd", "zookeeper", "kubernetes", "swim"]),
-    default="static",
-    show_default=True,
+    help="Discovery backend [default: static, or backend in [node.discovery] of --config].",
 )
 @click.option("--etcd", help="etcd endpoints http://HOST:PORT[,...].")
 @click.option("--etcd-prefix", help="etcd key prefix of this cluster.")
@@ -89,7 +91,7 @@ def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
     import logging
 
-    from peer_ring.runner import DiscoveryOptions, run
+    from peer_ring.runner import run
 
     logging.basicConfig(
         level=opts["log_level"].upper(),
@@ -100,18 +102,10 @@ def node(**opts: Any) -> None:
         config = _node_config(opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    disc_keys = ("etcd", "etcd_prefix", "zookeeper", "zk_path", "k8s_namespace", "k8s_service")
-    discovery = DiscoveryOptions(
-        backend=opts["discovery"],
-        options={
-            **{
-                k: opts[k]
-                for k in (*disc_keys, "gossip", "gossip_key", "gossip_label")
-                if opts.get(k)
-            },
-            "preset": opts.get("preset") or "lan",
-        },
-    )
+    try:
+        discovery = _discovery_options(opts)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
     sys.exit(
         run(
             config,
@@ -121,6 +115,19 @@ def node(**opts: Any) -> None:
             clock_offset=opts["clock_offset"],
         )
     )
+
+
+def _discovery_options(opts: dict[str, Any]) -> DiscoveryOptions:
+    """Backend and options: the config file's ``[node.discovery]``, flags win."""
+    from peer_ring.runner import DiscoveryOptions
+
+    table = discovery_table(opts["config_file"]) if opts.get("config_file") else {}
+    backend = opts.get("discovery") or table.pop("backend", None) or "static"
+    table.pop("backend", None)
+    options: dict[str, Any] = {**table}
+    options.update({k: opts[k] for k in DISCOVERY_KEYS if k != "backend" and opts.get(k)})
+    options["preset"] = opts.get("preset") or "lan"
+    return DiscoveryOptions(backend=backend, options=options)
 
 
 def _node_config(opts: dict[str, Any]) -> NodeConfig:

@@ -218,6 +218,8 @@ class NodeConfig:
                 flat[key] = FailureDetectorConfig(**_sub(value, FailureDetectorConfig, key))
             elif key == "handoff":
                 flat[key] = HandoffConfig(**_sub(value, HandoffConfig, key))
+            elif key == "discovery":
+                continue  # the backend and its options: see discovery_table()
             elif key == "seeds":
                 flat[key] = tuple(value.split(",") if isinstance(value, str) else value)
             elif key in known:
@@ -239,6 +241,31 @@ class NodeConfig:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         node = data.get("node", data)
         return cls.from_mapping(node, **overrides)
+
+
+#: Keys of the ``[node.discovery]`` table (the same names as the CLI flags).
+DISCOVERY_KEYS = (
+    "backend", "etcd", "etcd_prefix", "zookeeper", "zk_path", "k8s_namespace",
+    "k8s_service", "gossip", "gossip_key", "gossip_label",
+)  # fmt: skip
+
+
+def discovery_table(path: str | Path) -> dict[str, str]:
+    """The ``[node.discovery]`` table of a config file: ``backend`` (static, etcd,
+    zookeeper, kubernetes, swim) and that backend's options, as strings (lists
+    are joined with commas, as on the command line)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    table = data.get("node", data).get("discovery", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("config section 'discovery' must be a table")
+    unknown = set(table) - set(DISCOVERY_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown keys in [discovery]: {', '.join(sorted(unknown))}")
+    return {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in table.items()}
 
 
 def _sub(value: Any, cls: type, name: str) -> dict[str, Any]:

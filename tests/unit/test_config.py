@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from peer_ring.config import NodeConfig
+from peer_ring.config import NodeConfig, discovery_table
 from peer_ring.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "node.toml"
@@ -55,3 +55,36 @@ def test_presets_differ_only_in_timing() -> None:
 def test_cluster_name_reaches_the_transport_handshake() -> None:
     cfg = NodeConfig("a", cluster="blue")
     assert cfg.transport_config.cluster == "blue"
+
+
+def test_discovery_table_is_read_and_ignored_by_node_config(tmp_path: Path) -> None:
+    f = tmp_path / "d.toml"
+    f.write_text(
+        '[node]\nnode_id = "x"\n[node.discovery]\nbackend = "etcd"\n'
+        'etcd = ["http://127.0.0.1:2379", "http://127.0.0.2:2379"]\netcd_prefix = "/p"\n'
+    )
+    assert NodeConfig.from_file(f).node_id == "x"
+    assert discovery_table(f) == {
+        "backend": "etcd",
+        "etcd": "http://127.0.0.1:2379,http://127.0.0.2:2379",
+        "etcd_prefix": "/p",
+    }
+    f.write_text('[node]\nnode_id = "x"\n[node.discovery]\netc = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown keys in \\[discovery\\]: etc"):
+        discovery_table(f)
+
+
+def test_cli_takes_discovery_from_the_file_and_flags_win(tmp_path: Path) -> None:
+    from peer_ring.cli import _discovery_options
+
+    f = tmp_path / "d.toml"
+    f.write_text(
+        '[node]\nnode_id = "x"\n[node.discovery]\nbackend = "zookeeper"\n'
+        'zookeeper = "127.0.0.1:2181"\nzk_path = "/a"\n'
+    )
+    d = _discovery_options({"config_file": str(f), "zk_path": "/b"})
+    assert d.backend == "zookeeper"
+    assert d.options["zookeeper"] == "127.0.0.1:2181"
+    assert d.options["zk_path"] == "/b"
+    assert _discovery_options({"config_file": str(f), "discovery": "static"}).backend == "static"
+    assert _discovery_options({}).backend == "static"

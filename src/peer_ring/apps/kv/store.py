@@ -143,7 +143,8 @@ class KVConfig:
     timeout: default deadline (seconds) of one operation; ``None`` takes the
         transport's request timeout.
     sweep_interval: seconds between two sweeps of expired values and old
-        tombstones. A sweep is O(keys held) but yields to the loop between
+        tombstones. A sweep visits only keys stored with an expiry or a
+        tombstone (not every key held) and yields to the loop between
         partitions.
     tombstone_grace: seconds a tombstone is kept before the sweep drops it;
         assumed long enough for every replica to have received it (see the
@@ -494,7 +495,8 @@ class KVStore(Service):
     def sweep(self) -> int:
         """Drop expired states and tombstones older than the grace, now; return how many.
 
-        O(keys held); the background task does the same in slices. Call it
+        Visits only keys with an expiry or a tombstone; the background task does
+        the same in slices. Call it
         from tests after advancing a ManualClock.
         """
         now = self._clock().time()
