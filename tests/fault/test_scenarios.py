@@ -33,11 +33,17 @@ Factory = Callable[..., Scenario]
 LOAD = length(5, 40)
 
 
+async def load_running(sc: Scenario, acknowledged: int = 200) -> None:
+    """Await the workload having real traffic through before a fault starts
+    (a fixed warm-up sleep could hit an idle cluster on a slow machine)."""
+    await wait_for(lambda: sc.workload.ok >= acknowledged, timeout=30.0, message="load running")
+
+
 async def test_kill_one_of_five_under_load(scenario_factory: Factory) -> None:
     sc = scenario_factory(5)
 
     async def faults(sc: Scenario) -> None:
-        await asyncio.sleep(LOAD * 0.25)
+        await load_running(sc)
         kill = sc.nemesis.add(KillNode(sc.cluster, sc.history, "n3"))
         await kill.start()
         await asyncio.sleep(LOAD * 0.35)
@@ -51,7 +57,7 @@ async def test_two_overlapping_replicas_killed(scenario_factory: Factory) -> Non
     sc = scenario_factory(5)
 
     async def faults(sc: Scenario) -> None:
-        await asyncio.sleep(LOAD * 0.25)
+        await load_running(sc)
         # with N=3 of 5 nodes any two nodes share about 3/10 of the partitions
         kills = [sc.nemesis.add(KillNode(sc.cluster, sc.history, n)) for n in ("n2", "n3")]
         await asyncio.gather(*(k.start() for k in kills))
@@ -80,7 +86,7 @@ async def test_majority_minority_partition_and_heal(scenario_factory: Factory) -
     sc = scenario_factory(5)
 
     async def faults(sc: Scenario) -> None:
-        await asyncio.sleep(LOAD * 0.2)
+        await load_running(sc)
         cut = sc.nemesis.add(partition(sc.cluster, sc.history, ["n1", "n2", "n3"], ["n4", "n5"]))
         await cut.start()
         await asyncio.sleep(LOAD * 0.5)
@@ -94,7 +100,7 @@ async def test_bridge_partition(scenario_factory: Factory) -> None:
     sc = scenario_factory(5)
 
     async def faults(sc: Scenario) -> None:
-        await asyncio.sleep(LOAD * 0.2)
+        await load_running(sc)
         cut = sc.nemesis.add(bridge(sc.cluster, sc.history, ["n1", "n2"], ["n3"], ["n4", "n5"]))
         await cut.start()
         await asyncio.sleep(LOAD * 0.5)
@@ -109,7 +115,7 @@ async def test_pause_one_node(scenario_factory: Factory) -> None:
     pause_for = length(2, 20)
 
     async def faults(sc: Scenario) -> None:
-        await asyncio.sleep(1.0)
+        await load_running(sc)
         pause = sc.nemesis.add(PauseNode(sc.cluster, sc.history, "n2"))
         await pause.start()
         await asyncio.sleep(pause_for)
@@ -187,7 +193,7 @@ async def test_decommission_and_join_under_load(scenario_factory: Factory) -> No
     async def faults(sc: Scenario) -> None:
         from peer_ring.transport import request_once
 
-        await asyncio.sleep(LOAD * 0.2)
+        await load_running(sc)
         leaver = sc.cluster["n5"]
         sc.history.fault("decommission", "n5", "start")
         result = await request_once(leaver.address, ["leave"], timeout=60.0)

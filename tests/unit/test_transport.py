@@ -16,6 +16,7 @@ from peer_ring.errors import (
     Overloaded,
     PeerUnavailable,
     ProtocolError,
+    RemoteError,
     RequestTimeout,
     VersionMismatch,
 )
@@ -82,8 +83,9 @@ async def test_errors_travel_as_their_class(make: Factory) -> None:
     await b.start()
     with pytest.raises(InvalidRequest, match="bad thing"):
         await a.request(b.address, "boom")
-    with pytest.raises(Exception, match="RuntimeError: handler bug"):
+    with pytest.raises(RemoteError, match="RuntimeError: handler bug") as info:
         await a.request(b.address, "crash")
+    assert info.value.remote_code == "INTERNAL"
     # the channel is still usable afterwards
     assert await a.request(b.address, "ok") == ["ok", a.node_id]
 
@@ -358,10 +360,14 @@ async def test_client_error_is_protocol_error_on_caller() -> None:
         await server.wait_closed()
 
 
-def test_free_port_helper_is_loopback() -> None:
+def test_free_port_helper_gives_a_bindable_loopback_port() -> None:
+    from peer_ring.testing.servers import free_port
+
+    port = free_port("127.0.0.1")
+    assert 0 < port < 65536
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        assert s.getsockname()[0] == "127.0.0.1"
+        s.bind(("127.0.0.1", port))
+        assert s.getsockname() == ("127.0.0.1", port)
 
 
 async def test_an_aborted_stream_is_answered_not_a_peer_fault(make: Factory) -> None:
