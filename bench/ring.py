@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -69,6 +70,21 @@ def movement(n: int, q: int, zones: int) -> dict[str, float]:
     }
 
 
+def sweep(clusters: int, seed: int = 1) -> dict[str, float]:
+    """Worst join and leave movement (x ideal) over random clusters of 3-50 nodes."""
+    rng = random.Random(seed)
+    worst = {"join": 0.0, "leave": 0.0}
+    for _ in range(clusters):
+        n = rng.randint(3, 50)
+        ids = [f"{rng.getrandbits(48):012x}" for _ in range(n)]
+        base = Ring([RingNode(i) for i in ids], partitions=1024, replicas=3)
+        joined = base.with_node(RingNode(f"{rng.getrandbits(48):012x}-new"))
+        left = base.without_node(rng.choice(ids))
+        worst["join"] = max(worst["join"], diff(base, joined).moved_fraction * (n + 1))
+        worst["leave"] = max(worst["leave"], diff(base, left).moved_fraction * n)
+    return worst
+
+
 def lookup_ns(ring: Ring, count: int = 200_000) -> dict[str, float]:
     keys = [f"user:{i}".encode() for i in range(count)]
     owners = ring.owners
@@ -87,6 +103,13 @@ def lookup_ns(ring: Ring, count: int = 200_000) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one repetition per timing")
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        default=150,
+        metavar="K",
+        help="random equal-weight clusters of 3-50 nodes for the worst-case movement",
+    )
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else 5
     console = Console()
@@ -151,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['leave_primaries_ratio']:.2f}",
             )
     console.print(t)
+
+    worst = sweep(args.sweep)
+    out["sweep"] = worst
+    console.print(
+        f"{args.sweep} random clusters of 3-50 nodes (random ids, Q=1024, N=3): worst join "
+        f"{worst['join']:.3f}x and worst leave {worst['leave']:.3f}x the ideal movement"
+    )
+    big = build_time(1000, 65536, 0, 1)
+    out["q65536_1000_nodes_s"] = big
+    console.print(f"build time, 1,000 nodes at Q=65536: {big:.2f} s")
 
     lk = lookup_ns(Ring(nodes(10), partitions=1024, replicas=3))
     out["lookup"] = lk

@@ -21,6 +21,7 @@ SCRIPTS: dict[str, float] = {
     "swim.py": 900,
     "kv.py": 1800,
     "scale.py": 1200,
+    "rebalance.py": 900,
 }
 
 
