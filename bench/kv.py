@@ -12,7 +12,15 @@ Run: ``.venv/bin/python bench/kv.py`` (every part), or one part with
   write-heavy (50 %), pure put, pure get; 64 and 256 operations outstanding
   in total (split over the nodes); 3 and 5 nodes. Reported: ops/s,
   p50/p99/p99.9 latency, CPU per operation (process user+system time of
-  every node over the measured window / operations).
+  every node over the measured window / operations), and a log-spaced
+  histogram of every latency (``latency_hist``, for CDFs: ``bench/plot.py``).
+  ``--runs K`` repeats the whole sweep K times (interleaved) and keeps, per
+  case, the run with the median ops/s plus every run's ops/s and p99.
+  The throughput-vs-concurrency sweep behind ``docs/img/``::
+
+      .venv/bin/python bench/kv.py --embedded --sizes 3 --mixes get,put \
+          --concurrency 8,16,32,64,128,256 --seconds 3 --runs 3 --output kv-sweep
+
 * **resp** -- ``redis-benchmark -t set,get -c 50 -q`` (with and without
   ``-P 16``) against one node of a 3-node N=3 cluster, a 1-node N=1
   peer-ring and a plain ``redis-server --save '' --appendonly no`` that this
@@ -157,6 +165,34 @@ def summarize(answers: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_us_per_op_node": [a["cpu"] / max(1, a["ops"]) * 1e6 for a in answers],
         "cpu_util_node": [a["cpu"] / max(1e-9, a["wall"]) for a in answers],
         "errors": errors,
+        "latency_hist": merge_hists([a.get("hist") for a in answers]),
+    }
+
+
+def merge_hists(hists: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Sum the nodes' log-spaced latency histograms (``bench`` op ``hist``).
+
+    Bucket ``first + j`` holds latencies in ``[10**(b/k), 10**((b+1)/k))`` µs
+    (``k = per_decade``; bucket 0 also holds 0 µs). None if a node sent none.
+    """
+    if not hists or any(h is None for h in hists):
+        return None
+    per_decade = {h["per_decade"] for h in hists if h is not None}
+    if len(per_decade) != 1:
+        raise ValueError(f"nodes sent histograms of different resolutions: {per_decade}")
+    total: dict[int, int] = {}
+    for h in hists:
+        assert h is not None
+        for j, n in enumerate(h["counts"]):
+            if n:
+                total[h["first"] + j] = total.get(h["first"] + j, 0) + n
+    first = min(total, default=0)
+    last = max(total, default=-1)
+    return {
+        "unit": "us",
+        "per_decade": per_decade.pop(),
+        "first": first,
+        "counts": [total.get(b, 0) for b in range(first, last + 1)],
     }
 
 
@@ -168,9 +204,10 @@ def embedded(
     warmup: float,
     keyspace: int,
     profile_dir: str | None = None,
+    runs: int = 1,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    total = len(sizes) * len(concurrencies) * len(mixes)
+    total = len(sizes) * len(concurrencies) * len(mixes) * runs
     with progress() as bar:
         task = bar.add_task("embedded", total=total)
         for size in sizes:
@@ -181,19 +218,23 @@ def embedded(
                 bar.update(task, description=f"embedded: preloading {keyspace:,} keys")
                 base: dict[str, Any] = {"keyspace": keyspace, "value_size": VALUE_SIZE}
                 bench_nodes(c, dict(base, seconds=0, warmup=0, ops=0, preload=[0, keyspace]), 64)
-                for conc in concurrencies:
-                    for mix in mixes:
-                        bar.update(task, description=f"embedded: {size} nodes {mix} c={conc}")
-                        spec: dict[str, Any] = dict(
-                            base, seconds=seconds, warmup=warmup, read_ratio=MIXES[mix]
+                cases = [(r, conc, mix) for r in range(runs) for conc in concurrencies
+                         for mix in mixes]  # fmt: skip
+                size_rows: list[dict[str, Any]] = []
+                for run, conc, mix in cases:
+                    where = f" run {run + 1}/{runs}" if runs > 1 else ""
+                    bar.update(task, description=f"embedded: {size} nodes {mix} c={conc}{where}")
+                    spec: dict[str, Any] = dict(
+                        base, seconds=seconds, warmup=warmup, read_ratio=MIXES[mix]
+                    )
+                    if profile_dir:
+                        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+                        spec["profile"] = str(
+                            Path(profile_dir).resolve() / f"kv-{size}-{mix}-{conc}.prof"
                         )
-                        if profile_dir:
-                            Path(profile_dir).mkdir(parents=True, exist_ok=True)
-                            spec["profile"] = str(
-                                Path(profile_dir).resolve() / f"kv-{size}-{mix}-{conc}.prof"
-                            )
-                        answers = bench_nodes(c, spec, conc)
-                        row = {
+                    answers = bench_nodes(c, spec, conc)
+                    size_rows.append(
+                        {
                             "nodes": size,
                             "n": replicas,
                             "r": min(2, replicas),
@@ -202,9 +243,30 @@ def embedded(
                             "concurrency": conc,
                             **summarize(answers),
                         }
-                        rows.append(row)
-                        bar.advance(task)
+                    )
+                    bar.advance(task)
+                rows.extend(median_runs(size_rows) if runs > 1 else size_rows)
     return rows
+
+
+def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (nodes, concurrency, mix): the run with the median ops/s.
+
+    The kept row also lists every run's ops/s and p99 (``ops_s_runs``,
+    ``p99_ms_runs``, in run order) so the spread can be shown.
+    """
+    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["nodes"], r["concurrency"], r["mix"]), []).append(r)
+    out = []
+    for group in groups.values():
+        ranked = sorted(group, key=lambda r: r["ops_s"])
+        mid = dict(ranked[(len(ranked) - 1) // 2])
+        mid["runs"] = len(group)
+        mid["ops_s_runs"] = [r["ops_s"] for r in group]
+        mid["p99_ms_runs"] = [r["p99_ms"] for r in group]
+        out.append(mid)
+    return out
 
 
 def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") -> None:
@@ -408,6 +470,9 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=200_000, help="keys loaded (memory)")
     ap.add_argument("--profile", metavar="DIR", help="cProfile each node per case into DIR")
     ap.add_argument(
+        "--runs", type=int, default=1, help="repeat the embedded sweep; keep the median ops/s"
+    )
+    ap.add_argument(
         "--output", help="results file name, no .json (default: kv, or kv-PART for one part)"
     )
     args = ap.parse_args()
@@ -422,6 +487,7 @@ def main() -> None:
             args.warmup,
             args.keyspace,
             args.profile,
+            max(1, args.runs),
         )
         results["embedded"] = rows
         print_embedded(rows)
