@@ -57,8 +57,12 @@ quick: $(STAMP)
 chaos: $(STAMP) system-deps
 	PEER_RING_CHAOS=1 $(PY) -m pytest -q tests/fault -p no:cacheprovider
 
+# Every bench script, then the plots of docs/benchmarks.md (matplotlib: the
+# `bench` extra). The plots are drawn even when a script failed; the target
+# still fails then.
 bench: $(STAMP) system-deps
-	$(PY) bench/run_all.py
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/run_all.py; status=$$?; $(PY) bench/plot.py && exit $$status
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
