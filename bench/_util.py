@@ -51,6 +51,18 @@ def _pname(p: float) -> str:
     return f"p{text}"
 
 
+def _loadavg() -> tuple[float, ...] | None:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+#: The load average when the bench script started (this module is imported
+#: first thing): the load at the end would include the benchmark's own load.
+LOAD_AT_START = _loadavg()
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on (recorded with every result file)."""
     cpu = platform.processor() or "unknown"
@@ -62,17 +74,14 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    try:
-        load: tuple[float, ...] | None = os.getloadavg()
-    except OSError:
-        load = None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
-        "loadavg_at_start": load,
+        "loadavg_at_start": LOAD_AT_START,
+        "loadavg_at_end": _loadavg(),  # written with the results: includes the bench's load
     }
 
 

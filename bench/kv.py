@@ -19,7 +19,7 @@ Run: ``.venv/bin/python bench/kv.py`` (every part), or one part with
   The throughput-vs-concurrency sweep behind ``docs/img/``::
 
       .venv/bin/python bench/kv.py --embedded --sizes 3 --mixes get,put \
-          --concurrency 8,16,32,64,128,256 --seconds 3 --runs 3 --output kv-sweep
+          --concurrency 8,16,32,64,128,256 --seconds 2 --runs 5 --output kv-sweep
 
 * **resp** -- ``redis-benchmark -t set,get -c 50 -q`` (with and without
   ``-P 16``) against one node of a 3-node N=3 cluster, a 1-node N=1

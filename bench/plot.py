@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/plot.py`` after the sweep it reads::
 
     .venv/bin/python bench/kv.py --embedded --sizes 3 --mixes get,put \\
-        --concurrency 8,16,32,64,128,256 --seconds 3 --runs 3 --output kv-sweep
+        --concurrency 8,16,32,64,128,256 --seconds 2 --runs 5 --output kv-sweep
 
 Reads ``bench/results/kv-sweep.json`` (``--sweep`` to pick another file) and
 writes, into ``docs/img/`` (``--out``), 900x500 px PNGs at 110 dpi:
@@ -64,8 +64,9 @@ def figure(ncols: int) -> tuple[Figure, list[Any]]:
 def footnote(fig: Figure, doc: dict[str, Any], extra: str = "") -> None:
     """Machine, load, date and the command that produced the data, under the plots."""
     m = doc.get("machine", {})
-    load = m.get("loadavg_at_start")
-    load_s = "/".join(f"{x:.1f}" for x in load) if load else "?"
+    load_s = "/".join(f"{x:.1f}" for x in m.get("loadavg_at_start") or []) or "?"
+    if m.get("loadavg_at_end"):
+        load_s += " (end " + "/".join(f"{x:.1f}" for x in m["loadavg_at_end"]) + ")"
     head = (
         f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores shared by every node process and "
         f"the load generators; Python {m.get('python', '?')}; load avg at start {load_s}; "
@@ -219,7 +220,7 @@ def main() -> int:
     if not path.exists():
         print(
             f"plot: {path} is missing; run bench/kv.py --embedded --sizes 3 --mixes get,put "
-            f"--concurrency 8,16,32,64,128,256 --runs 3 --output {args.sweep} first",
+            f"--concurrency 8,16,32,64,128,256 --seconds 2 --runs 5 --output {args.sweep} first",
             file=sys.stderr,
         )
         return 1

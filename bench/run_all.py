@@ -25,7 +25,7 @@ SCRIPTS: dict[str, float] = {
     "kv.py": 1800,
     # the data of docs/img/kv-*.png (bench/plot.py)
     "kv.py --embedded --sizes 3 --mixes get,put --concurrency 8,16,32,64,128,256"
-    " --seconds 3 --runs 3 --output kv-sweep": 900,
+    " --seconds 2 --runs 5 --output kv-sweep": 900,
     "scale.py": 1200,
     "rebalance.py": 900,
 }
