@@ -67,6 +67,7 @@ class FailureDetector:
         self.config = config or FailureDetectorConfig()
         self._health: dict[str, _Health] = {}
         self._listeners: list[StateListener] = []
+        self._down: set[str] = set()
 
     def add_listener(self, listener: StateListener) -> None:
         self._listeners.append(listener)
@@ -78,6 +79,12 @@ class FailureDetector:
 
     def forget(self, member_id: str) -> None:
         self._health.pop(member_id, None)
+        self._down.discard(member_id)
+
+    @property
+    def any_down(self) -> bool:
+        """True when some tracked member is DOWN (a constant-time check for hot paths)."""
+        return bool(self._down)
 
     def success(self, member_id: str) -> None:
         h = self._health.get(member_id)
@@ -99,6 +106,10 @@ class FailureDetector:
 
     def _set(self, member_id: str, h: _Health, state: MemberState) -> None:
         h.state = state
+        if state is MemberState.UP:
+            self._down.discard(member_id)
+        else:
+            self._down.add(member_id)
         h.changed_at = self.clock.monotonic()
         for listener in self._listeners:
             listener(member_id, state)

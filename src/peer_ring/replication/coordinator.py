@@ -103,6 +103,13 @@ class _Round:
         else:
             self.fail(node_id, exc)
 
+    def answer(self, node_id: str, value: Any, exc: BaseException | None) -> None:
+        """A remote replica's answer (``Transport.request_callback``)."""
+        if exc is None:
+            self.ok(node_id, value)
+        else:
+            self.fail(node_id, exc)
+
     def expire(self) -> None:
         if not self.done.done():
             self._fail()
@@ -129,6 +136,15 @@ class Coordinator:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        # asyncio.get_running_loop() costs a getpid() system call per call on
+        # Python 3.11; the loop is cached and re-read only if it stopped running.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def targets(self, partition: int, n: int | None = None) -> tuple[str, ...]:
         """The first ``n`` nodes responsible for ``partition`` (default: the ring's N).
@@ -157,6 +173,7 @@ class Coordinator:
         partition: int | None = None,
         on_complete: Callable[[QuorumResult], None] | None = None,
         sloppy: bool | None = None,
+        applied: bool = False,
     ) -> QuorumResult:
         """Send ``command`` to the key's ``n`` replicas; return after ``quorum`` acks.
 
@@ -205,51 +222,61 @@ class Coordinator:
                 targets, hinted = substituted, stand_ins
             else:
                 extra = stand_ins
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         rnd = _Round(loop, targets, quorum)
         rnd.result.hinted = hinted
         deadline = node.config.transport_config.request_timeout if timeout is None else timeout
-        # Remote requests carry their own deadline timers, so the round needs one
+        # Remote requests carry their own deadlines, so the round needs a timer
         # only for local work that waits (set below): one timer less per round.
+        # The message is encoded once for every replica it goes to.
         me = node.id
         transport = node.transport
         local = False
         msg = ["s", namespace, command, key, partition, payload, me, node.ring.epoch]
+        packed: Any = None
+        answer = rnd.answer
         for target in targets:
             if target == me:
                 local = True
                 continue
             try:
                 address = node.address_of(target)
+                owner = hinted.get(target)
+                if owner is None:
+                    if packed is None:
+                        packed = transport.pack(msg)
+                    out = packed
+                else:
+                    out = ["h", owner, *msg[1:7]]
             except PeerRingError as exc:
                 rnd.fail(target, exc)
                 continue
-            owner = hinted.get(target)
-            out = msg if owner is None else ["h", owner, *msg[1:7]]
-            fut = transport.request_future(address, out, deadline)
-            fut.add_done_callback(partial(rnd.on_done, target))
+            transport.request_callback(address, out, deadline, partial(answer, target))
         if not is_read:
             self._dual_write(partition, targets, msg, deadline)
         if extra:
             self._extra_hints(extra, msg, deadline)
         if local:
-            try:
-                if me in hinted:
-                    result = node.hints.apply(
-                        hinted[me], namespace, command, key, partition, payload, me
-                    )
-                else:
-                    result = node.handle_local(namespace, command, key, partition, payload, me)
-            except Exception as exc:
-                rnd.fail(me, exc)
+            if applied and me not in hinted:
+                rnd.ok(me, None)
             else:
-                if asyncio.iscoroutine(result):
-                    task = loop.create_task(result)
-                    task.add_done_callback(partial(rnd.on_done, me))
-                    if not rnd.done.done():
-                        rnd.timer = loop.call_later(deadline, rnd.expire)
+                try:
+                    if me in hinted:
+                        result = node.hints.apply(
+                            hinted[me], namespace, command, key, partition, payload, me
+                        )
+                    else:
+                        result = node.handle_local(namespace, command, key, partition, payload, me)
+                except Exception as exc:
+                    rnd.fail(me, exc)
                 else:
-                    rnd.ok(me, result)
+                    if asyncio.iscoroutine(result):
+                        task = loop.create_task(result)
+                        task.add_done_callback(partial(rnd.on_done, me))
+                        if not rnd.done.done():
+                            rnd.timer = loop.call_later(deadline, rnd.expire)
+                    else:
+                        rnd.ok(me, result)
         if on_complete is not None:
             res = rnd.result
             rnd.complete.add_done_callback(lambda _: on_complete(res))
@@ -260,7 +287,7 @@ class Coordinator:
     ) -> tuple[tuple[str, ...], dict[str, str]]:
         """Replace down owners by the next live fallbacks (sloppy quorum)."""
         node = self.node
-        if all(node.is_up(t) for t in targets):
+        if not node.detector.any_down or all(node.is_up(t) for t in targets):
             return targets, {}
         used = set(targets)
         spare = (f for f in node.ring.fallbacks(partition) if f not in used and node.is_up(f))

@@ -17,6 +17,8 @@ from peer_ring.errors import ConfigError
 from peer_ring.transport._core import ChannelTransport, FaultInjector
 from peer_ring.transport.base import (
     PROTOCOL_VERSION,
+    AnswerCallback,
+    Packed,
     PeerInfo,
     PeerObserver,
     RequestHandler,
@@ -37,11 +39,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PROTOCOL_VERSION",
     "TRANSPORTS",
+    "AnswerCallback",
     "ChannelTransport",
     "FaultInjector",
     "GrpcTransport",
     "MemoryNetwork",
     "MemoryTransport",
+    "Packed",
     "PeerInfo",
     "PeerObserver",
     "RequestHandler",

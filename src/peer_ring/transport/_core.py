@@ -11,7 +11,9 @@ one msgpack-encoded message each -- over some byte channel. They subclass
   incoming frames to the receiver it is given.
 
 Everything else lives here: frame encoding, the version handshake, request
-ids matched to futures, per-request deadlines, bounded per-peer queues,
+ids matched to futures or callbacks, per-request deadlines (kept in 10 ms
+buckets: one timer per bucket, not per request, so a request may end up to
+10 ms after its deadline), bounded per-peer queues,
 reconnect with backoff, one-way messages, credit-based streams, fault
 injection for tests, and health notifications for the failure detector.
 
@@ -59,6 +61,8 @@ from peer_ring.errors import (
 )
 from peer_ring.transport.base import (
     PROTOCOL_VERSION,
+    AnswerCallback,
+    Packed,
     PeerInfo,
     PeerObserver,
     RequestHandler,
@@ -76,6 +80,11 @@ S_OPEN, S_CHUNK, S_FINISH, S_ABORT = 0, 1, 2, 3
 _AWAITABLE = (types.CoroutineType, asyncio.Future)
 _packer = msgpack.Packer(use_bin_type=True)
 _pack = _packer.pack
+#: ``[REQ, `` of a request frame: a 3-element array, then the REQ kind (0);
+#: the rid and the (possibly pre-packed) message follow.
+_REQ_HEAD = b"\x93" + _pack(REQ)
+#: Deadline buckets per second (resolution of request deadlines).
+_TICKS = 100
 
 
 def decode_frame(data: bytes | memoryview) -> list[Any]:
@@ -154,14 +163,37 @@ class FaultInjector:
 
 
 class _Pending:
-    __slots__ = ("future", "peer", "timer")
+    """An unanswered request: a future or a callback is told how it ended."""
 
-    def __init__(
-        self, future: asyncio.Future[Any], peer: _Peer, timer: asyncio.TimerHandle | None
-    ) -> None:
+    __slots__ = ("callback", "future", "peer")
+
+    peer: _Peer  # set when the request is enqueued
+
+    def __init__(self, future: asyncio.Future[Any] | None, callback: AnswerCallback | None) -> None:
         self.future = future
-        self.peer = peer
-        self.timer = timer
+        self.callback = callback
+
+    def ok(self, answer: Any) -> None:
+        future = self.future
+        if future is None:
+            _call(self.callback, answer, None)
+        elif not future.done():
+            future.set_result(answer)
+
+    def fail(self, exc: BaseException) -> None:
+        future = self.future
+        if future is None:
+            _call(self.callback, None, exc)
+        elif not future.done():
+            future.set_exception(exc)
+
+
+def _call(callback: AnswerCallback | None, answer: Any, exc: BaseException | None) -> None:
+    assert callback is not None
+    try:
+        callback(answer, exc)
+    except Exception:  # a broken callback must not break the channel
+        log.exception("request callback failed")
 
 
 class _Peer(FrameReceiver):
@@ -255,10 +287,7 @@ class _Peer(FrameReceiver):
         by_rid = self.core._pending_by_rid
         for rid, p in pending.items():
             by_rid.pop(rid, None)
-            if p.timer is not None:
-                p.timer.cancel()
-            if not p.future.done():
-                p.future.set_exception(err)
+            p.fail(err)
 
     # -- receiving (answers) ---------------------------------------------
     def frame(self, data: bytes | memoryview) -> None:
@@ -269,10 +298,7 @@ class _Peer(FrameReceiver):
                 p = self.core._pending_by_rid.pop(frame[1], None)
                 if p is not None:
                     self.pending.pop(frame[1], None)
-                    if p.timer is not None:
-                        p.timer.cancel()
-                    if not p.future.done():
-                        p.future.set_result(frame[2])
+                    p.ok(frame[2])
                     if not self.healthy:
                         self.healthy = True
                         self.core._notify(self.address, True, None)
@@ -284,10 +310,7 @@ class _Peer(FrameReceiver):
                 p = self.core._pending_by_rid.pop(rid, None)
                 if p is not None:
                     self.pending.pop(rid, None)
-                    if p.timer is not None:
-                        p.timer.cancel()
-                    if not p.future.done():
-                        p.future.set_exception(error_from_wire(code, text))
+                    p.fail(error_from_wire(code, text))
             elif kind == HELLO_OK:
                 if frame[1] != self.core.protocol_version:
                     raise VersionMismatch(
@@ -586,6 +609,8 @@ class ChannelTransport(Transport):
         self._observers: list[PeerObserver] = []
         self._peers: dict[str, _Peer] = {}
         self._pending_by_rid: dict[int, _Pending] = {}
+        #: deadline tick -> rids whose deadline falls in it (one timer per tick)
+        self._deadlines: dict[int, list[int]] = {}
         self._rids = itertools.count(1)
         self._sids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -647,56 +672,90 @@ class ChannelTransport(Transport):
     def request_future(
         self, address: str, message: Any, timeout: float | None = None
     ) -> asyncio.Future[Any]:
-        loop = self.loop
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._request(address, message, timeout, fut, None)
+        return fut
+
+    def request_callback(
+        self,
+        address: str,
+        message: Any,
+        timeout: float | None,
+        callback: AnswerCallback,
+    ) -> None:
+        self._request(address, message, timeout, None, callback)
+
+    def pack(self, message: Any) -> Packed:
+        try:
+            return Packed(_pack(message))
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise PeerRingError(f"message cannot be encoded: {exc}") from exc
+
+    def _request(
+        self,
+        address: str,
+        message: Any,
+        timeout: float | None,
+        fut: asyncio.Future[Any] | None,
+        callback: AnswerCallback | None,
+    ) -> None:
+        p = _Pending(fut, callback)
         if self._closing:
-            fut.set_exception(ClosedError("transport closed"))
-            return fut
+            p.fail(ClosedError("transport closed"))
+            return
         rid = next(self._rids)
         try:
-            frame = _pack([REQ, rid, message])
+            body = message.data if type(message) is Packed else _pack(message)
+            frame = _REQ_HEAD + _pack(rid) + body
         except Exception as exc:
-            fut.set_exception(PeerRingError(f"message cannot be encoded: {exc}"))
-            return fut
+            p.fail(PeerRingError(f"message cannot be encoded: {exc}"))
+            return
         if len(frame) > self.config.max_frame_size:
-            fut.set_exception(
+            p.fail(
                 FrameTooLarge(
                     f"request of {len(frame)} bytes exceeds max frame size "
                     f"{self.config.max_frame_size}"
                 )
             )
-            return fut
-        self._enqueue(address, rid, frame, fut, timeout)
-        return fut
+            return
+        self._enqueue(address, rid, frame, p, timeout)
 
     def _enqueue(
         self,
         address: str,
         rid: int,
         frame: bytes,
-        fut: asyncio.Future[Any],
+        p: _Pending,
         timeout: float | None,
     ) -> None:
         peer = self._peers.get(address)
         if peer is None:
             peer = self._peers[address] = _Peer(self, address)
         if len(peer.pending) >= self.config.max_in_flight:
-            fut.set_exception(Overloaded(f"too many requests in flight to {address}"))
+            p.fail(Overloaded(f"too many requests in flight to {address}"))
             return
         try:
             peer.write(frame)
         except TransportError as exc:
-            fut.set_exception(exc)
+            p.fail(exc)
             return
-        timer = self.loop.call_later(
-            self.config.request_timeout if timeout is None else timeout,
-            self._expire,
-            rid,
-        )
-        p = _Pending(fut, peer, timer)
+        loop = self.loop
+        tick = int((loop.time() + (self.config.request_timeout if timeout is None else timeout))
+                   * _TICKS) + 1  # fmt: skip
+        bucket = self._deadlines.get(tick)
+        if bucket is None:
+            bucket = self._deadlines[tick] = []
+            loop.call_at(tick / _TICKS, self._expire_tick, tick)
+        bucket.append(rid)
+        p.peer = peer
         peer.pending[rid] = p
         self._pending_by_rid[rid] = p
         self.stats["requests_out"] += 1
+
+    def _expire_tick(self, tick: int) -> None:
+        for rid in self._deadlines.pop(tick, ()):
+            if rid in self._pending_by_rid:
+                self._expire(rid)
 
     def _expire(self, rid: int) -> None:
         p = self._pending_by_rid.pop(rid, None)
@@ -705,8 +764,7 @@ class ChannelTransport(Transport):
         p.peer.pending.pop(rid, None)
         self.stats["timeouts"] += 1
         err = RequestTimeout(f"no answer from {p.peer.address} before the deadline")
-        if not p.future.done():
-            p.future.set_exception(err)
+        p.fail(err)
         if p.peer.healthy:
             p.peer.healthy = False
             self._notify(p.peer.address, False, err)
@@ -746,7 +804,7 @@ class ChannelTransport(Transport):
         if len(frame) > self.config.max_frame_size:
             fut.set_exception(FrameTooLarge(f"stream chunk of {len(frame)} bytes is too large"))
             return fut
-        self._enqueue(address, rid, frame, fut, timeout)
+        self._enqueue(address, rid, frame, _Pending(fut, None), timeout)
         return fut
 
     async def send_stream(
