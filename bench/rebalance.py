@@ -32,6 +32,7 @@ import re
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from _util import console, progress, table, write_results
@@ -47,11 +48,15 @@ _METRIC = re.compile(rb"^peer_ring_(records_received|records_sent|transfers_in_p
                      rb"transfers_queued)(?:_total)?\s+([0-9.e+]+)$", re.M)  # fmt: skip
 
 
-def scrape(http: str) -> dict[str, float]:
+_FINAL = re.compile(rb"^peer_ring_((?:records|transfers|ae|bootstrap|partitions)_[a-z_]+?)"
+                    rb"(?:_total)?\s+([0-9.e+]+)$", re.M)  # fmt: skip
+
+
+def scrape(http: str, pattern: re.Pattern[bytes] = _METRIC) -> dict[str, float]:
     """The transfer counters of one node's ``/metrics``."""
     with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as resp:
         body = resp.read()
-    return {m.group(1).decode(): float(m.group(2)) for m in _METRIC.finditer(body)}
+    return {m.group(1).decode(): float(m.group(2)) for m in pattern.finditer(body)}
 
 
 async def _foreground(address: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -70,7 +75,12 @@ def foreground(c: LocalCluster, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(
-    keys: int, partitions: int, quorum: int, concurrency: int, seconds: float
+    keys: int,
+    partitions: int,
+    quorum: int,
+    concurrency: int,
+    seconds: float,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     c = LocalCluster(
         3,
@@ -119,7 +129,9 @@ def run(
             during_box: dict[str, Any] = {}
 
             def fg() -> None:
-                during_box["r"] = foreground(c, dict(spec, seconds=seconds, warmup=0.0))
+                during_box["r"] = foreground(
+                    c, dict(spec, seconds=seconds, warmup=0.0, profile=profile)
+                )
 
             fg_thread = threading.Thread(target=fg)
             fg_thread.start()
@@ -135,7 +147,9 @@ def run(
                 if len(samples) < 3:
                     continue
                 last = samples[-1][1]
-                busy = any(
+                # a node that did not answer /metrics in time counts as busy (its
+                # loop is; counting it idle ended the move early before 2026-11-27)
+                busy = len(last) < len(c.nodes) or any(
                     m.get("transfers_in_progress", 0) or m.get("transfers_queued", 0)
                     for m in last.values()
                 )
@@ -149,6 +163,7 @@ def run(
             during = during_box["r"]
             bar.update(task, advance=1, description="foreground after the join")
             after = foreground(c, dict(spec, seconds=seconds))
+            final = {n.name: scrape(n.http, _FINAL) for n in c.nodes.values() if n.http}
             bar.update(task, advance=1)
     finally:
         c.close()
@@ -174,6 +189,7 @@ def run(
         "keys_per_s": total / receiving_s if receiving_s and receiving_s > 0 else float("nan"),
         "peak_keys_per_s": peak,
         "foreground": {"before": before, "during": during, "after": after},
+        "final_metrics": final,
         "samples": [(round(t, 2), v) for t, v in received],
     }
 
@@ -233,8 +249,14 @@ def main() -> None:
     ap.add_argument("--quorum", type=int, default=1, choices=(1, 2), help="R and W")
     ap.add_argument("--concurrency", type=int, default=16, help="foreground outstanding ops")
     ap.add_argument("--seconds", type=float, default=5.0, help="foreground window length")
+    ap.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="cProfile n1 (a sender serving the foreground) during the join into PATH",
+    )
     args = ap.parse_args()
-    result = run(args.keys, args.partitions, args.quorum, args.concurrency, args.seconds)
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    result = run(args.keys, args.partitions, args.quorum, args.concurrency, args.seconds, profile)
     print_result(result)
     path = write_results("rebalance", result)
     console.print(f"results: {path}")

@@ -58,10 +58,12 @@ class HandoffConfig:
     """Settings of transfer, hinted handoff and anti-entropy (seconds, records).
 
     ``max_concurrent`` partitions stream at once per node, in chunks of
-    ``chunk_records``; ``max_records_per_second`` caps the outgoing transfer
-    rate (None: only flow control limits it). A failed stream is retried from
-    the start after ``retry_min`` doubling to ``retry_max``, at most
-    ``max_attempts`` times (then the sweep and anti-entropy take over).
+    ``chunk_records``; ``max_records_per_second`` and ``max_bytes_per_second``
+    cap the outgoing transfer rate of the node, all streams together (None:
+    only flow control limits it; bytes are the packed chunk sizes). A failed
+    stream is retried after ``retry_min`` doubling to ``retry_max``, at most
+    ``max_attempts`` times, resuming after the chunks the receiver already
+    imported (then the sweep and anti-entropy take over).
     ``sweep_interval`` is how often a node hands off partitions it holds but
     does not own (also the quiet time after an import before such data counts
     as stray). ``sloppy`` is the coordinator's default quorum mode: False
@@ -83,6 +85,7 @@ class HandoffConfig:
     max_concurrent: int = 4
     chunk_records: int = 512
     max_records_per_second: float | None = None
+    max_bytes_per_second: float | None = None
     retry_min: float = 0.2
     retry_max: float = 5.0
     max_attempts: int = 8
@@ -102,6 +105,8 @@ class HandoffConfig:
             raise ConfigError("max_concurrent, chunk_records and hint_batch must be >= 1")
         if self.max_records_per_second is not None and self.max_records_per_second <= 0:
             raise ConfigError("max_records_per_second must be > 0 (or None)")
+        if self.max_bytes_per_second is not None and self.max_bytes_per_second <= 0:
+            raise ConfigError("max_bytes_per_second must be > 0 (or None)")
         for name in ("retry_min", "retry_max", "sweep_interval", "hint_interval", "reap_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"handoff.{name} must be > 0")

@@ -14,9 +14,11 @@ block the loop.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from peer_ring.replication.merkle import DigestIndex
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
@@ -99,6 +101,32 @@ class Service(abc.ABC):
         """Map each key of ``partition`` to a short hash of its state (anti-entropy)."""
         return {}
 
+    def snapshot(self, partition: int) -> Mapping[bytes, Any]:
+        """A point-in-time map ``key -> token`` of ``partition``, where a key's token
+        compares equal (``==``) in two snapshots iff its state did not change.
+
+        Called by partition transfer before and after a handoff, to re-send
+        the keys written meanwhile; must be cheap (no hashing of every state
+        if avoidable) and must not block. Default: :meth:`digest`.
+        """
+        return self.digest(partition)
+
+    async def digest_index(self, partition: int, depth: int) -> DigestIndex:
+        """``digest(partition)`` with its Merkle leaves at ``depth``, up to date now.
+
+        Called by anti-entropy (on both sides of an exchange) and by partition
+        transfer (the catch-up after a handoff), from a task. May yield to the
+        loop between slices of work -- other hooks and writes run meanwhile --
+        but must not await the network. The caller reads the index at once
+        and never mutates it. The default builds a new index from
+        :meth:`digest` in one go; a service with large partitions should keep
+        one :class:`~peer_ring.replication.merkle.DigestIndex` per partition
+        and refresh it in slices (see ``KVStore``).
+        """
+        index = DigestIndex(depth)
+        index.refresh(self.digest(partition), _same)
+        return index
+
     def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
         """The records of ``keys`` held here (to repair a replica that lacks them)."""
         return []
@@ -113,3 +141,7 @@ class Service(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Called when the node stops; release background tasks."""
+
+
+def _same(dig: bytes) -> bytes:
+    return dig

@@ -30,6 +30,7 @@ from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, PeerRingError
 from peer_ring.replication import merkle
 from peer_ring.replication.transfer import decode_records
+from peer_ring.service import Service
 from peer_ring.transport.base import PeerInfo
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class AntiEntropy:
             "ae_keys_pushed": 0,
             "ae_keys_pulled": 0,
             "ae_failures": 0,
+            "ae_skipped_moving": 0,
         }
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
@@ -91,6 +93,9 @@ class AntiEntropy:
             self._round += 1
         p = mine[self._cursor]
         self._cursor += 1
+        if node.bootstrap.settling or p in node.bootstrap.syncing or node.transfers.moving(p):
+            self.metrics_["ae_skipped_moving"] += 1
+            return 0  # bootstrap or a transfer is bringing this partition up to date
         peers = [o for o in node.ring.preference_list(p) if o != node.id]
         if not peers:
             return 0
@@ -118,13 +123,13 @@ class AntiEntropy:
         repaired = 0
         address = node.address_of(peer)
         for ns, service in node.services.items():
-            digest = service.digest(partition)
-            tree = merkle.build(digest, depth)
+            tree = (await service.digest_index(partition, depth)).tree(depth)
             answer = await node.transport.request(address, ["ae", ns, partition, list(tree.leaves)])
             buckets, theirs = _parse_tree_answer(answer)
             if not buckets:
                 continue
-            ours = merkle.bucket_digest(digest, buckets, depth)
+            # the index as of now: a key written since the tree differs harmlessly
+            ours = (await service.digest_index(partition, depth)).bucket_digest(buckets, depth)
             keys = merkle.diff_keys(ours, theirs)
             push = sorted(k for k in keys if k in ours)
             pull = sorted(k for k in keys if k in theirs)
@@ -141,18 +146,20 @@ class AntiEntropy:
         self.metrics_["ae_exchanges"] += 1
         return repaired
 
-    def _on_tree(self, message: list[Any], peer: PeerInfo) -> list[Any]:
+    def _on_tree(self, message: list[Any], peer: PeerInfo) -> Any:
         if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:
             raise InvalidRequest("ae takes [namespace, partition, leaves]")
         service = self.node.service(message[1])
-        digest = service.digest(message[2])
-        leaves = message[3]
-        if not digest and merkle.is_empty(leaves) and len(leaves) & (len(leaves) - 1) == 0:
-            return [[], {}]  # both sides empty: the common case right after a start
-        theirs = merkle.MerkleTree.from_leaves(leaves)
-        ours = merkle.build(digest, theirs.depth)
-        buckets = merkle.diff_buckets(ours, theirs)
-        return [buckets, merkle.bucket_digest(digest, buckets, theirs.depth)]
+        theirs = merkle.MerkleTree.from_leaves(message[3])  # validated before any work
+        return self._answer_tree(service, message[2], theirs)
+
+    async def _answer_tree(
+        self, service: Service, partition: int, theirs: merkle.MerkleTree
+    ) -> list[Any]:
+        # the digest index refreshes in slices: the loop keeps serving meanwhile
+        index = await service.digest_index(partition, theirs.depth)
+        buckets = merkle.diff_buckets(index.tree(theirs.depth), theirs)
+        return [buckets, index.bucket_digest(buckets, theirs.depth)]
 
     def _on_get(self, message: list[Any], peer: PeerInfo) -> list[Any]:
         if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:

@@ -20,6 +20,17 @@ directions); the same commands stay refused for it meanwhile. Merges
 Partitions gained later by a ring change arrive through partition transfer
 and are not held back here.
 
+A *joining* node (new to the ring, or back after it was removed) owns
+partitions that its peers are about to stream to it: a Merkle sync of those
+would move the same data twice and make the peers compute digests while
+they stream. So after settling the node asks every live member which
+partitions it has queued or running for it (``["xf_plan"]``, see
+:mod:`peer_ring.replication.transfer`); such a partition stays *syncing*
+(reads refused) until a transfer of it to this node finished (``xf_done``),
+and falls back to the Merkle sync if every announcing sender gave up
+(``xf_fail``) or went down. A restarted node gets no announcement (its
+peers' ring did not change) and syncs as before.
+
 A partition is marked synced once every reachable co-owner was synced, or
 after ``bootstrap_timeout`` seconds (a whole cluster restarting together has
 no one to sync from), with a warning. Readiness (``/readyz``) waits for it.
@@ -33,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from peer_ring.errors import PeerRingError, PeerUnavailable
 
@@ -56,6 +67,9 @@ class Bootstrap:
         self.settling = False
         self.syncing: set[int] = set()
         self.synced = 0
+        #: partitions announced by peers (xf_plan) / synced by their transfer alone
+        self.announced = 0
+        self.by_transfer = 0
         self.failed_exchanges = 0
         self._task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
@@ -95,6 +109,7 @@ class Bootstrap:
         return {
             "bootstrap_partitions_syncing": len(self.syncing),
             "bootstrap_partitions_synced": self.synced,
+            "bootstrap_partitions_by_transfer": self.by_transfer,
             "bootstrap_exchange_failures": self.failed_exchanges,
         }
 
@@ -120,13 +135,15 @@ class Bootstrap:
             await self._settle(deadline)
             self.syncing = set(node.ring.partitions_of(node.id))
             self.settling = False
-            sem = asyncio.Semaphore(self.concurrency)
-            pending = sorted(self.syncing)
-            while pending and clock.monotonic() < deadline:
-                results = await asyncio.gather(*(self._one(p, sem) for p in pending))
-                pending = [p for p, ok in zip(pending, results, strict=True) if not ok]
-                if pending:
-                    await clock.sleep(0.2)
+            arriving = await self._announced()
+            waiter = asyncio.ensure_future(self._await_transfers(arriving, deadline))
+            try:
+                pending = await self._sync_all(
+                    [p for p in sorted(self.syncing) if p not in arriving], deadline
+                )
+                pending += await self._sync_all(await waiter, deadline)
+            finally:
+                waiter.cancel()
             if pending:
                 log.warning(
                     "node %s: %d partitions could not be synced within %.0fs after start; "
@@ -140,10 +157,82 @@ class Bootstrap:
             self.syncing.clear()
             self.done.set()
 
+    async def _sync_all(self, partitions: list[int], deadline: float) -> list[int]:
+        """Merkle-sync ``partitions`` with their live co-owners, retrying until
+        ``deadline``; return those that could not be synced."""
+        clock = self.node.clock
+        sem = asyncio.Semaphore(self.concurrency)
+        pending = partitions
+        while pending and clock.monotonic() < deadline:
+            results = await asyncio.gather(*(self._one(p, sem) for p in pending))
+            pending = [p for p, ok in zip(pending, results, strict=True) if not ok]
+            if pending:
+                await clock.sleep(0.2)
+        return pending
+
+    async def _await_transfers(self, arriving: dict[int, set[str]], deadline: float) -> list[int]:
+        """Wait for the announced transfers; return the partitions to Merkle-sync instead.
+
+        A partition is synced when a transfer of it to this node finished; it
+        falls back to the Merkle sync when every sender that announced it
+        gave up (``xf_fail``) or is down, or at ``deadline``.
+        """
+        node = self.node
+        transfers = node.transfers
+        fallback: list[int] = []
+        while arriving:
+            for p, senders in list(arriving.items()):
+                if p in transfers.inbound_done or p not in self.syncing:
+                    del arriving[p]
+                    if p in self.syncing:
+                        self.syncing.discard(p)
+                        self.synced += 1
+                        self.by_transfer += 1
+                elif not any(
+                    (p, s) not in transfers.inbound_failed and node.is_up(s) for s in senders
+                ):
+                    del arriving[p]
+                    fallback.append(p)
+            if not arriving:
+                break
+            if node.clock.monotonic() >= deadline:
+                fallback.extend(arriving)
+                break
+            await transfers.inbound_changed(0.5)
+        return sorted(fallback)
+
+    async def _announced(self) -> dict[int, set[str]]:
+        """Partition -> live members that announced a transfer of it to this node."""
+        node = self.node
+        out: dict[int, set[str]] = {}
+        for p in node.transfers.inbound_done & self.syncing:
+            self.syncing.discard(p)  # streamed to us already while we settled
+            self.synced += 1
+            self.by_transfer += 1
+        peers = [m for m in node.members if m != node.id and node.is_up(m)]
+
+        async def ask(peer: str) -> tuple[str, Any]:
+            try:
+                return peer, await node.transport.request(node.address_of(peer), ["xf_plan"])
+            except PeerRingError as exc:
+                log.debug("xf_plan to %s failed: %s", peer, exc)
+                return peer, []
+
+        for peer, plan in await asyncio.gather(*(ask(p) for p in peers)):
+            if type(plan) is not list:
+                continue
+            for p in plan:
+                if type(p) is int and p in self.syncing:
+                    out.setdefault(p, set()).add(peer)
+        self.announced = len(out)
+        return out
+
     async def _one(self, partition: int, sem: asyncio.Semaphore) -> bool:
         node = self.node
         if partition not in node.ring.partitions_of(node.id):
             self.syncing.discard(partition)  # no longer ours: nothing to hold back
+            return True
+        if partition not in self.syncing:
             return True
         peers = [p for p in node.ring.preference_list(partition) if p != node.id]
         async with sem:

@@ -2,14 +2,20 @@
 
 A replica summarises a partition by :meth:`Service.digest` -- a map from key
 to a short hash of that key's state. :func:`build` groups the keys into a
-fixed number of leaf buckets by a hash of the key, hashes each bucket's
-sorted ``(key, digest)`` pairs, and hashes pairs of nodes upwards to a root
-(a complete binary tree of ``2**depth`` leaves).
+fixed number of leaf buckets by a hash of the key; a leaf is the sum modulo
+2**64 of its pairs' :func:`entry_hash` (a hash of the length-prefixed key and
+digest), and pairs of nodes are hashed upwards to a root (a complete binary
+tree of ``2**depth`` leaves). The sum makes a leaf *incremental*: changing
+one key subtracts its old entry hash and adds the new one, which is what
+:class:`DigestIndex` does to keep a partition's tree current at the cost of
+the keys that changed, not of the partition.
 
 Invariants, relied on by the anti-entropy exchange and pinned by property
 tests (``tests/property/test_merkle.py``):
 
 * the tree is a pure function of the map (insertion order never matters);
+* a :class:`DigestIndex` refreshed from a map, however often, in whatever
+  slices and after whatever changes, has the tree ``build`` gives for it;
 * a key always falls into the same bucket (:func:`bucket_of`), on every node;
 * two maps are equal iff their roots are equal (up to 64-bit hash collisions);
 * :func:`diff_buckets` returns exactly the buckets whose leaf hashes differ,
@@ -26,8 +32,9 @@ synchronisation in Dynamo (DeCandia et al., SOSP 2007, section 4.7).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import xxhash
 
@@ -35,17 +42,20 @@ from peer_ring.errors import InvalidRequest
 
 __all__ = [
     "DEFAULT_DEPTH",
+    "DigestIndex",
     "MerkleTree",
     "bucket_of",
     "build",
     "diff_buckets",
     "diff_keys",
+    "entry_hash",
 ]
 
 #: Default tree depth: 2**8 = 256 leaf buckets (2 KiB of leaf hashes).
 DEFAULT_DEPTH = 8
 _MAX_DEPTH = 16
 _EMPTY = 0
+_MASK = (1 << 64) - 1
 
 
 def _check_depth(depth: int) -> None:
@@ -60,17 +70,17 @@ def bucket_of(key: bytes, depth: int = DEFAULT_DEPTH) -> int:
     return xxhash.xxh3_64_intdigest(key, seed=0x5EED) >> (64 - depth)
 
 
+def entry_hash(key: bytes, dig: bytes) -> int:
+    """The 64-bit hash one ``(key, digest)`` pair adds to its leaf."""
+    # length-prefixed so that (b"ab", b"c") and (b"a", b"bc") differ
+    return xxhash.xxh3_64_intdigest(len(key).to_bytes(4, "big") + key + dig)
+
+
 def _leaf_hash(items: Iterable[tuple[bytes, bytes]]) -> int:
-    h = xxhash.xxh3_64()
-    n = 0
-    for key, dig in sorted(items):
-        # length-prefixed so that (b"ab", b"c") and (b"a", b"bc") differ
-        h.update(len(key).to_bytes(4, "big"))
-        h.update(key)
-        h.update(len(dig).to_bytes(4, "big"))
-        h.update(dig)
-        n += 1
-    return h.intdigest() if n else _EMPTY
+    total = 0
+    for key, dig in items:
+        total += entry_hash(key, dig)
+    return total & _MASK
 
 
 def _node_hash(left: int, right: int) -> int:
@@ -164,3 +174,108 @@ def diff_keys(a: Mapping[bytes, bytes], b: Mapping[bytes, bytes]) -> set[bytes]:
     out = {k for k, v in a.items() if b.get(k) != v}
     out.update(k for k in b if k not in a)
     return out
+
+
+class DigestIndex:
+    """The digest and Merkle leaves of one partition, kept current incrementally.
+
+    A service holding ``key -> state`` calls :meth:`refresh` with that map
+    and a function from a state to its digest. Each key's *state object* is
+    remembered with its digest; a key whose state is the very same object
+    (``is``) as at the last refresh keeps its digest, so a refresh costs a
+    dictionary walk plus a digest per *changed* key. That is exact only if
+    states are immutable (a service that mutates a state in place must not
+    use this index) and the index holds them, so an identity is never
+    reused. A refresh may run in slices (:meth:`refresh_slice`) between other
+    work: entries stay consistent after every slice; the tree equals
+    ``build(source digests)`` once a refresh over an unchanged map finished.
+
+    Memory: one 2-tuple per key (the state is shared, the digest is 8 bytes).
+    """
+
+    __slots__ = ("_tree", "depth", "entries", "sums")
+
+    def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
+        _check_depth(depth)
+        self.depth = depth
+        #: key -> (state object, digest)
+        self.entries: dict[bytes, tuple[Any, bytes]] = {}
+        #: leaf sums (see the module docstring)
+        self.sums = [0] * (1 << depth)
+        self._tree: MerkleTree | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def refresh(self, source: Mapping[bytes, Any], digest_of: Callable[[Any], bytes]) -> int:
+        """Bring the index up to date with ``source`` in one go; return keys updated."""
+        changed = self.refresh_slice(source.items(), digest_of)
+        return changed + self.drop_missing(source)
+
+    def refresh_slice(
+        self, items: Iterable[tuple[bytes, Any]], digest_of: Callable[[Any], bytes]
+    ) -> int:
+        """Update the entries of ``items`` (part of the map); return how many changed."""
+        entries = self.entries
+        sums = self.sums
+        depth = self.depth
+        changed = 0
+        for key, state in items:
+            cur = entries.get(key)
+            if cur is not None and cur[0] is state:
+                continue
+            dig = digest_of(state)
+            if cur is not None:
+                if cur[1] == dig:
+                    entries[key] = (state, dig)  # an equal new object: same digest
+                    continue
+                b = bucket_of(key, depth)
+                sums[b] = (sums[b] - entry_hash(key, cur[1])) & _MASK
+            else:
+                b = bucket_of(key, depth)
+            sums[b] = (sums[b] + entry_hash(key, dig)) & _MASK
+            entries[key] = (state, dig)
+            changed += 1
+        if changed:
+            self._tree = None
+        return changed
+
+    def drop_missing(self, source: Mapping[bytes, Any]) -> int:
+        """Forget the keys no longer in ``source``; return how many.
+
+        Cheap when nothing was removed (a size comparison) -- exact once every
+        key of ``source`` has been refreshed.
+        """
+        if len(self.entries) <= len(source):
+            return 0
+        gone = self.entries.keys() - source.keys()
+        for key in gone:
+            self.discard(key)
+        return len(gone)
+
+    def discard(self, key: bytes) -> None:
+        cur = self.entries.pop(key, None)
+        if cur is not None:
+            b = bucket_of(key, self.depth)
+            self.sums[b] = (self.sums[b] - entry_hash(key, cur[1])) & _MASK
+            self._tree = None
+
+    def tree(self, depth: int | None = None) -> MerkleTree:
+        """The Merkle tree of the indexed digests (cached until an entry changes)."""
+        if depth is not None and depth != self.depth:
+            return build(self.digest(), depth)
+        if self._tree is None:
+            self._tree = MerkleTree.from_leaves(self.sums)
+        return self._tree
+
+    def digest(self) -> dict[bytes, bytes]:
+        """``key -> digest`` as indexed."""
+        return {key: cur[1] for key, cur in self.entries.items()}
+
+    def bucket_digest(self, buckets: Iterable[int], depth: int | None = None) -> dict[bytes, bytes]:
+        """The indexed ``key -> digest`` of the keys in ``buckets``."""
+        d = self.depth if depth is None else depth
+        wanted = set(buckets)
+        if not wanted:
+            return {}
+        return {k: cur[1] for k, cur in self.entries.items() if bucket_of(k, d) in wanted}

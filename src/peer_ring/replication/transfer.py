@@ -19,11 +19,22 @@ Invariants:
 
 * a node drops a partition only after every new owner acknowledged the whole
   stream and only if it still does not own the partition in its current ring;
-* chunks are imported with ``import_records`` (an idempotent merge), so a
-  broken stream is simply re-sent from the start with exponential backoff;
+* chunks are imported with ``import_records`` (an idempotent merge), so
+  re-sending a chunk is harmless; a broken stream is retried with
+  exponential backoff and *resumes*: every stream carries a transfer id and
+  the index of its first chunk, the receiver counts the chunks it imported
+  per transfer id (in memory), and before a retry the sender asks for that
+  count (``["xf_at", tid]``) and skips those chunks. A receiver that lost
+  the count (it restarted, so it lost the data too) answers 0 and gets
+  everything again;
 * at most ``max_concurrent`` partitions move at once per node, chunks wait
-  for the transport's stream credits (flow control) and for a records/s
-  token bucket (bandwidth limit);
+  for the transport's stream credits (flow control) and for a records/s and
+  a bytes/s token bucket (bandwidth limits);
+* a node tells the nodes it will stream partitions to which ones
+  (``["xf_plan"]`` answers them, from the queued and running jobs) and tells
+  them the outcome (``xf_done`` on success, ``xf_fail`` when it gave up), so
+  a joining node's bootstrap waits for those transfers instead of
+  Merkle-syncing the same partitions (``peer_ring.replication.bootstrap``);
 * while a partition moves, every node knows its old holders (from the same
   ring diff): the coordinator also sends writes to them (dual-write) and
   ``node.call`` falls back on them; the sender's ``xf_done`` broadcast, or a
@@ -38,6 +49,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from collections import Counter
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -48,7 +61,6 @@ import msgpack
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, PeerRingError
 from peer_ring.membership.static import StaticDiscovery
-from peer_ring.replication.merkle import diff_keys
 from peer_ring.ring import Ring, diff
 from peer_ring.service import Record, Service
 from peer_ring.transport.base import PeerInfo, StreamSink
@@ -117,12 +129,25 @@ class _TokenBucket:
 
 
 class _ImportSink:
-    """Receiver of one transfer stream: imports each chunk as it arrives."""
+    """Receiver of one transfer stream: imports each chunk as it arrives.
 
-    def __init__(self, manager: TransferManager, service: Service, partition: int) -> None:
+    With a transfer id, the number of chunks imported so far (``start`` plus
+    those of this stream) is recorded after each whole chunk, for a resume.
+    """
+
+    def __init__(
+        self,
+        manager: TransferManager,
+        service: Service,
+        partition: int,
+        tid: str | None = None,
+        start: int = 0,
+    ) -> None:
         self.manager = manager
         self.service = service
         self.partition = partition
+        self.tid = tid
+        self.chunks = start
         self.records = 0
 
     async def feed(self, chunk: Any) -> None:
@@ -138,15 +163,22 @@ class _ImportSink:
                 await asyncio.sleep(0)
             self.service.import_records(self.partition, records[i : i + step])
         self.records += len(records)
+        self.chunks += 1
+        if self.tid is not None:
+            self.manager.record_progress(self.tid, self.chunks)
         self.manager.metrics_["records_received"] += len(records)
         self.manager.touched(self.partition)
 
     async def finish(self) -> Any:
         self.manager.metrics_["transfers_received"] += 1
+        if self.tid is not None:
+            self.manager.forget_progress(self.tid)
+        self.manager._closed_stream(self.partition)
         return self.records
 
     async def abort(self, reason: BaseException) -> None:
         log.debug("transfer of partition %d aborted: %s", self.partition, reason)
+        self.manager._closed_stream(self.partition)
 
 
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -176,6 +208,10 @@ def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
 
 
 _NONE: frozenset[str] = frozenset()
+_MISSING = object()
+
+#: Transfer ids whose resume position a receiver remembers (oldest forgotten first).
+MAX_RESUME_ENTRIES = 4096
 
 
 @dataclass(slots=True)
@@ -200,6 +236,7 @@ class TransferManager:
             "records_sent": 0,
             "records_received": 0,
             "bytes_sent": 0,
+            "records_not_resent": 0,
             "partitions_dropped": 0,
             "members_reaped": 0,
         }
@@ -208,9 +245,23 @@ class TransferManager:
         self._busy: set[int] = set()
         self._last_import: dict[int, float] = {}
         self._bucket = _TokenBucket(node, config.max_records_per_second)
+        self._byte_bucket = _TokenBucket(node, config.max_bytes_per_second)
+        #: (target, partition) -> jobs queued or running that send it there
+        self._planned: Counter[tuple[str, int]] = Counter()
+        #: receiver side: transfer id -> chunks imported (resume position)
+        self._progress: dict[str, int] = {}
+        #: receiver side: partition -> transfer streams open into it
+        self._receiving: Counter[int] = Counter()
+        #: receiver side: partitions whose transfer to this node finished / was given up
+        self.inbound_done: set[int] = set()
+        self.inbound_failed: set[tuple[int, str]] = set()
+        self._inbound_changed = asyncio.Event()
         node.on_ring_change(self._on_ring_change)
         node.add_stream_handler(STREAM_KIND, self._open_stream)
         node.add_peer_handler("xf_done", self._on_done_message)
+        node.add_peer_handler("xf_fail", self._on_fail_message)
+        node.add_peer_handler("xf_plan", self._on_plan)
+        node.add_peer_handler("xf_at", self._on_at)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -241,6 +292,16 @@ class TransferManager:
             holders.discard(holder)
             if not holders:
                 del self.pending.holders[partition]
+
+    def moving(self, partition: int) -> bool:
+        """True while ``partition`` streams from or to this node, or another node
+        still hands it off (anti-entropy leaves it alone meanwhile: the
+        transfer moves the data, a Merkle exchange would move it twice)."""
+        return (
+            partition in self._busy
+            or partition in self._receiving
+            or bool(self.pending.holders.get(partition))
+        )
 
     def touched(self, partition: int) -> None:
         self._last_import[partition] = self.node.clock.monotonic()
@@ -292,7 +353,56 @@ class TransferManager:
     def _enqueue(self, job: _Job) -> None:
         if self._queue is None:
             return
+        for target in job.targets:
+            if target != self.node.id:
+                self._planned[(target, job.partition)] += 1
         self._queue.put_nowait(job)
+
+    def _unplan(self, job: _Job) -> None:
+        for target in job.targets:
+            key = (target, job.partition)
+            if key in self._planned:
+                self._planned[key] -= 1
+                if self._planned[key] <= 0:
+                    del self._planned[key]
+
+    # -- what a joining node asks (bootstrap) ------------------------------------
+    def planned_for(self, target: str) -> list[int]:
+        """Partitions this node has queued or is streaming to ``target``."""
+        return sorted(p for (t, p) in self._planned if t == target)
+
+    async def inbound_changed(self, timeout: float) -> None:
+        """Return when an ``xf_done`` or ``xf_fail`` for this node arrives, or after
+        ``timeout`` seconds (node clock), whichever is first (bootstrap's waiter)."""
+        event = self._inbound_changed
+        event.clear()
+        waiter = asyncio.ensure_future(event.wait())
+        tick = asyncio.ensure_future(self.node.clock.sleep(timeout))
+        try:
+            await asyncio.wait((waiter, tick), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            tick.cancel()
+
+    # -- receiver-side resume positions ------------------------------------------
+    def record_progress(self, tid: str, chunks: int) -> None:
+        progress = self._progress
+        if tid not in progress and len(progress) >= MAX_RESUME_ENTRIES:
+            del progress[next(iter(progress))]  # bounded: forget the oldest
+        progress[tid] = chunks
+
+    def forget_progress(self, tid: str) -> None:
+        self._progress.pop(tid, None)
+
+    def _on_at(self, message: list[Any], peer: PeerInfo) -> int:
+        if len(message) != 2 or type(message[1]) is not str:
+            raise InvalidRequest("xf_at takes [transfer id]")
+        return self._progress.get(message[1], 0)
+
+    def _on_plan(self, message: list[Any], peer: PeerInfo) -> list[int]:
+        if len(message) != 1:
+            raise InvalidRequest("xf_plan takes no arguments")
+        return self.planned_for(peer.node_id)
 
     async def decommission(self) -> None:
         """Hand every partition this node holds to the owners of the ring without it.
@@ -327,6 +437,7 @@ class TransferManager:
                     ok = await self._run(job)
                 finally:
                     self._busy.discard(job.partition)
+                    self._unplan(job)
                 if job.done is not None and not job.done.done():
                     job.done.set_result(ok)
             except asyncio.CancelledError:
@@ -344,7 +455,8 @@ class TransferManager:
         node = self.node
         p = job.partition
         services = list(node.services.values())
-        before = {s.namespace: s.digest(p) for s in services} if job.drop else {}
+        # what each service held before the stream, to re-send what changed during it
+        before = {s.namespace: s.snapshot(p) for s in services} if job.drop else {}
         done: list[str] = []
         for target in job.targets:
             if target == node.id:
@@ -358,7 +470,8 @@ class TransferManager:
         if all_ok and job.drop:
             # catch up with writes that landed during the stream, then drop
             for service in services:
-                changed = diff_keys(before[service.namespace], service.digest(p))
+                old = before[service.namespace]
+                changed = [k for k, v in service.snapshot(p).items() if old.get(k, _MISSING) != v]
                 if changed:
                     records = service.read_records(p, sorted(changed))
                     for target in done:
@@ -373,31 +486,44 @@ class TransferManager:
             self._broadcast_done(p, done)
         else:
             self.metrics_["transfers_failed"] += 1
+            self._tell_failed(p, job.targets)
         return all_ok
 
     async def _send(
         self, service: Service, partition: int, target: str, records: Iterator[Record]
     ) -> bool:
-        """Stream one service's partition to ``target``, re-sending on failure."""
+        """Stream one service's partition to ``target``; on failure, resume.
+
+        A retry asks the receiver how many chunks of this transfer it imported
+        and continues after them (see the module docstring).
+        """
         node = self.node
         cfg = self.config
         # The first attempt streams lazily from the export (no partition-sized
         # list built in one go, which would stall the event loop); a retry
-        # re-sends what the first attempt took from it, then the rest.
+        # takes what the first attempt took from it (the same chunks, so
+        # chunk indexes mean the same on both sides), then the rest.
         source = chunked(records, cfg.chunk_records)
         first = next(source, None)
         if first is None:
             return True
         sent: list[list[Record]] = [first]
 
-        def chunks() -> Iterator[list[Record]]:
-            yield from sent
+        def chunks(start: int) -> Iterator[list[Record]]:
+            i = start
+            while i < len(sent):
+                yield sent[i]
+                i += 1
             for chunk in source:
                 sent.append(chunk)
-                yield chunk
+                if i >= start:
+                    yield chunk
+                i += 1
 
+        tid = os.urandom(8).hex()
         delay = cfg.retry_min
         key = (service.namespace, partition, target)
+        start = 0
         for attempt in range(cfg.max_attempts):
             progress = TransferProgress(
                 service.namespace, partition, node.id, target, node.clock.monotonic()
@@ -406,8 +532,12 @@ class TransferManager:
             self.metrics_["transfers_started"] += 1
             try:
                 address = node.address_of(target)
-                header = [STREAM_KIND, service.namespace, partition, node.id]
-                await node.transport.send_stream(address, header, self._paced(chunks(), progress))
+                if attempt:
+                    start = min(await self._resume_point(address, tid), len(sent))
+                    self.metrics_["records_not_resent"] += sum(len(c) for c in sent[:start])
+                header = [STREAM_KIND, service.namespace, partition, node.id, tid, start]
+                stream = self._paced(chunks(start), progress)
+                await node.transport.send_stream(address, header, stream)
                 return True
             except PeerRingError as exc:
                 log.info(
@@ -426,12 +556,20 @@ class TransferManager:
                 self.active.pop(key, None)
         return False
 
+    async def _resume_point(self, address: str, tid: str) -> int:
+        """Chunks of transfer ``tid`` the receiver imported (0 if it does not know it)."""
+        answer = await self.node.transport.request(address, ["xf_at", tid])
+        if type(answer) is not int or answer < 0:
+            raise InvalidRequest(f"bad xf_at answer {answer!r:.40}")
+        return answer
+
     async def _paced(self, chunks: Iterator[list[Record]], progress: TransferProgress) -> Any:
         for chunk in chunks:
             await self._bucket.take(len(chunk))
             await asyncio.sleep(0)  # one chunk per loop pass: foreground requests interleave
             data = _pack(chunk)
             size = len(data)
+            await self._byte_bucket.take(size)
             progress.records += len(chunk)
             progress.bytes += size
             self.metrics_["records_sent"] += len(chunk)
@@ -446,19 +584,50 @@ class TransferManager:
             if mid != node.id:
                 node.transport.send(member.address, msg)
 
+    def _tell_failed(self, partition: int, targets: tuple[str, ...]) -> None:
+        """Tell the targets of a job given up that it will not come (bootstrap waits on it)."""
+        node = self.node
+        for target in targets:
+            if target == node.id:
+                continue
+            with contextlib.suppress(PeerRingError):
+                node.transport.send(node.address_of(target), ["xf_fail", partition, node.id])
+
     def _on_done_message(self, message: list[Any], peer: PeerInfo) -> None:
         if len(message) != 4 or type(message[1]) is not int or type(message[3]) is not list:
             raise InvalidRequest("xf_done takes [partition, sender, targets]")
         self.holder_done(message[1], str(message[2]))
+        if self.node.id in message[3]:
+            self.inbound_done.add(message[1])
+            self._inbound_changed.set()
+
+    def _on_fail_message(self, message: list[Any], peer: PeerInfo) -> None:
+        if len(message) != 3 or type(message[1]) is not int or type(message[2]) is not str:
+            raise InvalidRequest("xf_fail takes [partition, sender]")
+        self.inbound_failed.add((message[1], message[2]))
+        self._inbound_changed.set()
 
     async def _open_stream(self, header: list[Any], peer: PeerInfo) -> StreamSink:
-        if len(header) != 4 or type(header[1]) is not str or type(header[2]) is not int:
-            raise InvalidRequest("transfer header is [xf, namespace, partition, sender]")
+        ok = len(header) in (4, 6) and type(header[1]) is str and type(header[2]) is int
+        if ok and len(header) == 6:
+            ok = type(header[4]) is str and type(header[5]) is int and header[5] >= 0
+        if not ok:
+            raise InvalidRequest(
+                "transfer header is [xf, namespace, partition, sender(, transfer id, first chunk)]"
+            )
         service = self.node.service(header[1])
         if not 0 <= header[2] < self.node.ring.partitions:
             raise InvalidRequest(f"partition {header[2]} out of range")
         self.touched(header[2])
+        self._receiving[header[2]] += 1
+        if len(header) == 6:
+            return _ImportSink(self, service, header[2], header[4], header[5])
         return _ImportSink(self, service, header[2])
+
+    def _closed_stream(self, partition: int) -> None:
+        self._receiving[partition] -= 1
+        if self._receiving[partition] <= 0:
+            del self._receiving[partition]
 
     # -- background ---------------------------------------------------------------
     async def _sweep_loop(self) -> None:

@@ -113,7 +113,7 @@ from peer_ring.errors import (
     UnknownCommand,
 )
 from peer_ring.replication import versions as vv
-from peer_ring.replication.coordinator import QuorumResult
+from peer_ring.replication.coordinator import QuorumResult, Round, RoundListener
 from peer_ring.replication.hlc import HLC, SkewPolicy, to_int
 from peer_ring.replication.merkle import DEFAULT_DEPTH, DigestIndex
 from peer_ring.service import Record, Request, Service
@@ -422,6 +422,19 @@ class KVStore(Service):
         Arguments are already validated: by ``_coord_put`` for remote callers,
         by the embedded API for local ones (nothing is checked or decoded twice).
         """
+        existed, entries = self._issue(partition, key, value, exp, ctx)
+        return self._replicate(partition, key, entries, existed, n, w, timeout)
+
+    def _issue(
+        self,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        exp: float | None,
+        ctx: vv.Context | None,
+    ) -> tuple[bool, Entries]:
+        """Store the new version on this replica; return (a live value was
+        there, the new state to replicate)."""
         part = self._part(partition)
         stored = part.get(key)
         current = EMPTY if stored is None else unpack(stored)
@@ -437,7 +450,7 @@ class KVStore(Service):
         new = vv.prune(new, stamp, self.config.prune)
         entries = self._compact(new.entries)
         self._store(partition, part, key, entries)
-        return self._replicate(partition, key, entries, existed, n, w, timeout)
+        return existed, entries
 
     async def _replicate(
         self,
@@ -693,15 +706,28 @@ class KVStore(Service):
 
     # -- client side: reads -------------------------------------------------------
     async def _read(self, key: bytes, r: int | None, timeout: float | None) -> Entries:
+        memo: dict[int, Entries] = {}
+        rnd = self._start_read(key, r, timeout, memo, None)
+        assert rnd.done is not None
+        return self._merged(await rnd.done, memo)
+
+    def _start_read(
+        self,
+        key: bytes,
+        r: int | None,
+        timeout: float | None,
+        memo: dict[int, Entries],
+        listener: RoundListener | None,
+    ) -> Round:
+        """Start the read round; ``memo`` collects decoded answers by object
+        id, shared with the read-repair callback (each answer decoded once)."""
         node = self.node
         self._ensure_started()
         partition = node.ring.partition_for(key)
-        # decoded answers by object id, shared with the read-repair callback
-        memo: dict[int, Entries] = {}
         on_complete = (
             partial(self._read_repair, key, partition, memo) if self.config.read_repair else None
         )
-        result = await node.coordinator.run(
+        return node.coordinator.start(
             self.namespace,
             key,
             "get",
@@ -710,7 +736,11 @@ class KVStore(Service):
             timeout=timeout if timeout is not None else self.config.timeout,
             partition=partition,
             on_complete=on_complete,
+            listener=listener,
         )
+
+    def _merged(self, result: QuorumResult, memo: dict[int, Entries]) -> Entries:
+        """The join of the quorum's answers."""
         merged: Entries = EMPTY
         for _, answer in result.acks:
             other = memo[id(answer)] = st.decode_entries(answer)
@@ -1097,6 +1127,14 @@ class KVStore(Service):
             raise QuorumNotReached(
                 len(ids), len(ids) - len(errors), errors, message="flush did not reach every node"
             )
+
+
+def _put_done(
+    done: Callable[[None, BaseException | None], None],
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    done(None, exc)
 
 
 def _to_bytes(obj: Any, what: str, limit: int) -> bytes:
