@@ -1,0 +1,129 @@
+"""Resumable transfer streams, the bytes/s limit, and a joiner that waits for its transfers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from peer_ring.config import HandoffConfig
+from peer_ring.errors import ConfigError, PeerUnavailable
+from peer_ring.node import Node
+from peer_ring.transport.memory import MemoryNetwork
+from tests.conftest import wait_for
+from tests.unit.handoff._cluster import fast_handoff, key, make_node, placement_ok, reg, write
+
+
+async def _two_nodes(handoff: HandoffConfig) -> tuple[MemoryNetwork, Node, Node]:
+    net = MemoryNetwork()
+    a, b = make_node(net, 1, handoff=handoff), make_node(net, 2, handoff=handoff)
+    await asyncio.gather(a.start(), b.start())
+    await wait_for(lambda: all(len(n.members) == 2 for n in (a, b)), message="2 members")
+    return net, a, b
+
+
+async def test_broken_stream_resumes_after_the_chunks_the_receiver_imported() -> None:
+    _, sender, receiver = await _two_nodes(fast_handoff(chunk_records=10))
+    try:
+        records = [(b"r-%03d" % i, [1, b"v%d" % i]) for i in range(200)]  # 20 chunks
+        real = sender.transport.send_stream
+        calls: list[int] = []
+
+        async def breaks_after_three(chunks: Any) -> AsyncIterator[Any]:
+            n = 0
+            async for chunk in chunks:
+                yield chunk
+                n += 1
+                if n == 3:
+                    await wait_for(
+                        lambda: receiver.metrics()["records_received"] >= 30,
+                        message="3 chunks imported",
+                    )
+                    raise PeerUnavailable("link broken by the test")
+
+        async def flaky(address: str, header: Any, chunks: Any, **kw: Any) -> Any:
+            calls.append(header[5])  # the first chunk index this stream starts at
+            if len(calls) == 1:
+                chunks = breaks_after_three(chunks)
+            return await real(address, header, chunks, **kw)
+
+        sender.transport.send_stream = flaky  # type: ignore[method-assign]
+        svc = reg(sender)
+        ok = await sender.transfers._send(svc, 5, receiver.id, iter(records))
+        assert ok
+        assert calls == [0, 3]  # the retry resumed at chunk 3, not at 0
+        assert sender.metrics()["records_not_resent"] == 30
+        assert receiver.metrics()["records_received"] == 200  # nothing imported twice
+        assert len(reg(receiver).data[5]) == 200
+    finally:
+        await asyncio.gather(sender.stop(), receiver.stop())
+
+
+async def test_resume_point_of_an_unknown_transfer_is_zero() -> None:
+    _, a, b = await _two_nodes(fast_handoff())
+    try:
+        # a receiver that restarted (or never saw the id) makes the sender start over
+        assert await a.transport.request(b.address, ["xf_at", "no-such-transfer"]) == 0
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+def test_bytes_limit_must_be_positive() -> None:
+    with pytest.raises(ConfigError):
+        HandoffConfig(max_bytes_per_second=0)
+    assert HandoffConfig(max_bytes_per_second=1e6).max_bytes_per_second == 1e6
+
+
+async def test_transfer_under_a_bytes_limit_still_moves_everything() -> None:
+    handoff = fast_handoff(max_bytes_per_second=200_000.0, chunk_records=50)
+    net = MemoryNetwork()
+    nodes = [make_node(net, 1, handoff=handoff), make_node(net, 2, handoff=handoff)]
+    await asyncio.gather(*(n.start() for n in nodes))
+    joiner: Node | None = None
+    try:
+        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="2 members")
+        acked = await write(nodes[0], range(600))
+        joiner = make_node(net, 3, handoff=handoff)
+        await joiner.start()
+        everyone = [*nodes, joiner]
+        await wait_for(lambda: placement_ok(everyone, acked), timeout=20, message="placement")
+        assert sum(n.metrics()["bytes_sent"] for n in nodes) > 0
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+        if joiner is not None:
+            await joiner.stop()
+
+
+async def test_joiner_waits_for_announced_transfers_instead_of_merkle_syncing() -> None:
+    # anti-entropy in the background is off (fast_handoff), so every Merkle
+    # exchange the joiner makes is a bootstrap sync
+    net = MemoryNetwork()
+    nodes = [make_node(net, 1), make_node(net, 2)]
+    await asyncio.gather(*(n.start() for n in nodes))
+    joiner: Node | None = None
+    try:
+        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="2 members")
+        acked = await write(nodes[0], range(1500))
+        joiner = make_node(net, 3)
+        await joiner.start()
+        await asyncio.wait_for(joiner.bootstrap.done.wait(), 20)
+        m = joiner.metrics()
+        owned = len(joiner.ring.partitions_of(joiner.id))
+        assert owned > 0
+        assert m["bootstrap_partitions_synced"] == owned
+        # every gained partition came by transfer; none was also Merkle-synced
+        assert m["bootstrap_partitions_by_transfer"] == owned
+        assert m["ae_exchanges"] == 0
+        # and what arrived is complete: every acknowledged key the joiner owns is there
+        ring = joiner.ring
+        for i in acked:
+            k = key(i)
+            p = ring.partition_for(k)
+            if joiner.id in ring.preference_list(p):
+                assert reg(joiner).holds(k, p) == (1, b"v%d" % i)
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+        if joiner is not None:
+            await joiner.stop()

@@ -1,0 +1,70 @@
+"""KVStore's cached digest index follows writes, imports and drops."""
+
+from __future__ import annotations
+
+from peer_ring.apps.kv import _state as st
+from peer_ring.apps.kv._state import unpack
+from peer_ring.apps.kv.store import KVStore
+from peer_ring.replication import merkle
+from tests.unit.kv.conftest import ClusterFactory
+
+
+def one_shot(store: KVStore, partition: int) -> dict[bytes, bytes]:
+    part = store._parts.get(partition, {})
+    return {k: st.digest(unpack(s)) for k, s in part.items()}
+
+
+async def test_digest_index_follows_writes_imports_and_drops(
+    make_cluster: ClusterFactory,
+) -> None:
+    c = await make_cluster()
+    store = c.stores[0]
+    for i in range(300):
+        await store.put(b"key-%d" % i, b"v1")
+    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    depth = 5
+    first = await store.digest_index(p, depth)
+    assert first.digest() == one_shot(store, p)
+    tree_before = first.tree()
+    assert tree_before == merkle.build(one_shot(store, p), depth)
+
+    # a write through the API changes one key of the partition
+    key = next(iter(store._parts[p]))
+    await store.put(key, b"v2")
+    after_write = await store.digest_index(p, depth)
+    assert after_write.tree() != tree_before
+    assert after_write.tree() == merkle.build(one_shot(store, p), depth)
+    assert store.digest(p) == one_shot(store, p)
+
+    # an import (e.g. a transfer chunk) adds a key
+    donor = next(
+        k for k in (b"x-%d" % i for i in range(10_000)) if c.nodes[0].ring.partition_for(k) == p
+    )
+    records = [(donor, unpack(store._parts[p][key]))]
+    assert store.import_records(p, records) == 1
+    after_import = await store.digest_index(p, depth)
+    assert donor in after_import.digest()
+    assert after_import.tree() == merkle.build(one_shot(store, p), depth)
+
+    # dropping the partition discards the index; a refill starts from nothing
+    store.drop_partition(p)
+    assert p not in store._digests
+    empty = await store.digest_index(p, depth)
+    assert empty.tree() == merkle.empty_tree(depth)
+    assert store.digest(p) == {}
+    await c.stop()
+
+
+async def test_snapshot_sees_exactly_the_keys_written_since(make_cluster: ClusterFactory) -> None:
+    c = await make_cluster()
+    store = c.stores[0]
+    for i in range(200):
+        await store.put(b"key-%d" % i, b"v1")
+    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    before = store.snapshot(p)
+    changed = sorted(store._parts[p])[:3]
+    for k in changed:
+        await store.put(k, b"v2")
+    after = store.snapshot(p)
+    assert sorted(k for k, v in after.items() if before.get(k) != v) == changed
+    await c.stop()
