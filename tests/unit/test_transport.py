@@ -392,3 +392,74 @@ async def test_an_aborted_stream_is_answered_not_a_peer_fault(make: Factory) -> 
     await wait_for(lambda: a.in_flight() == 0, message="the abort answered")
     assert a.stats["timeouts"] == 0
     assert False not in events
+
+
+class _Answers:
+    """Collects request_callback outcomes; ``wait`` awaits the n-th one."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Any, BaseException | None]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, answer: Any, exc: BaseException | None) -> None:
+        self.got.append((answer, exc))
+        self.event.set()
+
+    async def wait(self, n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.got) < n:
+                self.event.clear()
+                await self.event.wait()
+
+
+async def test_request_callback_answers_errors_and_packed_messages(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    answers = _Answers()
+    packed = a.pack(["fan", b"out", 3])
+    a.request_callback(b.address, packed, None, answers)  # encoded once ...
+    a.request_callback(b.address, packed, None, answers)  # ... sent twice
+    a.request_callback(b.address, "boom", None, answers)
+    await answers.wait(3)
+    assert answers.got[0] == ([["fan", b"out", 3], a.node_id], None)
+    assert answers.got[1] == answers.got[0]
+    assert answers.got[2][0] is None
+    assert isinstance(answers.got[2][1], InvalidRequest)
+    assert a.in_flight() == 0
+
+
+async def test_request_callback_local_failures_are_told_before_returning(make: Factory) -> None:
+    a, b = make(TransportConfig(max_frame_size=4096)), make()
+    await a.start()
+    await b.start()
+    answers = _Answers()
+    a.request_callback(b.address, b"x" * 10_000, None, answers)
+    assert len(answers.got) == 1
+    assert isinstance(answers.got[0][1], FrameTooLarge)
+    with pytest.raises(_core.PeerRingError, match="cannot be encoded"):
+        a.pack(object())
+    a.request_callback(b.address, object(), None, answers)
+    assert len(answers.got) == 2
+    assert isinstance(answers.got[1][1], _core.PeerRingError)
+    await a.close()
+    a.request_callback(b.address, 1, None, answers)
+    assert len(answers.got) == 3
+    assert isinstance(answers.got[2][1], _core.ClosedError)
+
+
+async def test_request_callback_deadline_and_bucketed_expiry(make: Factory) -> None:
+    a, b = make(), make()
+    b.set_handler(slow_echo)
+    await a.start()
+    await b.start()
+    answers = _Answers()
+    for _ in range(50):  # one deadline bucket (10 ms) serves them all
+        a.request_callback(b.address, 5.0, 0.05, answers)
+    assert len(a._deadlines) <= 2
+    await answers.wait(50)
+    assert all(ans is None and isinstance(exc, RequestTimeout) for ans, exc in answers.got)
+    assert a.in_flight() == 0
+    assert a.stats["timeouts"] == 50
+    assert not a._deadlines

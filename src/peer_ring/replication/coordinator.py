@@ -10,8 +10,9 @@ fewer answers are never a silent success.
 
 Remote requests are sent before the local replica runs, and nothing waits for
 the local work before sending, so local and remote work overlap. Answers that
-arrive after the quorum are still collected: ``QuorumResult.complete`` resolves
-with every answer once all replicas answered or failed (read repair uses it).
+arrive after the quorum are still collected: once every replica answered or
+failed, ``on_complete`` runs with all the answers (read repair uses it), or
+``QuorumResult.complete`` resolves with them.
 
 Sloppy quorum (the default, as in Riak; ``sloppy=False`` per call for a
 strict quorum): a preference-list node the failure detector sees down is
@@ -29,12 +30,15 @@ Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from peer_ring.errors import NotOwner, PeerRingError, PeerUnavailable, QuorumNotReached
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
@@ -46,52 +50,86 @@ class QuorumResult:
 
     ``acks`` holds ``(node_id, answer)`` pairs in arrival order, ``errors``
     the failures seen so far, ``targets`` every node the command went to.
-    ``complete`` resolves (never fails) with all answers once every target
-    has answered or failed. ``hinted`` maps each fallback that stood in for a
-    down owner (sloppy quorum) to that owner.
+    ``answers`` fills with every successful answer, late ones included, as
+    they arrive; once every target answered or failed, the round's
+    ``on_complete`` callback runs (read repair), or -- for callers that gave
+    none and no listener -- ``complete`` resolves (never fails) with them.
+    ``hinted`` maps each fallback that stood in for a down owner (sloppy
+    quorum) to that owner.
     """
 
     targets: tuple[str, ...]
     hinted: dict[str, str] = field(default_factory=dict)
     acks: list[tuple[str, Any]] = field(default_factory=list)
     errors: dict[str, BaseException] = field(default_factory=dict)
+    answers: list[tuple[str, Any]] = field(default_factory=list)
     complete: asyncio.Future[list[tuple[str, Any]]] | None = None
 
 
-class _Round:
-    __slots__ = ("all_acks", "complete", "done", "errors", "quorum", "remaining", "result", "timer")
+#: ``listener(result, None)`` once the quorum is reached, ``listener(None, error)``
+#: once it cannot be (the callback form of :meth:`Coordinator.run`).
+RoundListener = Callable[["QuorumResult | None", "BaseException | None"], None]
+
+
+class Round:
+    """One quorum round (:meth:`Coordinator.start`); ``done`` is None with a listener."""
+
+    __slots__ = (
+        "complete",
+        "done",
+        "errors",
+        "finished",
+        "listener",
+        "on_complete",
+        "quorum",
+        "remaining",
+        "result",
+        "timer",
+    )
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         targets: tuple[str, ...],
         quorum: int,
+        listener: RoundListener | None,
+        on_complete: Callable[[QuorumResult], None] | None,
     ) -> None:
         self.quorum = quorum
         self.remaining = len(targets)
-        self.result = QuorumResult(targets)
-        self.all_acks: list[tuple[str, Any]] = []
+        self.result = QuorumResult(targets, {}, [], {}, [])
         self.errors = self.result.errors
-        self.done: asyncio.Future[QuorumResult] = loop.create_future()
-        self.complete: asyncio.Future[list[tuple[str, Any]]] = loop.create_future()
-        self.result.complete = self.complete
+        self.finished = False
+        self.listener = listener
+        self.on_complete = on_complete
+        # With a listener nobody awaits: no future (an unretrieved failed future
+        # would be reported at garbage collection). With on_complete nobody
+        # needs the complete future either: the callback is called directly.
+        self.done: asyncio.Future[QuorumResult] | None = (
+            loop.create_future() if listener is None else None
+        )
+        self.complete: asyncio.Future[list[tuple[str, Any]]] | None = None
+        if listener is None and on_complete is None:
+            self.complete = self.result.complete = loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
 
     def ok(self, node_id: str, value: Any) -> None:
         self.remaining -= 1
-        self.all_acks.append((node_id, value))
-        if not self.done.done():
+        self.result.answers.append((node_id, value))
+        if not self.finished:
             self.result.acks.append((node_id, value))
             if len(self.result.acks) >= self.quorum:
                 self._finish()
-        self._maybe_complete()
+        if self.remaining == 0:
+            self._complete()
 
     def fail(self, node_id: str, exc: BaseException) -> None:
         self.remaining -= 1
         self.errors[node_id] = exc
-        if not self.done.done() and len(self.result.acks) + self.remaining < self.quorum:
+        if not self.finished and len(self.result.acks) + self.remaining < self.quorum:
             self._fail()
-        self._maybe_complete()
+        if self.remaining == 0:
+            self._complete()
 
     def on_done(self, node_id: str, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
@@ -111,24 +149,43 @@ class _Round:
             self.fail(node_id, exc)
 
     def expire(self) -> None:
-        if not self.done.done():
+        if not self.finished:
             self._fail()
 
     def _finish(self) -> None:
+        self.finished = True
         if self.timer is not None:
             self.timer.cancel()
-        self.done.set_result(self.result)
+        if self.done is not None:
+            self.done.set_result(self.result)
+        else:
+            self._tell(self.result, None)
 
     def _fail(self) -> None:
+        self.finished = True
         if self.timer is not None:
             self.timer.cancel()
-        self.done.set_exception(
-            QuorumNotReached(self.quorum, len(self.result.acks), dict(self.errors))
-        )
+        exc = QuorumNotReached(self.quorum, len(self.result.acks), dict(self.errors))
+        if self.done is not None:
+            self.done.set_exception(exc)
+        else:
+            self._tell(None, exc)
 
-    def _maybe_complete(self) -> None:
-        if self.remaining == 0 and not self.complete.done():
-            self.complete.set_result(list(self.all_acks))
+    def _tell(self, result: QuorumResult | None, exc: BaseException | None) -> None:
+        assert self.listener is not None
+        try:
+            self.listener(result, exc)
+        except Exception:  # a broken listener must not break the round
+            log.exception("quorum round listener failed")
+
+    def _complete(self) -> None:
+        if self.on_complete is not None:
+            try:
+                self.on_complete(self.result)
+            except Exception:  # e.g. read repair: best effort, never breaks the round
+                log.exception("quorum round on_complete callback failed")
+        elif self.complete is not None and not self.complete.done():
+            self.complete.set_result(list(self.result.answers))
 
 
 class Coordinator:
@@ -177,13 +234,59 @@ class Coordinator:
     ) -> QuorumResult:
         """Send ``command`` to the key's ``n`` replicas; return after ``quorum`` acks.
 
-        Raises :class:`QuorumNotReached` when the quorum cannot be reached
-        before ``timeout`` (default: the transport's request timeout).
-        ``sloppy`` (default ``node.handoff.sloppy``, False) lets fallbacks with
+        The awaitable form of :meth:`start` (same arguments and errors).
+        """
+        rnd = self.start(
+            namespace,
+            key,
+            command,
+            payload,
+            quorum=quorum,
+            n=n,
+            timeout=timeout,
+            partition=partition,
+            on_complete=on_complete,
+            sloppy=sloppy,
+            applied=applied,
+        )
+        assert rnd.done is not None
+        return await rnd.done
+
+    def start(
+        self,
+        namespace: str,
+        key: bytes,
+        command: str,
+        payload: Any,
+        *,
+        quorum: int,
+        n: int | None = None,
+        timeout: float | None = None,
+        partition: int | None = None,
+        on_complete: Callable[[QuorumResult], None] | None = None,
+        sloppy: bool | None = None,
+        applied: bool = False,
+        listener: RoundListener | None = None,
+    ) -> Round:
+        """Start a quorum round: everything is sent before this returns.
+
+        With ``listener`` the outcome is told to it, called directly from the
+        answer that decides it (no future, no task: the hot path of network
+        surfaces); without, ``await`` the returned round's ``done`` future.
+        Errors found before anything is sent (no replicas, quorum < 1, node
+        stopped) raise here.
+
+        The round fails with :class:`QuorumNotReached` when the quorum cannot
+        be reached before ``timeout`` (default: the transport's request
+        timeout). ``sloppy`` (default ``node.handoff.sloppy``, False) lets fallbacks with
         hints stand in for down owners of a write and count towards the quorum;
         strict (False) counts home replicas only and still leaves a hinted copy
         on a fallback for each down owner. Reads (the service's
-        ``read_commands``) always go to home replicas.
+        ``read_commands``) always go to home replicas. ``applied``: the
+        caller already applied the command to this node's replica (a
+        coordinating replica that issued the new version itself); if this node
+        is a target it counts as an ack (answer ``None``) without running it
+        again.
         """
         node = self.node
         node.raise_if_stopped()
@@ -223,7 +326,7 @@ class Coordinator:
             else:
                 extra = stand_ins
         loop = self._running_loop()
-        rnd = _Round(loop, targets, quorum)
+        rnd = Round(loop, targets, quorum, listener, on_complete)
         rnd.result.hinted = hinted
         deadline = node.config.transport_config.request_timeout if timeout is None else timeout
         # Remote requests carry their own deadlines, so the round needs a timer
@@ -273,14 +376,11 @@ class Coordinator:
                     if asyncio.iscoroutine(result):
                         task = loop.create_task(result)
                         task.add_done_callback(partial(rnd.on_done, me))
-                        if not rnd.done.done():
+                        if not rnd.finished:
                             rnd.timer = loop.call_later(deadline, rnd.expire)
                     else:
                         rnd.ok(me, result)
-        if on_complete is not None:
-            res = rnd.result
-            rnd.complete.add_done_callback(lambda _: on_complete(res))
-        return await rnd.done
+        return rnd
 
     def _substitute(
         self, partition: int, targets: tuple[str, ...]

@@ -15,9 +15,9 @@ or a merge function) decides the outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +117,18 @@ class KVApi(Protocol):
     async def flush(self) -> None:
         """Delete every key in the cluster."""
         ...
+
+
+@runtime_checkable
+class KVCallbacks(Protocol):
+    """Optional callback forms of GET and plain SET (the network surfaces'
+    hot path: no task or future per request). ``done`` is called exactly once
+    on the event loop, possibly before the method returns, and must not raise."""
+
+    def start_get(
+        self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]
+    ) -> None: ...
+
+    def start_put(
+        self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
+    ) -> None: ...

@@ -748,13 +748,95 @@ class KVStore(Service):
                 merged = self._join(merged, other) if merged else other
         return merged
 
+    # -- callback forms: the network surfaces' hot path -----------------------------
+    def start_get(
+        self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]
+    ) -> None:
+        """:meth:`get` with the store's R and timeout, in callback form.
+
+        ``done(value, None)`` or ``done(None, error)`` is called exactly once on
+        the event loop, possibly before this returns. No task or future per
+        call: the quorum round tells ``done`` from the answer that decides it.
+        ``done`` must not raise.
+        """
+        memo: dict[int, Entries] = {}
+        try:
+            self._start_read(self._key(key), None, None, memo, partial(self._got, memo, done))
+        except Exception as exc:
+            done(None, exc)
+
+    def _got(
+        self,
+        memo: dict[int, Entries],
+        done: Callable[[bytes | None, BaseException | None], None],
+        result: QuorumResult | None,
+        exc: BaseException | None,
+    ) -> None:
+        if result is None:
+            done(None, exc)
+            return
+        try:
+            entries = self._merged(result, memo)
+            got = self._resolve(entries, self._clock().time()) if entries else None
+        except Exception as err:
+            done(None, err)
+            return
+        done(None if got is None else got[0], None)
+
+    def start_put(
+        self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
+    ) -> None:
+        """:meth:`put` (no TTL, no context, the store's W) in callback form.
+
+        ``done(None, None)`` once W replicas acknowledged, ``done(None, error)``
+        otherwise; called exactly once on the event loop, possibly before this
+        returns; must not raise. Coordinated here when this node is a replica
+        of the key (the common case), else through :meth:`put`.
+        """
+        try:
+            k = self._key(key)
+            v = self._check_value(value)
+            node = self.node
+            self._ensure_started()
+            quorum = self._write_quorum(None)
+            partition = node.ring.partition_for(k)
+            local = node.id in node.coordinator.targets(partition) and not node.bootstrap.active
+            if local:
+                _, entries = self._issue(partition, k, v, None, None)
+                node.coordinator.start(
+                    self.namespace,
+                    k,
+                    "merge",
+                    entries,
+                    quorum=quorum,
+                    timeout=self.config.timeout,
+                    partition=partition,
+                    applied=True,
+                    listener=partial(_put_done, done),
+                )
+                return
+            task = asyncio.ensure_future(self.put(k, v))
+        except Exception as exc:
+            done(None, exc)
+            return
+        self._background.add(task)
+        task.add_done_callback(partial(self._put_task_done, done))
+
+    def _put_task_done(
+        self, done: Callable[[None, BaseException | None], None], task: asyncio.Future[Any]
+    ) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            done(None, asyncio.CancelledError())
+        else:
+            done(None, task.exception())
+
     def _read_repair(
         self, key: bytes, partition: int, memo: dict[int, Entries], result: QuorumResult
     ) -> None:
-        complete = result.complete
-        if complete is None or self._closed:
+        if self._closed:
             return
-        answers = complete.result()
+        answers = result.answers
         if len(answers) < 2:
             return
         states: list[tuple[str, Entries]] = []

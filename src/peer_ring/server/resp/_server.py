@@ -7,6 +7,14 @@ reply to a list that is written with *one* ``transport.write`` when the queue
 runs dry -- a pipeline of 100 GETs arriving in one read costs one syscall to
 answer.
 
+Fast lane: a lone ``GET key`` or ``SET key value`` arriving while the worker
+is idle (the shape of every request of a non-pipelined client) is started
+from ``data_received`` through the store's callback API
+(:class:`~peer_ring.apps.kv.api.KVCallbacks`), and its reply is written from
+the callback that completes it: no task wake-up, future or coroutine chain
+per request. Requests arriving meanwhile queue for the worker, which is woken
+only once the fast request has answered, so order is kept.
+
 Invariants:
 
 * Replies leave in request order; a request starts only after the previous
@@ -30,9 +38,10 @@ import itertools
 import logging
 import os
 from collections import deque
+from functools import partial
 from typing import Any, cast
 
-from peer_ring.apps.kv.api import KVApi
+from peer_ring.apps.kv.api import KVApi, KVCallbacks
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import (
     ClosedError,
@@ -53,6 +62,7 @@ __all__ = ["RespConnection", "RespServer", "RespStats"]
 log = logging.getLogger("peer_ring.server.resp")
 
 _QUEUED = b"+QUEUED\r\n"
+_OK = b"+OK\r\n"
 #: Commands that run immediately even inside MULTI.
 _MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "unwatch", "quit", "reset"})
 
@@ -119,6 +129,10 @@ class RespServer:
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
         self._ids = itertools.count(1)
+        #: the store's callback API, for the fast lane (None: worker only)
+        self.fast: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
+        self.get_spec = COMMANDS.get(b"get")
+        self.set_spec = COMMANDS.get(b"set")
         limits = kv.limits
         self.max_bulk = min(
             self.config.max_bulk_len, max(limits.max_value_size, limits.max_key_size)
@@ -238,6 +252,8 @@ class RespConnection(asyncio.Protocol):
         self._reading_paused = False
         self._queued_bytes = 0
         self._max_pipeline_bytes = cfg.max_pipeline_bytes
+        self._busy = False  # a fast-lane request is in flight
+        self._fast = server.fast
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -274,12 +290,21 @@ class RespConnection(asyncio.Protocol):
             self._wake()
             return
         if requests:
+            waiter = self._waiter
+            idle = waiter is not None and not waiter.done() and not self._busy
+            if (
+                idle
+                and len(requests) == 1
+                and self._fast is not None
+                and self._start_fast(requests[0])
+            ):
+                return
             self.queue.extend(requests)
             self._queued_bytes += len(data)
             if self._queued_bytes > self._max_pipeline_bytes:
                 self._pause_reading()
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
+            if idle:
+                assert waiter is not None
                 waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
@@ -299,6 +324,57 @@ class RespConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._write_paused is not None and not self._write_paused.done():
             self._write_paused.set_result(None)
+
+    # -- fast lane (see the module docstring) ------------------------------
+
+    def _start_fast(self, args: list[bytes] | RespProtocolError) -> bool:
+        """Start a lone GET / plain SET through the callback API; False if not one."""
+        if args.__class__ is not list or not self.authenticated or self.multi is not None:
+            return False
+        assert isinstance(args, list)
+        server = self.server
+        spec = COMMANDS.get(args[0])
+        n = len(args)
+        fast = self._fast
+        assert fast is not None
+        if spec is server.get_spec and n == 2:
+            done = partial(self._got, args)
+            start = partial(fast.start_get, args[1], done)
+        elif spec is server.set_spec and n == 3:
+            done = partial(self._put, args)
+            start = partial(fast.start_put, args[1], args[2], done)
+        else:
+            return False
+        assert spec is not None
+        if self._write_paused is not None and not self._write_paused.done():
+            return False
+        stats = server.stats
+        stats.commands_processed += 1
+        stats.calls[spec.index] += 1
+        self.last_command = spec.name
+        self._busy = True
+        start()
+        return True
+
+    def _got(self, args: list[bytes], value: bytes | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            reply = self._failed(exc, args)
+        elif value is None:
+            reply = self.nil
+        else:
+            reply = b"$%d\r\n%b\r\n" % (len(value), value)
+        self._fast_reply(reply)
+
+    def _put(self, args: list[bytes], _: None, exc: BaseException | None) -> None:
+        self._fast_reply(_OK if exc is None else self._failed(exc, args))
+
+    def _fast_reply(self, reply: bytes) -> None:
+        self._busy = False
+        transport = self.transport
+        if not self._lost and transport is not None and not transport.is_closing():
+            transport.write(reply)
+        if self.queue or self.quit:
+            self._wake()
 
     # -- internals ---------------------------------------------------------
 
@@ -369,6 +445,10 @@ class RespConnection(asyncio.Protocol):
                     transport.write(out[0] if len(out) == 1 else b"".join(out))
                 out.clear()
                 if self.quit or self._lost:
+                    while self._busy and not self._lost:  # let a fast-lane reply go out
+                        self._waiter = loop.create_future()
+                        await self._waiter
+                        self._waiter = None
                     break
                 self._queued_bytes = 0
                 if self._write_paused is not None:
@@ -419,7 +499,7 @@ class RespConnection(asyncio.Protocol):
         except Exception as exc:
             return self._failed(exc, args)
 
-    def _failed(self, exc: Exception, args: list[bytes]) -> bytes:
+    def _failed(self, exc: BaseException, args: list[bytes]) -> bytes:
         """The error reply for an exception a handler raised."""
         self.server.stats.error_replies += 1
         if isinstance(exc, CommandError):
