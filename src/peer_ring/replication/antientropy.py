@@ -9,7 +9,16 @@ owner, rotating through them:
    differing buckets and its key hashes in them;
 2. the initiator computes the differing keys, pushes its records of them
    (``["hd", ns, p, records]``: ``import_records`` on the peer) and pulls the
-   peer's (``["ae_get", ns, p, keys]``), importing them locally.
+   peer's (``["ae_get", ns, p, keys]``), importing them locally -- both in
+   slices of ``chunk_records`` keys, one request each.
+
+Both sides read digests and trees from ``Service.digest_index``: for the KV
+store an index per partition kept current incrementally and refreshed in
+slices between loop passes, so an exchange costs the changed keys and a
+dictionary walk, not a hash of every state in one blocked loop pass. A
+partition that is moving (``TransferManager.moving``: streaming out or in,
+or still handed off by another node) or still bootstrapping is skipped: the
+transfer brings it up to date.
 
 Both sides merge, so one exchange converges a pair of replicas whatever the
 direction of the loss. It repairs what hinted handoff misses: a replica that
@@ -133,12 +142,16 @@ class AntiEntropy:
             keys = merkle.diff_keys(ours, theirs)
             push = sorted(k for k in keys if k in ours)
             pull = sorted(k for k in keys if k in theirs)
-            if push:
-                records = service.read_records(partition, push)
+            # in slices of chunk_records: a large repair never blocks either loop long
+            step = self.config.chunk_records
+            for i in range(0, len(push), step):
+                records = service.read_records(partition, push[i : i + step])
                 await node.transport.request(address, ["hd", ns, partition, records])
                 self.metrics_["ae_keys_pushed"] += len(records)
-            if pull:
-                got = await node.transport.request(address, ["ae_get", ns, partition, pull])
+            for i in range(0, len(pull), step):
+                got = await node.transport.request(
+                    address, ["ae_get", ns, partition, pull[i : i + step]]
+                )
                 records = decode_records(got)
                 service.import_records(partition, records)
                 self.metrics_["ae_keys_pulled"] += len(records)
