@@ -247,6 +247,10 @@ class Transport(abc.ABC):
         except Exception as exc:  # msgpack raises several unrelated types
             raise PeerRingError(f"message cannot be encoded: {exc}") from exc
 
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered, towards all peers (0 if not tracked)."""
+        return 0
+
     @abc.abstractmethod
     def send(self, address: str, message: Any) -> bool:
         """Send a one-way message, best effort. False if it was dropped locally."""

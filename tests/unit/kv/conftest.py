@@ -22,14 +22,18 @@ def address(i: int) -> str:
     return f"10.0.0.{i}:7400"
 
 
-def node_config(i: int, *, replicas: int = 3, partitions: int = 64) -> NodeConfig:
+def node_config(
+    i: int, *, replicas: int = 3, partitions: int = 64, max_in_flight: int = 65_536
+) -> NodeConfig:
     return NodeConfig.local(
         f"n{i}",
         listen=address(i),
         transport="memory",
         seeds=(address(1),),
         replication=ReplicationConfig(partitions=partitions, replicas=replicas),
-        transport_config=TransportConfig(request_timeout=1.0, connect_timeout=0.5),
+        transport_config=TransportConfig(
+            request_timeout=1.0, connect_timeout=0.5, max_in_flight=max_in_flight
+        ),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peer_ring.apps.kv import _state as st
+from peer_ring.apps.kv import store as store_module
 from peer_ring.apps.kv.api import KVApi, Limits
 from peer_ring.apps.kv.store import KVConfig, KVStore, Versions
 from peer_ring.errors import ConfigError, InvalidRequest, QuorumNotReached, UnknownCommand
@@ -342,3 +343,22 @@ def test_config_validation() -> None:
         KVConfig(sweep_interval=0)
     with pytest.raises(ConfigError):
         KVStore(namespace="")
+
+
+async def test_w1_writes_outrunning_replication_wait_instead_of_dropping(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A W=1 put on a coordinating replica is acknowledged by its own write and
+    # can return without yielding; a loop of them used to queue replica
+    # requests until they failed as Overloaded, leaving the other replicas to
+    # anti-entropy (which this cluster's manual clock never runs).
+    monkeypatch.setattr(store_module, "_REPLICATION_BACKLOG", 16)
+    cluster = await make_cluster(3, max_in_flight=64)
+    writer = cluster.stores[0]
+    keys = [b"bp-%d" % i for i in range(600)]
+    for key in keys:
+        await writer.put(key, b"v", w=1)
+    await wait_for(
+        lambda: all(_replicated_everywhere(cluster, k, b"v") for k in keys),
+        message="every replica has every key",
+    )

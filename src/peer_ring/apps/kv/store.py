@@ -129,6 +129,9 @@ MergeFunction = Callable[[list[bytes]], bytes]
 
 _MODES: Final = ("siblings", "lww")
 _SCAN_FIRST_BATCH: Final = 8
+#: Unanswered peer requests above which a write whose quorum is already met
+#: waits for its remaining replicas (see ``_replicate``).
+_REPLICATION_BACKLOG: Final = 4096
 _SCAN_MAX_BATCH: Final = 256
 #: Keys a digest-index refresh handles per loop pass (~0.1-0.3 ms unchanged,
 #: a few ms when all changed).
@@ -473,6 +476,18 @@ class KVStore(Service):
             partition=partition,
             applied=True,
         )
+        complete = result.complete
+        if (
+            complete is not None
+            and not complete.done()
+            and self.node.transport.in_flight() > _REPLICATION_BACKLOG
+        ):
+            # Backpressure: W was met before the other replicas took the write
+            # (W=1 on the coordinating replica completes without yielding). A
+            # writer outrunning replication waits for it here, instead of
+            # piling up requests until they fail as Overloaded and the
+            # replicas are left for anti-entropy to fill.
+            await complete
         return existed or any(answer is True for _, answer in result.acks)
 
     def _scan_local(self, payload: Any) -> list[bytes]:
