@@ -195,9 +195,10 @@ class Coordinator:
         self.node = node
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        # asyncio.get_running_loop() costs a getpid() system call per call on
-        # Python 3.11; the loop is cached and re-read only if it stopped running.
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
+        ``getpid()`` system call per call on Python 3.11; the loop is cached and
+        re-read only if it stopped running."""
         loop = self._loop
         if loop is None or not loop.is_running():
             loop = self._loop = asyncio.get_running_loop()
@@ -325,7 +326,7 @@ class Coordinator:
                 targets, hinted = substituted, stand_ins
             else:
                 extra = stand_ins
-        loop = self._running_loop()
+        loop = self.running_loop()
         rnd = Round(loop, targets, quorum, listener, on_complete)
         rnd.result.hinted = hinted
         deadline = node.config.transport_config.request_timeout if timeout is None else timeout

@@ -42,6 +42,7 @@ import random
 import types
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -455,7 +456,9 @@ class _Session(FrameReceiver):
                 except Exception as exc:
                     self._error(rid, exc)
                     return
-                if isinstance(result, _AWAITABLE):
+                if isinstance(result, asyncio.Future):  # answered when it resolves: no task
+                    result.add_done_callback(partial(self._settle, rid))
+                elif isinstance(result, _AWAITABLE):
                     task = core.loop.create_task(self._finish(rid, result))
                     core._tasks.add(task)
                     task.add_done_callback(core._tasks.discard)
@@ -512,6 +515,19 @@ class _Session(FrameReceiver):
             self._error(rid, exc)
             return
         self._answer(rid, result)
+
+    def _settle(self, rid: int, fut: asyncio.Future[Any]) -> None:
+        """Answer ``rid`` from a handler's future (the task-free form of ``_finish``)."""
+        if fut.cancelled():
+            self._error(rid, PeerUnavailable("peer shutting down"))
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._answer(rid, fut.result())
+            return
+        if not isinstance(exc, PeerRingError):
+            log.exception("request handler failed", exc_info=exc)
+        self._error(rid, exc)
 
     async def _swallow(self, awaitable: Any) -> None:
         try:

@@ -27,8 +27,8 @@ instead of unbounded memory); a protocol-version handshake
 
 Handlers (set with :meth:`Transport.set_handler`) run on the event loop. A
 handler may return a plain value (answered at once, no task created: the fast
-path for local, non-blocking work) or an awaitable (run as a task). Handlers
-must not block the loop.
+path for local, non-blocking work), a future (answered when it resolves, no
+task either) or a coroutine (run as a task). Handlers must not block the loop.
 """
 
 from __future__ import annotations

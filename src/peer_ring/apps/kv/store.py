@@ -307,7 +307,7 @@ class KVStore(Service):
 
         ``get`` -> state or nil; ``merge`` state -> bool (a visible value was
         there before); ``coord_put`` [value, expires_at, context, n, w,
-        timeout] -> bool (coroutine); ``scan`` [partitions, match] -> keys;
+        timeout] -> bool (a future); ``scan`` [partitions, match] -> keys;
         ``count`` partitions -> int; ``flush`` -> int; ``sweep`` -> int.
         """
         command = request.command
@@ -407,7 +407,24 @@ class KVStore(Service):
         if timeout is not None and (type(timeout) not in (int, float) or not timeout > 0):
             raise InvalidRequest("timeout must be a positive number of seconds")
         ctx = vv.decode_context(ctx_raw) if ctx_raw else None
-        return self._coordinate(partition, key, value, exp, ctx, n, w, timeout)
+        # A future, not a coroutine: the transport answers when it resolves,
+        # without a task per forwarded write.
+        existed, entries = self._issue(partition, key, value, exp, ctx)
+        coordinator = self.node.coordinator
+        fut: asyncio.Future[bool] = coordinator.running_loop().create_future()
+        coordinator.start(
+            self.namespace,
+            key,
+            "merge",
+            entries,
+            quorum=w,
+            n=n,
+            timeout=timeout,
+            partition=partition,
+            applied=True,
+            listener=partial(_written, fut, existed),
+        )
+        return fut
 
     def _coordinate(
         self,
@@ -1224,6 +1241,20 @@ class KVStore(Service):
             raise QuorumNotReached(
                 len(ids), len(ids) - len(errors), errors, message="flush did not reach every node"
             )
+
+
+def _written(
+    fut: asyncio.Future[bool],
+    existed: bool,
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    if fut.done():
+        return
+    if result is None:
+        fut.set_exception(exc if exc is not None else QuorumNotReached(1, 0))
+    else:
+        fut.set_result(existed or any(answer is True for _, answer in result.acks))
 
 
 def _put_done(
