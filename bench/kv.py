@@ -152,6 +152,13 @@ def summarize(answers: list[dict[str, Any]]) -> dict[str, Any]:
     for a in answers:
         for k, v in a["errors"].items():
             errors[k] = errors.get(k, 0) + v
+    # garbage-collector pauses of the window, per generation, over all nodes
+    gc_pauses = [[0, 0.0, 0.0] for _ in range(3)]
+    for a in answers:
+        for g, (n, total, longest) in enumerate(a.get("gc", ())):
+            gc_pauses[g][0] += n
+            gc_pauses[g][1] += total
+            gc_pauses[g][2] = max(gc_pauses[g][2], longest)
     return {
         "ops": ops,
         "ops_s": ops / wall,
@@ -166,6 +173,7 @@ def summarize(answers: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_util_node": [a["cpu"] / max(1e-9, a["wall"]) for a in answers],
         "errors": errors,
         "latency_hist": merge_hists([a.get("hist") for a in answers]),
+        "gc_pauses": gc_pauses,
     }
 
 

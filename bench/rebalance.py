@@ -148,7 +148,7 @@ def run(
                     continue
                 last = samples[-1][1]
                 # a node that did not answer /metrics in time counts as busy (its
-                # loop is; counting it idle ended the move early before 2026-11-27)
+                # loop is; counting it idle ended the move early before 2026-11-26)
                 busy = len(last) < len(c.nodes) or any(
                     m.get("transfers_in_progress", 0) or m.get("transfers_queued", 0)
                     for m in last.values()
