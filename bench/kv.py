@@ -169,6 +169,7 @@ def summarize(answers: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": pct["p99"],
         "p999_ms": pct["p999"],
         "cpu_us_per_op": cpu / max(1, ops) * 1e6,
+        "sys_us_per_op": sum(a.get("cpu_sys", 0.0) for a in answers) / max(1, ops) * 1e6,
         "cpu_us_per_op_node": [a["cpu"] / max(1, a["ops"]) * 1e6 for a in answers],
         "cpu_util_node": [a["cpu"] / max(1e-9, a["wall"]) for a in answers],
         "errors": errors,

@@ -88,9 +88,17 @@ def main() -> None:
         console.print(
             table(
                 "Throughput and latency",
-                ["nodes", "mix", "ops/s", "p50 ms", "p99 ms", "CPU µs/op"],
+                ["nodes", "mix", "ops/s", "p50 ms", "p99 ms", "CPU µs/op", "of which system"],
                 [
-                    (r["nodes"], r["mix"], r["ops_s"], r["p50_ms"], r["p99_ms"], r["cpu_us_per_op"])
+                    (
+                        r["nodes"],
+                        r["mix"],
+                        r["ops_s"],
+                        r["p50_ms"],
+                        r["p99_ms"],
+                        r["cpu_us_per_op"],
+                        r["sys_us_per_op"],
+                    )
                     for r in rows
                 ],
             )
