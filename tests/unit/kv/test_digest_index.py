@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from peer_ring.apps.kv import _state as st
+from peer_ring.apps.kv import store as store_module
 from peer_ring.apps.kv._state import unpack
 from peer_ring.apps.kv.store import KVStore
 from peer_ring.replication import merkle
@@ -68,3 +71,23 @@ async def test_snapshot_sees_exactly_the_keys_written_since(make_cluster: Cluste
     after = store.snapshot(p)
     assert sorted(k for k, v in after.items() if before.get(k) != v) == changed
     await c.stop()
+
+
+async def test_cached_indexes_are_bounded_and_rebuilt_on_demand(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_DIGEST_CACHE_KEYS", 50)
+    c = await make_cluster()
+    store = c.stores[0]
+    for i in range(600):
+        await store.put(b"key-%d" % i, b"v")
+    parts = sorted(store._parts, key=lambda q: -len(store._parts[q]))
+    for p in parts:
+        index = await store.digest_index(p, 5)
+        assert index.digest() == one_shot(store, p)  # correct even if evicted later
+        cached = sum(len(ix) for ix in store._digests.values())
+        assert cached <= max(50, len(store._parts[p]))
+    evicted = parts[0]
+    assert evicted not in store._digests  # the largest, used first, was evicted
+    rebuilt = await store.digest_index(evicted, 5)
+    assert rebuilt.tree() == merkle.build(one_shot(store, evicted), 5)

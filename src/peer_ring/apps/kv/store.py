@@ -136,6 +136,8 @@ _SCAN_MAX_BATCH: Final = 256
 #: Keys a digest-index refresh handles per loop pass (~0.1-0.3 ms unchanged,
 #: a few ms when all changed).
 _DIGEST_SLICE: Final = 1024
+#: Keys kept in cached digest indexes, over all partitions (see ``_index``).
+_DIGEST_CACHE_KEYS: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,6 +634,7 @@ class KVStore(Service):
             return {}
         index = self._digests.get(partition) or self._index(partition, DEFAULT_DEPTH)
         index.refresh(part, _stored_digest)
+        self._trim_indexes(partition)
         return index.digest()
 
     async def digest_index(self, partition: int, depth: int) -> DigestIndex:
@@ -654,13 +657,34 @@ class KVStore(Service):
                 await asyncio.sleep(0)
             index.refresh_slice(items[i : i + _DIGEST_SLICE], _stored_digest)
         index.drop_missing(self._parts.get(partition) or {})
+        self._trim_indexes(partition)
         return index
 
     def _index(self, partition: int, depth: int) -> DigestIndex:
-        index = self._digests.get(partition)
+        """The partition's cached index (a new one if none or another depth).
+
+        The cache is bounded: an index costs ~180 bytes per key (state
+        reference, digest, dict slot), as much again as the store itself, so
+        only the most recently used indexes are kept, up to
+        ``_DIGEST_CACHE_KEYS`` keys in all (anti-entropy visits a few
+        partitions per second; a partition it comes back to long after is
+        re-hashed, in slices).
+        """
+        digests = self._digests
+        index = digests.pop(partition, None)
         if index is None or index.depth != depth:
-            index = self._digests[partition] = DigestIndex(depth)
+            index = DigestIndex(depth)
+        digests[partition] = index  # most recently used last
         return index
+
+    def _trim_indexes(self, keep: int) -> None:
+        """Evict least recently used indexes beyond the cache bound (never ``keep``)."""
+        digests = self._digests
+        total = sum(len(ix) for ix in digests.values())
+        for old in list(digests):
+            if total <= _DIGEST_CACHE_KEYS or old == keep:
+                break
+            total -= len(digests.pop(old))
 
     def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
         part = self._parts.get(partition)
