@@ -142,3 +142,23 @@ async def test_shutdown_lets_a_held_fast_reply_out() -> None:
     assert await client.read() == b"v"
     await closing
     assert client.transport.closed
+
+
+async def test_a_protocol_error_behind_a_held_request_answers_after_it() -> None:
+    kv = HeldKV()
+    await kv.put(b"k", b"v")
+    server = RespServer(kv, config=RespConfig(), clock=ManualClock())
+    client = Client(server)
+    await _idle(client)
+    client.send(encode_request("GET", "k"))
+    client.send(encode_request("PING") + b"*1\r\n$x\r\n")  # then garbage
+    await asyncio.sleep(0)
+    assert client.unread() == b""  # nothing may overtake the held GET
+    kv.release()
+    assert await client.read() == b"v"
+    assert await client.read() == Simple("PONG")
+    reply = await client.read()
+    assert isinstance(reply, Err)
+    assert reply.message.startswith("ERR Protocol error")
+    await client.wait_closed()
+    await server.close()

@@ -287,7 +287,8 @@ class RespConnection(asyncio.Protocol):
             self.queue.extend(exc.parsed)
             self.queue.append(exc)
             self._pause_reading()
-            self._wake()
+            if not self._busy:  # else the fast-lane reply wakes the worker, in order
+                self._wake()
             return
         if requests:
             waiter = self._waiter
