@@ -1,0 +1,128 @@
+"""Profile the RESP hot path: node n1 of a 3-node N=3 cluster under redis-benchmark.
+
+    .venv/bin/python bench/profile_resp.py            # SET and GET, 8 s of samples each
+    .venv/bin/python bench/profile_resp.py --tests get --nodes 1
+
+A sampling profile (py-spy, from the ``bench`` extra; it attaches to the
+node process by PID, so the node runs unmodified and at full speed, unlike
+cProfile) is taken of n1 -- the node redis-benchmark talks to, which
+coordinates every command -- while ``redis-benchmark -c 50 -d 100`` runs
+against it. Printed per test: the node's CPU per command (user+system from
+``/proc/PID/stat`` over the run) for every node, and the functions with the
+most samples *in themselves* (native code such as the event loop, socket
+system calls and msgpack is charged to the Python function that called it).
+The raw collapsed stacks are kept under ``bench/results/`` for flame graphs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _util import RESULTS_DIR, console, table, write_results
+from kv import cluster, wait_ring
+
+_FRAME = re.compile(r"^(.*?) \((.*?):\d+\)$")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_time(collapsed: Path, top: int) -> tuple[int, list[tuple[str, float]]]:
+    """Samples and the ``top`` functions by share of samples in themselves."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        leaf = stack.split(";")[-1]
+        m = _FRAME.match(leaf)
+        name = f"{m.group(1)} ({Path(m.group(2)).name})" if m else leaf
+        counts[name] += int(n)
+        total += int(n)
+    return total, [(name, n / max(1, total)) for name, n in counts.most_common(top)]
+
+
+def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> dict[str, Any]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+    out = RESULTS_DIR / f"profile-resp-{test}-{nodes}.txt"
+    RESULTS_DIR.mkdir(exist_ok=True)
+    with cluster(nodes, nodes, resp=True) as c:
+        wait_ring(c)
+        n1 = c["n1"]
+        pids = {name: node.pid for name, node in c.nodes.items() if node.pid is not None}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        sampler = subprocess.Popen(
+            [spy, "record", "--pid", str(n1.pid), "--rate", "250", "--format", "raw",
+             "--output", str(out), "--duration", str(int(seconds)), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        cmd = ["redis-benchmark", "-h", n1.ip, "-p", "6390", "-t", test, "-n", str(requests),
+               "-c", "50", "-d", "100", "-r", "100000", "-q"]  # fmt: skip
+        t0 = time.perf_counter()
+        bench = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+        wall = time.perf_counter() - t0
+        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        sampler.wait(seconds + 30)
+    line = bench.stdout.strip().splitlines()[-1]
+    rps = float(line.split()[1])
+    samples, hot = self_time(out, top) if out.exists() else (0, [])
+    return {
+        "test": test,
+        "nodes": nodes,
+        "command": " ".join(cmd),
+        "rps": rps,
+        "cpu_us_per_command": {n: 1e6 * (after[n] - before[n]) / requests for n in pids},
+        "cpu_share": {n: (after[n] - before[n]) / wall for n in pids},
+        "samples": samples,
+        "self": hot,
+        "collapsed_stacks": str(out),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tests", default="set,get", help="redis-benchmark tests, one run each")
+    ap.add_argument("--nodes", type=int, default=3, help="cluster size (N = nodes)")
+    ap.add_argument("--requests", type=int, default=150_000, help="redis-benchmark -n")
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds of samples")
+    ap.add_argument("--top", type=int, default=20, help="functions shown")
+    args = ap.parse_args()
+    rows = [
+        profile(t, args.nodes, args.requests, args.seconds, args.top)
+        for t in args.tests.split(",")
+        if t
+    ]
+    for r in rows:
+        cpu = ", ".join(
+            f"{n} {us:.1f} µs ({100 * r['cpu_share'][n]:.0f} % of a core)"
+            for n, us in r["cpu_us_per_command"].items()
+        )
+        console.print(f"[bold]{r['test'].upper()}[/]: {r['rps']:,.0f}/s; CPU per command: {cpu}")
+        console.print(
+            table(
+                f"n1 self time, {r['samples']} samples ({r['command']})",
+                ["share", "function"],
+                [(f"{100 * share:.1f} %", name) for name, share in r["self"]],
+            )
+        )
+    path = write_results("profile-resp", {"runs": rows})
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
