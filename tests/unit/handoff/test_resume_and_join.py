@@ -11,6 +11,7 @@ import pytest
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import ConfigError, PeerUnavailable
 from peer_ring.node import Node
+from peer_ring.replication.transfer import STREAM_KIND
 from peer_ring.transport.memory import MemoryNetwork
 from tests.conftest import wait_for
 from tests.unit.handoff._cluster import fast_handoff, key, make_node, placement_ok, reg, write
@@ -117,6 +118,45 @@ async def test_joiner_waits_for_announced_transfers_instead_of_merkle_syncing() 
         assert m["bootstrap_partitions_by_transfer"] == owned
         assert m["ae_exchanges"] == 0
         # and what arrived is complete: every acknowledged key the joiner owns is there
+        ring = joiner.ring
+        for i in acked:
+            k = key(i)
+            p = ring.partition_for(k)
+            if joiner.id in ring.preference_list(p):
+                assert reg(joiner).holds(k, p) == (1, b"v%d" % i)
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+        if joiner is not None:
+            await joiner.stop()
+
+
+async def test_joiner_falls_back_to_merkle_sync_when_senders_give_up() -> None:
+    # The joiner refuses every transfer stream: its peers retry, give up and
+    # say so (xf_fail); the joiner then Merkle-syncs those partitions with
+    # their live co-owners instead of waiting for transfers that never come.
+    handoff = fast_handoff(max_attempts=2, retry_min=0.01, retry_max=0.02)
+    net = MemoryNetwork()
+    nodes = [make_node(net, 1, handoff=handoff), make_node(net, 2, handoff=handoff)]
+    await asyncio.gather(*(n.start() for n in nodes))
+    joiner: Node | None = None
+    try:
+        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="2 members")
+        acked = await write(nodes[0], range(600))
+        joiner = make_node(net, 3, handoff=handoff)
+
+        async def refuse(header: Any, peer: Any) -> Any:
+            raise PeerUnavailable("this test's joiner refuses transfer streams")
+
+        joiner._stream_handlers[STREAM_KIND] = refuse
+        await joiner.start()
+        await asyncio.wait_for(joiner.bootstrap.done.wait(), 20)
+        m = joiner.metrics()
+        owned = len(joiner.ring.partitions_of(joiner.id))
+        assert owned > 0
+        assert m["bootstrap_partitions_by_transfer"] == 0
+        assert m["bootstrap_partitions_synced"] == owned  # all of them by Merkle sync
+        assert m["ae_exchanges"] > 0
+        assert joiner.transfers.inbound_failed  # the senders said they gave up
         ring = joiner.ring
         for i in acked:
             k = key(i)
