@@ -28,6 +28,10 @@ SCRIPTS: dict[str, float] = {
     " --seconds 2 --runs 5 --output kv-sweep": 900,
     "scale.py": 1200,
     "rebalance.py": 900,
+    # the rebalance target's case: 1M keys at the default Q
+    "rebalance.py --keys 1000000 --partitions 1024": 1200,
+    # where a RESP command's time goes on the coordinating node (py-spy)
+    "profile_resp.py": 600,
 }
 
 
