@@ -463,3 +463,28 @@ async def test_request_callback_deadline_and_bucketed_expiry(make: Factory) -> N
     assert a.in_flight() == 0
     assert a.stats["timeouts"] == 50
     assert not a._deadlines
+
+
+async def test_memory_transport_forgets_closed_channels() -> None:
+    net = MemoryNetwork()
+    a = MemoryTransport("a", "10.9.0.1:1", net)
+    b = MemoryTransport("b", "10.9.0.2:1", net)
+    b.set_handler(echo)
+    await a.start()
+    await b.start()
+    try:
+        for _ in range(5):  # each round dials a new channel and loses it
+            async with asyncio.timeout(5):
+                while True:  # the first request after a lost channel waits out the backoff
+                    try:
+                        answer = await a.request(b.address, "x")
+                        break
+                    except PeerUnavailable:
+                        await asyncio.sleep(0.01)
+            assert answer == ["x", "a"]
+            for conn in list(a._conns):
+                conn.close()
+            await wait_for(lambda: not a._conns and not b._conns, message="channels forgotten")
+    finally:
+        await a.close()
+        await b.close()

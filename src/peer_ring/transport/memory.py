@@ -101,6 +101,8 @@ class _MemoryConn(FrameConn):
         self.is_closed = False
         self.loop = asyncio.get_running_loop()
         self.last_at = 0.0
+        #: the owning transport's open channels (this end leaves it on close)
+        self.home: set[_MemoryConn] | None = None
 
     def write(self, frame: bytes) -> None:
         if self.is_closed:
@@ -131,6 +133,8 @@ class _MemoryConn(FrameConn):
         if self.is_closed:
             return
         self.is_closed = True
+        if self.home is not None:
+            self.home.discard(self)
         receiver, self.receiver = self.receiver, None
         peer = self.peer
         if receiver is not None:
@@ -178,6 +182,7 @@ class MemoryTransport(ChannelTransport):
         theirs.receiver = target._accept(theirs)
         target._conns.add(theirs)
         self._conns.add(mine)
+        theirs.home, mine.home = target._conns, self._conns
         return mine
 
     async def _shutdown(self) -> None:
