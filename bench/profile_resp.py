@@ -7,8 +7,9 @@ A sampling profile (py-spy, from the ``bench`` extra; it attaches to the
 node process by PID, so the node runs unmodified and at full speed, unlike
 cProfile) is taken of n1 -- the node redis-benchmark talks to, which
 coordinates every command -- while ``redis-benchmark -c 50 -d 100`` runs
-against it. Printed per test: the node's CPU per command (user+system from
-``/proc/PID/stat`` over the run) for every node, and the functions with the
+against it. Printed per test: every node's CPU per command (user+system,
+and the system part, from ``/proc/PID/stat`` over the run), n1's system
+calls per command (``/proc/PID/io``), and the functions with the
 most samples *in themselves* (native code such as the event loop, socket
 system calls and msgpack is charged to the Python function that called it).
 The raw collapsed stacks are kept under ``bench/results/`` for flame graphs.
@@ -33,10 +34,17 @@ from kv import cluster, wait_ring
 _FRAME = re.compile(r"^(.*?) \((.*?):\d+\)$")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (``/proc/PID/stat``)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def syscalls(pid: int) -> tuple[int, int]:
+    """Read-like and write-like system calls of a process so far (``/proc/PID/io``)."""
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(io["syscr"]), int(io["syscw"])
 
 
 def self_time(collapsed: Path, top: int) -> tuple[int, list[tuple[str, float]]]:
@@ -66,6 +74,7 @@ def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> d
         n1 = c["n1"]
         pids = {name: node.pid for name, node in c.nodes.items() if node.pid is not None}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        calls_before = syscalls(pids["n1"])
         sampler = subprocess.Popen(
             [spy, "record", "--pid", str(n1.pid), "--rate", "250", "--format", "raw",
              "--output", str(out), "--duration", str(int(seconds)), "--nonblocking"],
@@ -77,6 +86,7 @@ def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> d
         bench = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
         wall = time.perf_counter() - t0
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        calls_after = syscalls(pids["n1"])
         sampler.wait(seconds + 30)
     line = bench.stdout.strip().splitlines()[-1]
     rps = float(line.split()[1])
@@ -86,8 +96,13 @@ def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> d
         "nodes": nodes,
         "command": " ".join(cmd),
         "rps": rps,
-        "cpu_us_per_command": {n: 1e6 * (after[n] - before[n]) / requests for n in pids},
-        "cpu_share": {n: (after[n] - before[n]) / wall for n in pids},
+        "cpu_us_per_command": {n: 1e6 * (sum(after[n]) - sum(before[n])) / requests for n in pids},
+        "system_us_per_command": {n: 1e6 * (after[n][1] - before[n][1]) / requests for n in pids},
+        "cpu_share": {n: (sum(after[n]) - sum(before[n])) / wall for n in pids},
+        "n1_syscalls_per_command": {
+            "read": (calls_after[0] - calls_before[0]) / requests,
+            "write": (calls_after[1] - calls_before[1]) / requests,
+        },
         "samples": samples,
         "self": hot,
         "collapsed_stacks": str(out),
@@ -109,10 +124,16 @@ def main() -> None:
     ]
     for r in rows:
         cpu = ", ".join(
-            f"{n} {us:.1f} µs ({100 * r['cpu_share'][n]:.0f} % of a core)"
+            f"{n} {us:.1f} µs, {r['system_us_per_command'][n]:.1f} of it system"
+            f" ({100 * r['cpu_share'][n]:.0f} % of a core)"
             for n, us in r["cpu_us_per_command"].items()
         )
+        calls = r["n1_syscalls_per_command"]
         console.print(f"[bold]{r['test'].upper()}[/]: {r['rps']:,.0f}/s; CPU per command: {cpu}")
+        console.print(
+            f"n1 system calls per command: {calls['read']:.2f} read-like,"
+            f" {calls['write']:.2f} write-like"
+        )
         console.print(
             table(
                 f"n1 self time, {r['samples']} samples ({r['command']})",
