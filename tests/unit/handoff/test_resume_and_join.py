@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
@@ -15,6 +15,16 @@ from peer_ring.replication.transfer import STREAM_KIND
 from peer_ring.transport.memory import MemoryNetwork
 from tests.conftest import wait_for
 from tests.unit.handoff._cluster import fast_handoff, key, make_node, placement_ok, reg, write
+
+
+def _assert_holds_acked(joiner: Node, acked: Iterable[int]) -> None:
+    """Every acknowledged key the joiner owns is on it, with its value."""
+    ring = joiner.ring
+    for i in acked:
+        k = key(i)
+        p = ring.partition_for(k)
+        if joiner.id in ring.preference_list(p):
+            assert reg(joiner).holds(k, p) == (1, b"v%d" % i)
 
 
 async def _two_nodes(handoff: HandoffConfig) -> tuple[MemoryNetwork, Node, Node]:
@@ -118,12 +128,7 @@ async def test_joiner_waits_for_announced_transfers_instead_of_merkle_syncing() 
         assert m["bootstrap_partitions_by_transfer"] == owned
         assert m["ae_exchanges"] == 0
         # and what arrived is complete: every acknowledged key the joiner owns is there
-        ring = joiner.ring
-        for i in acked:
-            k = key(i)
-            p = ring.partition_for(k)
-            if joiner.id in ring.preference_list(p):
-                assert reg(joiner).holds(k, p) == (1, b"v%d" % i)
+        _assert_holds_acked(joiner, acked)
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
         if joiner is not None:
@@ -157,12 +162,7 @@ async def test_joiner_falls_back_to_merkle_sync_when_senders_give_up() -> None:
         assert m["bootstrap_partitions_synced"] == owned  # all of them by Merkle sync
         assert m["ae_exchanges"] > 0
         assert joiner.transfers.inbound_failed  # the senders said they gave up
-        ring = joiner.ring
-        for i in acked:
-            k = key(i)
-            p = ring.partition_for(k)
-            if joiner.id in ring.preference_list(p):
-                assert reg(joiner).holds(k, p) == (1, b"v%d" % i)
+        _assert_holds_acked(joiner, acked)
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
         if joiner is not None:

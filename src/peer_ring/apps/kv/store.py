@@ -412,20 +412,8 @@ class KVStore(Service):
         # A future, not a coroutine: the transport answers when it resolves,
         # without a task per forwarded write.
         existed, entries = self._issue(partition, key, value, exp, ctx)
-        coordinator = self.node.coordinator
-        fut: asyncio.Future[bool] = coordinator.running_loop().create_future()
-        coordinator.start(
-            self.namespace,
-            key,
-            "merge",
-            entries,
-            quorum=w,
-            n=n,
-            timeout=timeout,
-            partition=partition,
-            applied=True,
-            listener=partial(_written, fut, existed),
-        )
+        fut: asyncio.Future[bool] = self.node.coordinator.running_loop().create_future()
+        self._merge_round(partition, key, entries, n, w, timeout, partial(_written, fut, existed))
         return fut
 
     def _coordinate(
@@ -484,17 +472,9 @@ class KVStore(Service):
         w: int,
         timeout: float | None,
     ) -> bool:
-        result = await self.node.coordinator.run(
-            self.namespace,
-            key,
-            "merge",
-            entries,
-            quorum=w,
-            n=n,
-            timeout=timeout,
-            partition=partition,
-            applied=True,
-        )
+        done = self._merge_round(partition, key, entries, n, w, timeout, None).done
+        assert done is not None
+        result = await done
         complete = result.complete
         if (
             complete is not None
@@ -508,6 +488,31 @@ class KVStore(Service):
             # replicas are left for anti-entropy to fill.
             await complete
         return existed or any(answer is True for _, answer in result.acks)
+
+    def _merge_round(
+        self,
+        partition: int,
+        key: bytes,
+        entries: Entries,
+        n: int | None,
+        w: int,
+        timeout: float | None,
+        listener: RoundListener | None,
+    ) -> Round:
+        """Replicate the version this (coordinating) replica just stored: a
+        ``merge`` round to the key's replicas, this one counted as applied."""
+        return self.node.coordinator.start(
+            self.namespace,
+            key,
+            "merge",
+            entries,
+            quorum=w,
+            n=n,
+            timeout=timeout,
+            partition=partition,
+            applied=True,
+            listener=listener,
+        )
 
     def _scan_local(self, payload: Any) -> list[bytes]:
         if type(payload) is not list or len(payload) != 2:
@@ -859,16 +864,14 @@ class KVStore(Service):
             local = node.id in node.coordinator.targets(partition) and not node.bootstrap.active
             if local:
                 _, entries = self._issue(partition, k, v, None, None)
-                node.coordinator.start(
-                    self.namespace,
+                self._merge_round(
+                    partition,
                     k,
-                    "merge",
                     entries,
-                    quorum=quorum,
-                    timeout=self.config.timeout,
-                    partition=partition,
-                    applied=True,
-                    listener=partial(_put_done, done),
+                    None,
+                    quorum,
+                    self.config.timeout,
+                    partial(_put_done, done),
                 )
                 return
             task = asyncio.ensure_future(self.put(k, v))
