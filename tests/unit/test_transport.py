@@ -286,7 +286,10 @@ def _framed(obj: Any) -> bytes:
         ((10**9).to_bytes(4, "big") + b"xx", b"exceeds max"),
         (_framed([_core.REQ, 1, "hi"]), b"before handshake"),
         (_framed([_core.HELLO, 42, "peer-ring", "x", "127.0.0.1:1"]), b"speaks peer protocol 42"),
-        (_framed([_core.HELLO, 1, "other", "x", "127.0.0.1:1"]), b"belongs to cluster"),
+        (
+            _framed([_core.HELLO, _core.PROTOCOL_VERSION, "other", "x", "127.0.0.1:1"]),
+            b"belongs to cluster",
+        ),
         (_framed("not an array"), b"malformed frame"),
     ],
 )
@@ -314,7 +317,7 @@ async def test_oversized_frame_after_a_buffered_partial_frame_closes_cleanly() -
     try:
         host, port = srv.address.rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        hello = _framed([_core.HELLO, 1, "peer-ring", "raw", "127.0.0.1:1"])
+        hello = _framed([_core.HELLO, _core.PROTOCOL_VERSION, "peer-ring", "raw", "127.0.0.1:1"])
         big = (10**9).to_bytes(4, "big")
         writer.write(hello + big[:2])  # HELLO and half of the next length prefix
         await writer.drain()

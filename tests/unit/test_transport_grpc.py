@@ -167,7 +167,7 @@ async def test_receiver_hears_closed_exactly_once(make: Factory, how: str) -> No
     assert isinstance(b, GrpcTransport)
     receiver = _CountingReceiver()
     conn = await a._open(b.address, receiver)
-    conn.write(_core._pack([_core.HELLO, 1, "peer-ring", "x", "127.0.0.1:1"]))
+    conn.write(_core._pack([_core.HELLO, _core.PROTOCOL_VERSION, "peer-ring", "x", "127.0.0.1:1"]))
     await wait_for(lambda: len(receiver.frames) == 1, message="HELLO_OK")
     if how == "local_close_then_server_stops":
         conn.close()

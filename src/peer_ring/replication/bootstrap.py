@@ -26,14 +26,20 @@ would move the same data twice and make the peers compute digests while
 they stream. So after settling the node asks every live member which
 partitions it has queued or running for it (``["xf_plan"]``, see
 :mod:`peer_ring.replication.transfer`); such a partition stays *syncing*
-(reads refused) until a transfer of it to this node finished (``xf_done``),
-and falls back to the Merkle sync if every announcing sender gave up
-(``xf_fail``) or went down. A restarted node gets no announcement (its
+(reads refused) until every announced transfer of it to this node finished
+(``xf_done``), and falls back to the Merkle sync as soon as an announcing
+sender gave up (``xf_fail``) or went down. Only transfers in the sender's
+own place are announced (a handoff or a decommission: the joiner inherits
+the copy of the owner it replaces); a re-replication from one surviving
+co-owner may lack writes the others hold, so those partitions are
+Merkle-synced with all of them. A restarted node gets no announcement (its
 peers' ring did not change) and syncs as before.
 
 A partition is marked synced once every reachable co-owner was synced, or
-after ``bootstrap_timeout`` seconds (a whole cluster restarting together has
-no one to sync from), with a warning. Readiness (``/readyz``) waits for it.
+after ``bootstrap_timeout`` seconds of trying (a whole cluster restarting
+together has no one to sync from), with a warning; waiting for transfers is
+given up only after that long without progress. Readiness (``/readyz``)
+waits for it.
 
 Invariant: a node never answers a replica read for a partition it owned at
 start before it has merged what the other live owners hold.
@@ -130,18 +136,22 @@ class Bootstrap:
     async def _run(self) -> None:
         node = self.node
         clock = node.clock
-        deadline = clock.monotonic() + self.timeout
         try:
-            await self._settle(deadline)
+            await self._settle(clock.monotonic() + self.timeout)
             self.syncing = set(node.ring.partitions_of(node.id))
             self.settling = False
             arriving = await self._announced()
-            waiter = asyncio.ensure_future(self._await_transfers(arriving, deadline))
+            # The Merkle syncs and the wait for announced transfers each get
+            # their own budget: the wait is only given up after ``timeout``
+            # seconds without progress, so a large or rate-limited transfer is
+            # not cut short while it moves.
+            waiter = asyncio.ensure_future(self._await_transfers(arriving))
             try:
                 pending = await self._sync_all(
-                    [p for p in sorted(self.syncing) if p not in arriving], deadline
+                    [p for p in sorted(self.syncing) if p not in arriving],
+                    clock.monotonic() + self.timeout,
                 )
-                pending += await self._sync_all(await waiter, deadline)
+                pending += await waiter
             finally:
                 waiter.cancel()
             if pending:
@@ -170,45 +180,58 @@ class Bootstrap:
                 await clock.sleep(0.2)
         return pending
 
-    async def _await_transfers(self, arriving: dict[int, set[str]], deadline: float) -> list[int]:
-        """Wait for the announced transfers; return the partitions to Merkle-sync instead.
+    async def _await_transfers(self, arriving: dict[int, set[str]]) -> list[int]:
+        """Wait for the announced transfers; Merkle-sync the partitions that will
+        not come. Return the partitions that could not be synced either way.
 
-        A partition is synced when a transfer of it to this node finished; it
-        falls back to the Merkle sync when every sender that announced it
-        gave up (``xf_fail``) or is down, or at ``deadline``.
+        A partition is synced by transfer once *every* sender that announced
+        it finished (``xf_done``). As soon as one of them gave up
+        (``xf_fail``) or is down, the partition is Merkle-synced with its live
+        co-owners instead, at once (with its own ``timeout``). The wait is
+        given up after ``timeout`` seconds in which no record arrived and no
+        transfer ended; what is still outstanding then is Merkle-synced too.
         """
         node = self.node
+        clock = node.clock
         transfers = node.transfers
-        fallback: list[int] = []
+        pending: list[int] = []
+        last_progress = clock.monotonic()
+        received = transfers.metrics_["records_received"]
         while arriving:
+            fallback: list[int] = []
             for p, senders in list(arriving.items()):
-                if p in transfers.inbound_done or p not in self.syncing:
+                if p not in self.syncing:
                     del arriving[p]
-                    if p in self.syncing:
-                        self.syncing.discard(p)
-                        self.synced += 1
-                        self.by_transfer += 1
-                elif not any(
-                    (p, s) not in transfers.inbound_failed and node.is_up(s) for s in senders
-                ):
+                elif senders <= transfers.inbound_done.get(p, set()):
+                    del arriving[p]
+                    self.syncing.discard(p)
+                    self.synced += 1
+                    self.by_transfer += 1
+                    last_progress = clock.monotonic()
+                elif any((p, s) in transfers.inbound_failed or not node.is_up(s) for s in senders):
                     del arriving[p]
                     fallback.append(p)
-            if not arriving:
-                break
-            if node.clock.monotonic() >= deadline:
+            now = clock.monotonic()
+            if transfers.metrics_["records_received"] != received:
+                received = transfers.metrics_["records_received"]
+                last_progress = now
+            if arriving and now - last_progress >= self.timeout:
                 fallback.extend(arriving)
-                break
-            await transfers.inbound_changed(0.5)
-        return sorted(fallback)
+                arriving.clear()
+            if fallback:
+                pending += await self._sync_all(sorted(fallback), clock.monotonic() + self.timeout)
+                continue
+            if arriving:
+                await transfers.inbound_changed(0.5)
+        return pending
 
     async def _announced(self) -> dict[int, set[str]]:
-        """Partition -> live members that announced a transfer of it to this node."""
+        """Partition -> live members that announced a transfer of it to this node
+        in their own place (``xf_plan``). A partition whose transfer already
+        finished while this node settled, with none still announced, is synced."""
         node = self.node
+        transfers = node.transfers
         out: dict[int, set[str]] = {}
-        for p in node.transfers.inbound_done & self.syncing:
-            self.syncing.discard(p)  # streamed to us already while we settled
-            self.synced += 1
-            self.by_transfer += 1
         peers = [m for m in node.members if m != node.id and node.is_up(m)]
 
         async def ask(peer: str) -> tuple[str, Any]:
@@ -224,6 +247,10 @@ class Bootstrap:
             for p in plan:
                 if type(p) is int and p in self.syncing:
                     out.setdefault(p, set()).add(peer)
+        for p in [p for p in transfers.inbound_done if p in self.syncing and p not in out]:
+            self.syncing.discard(p)  # streamed to us while we settled
+            self.synced += 1
+            self.by_transfer += 1
         self.announced = len(out)
         return out
 

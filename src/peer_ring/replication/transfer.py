@@ -70,6 +70,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Job reasons where the sender hands over its own place: the target inherits
+#: the sender's copy, so a joining target may take it instead of a Merkle sync.
+_REPLACING = frozenset({"handoff", "decommission"})
+
 #: Stream header kind of a partition transfer: ``["xf", ns, partition, sender]``.
 STREAM_KIND = "xf"
 
@@ -253,7 +257,9 @@ class TransferManager:
         #: receiver side: partition -> transfer streams open into it
         self._receiving: Counter[int] = Counter()
         #: receiver side: partitions whose transfer to this node finished / was given up
-        self.inbound_done: set[int] = set()
+        #: partition -> members whose transfer of it in their own place
+        #: (handoff, decommission) to this node finished (bootstrap reads it)
+        self.inbound_done: dict[int, set[str]] = {}
         self.inbound_failed: set[tuple[int, str]] = set()
         self._inbound_changed = asyncio.Event()
         node.on_ring_change(self._on_ring_change)
@@ -353,12 +359,15 @@ class TransferManager:
     def _enqueue(self, job: _Job) -> None:
         if self._queue is None:
             return
-        for target in job.targets:
-            if target != self.node.id:
-                self._planned[(target, job.partition)] += 1
+        if job.reason in _REPLACING:
+            for target in job.targets:
+                if target != self.node.id:
+                    self._planned[(target, job.partition)] += 1
         self._queue.put_nowait(job)
 
     def _unplan(self, job: _Job) -> None:
+        if job.reason not in _REPLACING:
+            return
         for target in job.targets:
             key = (target, job.partition)
             if key in self._planned:
@@ -368,7 +377,12 @@ class TransferManager:
 
     # -- what a joining node asks (bootstrap) ------------------------------------
     def planned_for(self, target: str) -> list[int]:
-        """Partitions this node has queued or is streaming to ``target``."""
+        """Partitions this node has queued or is streaming to ``target`` in its own
+        place (a handoff or decommission: ``target`` inherits this node's copy).
+
+        Re-replication and sweep jobs are not announced: a copy from one
+        surviving co-owner may lack writes the others have, so the receiver
+        must Merkle-sync those partitions with all of them."""
         return sorted(p for (t, p) in self._planned if t == target)
 
     async def inbound_changed(self, timeout: float) -> None:
@@ -446,6 +460,7 @@ class TransferManager:
                 raise
             except Exception:
                 log.exception("transfer job for partition %d failed", job.partition)
+                self._tell_failed(job.partition, job.targets)
                 if job.done is not None and not job.done.done():
                     job.done.set_result(False)
             finally:
@@ -483,7 +498,7 @@ class TransferManager:
                 self.metrics_["partitions_dropped"] += 1
         if all_ok:
             self.metrics_["transfers_completed"] += 1
-            self._broadcast_done(p, done)
+            self._broadcast_done(p, done, job.reason)
         else:
             self.metrics_["transfers_failed"] += 1
             self._tell_failed(p, job.targets)
@@ -576,9 +591,9 @@ class TransferManager:
             self.metrics_["bytes_sent"] += size
             yield data
 
-    def _broadcast_done(self, partition: int, targets: list[str]) -> None:
+    def _broadcast_done(self, partition: int, targets: list[str], reason: str) -> None:
         node = self.node
-        msg = ["xf_done", partition, node.id, targets]
+        msg = ["xf_done", partition, node.id, targets, reason]
         self.holder_done(partition, node.id)
         for mid, member in node.members.items():
             if mid != node.id:
@@ -594,18 +609,28 @@ class TransferManager:
                 node.transport.send(node.address_of(target), ["xf_fail", partition, node.id])
 
     def _on_done_message(self, message: list[Any], peer: PeerInfo) -> None:
-        if len(message) != 4 or type(message[1]) is not int or type(message[3]) is not list:
-            raise InvalidRequest("xf_done takes [partition, sender, targets]")
-        self.holder_done(message[1], str(message[2]))
-        if self.node.id in message[3]:
-            self.inbound_done.add(message[1])
+        if (
+            len(message) != 5
+            or type(message[1]) is not int
+            or type(message[2]) is not str
+            or type(message[3]) is not list
+            or type(message[4]) is not str
+        ):
+            raise InvalidRequest("xf_done takes [partition, sender, targets, reason]")
+        sender = peer.node_id  # the channel's authenticated peer, not the payload's claim
+        if sender not in self.node.members:
+            return
+        self.holder_done(message[1], sender)
+        if self.node.id in message[3] and message[4] in _REPLACING:
+            self.inbound_done.setdefault(message[1], set()).add(sender)
             self._inbound_changed.set()
 
     def _on_fail_message(self, message: list[Any], peer: PeerInfo) -> None:
         if len(message) != 3 or type(message[1]) is not int or type(message[2]) is not str:
             raise InvalidRequest("xf_fail takes [partition, sender]")
-        self.inbound_failed.add((message[1], message[2]))
-        self._inbound_changed.set()
+        if peer.node_id in self.node.members:
+            self.inbound_failed.add((message[1], peer.node_id))
+            self._inbound_changed.set()
 
     async def _open_stream(self, header: list[Any], peer: PeerInfo) -> StreamSink:
         ok = len(header) in (4, 6) and type(header[1]) is str and type(header[2]) is int

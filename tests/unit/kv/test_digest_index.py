@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from peer_ring.apps.kv import _state as st
@@ -91,3 +93,34 @@ async def test_cached_indexes_are_bounded_and_rebuilt_on_demand(
     assert evicted not in store._digests  # the largest, used first, was evicted
     rebuilt = await store.digest_index(evicted, 5)
     assert rebuilt.tree() == merkle.build(one_shot(store, evicted), 5)
+
+
+async def test_overlapping_refreshes_never_index_an_older_state(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two refreshes of one partition's index run at once (an anti-entropy
+    # answer and a bootstrap sync) while writes land between their slices:
+    # each slice indexes the state stored at that moment, so the index ends
+    # equal to the store, never rolled back to a state one of them saw first.
+    monkeypatch.setattr(store_module, "_DIGEST_SLICE", 3)
+    c = await make_cluster()
+    store = c.stores[0]
+    for i in range(300):
+        await store.put(b"key-%d" % i, b"v1")
+    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    keys = list(store._parts[p])
+    await store.digest_index(p, 5)
+
+    async def writer() -> None:
+        for round_ in range(3):
+            for k in reversed(keys):  # the slices the refreshes reach last
+                await store.put(k, b"v%d" % (round_ + 2))
+
+    results = await asyncio.gather(
+        store.digest_index(p, 5), writer(), store.digest_index(p, 5), store.digest_index(p, 5)
+    )
+    index = results[0]
+    final = await store.digest_index(p, 5)
+    assert final is index  # one cached index
+    assert final.digest() == one_shot(store, p)
+    assert final.tree() == merkle.build(one_shot(store, p), 5)

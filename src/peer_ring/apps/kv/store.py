@@ -656,11 +656,21 @@ class KVStore(Service):
             self._digests.pop(partition, None)
             return _empty_index(depth)
         index = self._index(partition, depth)
-        items = list(part.items())  # a snapshot: the dict may change while we yield
-        for i in range(0, len(items), _DIGEST_SLICE):
+        keys = list(part)  # the keys to visit; the dict may change while we yield
+        for i in range(0, len(keys), _DIGEST_SLICE):
             if i:
                 await asyncio.sleep(0)
-            index.refresh_slice(items[i : i + _DIGEST_SLICE], _stored_digest)
+                part = self._parts.get(partition) or {}
+            # each slice indexes the states stored *now*, never those of an older
+            # snapshot: two overlapping refreshes cannot roll the index back
+            current = []
+            for key in keys[i : i + _DIGEST_SLICE]:
+                stored = part.get(key)
+                if stored is None:
+                    index.discard(key)
+                else:
+                    current.append((key, stored))
+            index.refresh_slice(current, _stored_digest)
         index.drop_missing(self._parts.get(partition) or {})
         self._trim_indexes(partition)
         return index
@@ -687,9 +697,10 @@ class KVStore(Service):
         digests = self._digests
         total = sum(len(ix) for ix in digests.values())
         for old in list(digests):
-            if total <= _DIGEST_CACHE_KEYS or old == keep:
+            if total <= _DIGEST_CACHE_KEYS:
                 break
-            total -= len(digests.pop(old))
+            if old != keep:
+                total -= len(digests.pop(old))
 
     def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
         part = self._parts.get(partition)
