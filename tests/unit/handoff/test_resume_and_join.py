@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from peer_ring.config import HandoffConfig
-from peer_ring.errors import ConfigError, PeerUnavailable
+from peer_ring.errors import ConfigError, InvalidRequest, PeerUnavailable
 from peer_ring.node import Node
-from peer_ring.replication.transfer import STREAM_KIND
+from peer_ring.replication.transfer import STREAM_KIND, _Job
+from peer_ring.transport.base import PeerInfo
 from peer_ring.transport.memory import MemoryNetwork
 from tests.conftest import wait_for
 from tests.unit.handoff._cluster import fast_handoff, key, make_node, placement_ok, reg, write
@@ -167,3 +168,39 @@ async def test_joiner_falls_back_to_merkle_sync_when_senders_give_up() -> None:
         await asyncio.gather(*(n.stop() for n in nodes))
         if joiner is not None:
             await joiner.stop()
+
+
+async def test_only_transfers_in_the_senders_place_are_announced_and_counted() -> None:
+    # A joiner may take a transfer instead of a Merkle sync only when it
+    # inherits the sender's copy (handoff, decommission). A re-replication
+    # from one survivor, or a sweep of stray data, is neither announced nor
+    # counted: those partitions are Merkle-synced with every co-owner.
+    _, a, b = await _two_nodes(fast_handoff())
+    try:
+        tm = a.transfers
+        tm._queue = asyncio.Queue()  # jobs queued, no worker runs them
+        tm._enqueue(_Job(1, (b.id,), False, "re-replicate"))
+        tm._enqueue(_Job(2, (b.id,), True, "sweep"))
+        tm._enqueue(_Job(3, (b.id,), True, "handoff"))
+        tm._enqueue(_Job(4, (b.id,), False, "decommission"))
+        assert tm.planned_for(b.id) == [3, 4]
+
+        peer = PeerInfo(a.id, a.address)
+        rb = b.transfers
+        rb._on_done_message(["xf_done", 5, a.id, [b.id], "re-replicate"], peer)
+        rb._on_done_message(["xf_done", 6, a.id, [b.id], "sweep"], peer)
+        assert rb.inbound_done == {}
+        # the sender is the channel's peer, whatever the payload claims
+        rb._on_done_message(["xf_done", 7, "n-forged", [b.id], "handoff"], peer)
+        assert rb.inbound_done == {7: {a.id}}
+        # strangers are ignored; malformed messages are refused
+        rb._on_done_message(["xf_done", 8, "x", [b.id], "handoff"], PeerInfo("ghost", "x:1"))
+        rb._on_fail_message(["xf_fail", 8, "x"], PeerInfo("ghost", "x:1"))
+        assert 8 not in rb.inbound_done
+        assert not rb.inbound_failed
+        with pytest.raises(InvalidRequest):
+            rb._on_done_message(["xf_done", 9, a.id, [b.id]], peer)  # no reason: old peer
+        with pytest.raises(InvalidRequest):
+            rb._on_done_message(["xf_done", "9", a.id, [b.id], "handoff"], peer)
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
