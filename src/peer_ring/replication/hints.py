@@ -142,6 +142,7 @@ class HintStore:
         records = service.read_records(partition, [key])
         if not keep and self.node.id not in self.node.ring.preference_list(partition):
             service.drop_partition(partition)
+            self.node.transfers.dropped(partition)
         if not records:
             return
         parts = self._hints.setdefault(target, {}).setdefault(ns, {}).setdefault(partition, {})

@@ -169,7 +169,7 @@ class _ImportSink:
         self.records += len(records)
         self.chunks += 1
         if self.tid is not None:
-            self.manager.record_progress(self.tid, self.chunks)
+            self.manager.record_progress(self.tid, self.partition, self.chunks)
         self.manager.metrics_["records_received"] += len(records)
         self.manager.touched(self.partition)
 
@@ -253,7 +253,7 @@ class TransferManager:
         #: (target, partition) -> jobs queued or running that send it there
         self._planned: Counter[tuple[str, int]] = Counter()
         #: receiver side: transfer id -> chunks imported (resume position)
-        self._progress: dict[str, int] = {}
+        self._progress: dict[str, tuple[int, int]] = {}  # tid -> (partition, chunks)
         #: receiver side: partition -> transfer streams open into it
         self._receiving: Counter[int] = Counter()
         #: receiver side: partitions whose transfer to this node finished / was given up
@@ -399,19 +399,25 @@ class TransferManager:
             tick.cancel()
 
     # -- receiver-side resume positions ------------------------------------------
-    def record_progress(self, tid: str, chunks: int) -> None:
+    def record_progress(self, tid: str, partition: int, chunks: int) -> None:
         progress = self._progress
         if tid not in progress and len(progress) >= MAX_RESUME_ENTRIES:
             del progress[next(iter(progress))]  # bounded: forget the oldest
-        progress[tid] = chunks
+        progress[tid] = (partition, chunks)
 
     def forget_progress(self, tid: str) -> None:
         self._progress.pop(tid, None)
 
+    def dropped(self, partition: int) -> None:
+        """This node dropped ``partition``: what it imported of it is gone, so a
+        resumed transfer of it must start over (called wherever data is dropped)."""
+        for tid in [t for t, (p, _) in self._progress.items() if p == partition]:
+            del self._progress[tid]
+
     def _on_at(self, message: list[Any], peer: PeerInfo) -> int:
         if len(message) != 2 or type(message[1]) is not str:
             raise InvalidRequest("xf_at takes [transfer id]")
-        return self._progress.get(message[1], 0)
+        return self._progress.get(message[1], (0, 0))[1]
 
     def _on_plan(self, message: list[Any], peer: PeerInfo) -> list[int]:
         if len(message) != 1:
@@ -495,6 +501,7 @@ class TransferManager:
             if all_ok and node.id not in node.ring.preference_list(p):
                 for service in services:
                     service.drop_partition(p)
+                self.dropped(p)
                 self.metrics_["partitions_dropped"] += 1
         if all_ok:
             self.metrics_["transfers_completed"] += 1

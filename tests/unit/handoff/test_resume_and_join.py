@@ -204,3 +204,20 @@ async def test_only_transfers_in_the_senders_place_are_announced_and_counted() -
             rb._on_done_message(["xf_done", "9", a.id, [b.id], "handoff"], peer)
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_dropped_partition_forgets_its_resume_positions() -> None:
+    # What a receiver imported of a partition it later dropped is gone: a
+    # sender resuming an old transfer of it must start from the beginning.
+    _, a, b = await _two_nodes(fast_handoff())
+    try:
+        rb = b.transfers
+        rb.record_progress("t1", 5, 3)
+        rb.record_progress("t2", 6, 4)
+        peer = PeerInfo(a.id, a.address)
+        assert rb._on_at(["xf_at", "t1"], peer) == 3
+        rb.dropped(5)
+        assert rb._on_at(["xf_at", "t1"], peer) == 0
+        assert rb._on_at(["xf_at", "t2"], peer) == 4
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
