@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 #: the sender's copy, so a joining target may take it instead of a Merkle sync.
 _REPLACING = frozenset({"handoff", "decommission"})
 
+#: Seconds without a sign of life after which another node's transfer of a
+#: partition no longer keeps anti-entropy away from it (see ``moving``).
+_MOVING_STALE = 120.0
+
 #: Stream header kind of a partition transfer: ``["xf", ns, partition, sender]``.
 STREAM_KIND = "xf"
 
@@ -256,6 +260,8 @@ class TransferManager:
         self._progress: dict[str, tuple[int, int]] = {}  # tid -> (partition, chunks)
         #: receiver side: partition -> transfer streams open into it
         self._receiving: Counter[int] = Counter()
+        #: when each partition's list of handing-off holders last changed
+        self._holders_since: dict[int, float] = {}
         #: receiver side: partitions whose transfer to this node finished / was given up
         #: partition -> members whose transfer of it in their own place
         #: (handoff, decommission) to this node finished (bootstrap reads it)
@@ -302,12 +308,21 @@ class TransferManager:
     def moving(self, partition: int) -> bool:
         """True while ``partition`` streams from or to this node, or another node
         still hands it off (anti-entropy leaves it alone meanwhile: the
-        transfer moves the data, a Merkle exchange would move it twice)."""
-        return (
-            partition in self._busy
-            or partition in self._receiving
-            or bool(self.pending.holders.get(partition))
-        )
+        transfer moves the data, a Merkle exchange would move it twice).
+
+        Only a send of this node's own is trusted without limit: a stream
+        towards us or another node's handoff counts as moving for at most
+        ``_MOVING_STALE`` seconds since its last sign of life (a chunk
+        imported, the ring change that started it), so a sender that died
+        without ``xf_done`` does not keep anti-entropy away for good."""
+        if partition in self._busy:
+            return True
+        now = self.node.clock.monotonic()
+        if partition in self._receiving:
+            return now - self._last_import.get(partition, now) < _MOVING_STALE
+        if self.pending.holders.get(partition):
+            return now - self._holders_since.get(partition, now) < _MOVING_STALE
+        return False
 
     def touched(self, partition: int) -> None:
         self._last_import[partition] = self.node.clock.monotonic()
@@ -337,6 +352,7 @@ class TransferManager:
         for ch in diff(old, new).changes:
             p = ch.partition
             holders = self.pending.holders.setdefault(p, set())
+            self._holders_since[p] = node.clock.monotonic()
             holders.difference_update(x for x in list(holders) if x not in members or x in ch.new)
             alive_removed = [r for r in ch.removed if r in members]
             holders.update(alive_removed)

@@ -221,3 +221,24 @@ async def test_a_dropped_partition_forgets_its_resume_positions() -> None:
         assert rb._on_at(["xf_at", "t2"], peer) == 4
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_another_nodes_silent_handoff_stops_holding_off_anti_entropy() -> None:
+    # A holder that crashed mid-handoff never says xf_done: after a while
+    # without a sign of life the partition is anti-entropy's again.
+    _, a, b = await _two_nodes(fast_handoff())
+    try:
+        tm = a.transfers
+        now = a.clock.monotonic()
+        tm.pending.holders[7] = {b.id}
+        tm._holders_since[7] = now
+        assert tm.moving(7)
+        tm._holders_since[7] = now - 10 * 60
+        assert not tm.moving(7)
+        tm._receiving[8] += 1  # a stream towards us that went quiet
+        tm._last_import[8] = now - 10 * 60
+        assert not tm.moving(8)
+        tm.touched(8)  # a chunk arrives
+        assert tm.moving(8)
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
