@@ -491,3 +491,27 @@ async def test_memory_transport_forgets_closed_channels() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_stream_whose_open_timed_out_is_aborted_at_the_receiver(make: Factory) -> None:
+    # The receiver opens its sink after the sender gave up waiting: the
+    # sender's abort reaches the sink instead of leaving it waiting for good.
+    a, b = make(), make()
+    release = asyncio.Event()
+    sinks: list[_Sink] = []
+
+    async def slow_open(header: Any, peer: PeerInfo) -> _Sink:
+        await release.wait()
+        sink = _Sink([])
+        sinks.append(sink)
+        return sink
+
+    b.set_stream_handler(slow_open)
+    await a.start()
+    await b.start()
+    with pytest.raises(RequestTimeout):
+        await a.send_stream(b.address, {}, [1, 2, 3], timeout=0.05)
+    release.set()
+    await wait_for(lambda: bool(sinks) and sinks[0].aborted is not None, message="sink aborted")
+    assert isinstance(sinks[0].aborted, PeerUnavailable)
+    assert sinks[0].store == []

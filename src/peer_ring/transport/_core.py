@@ -834,9 +834,11 @@ class ChannelTransport(Transport):
     ) -> Any:
         sid = next(self._sids)
         window = window or self.config.stream_window
-        await self._stream_future(address, sid, S_OPEN, header, timeout)
         inflight: deque[asyncio.Future[Any]] = deque()
         try:
+            # inside the try: an open that times out here may still succeed at
+            # the receiver, whose sink would then wait forever without the abort
+            await self._stream_future(address, sid, S_OPEN, header, timeout)
             if isinstance(chunks, AsyncIterable):
                 async for chunk in chunks:
                     inflight.append(self._stream_future(address, sid, S_CHUNK, chunk, timeout))
