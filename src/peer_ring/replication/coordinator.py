@@ -40,6 +40,10 @@ from peer_ring.errors import NotOwner, PeerRingError, PeerUnavailable, QuorumNot
 
 log = logging.getLogger(__name__)
 
+#: Unanswered peer requests above which :meth:`Coordinator.run` waits for
+#: the remaining replicas of a round whose quorum is already met.
+REPLICATION_BACKLOG = 4096
+
 if TYPE_CHECKING:
     from peer_ring.node import Node
 
@@ -235,7 +239,13 @@ class Coordinator:
     ) -> QuorumResult:
         """Send ``command`` to the key's ``n`` replicas; return after ``quorum`` acks.
 
-        The awaitable form of :meth:`start` (same arguments and errors).
+        The awaitable form of :meth:`start` (same arguments and errors). A
+        round whose quorum was met before the other replicas answered (W=1 on
+        a coordinating replica completes without yielding) also waits for
+        them while more than ``REPLICATION_BACKLOG`` peer requests are
+        unanswered: backpressure, so a loop of such calls cannot pile up
+        requests until they fail as Overloaded and leave the other replicas
+        to anti-entropy.
         """
         rnd = self.start(
             namespace,
@@ -251,7 +261,15 @@ class Coordinator:
             applied=applied,
         )
         assert rnd.done is not None
-        return await rnd.done
+        result = await rnd.done
+        complete = rnd.complete
+        if (
+            complete is not None
+            and not complete.done()
+            and self.node.transport.in_flight() > REPLICATION_BACKLOG
+        ):
+            await complete
+        return result
 
     def start(
         self,

@@ -36,6 +36,14 @@ async def _two_nodes(handoff: HandoffConfig) -> tuple[MemoryNetwork, Node, Node]
     return net, a, b
 
 
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Node, Node]]:
+    """Two started nodes with the fast handoff settings, stopped afterwards."""
+    _, a, b = await _two_nodes(fast_handoff())
+    yield a, b
+    await asyncio.gather(a.stop(), b.stop())
+
+
 async def test_broken_stream_resumes_after_the_chunks_the_receiver_imported() -> None:
     _, sender, receiver = await _two_nodes(fast_handoff(chunk_records=10))
     try:
@@ -170,75 +178,70 @@ async def test_joiner_falls_back_to_merkle_sync_when_senders_give_up() -> None:
             await joiner.stop()
 
 
-async def test_only_transfers_in_the_senders_place_are_announced_and_counted() -> None:
+async def test_only_transfers_in_the_senders_place_are_announced_and_counted(
+    pair: tuple[Node, Node],
+) -> None:
     # A joiner may take a transfer instead of a Merkle sync only when it
     # inherits the sender's copy (handoff, decommission). A re-replication
     # from one survivor, or a sweep of stray data, is neither announced nor
     # counted: those partitions are Merkle-synced with every co-owner.
-    _, a, b = await _two_nodes(fast_handoff())
-    try:
-        tm = a.transfers
-        tm._queue = asyncio.Queue()  # jobs queued, no worker runs them
-        tm._enqueue(_Job(1, (b.id,), False, "re-replicate"))
-        tm._enqueue(_Job(2, (b.id,), True, "sweep"))
-        tm._enqueue(_Job(3, (b.id,), True, "handoff"))
-        tm._enqueue(_Job(4, (b.id,), False, "decommission"))
-        assert tm.planned_for(b.id) == [3, 4]
+    a, b = pair
+    tm = a.transfers
+    tm._queue = asyncio.Queue()  # jobs queued, no worker runs them
+    tm._enqueue(_Job(1, (b.id,), False, "re-replicate"))
+    tm._enqueue(_Job(2, (b.id,), True, "sweep"))
+    tm._enqueue(_Job(3, (b.id,), True, "handoff"))
+    tm._enqueue(_Job(4, (b.id,), False, "decommission"))
+    assert tm.planned_for(b.id) == [3, 4]
 
-        peer = PeerInfo(a.id, a.address)
-        rb = b.transfers
-        rb._on_done_message(["xf_done", 5, a.id, [b.id], "re-replicate"], peer)
-        rb._on_done_message(["xf_done", 6, a.id, [b.id], "sweep"], peer)
-        assert rb.inbound_done == {}
-        # the sender is the channel's peer, whatever the payload claims
-        rb._on_done_message(["xf_done", 7, "n-forged", [b.id], "handoff"], peer)
-        assert rb.inbound_done == {7: {a.id}}
-        # strangers are ignored; malformed messages are refused
-        rb._on_done_message(["xf_done", 8, "x", [b.id], "handoff"], PeerInfo("ghost", "x:1"))
-        rb._on_fail_message(["xf_fail", 8, "x"], PeerInfo("ghost", "x:1"))
-        assert 8 not in rb.inbound_done
-        assert not rb.inbound_failed
-        with pytest.raises(InvalidRequest):
-            rb._on_done_message(["xf_done", 9, a.id, [b.id]], peer)  # no reason: old peer
-        with pytest.raises(InvalidRequest):
-            rb._on_done_message(["xf_done", "9", a.id, [b.id], "handoff"], peer)
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
+    peer = PeerInfo(a.id, a.address)
+    rb = b.transfers
+    rb._on_done_message(["xf_done", 5, a.id, [b.id], "re-replicate"], peer)
+    rb._on_done_message(["xf_done", 6, a.id, [b.id], "sweep"], peer)
+    assert rb.inbound_done == {}
+    # the sender is the channel's peer, whatever the payload claims
+    rb._on_done_message(["xf_done", 7, "n-forged", [b.id], "handoff"], peer)
+    assert rb.inbound_done == {7: {a.id}}
+    # strangers are ignored; malformed messages are refused
+    rb._on_done_message(["xf_done", 8, "x", [b.id], "handoff"], PeerInfo("ghost", "x:1"))
+    rb._on_fail_message(["xf_fail", 8, "x"], PeerInfo("ghost", "x:1"))
+    assert 8 not in rb.inbound_done
+    assert not rb.inbound_failed
+    with pytest.raises(InvalidRequest):
+        rb._on_done_message(["xf_done", 9, a.id, [b.id]], peer)  # no reason: old peer
+    with pytest.raises(InvalidRequest):
+        rb._on_done_message(["xf_done", "9", a.id, [b.id], "handoff"], peer)
 
 
-async def test_a_dropped_partition_forgets_its_resume_positions() -> None:
+async def test_a_dropped_partition_forgets_its_resume_positions(pair: tuple[Node, Node]) -> None:
     # What a receiver imported of a partition it later dropped is gone: a
     # sender resuming an old transfer of it must start from the beginning.
-    _, a, b = await _two_nodes(fast_handoff())
-    try:
-        rb = b.transfers
-        rb.record_progress("t1", 5, 3)
-        rb.record_progress("t2", 6, 4)
-        peer = PeerInfo(a.id, a.address)
-        assert rb._on_at(["xf_at", "t1"], peer) == 3
-        rb.dropped(5)
-        assert rb._on_at(["xf_at", "t1"], peer) == 0
-        assert rb._on_at(["xf_at", "t2"], peer) == 4
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
+    a, b = pair
+    rb = b.transfers
+    rb.record_progress("t1", 5, 3)
+    rb.record_progress("t2", 6, 4)
+    peer = PeerInfo(a.id, a.address)
+    assert rb._on_at(["xf_at", "t1"], peer) == 3
+    rb.dropped(5)
+    assert rb._on_at(["xf_at", "t1"], peer) == 0
+    assert rb._on_at(["xf_at", "t2"], peer) == 4
 
 
-async def test_another_nodes_silent_handoff_stops_holding_off_anti_entropy() -> None:
+async def test_another_nodes_silent_handoff_stops_holding_off_anti_entropy(
+    pair: tuple[Node, Node],
+) -> None:
     # A holder that crashed mid-handoff never says xf_done: after a while
     # without a sign of life the partition is anti-entropy's again.
-    _, a, b = await _two_nodes(fast_handoff())
-    try:
-        tm = a.transfers
-        now = a.clock.monotonic()
-        tm.pending.holders[7] = {b.id}
-        tm._holders_since[7] = now
-        assert tm.moving(7)
-        tm._holders_since[7] = now - 10 * 60
-        assert not tm.moving(7)
-        tm._receiving[8] += 1  # a stream towards us that went quiet
-        tm._last_import[8] = now - 10 * 60
-        assert not tm.moving(8)
-        tm.touched(8)  # a chunk arrives
-        assert tm.moving(8)
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
+    a, b = pair
+    tm = a.transfers
+    now = a.clock.monotonic()
+    tm.pending.holders[7] = {b.id}
+    tm._holders_since[7] = now
+    assert tm.moving(7)
+    tm._holders_since[7] = now - 10 * 60
+    assert not tm.moving(7)
+    tm._receiving[8] += 1  # a stream towards us that went quiet
+    tm._last_import[8] = now - 10 * 60
+    assert not tm.moving(8)
+    tm.touched(8)  # a chunk arrives
+    assert tm.moving(8)

@@ -95,13 +95,13 @@ async def test_cached_indexes_are_bounded_and_rebuilt_on_demand(
     assert rebuilt.tree() == merkle.build(one_shot(store, evicted), 5)
 
 
-async def test_overlapping_refreshes_never_index_an_older_state(
+async def test_overlapping_refreshes_keep_the_leaf_sums_exact(
     make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two refreshes of one partition's index run at once (an anti-entropy
-    # answer and a bootstrap sync) while writes land between their slices:
-    # each slice indexes the state stored at that moment, so the index ends
-    # equal to the store, never rolled back to a state one of them saw first.
+    # Several refreshes of one partition's index overlap (an anti-entropy
+    # answer, a bootstrap sync) while writes land between their slices. The
+    # additive leaf sums must stay exact: after a last refresh the tree equals
+    # one built from scratch (a double-counted or lost entry would differ).
     monkeypatch.setattr(store_module, "_DIGEST_SLICE", 3)
     c = await make_cluster()
     store = c.stores[0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv import store as store_module
 from peer_ring.apps.kv.api import KVApi, Limits
 from peer_ring.apps.kv.store import KVConfig, KVStore, Versions
 from peer_ring.errors import ConfigError, InvalidRequest, QuorumNotReached, UnknownCommand
+from peer_ring.replication import coordinator as coordinator_module
 from peer_ring.replication import versions as vv
 from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory, KVCluster, address
@@ -352,7 +352,7 @@ async def test_w1_writes_outrunning_replication_wait_instead_of_dropping(
     # can return without yielding; a loop of them used to queue replica
     # requests until they failed as Overloaded, leaving the other replicas to
     # anti-entropy (which this cluster's manual clock never runs).
-    monkeypatch.setattr(store_module, "_REPLICATION_BACKLOG", 16)
+    monkeypatch.setattr(coordinator_module, "REPLICATION_BACKLOG", 16)
     cluster = await make_cluster(3, max_in_flight=64)
     writer = cluster.stores[0]
     keys = [b"bp-%d" % i for i in range(600)]

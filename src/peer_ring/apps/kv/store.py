@@ -129,9 +129,6 @@ MergeFunction = Callable[[list[bytes]], bytes]
 
 _MODES: Final = ("siblings", "lww")
 _SCAN_FIRST_BATCH: Final = 8
-#: Unanswered peer requests above which a write whose quorum is already met
-#: waits for its remaining replicas (see ``_replicate``).
-_REPLICATION_BACKLOG: Final = 4096
 _SCAN_MAX_BATCH: Final = 256
 #: Keys a digest-index refresh handles per loop pass (~0.1-0.3 ms unchanged,
 #: a few ms when all changed).
@@ -416,25 +413,6 @@ class KVStore(Service):
         self._merge_round(partition, key, entries, n, w, timeout, partial(_written, fut, existed))
         return fut
 
-    def _coordinate(
-        self,
-        partition: int,
-        key: bytes,
-        value: bytes | None,
-        exp: float | None,
-        ctx: vv.Context | None,
-        n: int | None,
-        w: int,
-        timeout: float | None,
-    ) -> Any:
-        """Issue the new version on this (coordinating) replica and replicate it.
-
-        Arguments are already validated: by ``_coord_put`` for remote callers,
-        by the embedded API for local ones (nothing is checked or decoded twice).
-        """
-        existed, entries = self._issue(partition, key, value, exp, ctx)
-        return self._replicate(partition, key, entries, existed, n, w, timeout)
-
     def _issue(
         self,
         partition: int,
@@ -462,33 +440,6 @@ class KVStore(Service):
         self._store(partition, part, key, entries)
         return existed, entries
 
-    async def _replicate(
-        self,
-        partition: int,
-        key: bytes,
-        entries: Entries,
-        existed: bool,
-        n: int | None,
-        w: int,
-        timeout: float | None,
-    ) -> bool:
-        done = self._merge_round(partition, key, entries, n, w, timeout, None).done
-        assert done is not None
-        result = await done
-        complete = result.complete
-        if (
-            complete is not None
-            and not complete.done()
-            and self.node.transport.in_flight() > _REPLICATION_BACKLOG
-        ):
-            # Backpressure: W was met before the other replicas took the write
-            # (W=1 on the coordinating replica completes without yielding). A
-            # writer outrunning replication waits for it here, instead of
-            # piling up requests until they fail as Overloaded and the
-            # replicas are left for anti-entropy to fill.
-            await complete
-        return existed or any(answer is True for _, answer in result.acks)
-
     def _merge_round(
         self,
         partition: int,
@@ -497,10 +448,12 @@ class KVStore(Service):
         n: int | None,
         w: int,
         timeout: float | None,
-        listener: RoundListener | None,
+        listener: RoundListener,
     ) -> Round:
         """Replicate the version this (coordinating) replica just stored: a
-        ``merge`` round to the key's replicas, this one counted as applied."""
+        ``merge`` round to the key's replicas, this one counted as applied,
+        told to ``listener`` (``_write`` awaits the same round through
+        ``Coordinator.run``, which adds the W=1 backpressure)."""
         return self.node.coordinator.start(
             self.namespace,
             key,
@@ -1049,10 +1002,19 @@ class KVStore(Service):
         me = node.id
         if me in targets and not node.bootstrap.active:
             ctx = vv.decode_context(context) if context else None
-            result: bool = await self._coordinate(
-                partition, key, value, expires_at, ctx, n, quorum, timeout
+            existed, entries = self._issue(partition, key, value, expires_at, ctx)
+            result = await node.coordinator.run(
+                self.namespace,
+                key,
+                "merge",
+                entries,
+                quorum=quorum,
+                n=n,
+                timeout=timeout,
+                partition=partition,
+                applied=True,
             )
-            return result
+            return existed or any(answer is True for _, answer in result.acks)
         if not targets:
             raise PeerUnavailable("the ring is empty")
         base = timeout if timeout is not None else node.config.transport_config.request_timeout
