@@ -1,10 +1,15 @@
 # peer-ring node image: `docker build -t peer-ring:0.1.0 .`
+# The build stage compiles the hot path with mypyc (setup.py), so it needs a
+# C compiler and mypy; the runtime stage gets only the compiled wheel.
 FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-RUN python -m pip install --no-cache-dir --upgrade pip \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[all]'
+RUN python -m pip install --no-cache-dir --upgrade pip setuptools wheel 'mypy>=1.10' \
+ && PEER_RING_COMPILE=1 python -m pip wheel --no-cache-dir --no-build-isolation \
+      --wheel-dir /wheels '.[all]'
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 peer-ring \

@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+
+from peer_ring._build import HOT_MODULES, build
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale compiled build, and check the build asked for.
+
+    A C extension built by `make compile` is imported in place of its ``.py``,
+    so an edit to the source would silently go untested; and `make test`
+    names the build each run must see (``PEER_RING_EXPECT_BUILD``).
+    """
+    for name in HOT_MODULES:
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        if origin is None or origin.suffix != ".so":
+            continue
+        source = origin.with_name(name.rpartition(".")[2] + ".py")
+        if source.exists() and source.stat().st_mtime > origin.stat().st_mtime:
+            pytest.exit(
+                f"{origin.name} is older than {source.name}: run `make compile` "
+                "(or `make uncompile` to test the pure-Python source)",
+                returncode=2,
+            )
+    expected = os.environ.get("PEER_RING_EXPECT_BUILD")
+    if expected and build() != expected:
+        pytest.exit(f"expected the {expected} build, found {build()}", returncode=2)
 
 
 async def wait_for(

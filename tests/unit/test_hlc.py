@@ -196,4 +196,5 @@ def test_config_validation(offset: float) -> None:
     with pytest.raises(ConfigError):
         HLC(StubClock(), max_offset=offset)
     with pytest.raises(ConfigError):
-        HLC(StubClock(), policy="reject")  # type: ignore[arg-type]
+        HLC(StubClock(), policy="ignore")
+    assert HLC(StubClock(), policy="accept")._policy is SkewPolicy.ACCEPT

@@ -104,8 +104,9 @@ class Timestamp(NamedTuple):
         return (self.wall_ms << LOGICAL_BITS) | self.logical
 
     @classmethod
-    def from_int(cls, value: int) -> Timestamp:
-        """Inverse of :meth:`to_int`; raises InvalidRequest outside ``[0, 2**64)``."""
+    def from_int(cls, value: object) -> Timestamp:
+        """Inverse of :meth:`to_int`; raises InvalidRequest for anything but an
+        integer in ``[0, 2**64)`` (it decodes what a peer sent)."""
         if type(value) is not int or not 0 <= value <= _MAX_INT:
             raise InvalidRequest(f"HLC timestamp {value!r} is not an unsigned 64-bit integer")
         return cls(value >> LOGICAL_BITS, value & MAX_LOGICAL)
@@ -121,7 +122,7 @@ def to_int(ts: Timestamp) -> int:
     return (ts[0] << LOGICAL_BITS) | ts[1]
 
 
-def from_int(value: int) -> Timestamp:
+def from_int(value: object) -> Timestamp:
     """Unpack an integer made by :func:`to_int`."""
     return Timestamp.from_int(value)
 
@@ -180,13 +181,16 @@ class HLC:
         clock: Clock,
         *,
         max_offset: float = 300.0,
-        policy: SkewPolicy = SkewPolicy.REJECT,
+        policy: SkewPolicy | str = SkewPolicy.REJECT,
         warn_interval: float = 10.0,
     ) -> None:
         if not max_offset > 0:
             raise ConfigError(f"HLC max_offset must be > 0 seconds, got {max_offset!r}")
-        if not isinstance(policy, SkewPolicy):
-            raise ConfigError(f"HLC policy must be a SkewPolicy, got {policy!r}")
+        try:
+            policy = SkewPolicy(policy)
+        except ValueError:
+            choices = ", ".join(repr(p.value) for p in SkewPolicy)
+            raise ConfigError(f"HLC policy must be one of {choices}, got {policy!r}") from None
         self._clock = clock
         self._l = 0
         self._c = 0

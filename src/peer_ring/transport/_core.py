@@ -46,6 +46,7 @@ from functools import partial
 from typing import Any
 
 import msgpack
+from mypy_extensions import mypyc_attr
 
 from peer_ring.errors import (
     ClosedError,
@@ -115,8 +116,15 @@ class FrameConn(abc.ABC):
         """Close the channel; the receiver's ``closed`` is called."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameReceiver(abc.ABC):
-    """Where an implementation delivers what arrives on a channel."""
+    """Where an implementation delivers what arrives on a channel.
+
+    Open to interpreted subclasses in the compiled build (``setup.py``).
+    :class:`FrameConn` and :class:`ChannelTransport` are not: their
+    subclasses are compiled with them (``peer_ring._build.HOT_MODULES``); a
+    transport written elsewhere implements
+    :class:`~peer_ring.transport.base.Transport` instead."""
 
     @abc.abstractmethod
     def frame(self, data: bytes | memoryview) -> None:

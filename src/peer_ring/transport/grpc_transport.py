@@ -45,7 +45,7 @@ import grpc.aio
 
 from peer_ring.errors import ConfigError, FrameTooLarge, PeerUnavailable, ProtocolError
 from peer_ring.membership.base import format_address, parse_address
-from peer_ring.transport._core import ChannelTransport, FrameConn, FrameReceiver
+from peer_ring.transport._core import ChannelTransport, FaultInjector, FrameConn, FrameReceiver
 from peer_ring.transport.base import TLSConfig, TransportConfig
 from peer_ring.transport.tls import client_context, server_context
 
@@ -322,11 +322,11 @@ class GrpcTransport(ChannelTransport):
         keepalive_time: float = 10.0,
         keepalive_timeout: float = 5.0,
         tls_server_name: str | None = None,
-        **kwargs: Any,
+        faults: FaultInjector | None = None,
     ) -> None:
         if keepalive_time <= 0 or keepalive_timeout <= 0:
             raise ConfigError("grpc keepalive_time and keepalive_timeout must be > 0")
-        super().__init__(node_id, address, config, **kwargs)
+        super().__init__(node_id, address, config, faults=faults)
         self._server: grpc.aio.Server | None = None
         self._accepted: set[_ServerConn] = set()
         self._background: set[asyncio.Task[Any]] = set()

@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterable
-from typing import Any
 
 from peer_ring.errors import ConfigError, PeerUnavailable
-from peer_ring.transport._core import ChannelTransport, FrameConn, FrameReceiver
+from peer_ring.transport._core import ChannelTransport, FaultInjector, FrameConn, FrameReceiver
 from peer_ring.transport.base import TransportConfig
 
 
@@ -154,9 +153,10 @@ class MemoryTransport(ChannelTransport):
         address: str,
         network: MemoryNetwork,
         config: TransportConfig | None = None,
-        **kwargs: Any,
+        *,
+        faults: FaultInjector | None = None,
     ) -> None:
-        super().__init__(node_id, address, config, **kwargs)
+        super().__init__(node_id, address, config, faults=faults)
         self.network = network
         self._conns: set[_MemoryConn] = set()
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from peer_ring.errors import ConfigError, FrameTooLarge, PeerUnavailable
 from peer_ring.membership.base import parse_address
-from peer_ring.transport._core import ChannelTransport, FrameConn, FrameReceiver
+from peer_ring.transport._core import ChannelTransport, FaultInjector, FrameConn, FrameReceiver
 from peer_ring.transport.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,10 @@ class TcpTransport(ChannelTransport):
 
     name = "tcp"
 
-    def __init__(self, node_id: str, address: str, config: Any = None, **kwargs: Any) -> None:
-        super().__init__(node_id, address, config, **kwargs)
+    def __init__(
+        self, node_id: str, address: str, config: Any = None, *, faults: FaultInjector | None = None
+    ) -> None:
+        super().__init__(node_id, address, config, faults=faults)
         self._server: asyncio.Server | None = None
         self._accepted: set[_TcpConn] = set()
         self._server_ssl: ssl.SSLContext | None = None
@@ -177,7 +179,8 @@ class TcpTransport(ChannelTransport):
         except OSError as exc:
             raise ConfigError(f"cannot listen on {self._address}: {exc}") from exc
         if port == 0:
-            sock = self._server.sockets[0]
+            sockets = cast(Any, self._server).sockets  # a list under uvloop, a tuple in typeshed
+            sock = sockets[0]
             bound = sock.getsockname()[1]
             self._address = f"{host}:{bound}"
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv import store as store_module
 from peer_ring.apps.kv._state import unpack
 from peer_ring.apps.kv.store import KVStore
 from peer_ring.replication import merkle
@@ -76,11 +73,11 @@ async def test_snapshot_sees_exactly_the_keys_written_since(make_cluster: Cluste
 
 
 async def test_cached_indexes_are_bounded_and_rebuilt_on_demand(
-    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+    make_cluster: ClusterFactory,
 ) -> None:
-    monkeypatch.setattr(store_module, "_DIGEST_CACHE_KEYS", 50)
     c = await make_cluster()
     store = c.stores[0]
+    store.digest_cache_keys = 50
     for i in range(600):
         await store.put(b"key-%d" % i, b"v")
     parts = sorted(store._parts, key=lambda q: -len(store._parts[q]))
@@ -96,15 +93,15 @@ async def test_cached_indexes_are_bounded_and_rebuilt_on_demand(
 
 
 async def test_overlapping_refreshes_keep_the_leaf_sums_exact(
-    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+    make_cluster: ClusterFactory,
 ) -> None:
     # Several refreshes of one partition's index overlap (an anti-entropy
     # answer, a bootstrap sync) while writes land between their slices. The
     # additive leaf sums must stay exact: after a last refresh the tree equals
     # one built from scratch (a double-counted or lost entry would differ).
-    monkeypatch.setattr(store_module, "_DIGEST_SLICE", 3)
     c = await make_cluster()
     store = c.stores[0]
+    store.digest_slice = 3
     for i in range(300):
         await store.put(b"key-%d" % i, b"v1")
     p = max(store._parts, key=lambda q: len(store._parts[q]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from peer_ring._build import build
 from peer_ring.errors import InvalidRequest, QuorumNotReached, RequestTimeout
 from peer_ring.server.resp import ALL_SPECS, RespConfig
 
@@ -271,6 +272,7 @@ async def test_info_sections(env: Env, client: Client) -> None:
     for needle in (
         "redis_version:7.2.0",
         "peer_ring_version:",
+        f"peer_ring_build:{build()}\r\n",
         "arch_bits:64",
         "cluster_enabled:0",
         "connected_clients:1",

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import xxhash
+from mypy_extensions import mypyc_attr
 
 from peer_ring.apps.kv.api import Entry, Limits
 from peer_ring.clock import Clock, SystemClock
@@ -46,6 +47,7 @@ _NO_CONTEXT = b""
 _Item = tuple[bytes, float | None, int]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # an extension point; tests subclass it
 class LocalKV:
     """Dict-backed :class:`~peer_ring.apps.kv.api.KVApi`.
 

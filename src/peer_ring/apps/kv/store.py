@@ -247,6 +247,9 @@ class KVStore(Service):
         self._mortal: dict[int, set[bytes]] = {}
         #: per-partition digests and Merkle leaves, refreshed lazily (``digest_index``)
         self._digests: dict[int, DigestIndex] = {}
+        #: keys per refresh slice, keys in all cached indexes (tests lower them)
+        self.digest_slice = _DIGEST_SLICE
+        self.digest_cache_keys = _DIGEST_CACHE_KEYS
         self._node: Node | None = None
         self._own_clock = clock
         self._hlc: HLC | None = None
@@ -610,14 +613,15 @@ class KVStore(Service):
             return _empty_index(depth)
         index = self._index(partition, depth)
         keys = list(part)  # the keys to visit; the dict may change while we yield
-        for i in range(0, len(keys), _DIGEST_SLICE):
+        step = self.digest_slice
+        for i in range(0, len(keys), step):
             if i:
                 await asyncio.sleep(0)
                 part = self._parts.get(partition) or {}
             # each slice indexes the states stored *now*, never those of an older
             # snapshot: two overlapping refreshes cannot roll the index back
             current = []
-            for key in keys[i : i + _DIGEST_SLICE]:
+            for key in keys[i : i + step]:
                 stored = part.get(key)
                 if stored is None:
                     index.discard(key)
@@ -634,7 +638,7 @@ class KVStore(Service):
         The cache is bounded: an index costs ~180 bytes per key (state
         reference, digest, dict slot), as much again as the store itself, so
         only the most recently used indexes are kept, up to
-        ``_DIGEST_CACHE_KEYS`` keys in all (anti-entropy visits a few
+        ``digest_cache_keys`` keys in all (anti-entropy visits a few
         partitions per second; a partition it comes back to long after is
         re-hashed, in slices).
         """
@@ -650,7 +654,7 @@ class KVStore(Service):
         digests = self._digests
         total = sum(len(ix) for ix in digests.values())
         for old in list(digests):
-            if total <= _DIGEST_CACHE_KEYS:
+            if total <= self.digest_cache_keys:
                 break
             if old != keep:
                 total -= len(digests.pop(old))

@@ -20,6 +20,7 @@ import resource
 from typing import TYPE_CHECKING
 
 import peer_ring
+from peer_ring._build import build
 from peer_ring.apps.kv.local import compile_glob
 from peer_ring.server.resp._reply import (
     OK,
@@ -1001,6 +1002,7 @@ async def _info_text(c: RespConnection, sections: set[str]) -> str:
             "# Server",
             f"redis_version:{REDIS_VERSION}",
             f"peer_ring_version:{peer_ring.__version__}",
+            f"peer_ring_build:{build()}",
             "redis_mode:standalone",
             f"os:{platform.system()} {platform.release()} {platform.machine()}",
             "arch_bits:64",

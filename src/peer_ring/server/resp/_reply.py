@@ -11,7 +11,8 @@ string a bulk string), the same downgrade rules Redis applies.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from peer_ring.server.resp._kinds import RespSet, Status, Verbatim
 
 __all__ = [
     "EMPTY_ARRAY",
@@ -40,26 +41,6 @@ EMPTY_ARRAY = b"*0\r\n"
 ZERO = b":0\r\n"
 ONE = b":1\r\n"
 _SMALL_INTS = [b":%d\r\n" % i for i in range(-2, 1024)]
-
-
-class Status(str):
-    """A simple string reply (``+...``), as opposed to a bulk string."""
-
-    __slots__ = ()
-
-
-class RespSet(frozenset[object]):
-    """A set reply: RESP3 ``~``, an array in RESP2."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Verbatim:
-    """A verbatim string reply (RESP3 ``=``, a bulk string in RESP2)."""
-
-    text: bytes
-    fmt: bytes = b"txt"
 
 
 def bulk(value: bytes) -> bytes:

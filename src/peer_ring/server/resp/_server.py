@@ -151,7 +151,8 @@ class RespServer:
         self._server = await loop.create_server(
             lambda: RespConnection(self), self.host, self._port, reuse_address=True
         )
-        self._port = self._server.sockets[0].getsockname()[1]
+        sockets = cast(Any, self._server).sockets  # a list under uvloop, a tuple in typeshed
+        self._port = sockets[0].getsockname()[1]
         self.started_at = self.clock.monotonic()
 
     async def close(self) -> None:
