@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' wheel  # setup.py's build_ext runs here
 	$(PY) -m pip install -q -e '.[dev,all]'
 	@touch $(STAMP)
 
