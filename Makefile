@@ -32,6 +32,8 @@ compile: $(COMPILED)
 $(COMPILED): $(STAMP) setup.py $(SOURCES)
 	@echo "compiling the hot path with mypyc (about a minute)"
 	@mkdir -p build
+	@# a module dropped from the list must not leave its old extension behind
+	@find src -name '*.so' -delete
 	@PEER_RING_COMPILE=1 $(PY) setup.py -q build_ext --inplace >build/mypyc.log 2>&1 \
 	  || { tail -30 build/mypyc.log; exit 1; }
 	@# an extension whose generated C did not change is not rebuilt: mark it current

@@ -21,6 +21,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -63,12 +64,15 @@ def self_time(collapsed: Path, top: int) -> tuple[int, list[tuple[str, float]]]:
     return total, [(name, n / max(1, total)) for name, n in counts.most_common(top)]
 
 
-def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> dict[str, Any]:
+def profile(
+    test: str, nodes: int, requests: int, seconds: float, top: int, native: bool = False
+) -> dict[str, Any]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
-    out = RESULTS_DIR / f"profile-resp-{test}-{nodes}.txt"
+    out = RESULTS_DIR / f"profile-resp-{test}-{nodes}{'-native' if native else ''}.txt"
     RESULTS_DIR.mkdir(exist_ok=True)
+    out.unlink(missing_ok=True)
     with cluster(nodes, nodes, resp=True) as c:
         wait_ring(c)
         n1 = c["n1"]
@@ -76,14 +80,18 @@ def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> d
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls_before = syscalls(pids["n1"])
         sampler = subprocess.Popen(
-            [spy, "record", "--pid", str(n1.pid), "--rate", "250", "--format", "raw",
-             "--output", str(out), "--duration", str(int(seconds)), "--nonblocking"],
+            [spy, "record", "--pid", str(n1.pid), "--rate", "100" if native else "250",
+             "--format", "raw", "--output", str(out), "--duration", str(int(seconds)),
+             # native stacks need the process stopped per sample (slower, fewer samples)
+             *(["--native"] if native else ["--nonblocking"])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         cmd = ["redis-benchmark", "-h", n1.ip, "-p", "6390", "-t", test, "-n", str(requests),
                "-c", "50", "-d", "100", "-r", "100000", "-q"]  # fmt: skip
         t0 = time.perf_counter()
+        rb0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         bench = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+        rb1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the sampler is not reaped yet
         wall = time.perf_counter() - t0
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls_after = syscalls(pids["n1"])
@@ -99,6 +107,9 @@ def profile(test: str, nodes: int, requests: int, seconds: float, top: int) -> d
         "cpu_us_per_command": {n: 1e6 * (sum(after[n]) - sum(before[n])) / requests for n in pids},
         "system_us_per_command": {n: 1e6 * (after[n][1] - before[n][1]) / requests for n in pids},
         "cpu_share": {n: (sum(after[n]) - sum(before[n])) / wall for n in pids},
+        "load_generator_us_per_command": 1e6
+        * (rb1.ru_utime + rb1.ru_stime - rb0.ru_utime - rb0.ru_stime)
+        / requests,
         "n1_syscalls_per_command": {
             "read": (calls_after[0] - calls_before[0]) / requests,
             "write": (calls_after[1] - calls_before[1]) / requests,
@@ -116,9 +127,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=150_000, help="redis-benchmark -n")
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds of samples")
     ap.add_argument("--top", type=int, default=20, help="functions shown")
+    ap.add_argument(
+        "--native",
+        action="store_true",
+        help="sample native frames too (py-spy --native): the compiled build's C functions",
+    )
     args = ap.parse_args()
     rows = [
-        profile(t, args.nodes, args.requests, args.seconds, args.top)
+        profile(t, args.nodes, args.requests, args.seconds, args.top, args.native)
         for t in args.tests.split(",")
         if t
     ]
@@ -129,7 +145,10 @@ def main() -> None:
             for n, us in r["cpu_us_per_command"].items()
         )
         calls = r["n1_syscalls_per_command"]
-        console.print(f"[bold]{r['test'].upper()}[/]: {r['rps']:,.0f}/s; CPU per command: {cpu}")
+        console.print(
+            f"[bold]{r['test'].upper()}[/]: {r['rps']:,.0f}/s; CPU per command: {cpu};"
+            f" redis-benchmark {r['load_generator_us_per_command']:.1f} µs"
+        )
         console.print(
             f"n1 system calls per command: {calls['read']:.2f} read-like,"
             f" {calls['write']:.2f} write-like"

@@ -123,3 +123,28 @@ def test_int_packing_round_trips_and_preserves_order(a: Timestamp, b: Timestamp)
     assert 0 <= to_int(a) < 2**64
     assert (a < b) == (to_int(a) < to_int(b))
     assert (a == b) == (to_int(a) == to_int(b))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(-120_000, 120_000), st.integers(0, MAX_LOGICAL)),
+        max_size=60,
+    )
+)
+def test_packed_hot_path_variants_match_the_timestamp_api(
+    ops: list[tuple[bool, int, int]],
+) -> None:
+    # Two clocks on one wall clock see the same operations, one through the
+    # Timestamp API and one through the packed variants the KV store uses.
+    clock = JumpClock()
+    a = HLC(clock, max_offset=MAX_OFFSET, policy=SkewPolicy.ACCEPT)
+    b = HLC(clock, max_offset=MAX_OFFSET, policy=SkewPolicy.ACCEPT)
+    for is_update, offset, logical in ops:
+        if is_update:
+            remote = Timestamp(max(0, a.last().wall_ms + offset), logical)
+            assert b.update_int(to_int(remote)) == to_int(a.update(remote))
+        else:
+            clock.wall += offset / 10_000.0
+            assert b.now_int() == to_int(a.now())
+        assert b.last_int() == to_int(a.last()) == to_int(b.last())

@@ -95,6 +95,14 @@ def test_update_accepts_packed_int() -> None:
     assert hlc.update(remote.to_int()) == Timestamp(1_700_000_000_000, 4)
 
 
+def test_update_int_rejects_what_update_rejects() -> None:
+    hlc = HLC(StubClock())
+    for bad in (-1, 1 << 64):
+        with pytest.raises(InvalidRequest):
+            hlc.update_int(bad)
+    assert hlc.last_int() == 0
+
+
 def test_update_rejects_invalid_remote() -> None:
     hlc = HLC(StubClock())
     with pytest.raises(InvalidRequest):

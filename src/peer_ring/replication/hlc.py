@@ -240,6 +240,10 @@ class HLC:
         self.now_int()
         return Timestamp(self._l, self._c)
 
+    def last_int(self) -> int:
+        """:meth:`last`, packed with :func:`to_int` (the hot-path variant)."""
+        return (self._l << LOGICAL_BITS) | self._c
+
     def update(self, remote: Timestamp | int) -> Timestamp:
         """Merge a timestamp received from a peer; timestamp the receive event.
 
@@ -258,6 +262,17 @@ class HLC:
             or not (0 <= lm <= MAX_WALL_MS and 0 <= cm <= MAX_LOGICAL)
         ):
             raise InvalidRequest(f"invalid HLC timestamp {remote!r}")
+        self._merge(lm, cm)
+        return Timestamp(self._l, self._c)
+
+    def update_int(self, remote: int) -> int:
+        """:meth:`update` of a packed timestamp, packed (the hot-path variant)."""
+        if not 0 <= remote <= _MAX_INT:
+            raise InvalidRequest(f"HLC timestamp {remote!r} is not an unsigned 64-bit integer")
+        self._merge(remote >> LOGICAL_BITS, remote & MAX_LOGICAL)
+        return (self._l << LOGICAL_BITS) | self._c
+
+    def _merge(self, lm: int, cm: int) -> None:
         pt = self._physical_ms()
         if lm - pt > self._max_offset_ms:
             self._on_skew(lm, pt)
@@ -275,7 +290,6 @@ class HLC:
             new_l += 1
             c = 0
         self._l, self._c = new_l, c
-        return Timestamp(new_l, c)
 
     def _on_skew(self, lm: int, pt: int) -> None:
         self.skewed += 1

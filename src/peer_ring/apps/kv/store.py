@@ -114,7 +114,7 @@ from peer_ring.errors import (
 )
 from peer_ring.replication import versions as vv
 from peer_ring.replication.coordinator import QuorumResult, Round, RoundListener
-from peer_ring.replication.hlc import HLC, SkewPolicy, to_int
+from peer_ring.replication.hlc import HLC, SkewPolicy
 from peer_ring.replication.merkle import DEFAULT_DEPTH, DigestIndex
 from peer_ring.service import Record, Request, Service
 
@@ -435,7 +435,7 @@ class KVStore(Service):
         assert hlc is not None
         existed = self._is_live(current, self._clock().time())
         top = st.max_stamp(current)
-        stamp = to_int(hlc.update(top)) if top >= to_int(hlc.last()) else hlc.now_int()
+        stamp = hlc.update_int(top) if top >= hlc.last_int() else hlc.now_int()
         item: Item = (value, exp, stamp)
         new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
         new = vv.prune(new, stamp, self.config.prune)

@@ -38,7 +38,6 @@ import itertools
 import logging
 import os
 from collections import deque
-from functools import partial
 from typing import Any, cast
 
 from peer_ring.apps.kv.api import KVApi, KVCallbacks
@@ -98,6 +97,9 @@ class RespStats:
     def reset(self) -> None:
         """Zero every counter (CONFIG RESETSTAT)."""
         self.__init__()  # type: ignore[misc]
+
+#: what a connection holds when no fast-lane request is in flight (never mutated)
+_NO_ARGS: list[bytes] = []
 
 
 class RespServer:
@@ -254,6 +256,7 @@ class RespConnection(asyncio.Protocol):
         self._queued_bytes = 0
         self._max_pipeline_bytes = cfg.max_pipeline_bytes
         self._busy = False  # a fast-lane request is in flight
+        self._held: list[bytes] = _NO_ARGS  # its arguments
         self._fast = server.fast
 
     # -- asyncio.Protocol --------------------------------------------------
@@ -337,41 +340,46 @@ class RespConnection(asyncio.Protocol):
         server = self.server
         spec = COMMANDS.get(args[0])
         n = len(args)
-        fast = self._fast
-        assert fast is not None
         if spec is server.get_spec and n == 2:
-            done = partial(self._got, args)
-            start = partial(fast.start_get, args[1], done)
+            is_get = True
         elif spec is server.set_spec and n == 3:
-            done = partial(self._put, args)
-            start = partial(fast.start_put, args[1], args[2], done)
+            is_get = False
         else:
             return False
         assert spec is not None
         if self._write_paused is not None and not self._write_paused.done():
             return False
+        fast = self._fast
+        assert fast is not None
         stats = server.stats
         stats.commands_processed += 1
         stats.calls[spec.index] += 1
         self.last_command = spec.name
         self._busy = True
-        start()
+        # one request in flight per connection (_busy): its arguments wait
+        # here, so the completion callback is a plain bound method
+        self._held = args
+        if is_get:
+            fast.start_get(args[1], self._got)
+        else:
+            fast.start_put(args[1], args[2], self._put)
         return True
 
-    def _got(self, args: list[bytes], value: bytes | None, exc: BaseException | None) -> None:
+    def _got(self, value: bytes | None, exc: BaseException | None) -> None:
         if exc is not None:
-            reply = self._failed(exc, args)
+            reply = self._failed(exc, self._held)
         elif value is None:
             reply = self.nil
         else:
             reply = b"$%d\r\n%b\r\n" % (len(value), value)
         self._fast_reply(reply)
 
-    def _put(self, args: list[bytes], _: None, exc: BaseException | None) -> None:
-        self._fast_reply(_OK if exc is None else self._failed(exc, args))
+    def _put(self, _: None, exc: BaseException | None) -> None:
+        self._fast_reply(_OK if exc is None else self._failed(exc, self._held))
 
     def _fast_reply(self, reply: bytes) -> None:
         self._busy = False
+        self._held = _NO_ARGS  # do not keep a large value alive
         transport = self.transport
         if not self._lost and transport is not None and not transport.is_closing():
             transport.write(reply)
