@@ -355,6 +355,37 @@ def update(
     return DVVSet(tuple(out))
 
 
+def lww_put(state: DVVSet[V], value: V, actor: str, stamp: int) -> DVVSet[V]:
+    """A blind write under last-writer-wins, in one pass: what
+    ``lww(update(state, None, value, actor, stamp=stamp), stamp_of)`` returns
+    when ``stamp_of(value) == stamp`` is greater than the stamp of every
+    sibling in ``state`` -- which a coordinator's HLC guarantees for the
+    value it issues. The new value is then the only sibling left; every
+    other dot is kept as seen. (The KV store's hot path in LWW mode;
+    ``tests/property/test_versions_props.py`` checks the equality.)
+    """
+    if stamp > MAX_COUNTER:
+        raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
+    out: list[tuple[str, int, tuple[V, ...]]] = []
+    placed = False
+    for e in state.entries:
+        a = e[0]
+        if not placed and a >= actor:
+            placed = True
+            if a == actor:
+                n = e[1]
+                if n >= MAX_COUNTER:
+                    raise InvalidRequest(f"version counter of {actor!r} exhausted")
+                # with live values the dots stay contiguous: n + 1; else jump to the stamp
+                out.append((actor, n + 1 if e[2] or stamp <= n + 1 else stamp, (value,)))
+                continue
+            out.append((actor, stamp if stamp > 1 else 1, (value,)))
+        out.append(e if not e[2] else (a, e[1], ()))
+    if not placed:
+        out.append((actor, stamp if stamp > 1 else 1, (value,)))
+    return DVVSet(tuple(out))
+
+
 # -- reading ------------------------------------------------------------------
 
 

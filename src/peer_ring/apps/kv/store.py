@@ -437,9 +437,15 @@ class KVStore(Service):
         top = st.max_stamp(current)
         stamp = hlc.update_int(top) if top >= hlc.last_int() else hlc.now_int()
         item: Item = (value, exp, stamp)
-        new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
-        new = vv.prune(new, stamp, self.config.prune)
-        entries = self._compact(new.entries)
+        if self._lww and ctx is None:
+            # stamp > every sibling's stamp (the HLC saw `top`): the new item
+            # wins outright; one pass instead of update + collapse
+            new = vv.lww_put(vv.DVVSet(current), item, self._actor, stamp)
+            entries = vv.prune(new, stamp, self.config.prune).entries
+        else:
+            new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
+            new = vv.prune(new, stamp, self.config.prune)
+            entries = self._compact(new.entries)
         self._store(partition, part, key, entries)
         return existed, entries
 

@@ -98,6 +98,7 @@ class RespStats:
         """Zero every counter (CONFIG RESETSTAT)."""
         self.__init__()  # type: ignore[misc]
 
+
 #: what a connection holds when no fast-lane request is in flight (never mutated)
 _NO_ARGS: list[bytes] = []
 
