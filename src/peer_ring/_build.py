@@ -33,8 +33,6 @@ HOT_MODULES = (
     "peer_ring.transport.memory",
     "peer_ring.transport.grpc_transport",
     "peer_ring.node",
-    "peer_ring.ring._ring",
-    "peer_ring.ring._hash",
     "peer_ring.membership.failure",
 )
 
