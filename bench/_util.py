@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from peer_ring._build import build
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: Rich console; wide enough for result tables when output is not a terminal.
@@ -94,6 +96,8 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([_executable(), *sys.argv]),
         "machine": machine(),
+        # compiled (mypyc) or pure: the node processes import what this process does
+        "build": build(),
         **results,
     }
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")

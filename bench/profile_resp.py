@@ -1,18 +1,29 @@
 """Profile the RESP hot path: node n1 of a 3-node N=3 cluster under redis-benchmark.
 
-    .venv/bin/python bench/profile_resp.py            # SET and GET, 8 s of samples each
+    .venv/bin/python bench/profile_resp.py                 # SET and GET, perf, 6 s each
     .venv/bin/python bench/profile_resp.py --tests get --nodes 1
+    .venv/bin/python bench/profile_resp.py --sampler py-spy   # the pure-Python build
 
-A sampling profile (py-spy, from the ``bench`` extra; it attaches to the
-node process by PID, so the node runs unmodified and at full speed, unlike
-cProfile) is taken of n1 -- the node redis-benchmark talks to, which
-coordinates every command -- while ``redis-benchmark -c 50 -d 100`` runs
-against it. Printed per test: every node's CPU per command (user+system,
-and the system part, from ``/proc/PID/stat`` over the run), n1's system
-calls per command (``/proc/PID/io``), and the functions with the
-most samples *in themselves* (native code such as the event loop, socket
-system calls and msgpack is charged to the Python function that called it).
-The raw collapsed stacks are kept under ``bench/results/`` for flame graphs.
+A sampling profile of n1 -- the node redis-benchmark talks to, which
+coordinates every command -- is taken while ``redis-benchmark -c 50 -d 100``
+runs against it; the sampler attaches by PID, so the node runs unmodified
+and at full speed. Printed per test: every node's CPU per command
+(user+system, and the system part, from ``/proc/PID/stat`` over the run),
+redis-benchmark's, n1's system calls per command (``/proc/PID/io``), and
+where n1's time goes:
+
+* ``--sampler perf`` (default; Debian's ``linux-perf``): kernel and native
+  stacks (``perf record -e cpu-clock --call-graph dwarf``), so the compiled
+  build's functions (mypyc's ``CPyDef_module___Class___method``), uvloop,
+  msgpack and the kernel are all seen. The table shows each function's
+  *inclusive* share of samples (itself and what it calls) and the split by
+  shared object (Python runtime, kernel, compiled peer-ring, ...).
+* ``--sampler py-spy`` (the ``bench`` extra): Python frames only, each
+  function's share of samples *in itself*, native code charged to the
+  Python function that called it. Right for the pure-Python build; under
+  the compiled build nearly everything lands on ``Runner.run``.
+
+Raw samples are kept under ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from typing import Any
 
 from _util import RESULTS_DIR, console, table, write_results
 from kv import cluster, wait_ring
+from peer_ring._build import build
 
 _FRAME = re.compile(r"^(.*?) \((.*?):\d+\)$")
 
@@ -64,13 +76,60 @@ def self_time(collapsed: Path, top: int) -> tuple[int, list[tuple[str, float]]]:
     return total, [(name, n / max(1, total)) for name, n in counts.most_common(top)]
 
 
+_PERF_FRAME = re.compile(r"^\s*[0-9a-f]+ (.+?)(?:\+0x[0-9a-f]+)? \((.*)\)$")
+
+
+def perf_shares(
+    data: Path, top: int
+) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
+    """Samples, the ``top`` functions by inclusive share, and the share of
+    each shared object in the leaf frames, from a ``perf record -g`` file."""
+    text = subprocess.run(
+        ["perf", "script", "-i", str(data)], capture_output=True, text=True, check=False
+    ).stdout
+    inclusive: collections.Counter[str] = collections.Counter()
+    dsos: collections.Counter[str] = collections.Counter()
+    total = 0
+    for block in text.split("\n\n"):
+        frames = [m.groups() for m in map(_PERF_FRAME.match, block.splitlines()[1:]) if m]
+        if not frames:
+            continue
+        total += 1
+        dso = Path(frames[0][1]).name
+        dsos["compiled peer-ring" if "__mypyc" in dso else dso] += 1
+        for name in {name for name, _ in frames}:
+            # our compiled functions, uvloop's and msgpack's (Cython), and the
+            # interpreter frames of what is still interpreted
+            if name.startswith(("CPyDef_", "__pyx_f_")):
+                inclusive[name] += 1
+    share = max(1, total)
+    return (
+        total,
+        [(name, n / share) for name, n in inclusive.most_common(top)],
+        [(name, n / share) for name, n in dsos.most_common(8)],
+    )
+
+
+def start_sampler(sampler: str, pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    if sampler == "perf":
+        if shutil.which("perf") is None:
+            raise SystemExit("perf is not installed (Debian: linux-perf); or --sampler py-spy")
+        cmd = ["perf", "record", "-e", "cpu-clock", "-F", "500", "--call-graph", "dwarf,16384",
+               "-p", str(pid), "-o", str(out), "--", "sleep", str(seconds)]  # fmt: skip
+    else:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(spy).exists():
+            raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+        cmd = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+               "--output", str(out), "--duration", str(int(seconds)), "--nonblocking"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def profile(
-    test: str, nodes: int, requests: int, seconds: float, top: int, native: bool = False
+    test: str, nodes: int, requests: int, seconds: float, top: int, sampler: str
 ) -> dict[str, Any]:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
-    out = RESULTS_DIR / f"profile-resp-{test}-{nodes}{'-native' if native else ''}.txt"
+    suffix = "data" if sampler == "perf" else "txt"
+    out = RESULTS_DIR / f"profile-resp-{test}-{nodes}.{suffix}"
     RESULTS_DIR.mkdir(exist_ok=True)
     out.unlink(missing_ok=True)
     with cluster(nodes, nodes, resp=True) as c:
@@ -79,13 +138,8 @@ def profile(
         pids = {name: node.pid for name, node in c.nodes.items() if node.pid is not None}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls_before = syscalls(pids["n1"])
-        sampler = subprocess.Popen(
-            [spy, "record", "--pid", str(n1.pid), "--rate", "100" if native else "250",
-             "--format", "raw", "--output", str(out), "--duration", str(int(seconds)),
-             # native stacks need the process stopped per sample (slower, fewer samples)
-             *(["--native"] if native else ["--nonblocking"])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        assert n1.pid is not None
+        proc = start_sampler(sampler, n1.pid, out, seconds)
         cmd = ["redis-benchmark", "-h", n1.ip, "-p", "6390", "-t", test, "-n", str(requests),
                "-c", "50", "-d", "100", "-r", "100000", "-q"]  # fmt: skip
         t0 = time.perf_counter()
@@ -95,10 +149,16 @@ def profile(
         wall = time.perf_counter() - t0
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls_after = syscalls(pids["n1"])
-        sampler.wait(seconds + 30)
+        proc.wait(seconds + 30)
     line = bench.stdout.strip().splitlines()[-1]
     rps = float(line.split()[1])
-    samples, hot = self_time(out, top) if out.exists() else (0, [])
+    dsos: list[tuple[str, float]] = []
+    if not out.exists():
+        samples, hot = 0, []
+    elif sampler == "perf":
+        samples, hot, dsos = perf_shares(out, top)
+    else:
+        samples, hot = self_time(out, top)
     return {
         "test": test,
         "nodes": nodes,
@@ -114,9 +174,13 @@ def profile(
             "read": (calls_after[0] - calls_before[0]) / requests,
             "write": (calls_after[1] - calls_before[1]) / requests,
         },
+        "sampler": sampler,
+        "build": build(),
         "samples": samples,
-        "self": hot,
-        "collapsed_stacks": str(out),
+        # perf: inclusive shares; py-spy: shares in the function itself
+        "functions": hot,
+        "shared_objects": dsos,
+        "raw_samples": str(out),
     }
 
 
@@ -125,16 +189,18 @@ def main() -> None:
     ap.add_argument("--tests", default="set,get", help="redis-benchmark tests, one run each")
     ap.add_argument("--nodes", type=int, default=3, help="cluster size (N = nodes)")
     ap.add_argument("--requests", type=int, default=150_000, help="redis-benchmark -n")
-    ap.add_argument("--seconds", type=float, default=8.0, help="seconds of samples")
+    ap.add_argument("--seconds", type=float, default=6.0, help="seconds of samples")
     ap.add_argument("--top", type=int, default=20, help="functions shown")
     ap.add_argument(
-        "--native",
-        action="store_true",
-        help="sample native frames too (py-spy --native): the compiled build's C functions",
+        "--sampler",
+        choices=["perf", "py-spy"],
+        default="perf" if shutil.which("perf") else "py-spy",
+        help="perf (default when installed): native and kernel stacks, for the compiled"
+        " build; py-spy: Python frames",
     )
     args = ap.parse_args()
     rows = [
-        profile(t, args.nodes, args.requests, args.seconds, args.top, args.native)
+        profile(t, args.nodes, args.requests, args.seconds, args.top, args.sampler)
         for t in args.tests.split(",")
         if t
     ]
@@ -153,13 +219,19 @@ def main() -> None:
             f"n1 system calls per command: {calls['read']:.2f} read-like,"
             f" {calls['write']:.2f} write-like"
         )
+        kind = "inclusive" if r["sampler"] == "perf" else "self"
         console.print(
             table(
-                f"n1 self time, {r['samples']} samples ({r['command']})",
+                f"n1 {kind} time, {r['samples']} samples, {r['build']} build ({r['command']})",
                 ["share", "function"],
-                [(f"{100 * share:.1f} %", name) for name, share in r["self"]],
+                [(f"{100 * share:.1f} %", name) for name, share in r["functions"]],
             )
         )
+        if r["shared_objects"]:
+            console.print(
+                "n1 samples by shared object: "
+                + ", ".join(f"{name} {100 * share:.0f} %" for name, share in r["shared_objects"])
+            )
     path = write_results("profile-resp", {"runs": rows})
     console.print(f"results: {path}")
 

@@ -67,6 +67,14 @@ def test_defaults() -> None:
     int(ring.epoch, 16)
 
 
+def test_preference_lists_index_every_partitions_list() -> None:
+    ring = ring_of("a", "b", "c", "d")
+    lists = ring.preference_lists
+    assert len(lists) == ring.partitions
+    assert all(lists[p] == ring.preference_list(p) for p in range(ring.partitions))
+    assert ring.with_node(RingNode("e")).preference_lists != lists
+
+
 def test_single_node_owns_everything() -> None:
     ring = ring_of("solo")
     for p in range(ring.partitions):

@@ -46,6 +46,7 @@ REPLICATION_BACKLOG = 4096
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
+    from peer_ring.ring import Ring
 
 
 @dataclass(slots=True)
@@ -198,6 +199,9 @@ class Coordinator:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the ring whose preference lists ``_table`` holds (rings are immutable)
+        self._ring: Ring | None = None
+        self._table: tuple[tuple[str, ...], ...] = ()
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
@@ -215,7 +219,11 @@ class Coordinator:
         the partition's fallback nodes, in their deterministic order.
         """
         ring = self.node.ring
-        pref = ring.preference_list(partition)
+        if ring is not self._ring:
+            self._ring, self._table = ring, ring.preference_lists
+        table = self._table
+        # a native tuple index instead of a call into the (interpreted) ring
+        pref = table[partition] if 0 <= partition < len(table) else ring.preference_list(partition)
         if n is None or n == len(pref):
             return pref
         if n < len(pref):

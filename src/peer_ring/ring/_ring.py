@@ -205,6 +205,12 @@ class Ring:
         except TypeError as exc:
             raise _bad_key(key) from exc
 
+    @property
+    def preference_lists(self) -> tuple[tuple[str, ...], ...]:
+        """Every partition's :meth:`preference_list`, indexed by partition (the
+        ring is immutable: hot paths may keep this while the ring is current)."""
+        return self._table
+
     def preference_list(self, partition: int) -> tuple[str, ...]:
         """The ``min(N, n)`` distinct owners of ``partition``, primary first."""
         if not 0 <= partition < self.partitions:
