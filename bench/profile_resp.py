@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from _util import RESULTS_DIR, console, table, write_results
 from kv import cluster, wait_ring
 from peer_ring._build import build
@@ -95,7 +97,8 @@ def perf_shares(
         if not frames:
             continue
         total += 1
-        dso = Path(frames[0][1]).name
+        # the leaf's shared object (an inlined frame belongs to its caller's)
+        dso = Path(next((d for _, d in frames if d != "inlined"), "?")).name
         dsos["compiled peer-ring" if "__mypyc" in dso else dso] += 1
         for name in {name for name, _ in frames}:
             # our compiled functions, uvloop's and msgpack's (Cython), and the
@@ -230,7 +233,9 @@ def main() -> None:
         if r["shared_objects"]:
             console.print(
                 "n1 samples by shared object: "
-                + ", ".join(f"{name} {100 * share:.0f} %" for name, share in r["shared_objects"])
+                + ", ".join(
+                    f"{escape(name)} {100 * share:.0f} %" for name, share in r["shared_objects"]
+                )
             )
     path = write_results("profile-resp", {"runs": rows})
     console.print(f"results: {path}")
