@@ -392,3 +392,23 @@ def test_lww_put_equals_update_then_lww(ops: list[tuple[int, int, int, bool]], w
         expected = dvv.lww(dvv.update(state, None, stamp, f"n{writer}", stamp=stamp), lambda v: v)
         assert dvv.lww_put(state, stamp, f"n{writer}", stamp) == expected
         assert dvv.values(expected) == [stamp]
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=ops_strategy(3, max_size=50), writer=st.integers(0, 2))
+def test_supersedes_means_sync_returns_the_superseding_state(
+    ops: list,  # type: ignore[type-arg]
+    writer: int,
+) -> None:
+    states = reachable_states(ops)
+    # a write carrying a state's full context supersedes that state: the
+    # replicated-put case the KV store's join skips the merge for
+    for s in states:
+        newer = dvv.update(s, dvv.context(s), 10_000, f"n{writer}", stamp=0)
+        assert dvv.supersedes(newer, s)
+        assert dvv.sync(s, newer) == newer == dvv.sync(newer, s)
+    # whenever it says so, of any two reachable states, the join is the first
+    for a in states:
+        for b in states:
+            if dvv.supersedes(a, b):
+                assert dvv.sync(a, b) == a == dvv.sync(b, a)

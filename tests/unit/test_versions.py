@@ -278,3 +278,20 @@ def test_write_after_prune_is_not_lost_on_a_replica_that_kept_the_entry() -> Non
 def test_prune_config_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         dvv.PruneConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_supersedes_needs_the_seen_live_dots_still_live_in_the_other() -> None:
+    # a keeps dot (x, 5) live; b has seen (x, 5) and dropped it: the join
+    # drops it too, so it is not a (counters alone would say it is)
+    a = dvv.DVVSet((("x", 5, ("v5",)), ("y", 1, ())))
+    b = dvv.DVVSet((("x", 5, ()), ("y", 1, ("w",))))
+    assert not dvv.supersedes(a, b)
+    assert dvv.sync(a, b) != a
+    # b keeps it: then a supersedes b
+    b_keeps = dvv.DVVSet((("x", 5, ("v5",)), ("y", 1, ())))
+    assert dvv.supersedes(a, b_keeps)
+    assert dvv.sync(a, b_keeps) == a
+    # an actor a never heard of, or a counter a has not reached: no
+    assert not dvv.supersedes(a, dvv.DVVSet((("z", 1, ("u",)),)))
+    assert not dvv.supersedes(a, dvv.DVVSet((("x", 6, ()),)))
+    assert dvv.supersedes(a, dvv.empty())

@@ -350,7 +350,10 @@ class KVStore(Service):
             cands.add(key)
 
     def _join(self, a: Entries, b: Entries) -> Entries:
-        return self._compact(vv.sync(vv.DVVSet(a), vv.DVVSet(b)).entries)
+        sa, sb = vv.DVVSet(a), vv.DVVSet(b)
+        if vv.supersedes(sb, sa):  # a newer write of the key (replicated puts): no join
+            return self._compact(b)
+        return self._compact(vv.sync(sa, sb).entries)
 
     def _compact(self, entries: Entries) -> Entries:
         if len(entries) == 1 and len(entries[0][2]) == 1:
