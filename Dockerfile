@@ -7,9 +7,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-RUN python -m pip install --no-cache-dir --upgrade pip setuptools wheel 'mypy>=1.10' \
- && PEER_RING_COMPILE=1 python -m pip wheel --no-cache-dir --no-build-isolation \
-      --wheel-dir /wheels '.[all]'
+# mypy reads the dependencies' types while mypyc compiles, so they are
+# installed here first; the dependency wheels and the compiled peer-ring
+# wheel then go to /wheels.
+RUN python -m pip install --no-cache-dir --upgrade pip 'setuptools>=77' wheel 'mypy>=1.10' \
+ && python -m pip install --no-cache-dir '.[all]' \
+ && python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[all]' \
+ && rm /wheels/peer_ring-*.whl \
+ && PEER_RING_COMPILE=1 python -m pip wheel --no-cache-dir --no-build-isolation --no-deps \
+      --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 peer-ring \

@@ -9,7 +9,11 @@ the package is pure Python and behaves the same, only slower
 (docs/benchmarks.md has both figures). ``peer_ring._build.build()`` tells
 which one is running.
 
-    PEER_RING_COMPILE=1 pip install --no-build-isolation .   # with mypy installed
+    pip install mypy . && PEER_RING_COMPILE=1 pip install --no-build-isolation .
+
+mypy type-checks while mypyc compiles, so mypy and the package's own
+dependencies (whose types it reads) must be installed where the build runs:
+hence ``--no-build-isolation`` after a plain install.
     PEER_RING_COMPILE=1 python setup.py build_ext --inplace   # `make compile`
 """
 
@@ -29,9 +33,9 @@ def _ext_modules() -> list[object]:
         from mypyc.build import mypycify
     except ImportError as exc:
         raise SystemExit(
-            "PEER_RING_COMPILE=1 needs mypy (it contains mypyc) and a C compiler in the "
-            "build environment: pip install mypy && "
-            "PEER_RING_COMPILE=1 pip install --no-build-isolation ."
+            "PEER_RING_COMPILE=1 needs mypy (it contains mypyc), the package's "
+            "dependencies and a C compiler in the build environment: "
+            "pip install mypy . && PEER_RING_COMPILE=1 pip install --no-build-isolation ."
         ) from exc
 
     here = Path(__file__).parent
