@@ -121,3 +121,33 @@ async def test_overlapping_refreshes_keep_the_leaf_sums_exact(
     assert final is index  # one cached index
     assert final.digest() == one_shot(store, p)
     assert final.tree() == merkle.build(one_shot(store, p), 5)
+
+
+async def test_a_slow_refresh_never_rolls_back_what_a_later_one_indexed(
+    make_cluster: ClusterFactory,
+) -> None:
+    # Refresh A indexes one key per slice and is suspended after its first;
+    # a write lands; refresh B indexes everything in one slice (no yield) and
+    # so finishes first; then A visits the written key. A must index the
+    # state stored when it gets there, not the one stored when it started:
+    # otherwise it puts the old digest back over B's.
+    c = await make_cluster()
+    store = c.stores[0]
+    for i in range(40):
+        await store.put(b"key-%d" % i, b"v1")
+    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    depth = 5
+    await store.digest_index(p, depth)
+    last = list(store._parts[p])[-1]
+    store.digest_slice = 1
+    slow = asyncio.ensure_future(store.digest_index(p, depth))
+    await asyncio.sleep(0)
+    assert not slow.done()  # A: first slice indexed, waiting for its next turn
+    store._issue(p, last, b"v2", None, None)  # stored at once, without yielding
+    store.digest_slice = 10_000
+    fresh = await store.digest_index(p, depth)  # B: one slice, done before A
+    assert fresh.digest() == one_shot(store, p)
+    index = await slow
+    assert index is fresh  # one cached index per partition
+    assert index.digest() == one_shot(store, p)
+    assert index.tree() == merkle.build(one_shot(store, p), depth)
