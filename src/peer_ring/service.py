@@ -35,8 +35,8 @@ class Request:
     ``origin`` is the id of the node that coordinates the operation (this
     node's own id for local calls). ``partition`` is the key's partition under
     the coordinator's ring. Read-only by convention: one is built for every
-    replica command, and a frozen dataclass costs ~3.5x as much to build
-    (every field goes through ``object.__setattr__``).
+    replica command, and a frozen dataclass is slower to build (every
+    field goes through ``object.__setattr__``).
     """
 
     command: str

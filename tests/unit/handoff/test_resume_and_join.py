@@ -98,12 +98,9 @@ def test_bytes_limit_must_be_positive() -> None:
 
 async def test_transfer_under_a_bytes_limit_still_moves_everything() -> None:
     handoff = fast_handoff(max_bytes_per_second=200_000.0, chunk_records=50)
-    net = MemoryNetwork()
-    nodes = [make_node(net, 1, handoff=handoff), make_node(net, 2, handoff=handoff)]
-    await asyncio.gather(*(n.start() for n in nodes))
+    net, *nodes = await _two_nodes(handoff)
     joiner: Node | None = None
     try:
-        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="2 members")
         acked = await write(nodes[0], range(600))
         joiner = make_node(net, 3, handoff=handoff)
         await joiner.start()
@@ -119,12 +116,9 @@ async def test_transfer_under_a_bytes_limit_still_moves_everything() -> None:
 async def test_joiner_waits_for_announced_transfers_instead_of_merkle_syncing() -> None:
     # anti-entropy in the background is off (fast_handoff), so every Merkle
     # exchange the joiner makes is a bootstrap sync
-    net = MemoryNetwork()
-    nodes = [make_node(net, 1), make_node(net, 2)]
-    await asyncio.gather(*(n.start() for n in nodes))
+    net, *nodes = await _two_nodes(fast_handoff())
     joiner: Node | None = None
     try:
-        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="2 members")
         acked = await write(nodes[0], range(1500))
         joiner = make_node(net, 3)
         await joiner.start()
@@ -149,12 +143,9 @@ async def test_joiner_falls_back_to_merkle_sync_when_senders_give_up() -> None:
     # say so (xf_fail); the joiner then Merkle-syncs those partitions with
     # their live co-owners instead of waiting for transfers that never come.
     handoff = fast_handoff(max_attempts=2, retry_min=0.01, retry_max=0.02)
-    net = MemoryNetwork()
-    nodes = [make_node(net, 1, handoff=handoff), make_node(net, 2, handoff=handoff)]
-    await asyncio.gather(*(n.start() for n in nodes))
+    net, *nodes = await _two_nodes(handoff)
     joiner: Node | None = None
     try:
-        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="2 members")
         acked = await write(nodes[0], range(600))
         joiner = make_node(net, 3, handoff=handoff)
 

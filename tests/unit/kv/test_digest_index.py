@@ -16,14 +16,19 @@ def one_shot(store: KVStore, partition: int) -> dict[bytes, bytes]:
     return {k: st.digest(unpack(s)) for k, s in part.items()}
 
 
+async def fill(store: KVStore, keys: int) -> int:
+    """Write ``keys`` keys through ``store``; return its fullest partition."""
+    for i in range(keys):
+        await store.put(b"key-%d" % i, b"v1")
+    return max(store._parts, key=lambda q: len(store._parts[q]))
+
+
 async def test_digest_index_follows_writes_imports_and_drops(
     make_cluster: ClusterFactory,
 ) -> None:
     c = await make_cluster()
     store = c.stores[0]
-    for i in range(300):
-        await store.put(b"key-%d" % i, b"v1")
-    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    p = await fill(store, 300)
     depth = 5
     first = await store.digest_index(p, depth)
     assert first.digest() == one_shot(store, p)
@@ -60,9 +65,7 @@ async def test_digest_index_follows_writes_imports_and_drops(
 async def test_snapshot_sees_exactly_the_keys_written_since(make_cluster: ClusterFactory) -> None:
     c = await make_cluster()
     store = c.stores[0]
-    for i in range(200):
-        await store.put(b"key-%d" % i, b"v1")
-    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    p = await fill(store, 200)
     before = store.snapshot(p)
     changed = sorted(store._parts[p])[:3]
     for k in changed:
@@ -102,9 +105,7 @@ async def test_overlapping_refreshes_keep_the_leaf_sums_exact(
     c = await make_cluster()
     store = c.stores[0]
     store.digest_slice = 3
-    for i in range(300):
-        await store.put(b"key-%d" % i, b"v1")
-    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    p = await fill(store, 300)
     keys = list(store._parts[p])
     await store.digest_index(p, 5)
 
@@ -133,9 +134,7 @@ async def test_a_slow_refresh_never_rolls_back_what_a_later_one_indexed(
     # otherwise it puts the old digest back over B's.
     c = await make_cluster()
     store = c.stores[0]
-    for i in range(40):
-        await store.put(b"key-%d" % i, b"v1")
-    p = max(store._parts, key=lambda q: len(store._parts[q]))
+    p = await fill(store, 40)
     depth = 5
     await store.digest_index(p, depth)
     last = list(store._parts[p])[-1]

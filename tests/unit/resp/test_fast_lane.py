@@ -63,6 +63,20 @@ async def _idle(client: Client) -> None:
     await wait_for(idle, message="worker idle")
 
 
+async def held_client(
+    value: bytes | None = None, config: RespConfig | None = None
+) -> tuple[HeldKV, RespServer, Client]:
+    """A HeldKV (holding ``k = value`` when given) behind a server, and a
+    client whose connection waits for input (fast-lane requests may start)."""
+    kv = HeldKV()
+    if value is not None:
+        await kv.put(b"k", value)
+    server = RespServer(kv, config=config or RespConfig(), clock=ManualClock())
+    client = Client(server)
+    await _idle(client)
+    return kv, server, client
+
+
 async def test_callback_store_is_detected() -> None:
     kv = HeldKV()
     assert isinstance(kv, KVCallbacks)
@@ -71,11 +85,7 @@ async def test_callback_store_is_detected() -> None:
 
 
 async def test_requests_behind_a_held_fast_get_keep_their_order() -> None:
-    kv = HeldKV()
-    await kv.put(b"k", b"old")
-    server = RespServer(kv, config=RespConfig(), clock=ManualClock())
-    client = Client(server)
-    await _idle(client)
+    kv, server, client = await held_client(b"old")
     client.send(encode_request("GET", "k"))
     assert kv.started == 1
     assert len(kv.held) == 1
@@ -93,10 +103,7 @@ async def test_requests_behind_a_held_fast_get_keep_their_order() -> None:
 
 
 async def test_fast_set_then_get_and_error_replies() -> None:
-    kv = HeldKV()
-    server = RespServer(kv, config=RespConfig(), clock=ManualClock())
-    client = Client(server)
-    await _idle(client)
+    kv, server, client = await held_client()
     client.send(encode_request("set", "a", "1"))
     kv.release()
     assert await client.read() == Simple("OK")
@@ -116,10 +123,7 @@ async def test_fast_set_then_get_and_error_replies() -> None:
 
 
 async def test_only_lone_plain_get_and_set_take_the_fast_lane() -> None:
-    kv = HeldKV()
-    server = RespServer(kv, config=RespConfig(), clock=ManualClock())
-    client = Client(server)
-    await _idle(client)
+    kv, server, client = await held_client()
     assert await client.call("SET", "a", "1", "EX", "10") == Simple("OK")  # options: worker
     assert await client.call("GET", "a", "extra") == Err(
         "ERR wrong number of arguments for 'get' command"
@@ -129,11 +133,7 @@ async def test_only_lone_plain_get_and_set_take_the_fast_lane() -> None:
 
 
 async def test_shutdown_lets_a_held_fast_reply_out() -> None:
-    kv = HeldKV()
-    await kv.put(b"k", b"v")
-    server = RespServer(kv, config=RespConfig(shutdown_grace=5.0), clock=ManualClock())
-    client = Client(server)
-    await _idle(client)
+    kv, server, client = await held_client(b"v", config=RespConfig(shutdown_grace=5.0))
     client.send(encode_request("GET", "k"))
     closing = asyncio.ensure_future(server.close())
     await asyncio.sleep(0)
@@ -145,11 +145,7 @@ async def test_shutdown_lets_a_held_fast_reply_out() -> None:
 
 
 async def test_a_protocol_error_behind_a_held_request_answers_after_it() -> None:
-    kv = HeldKV()
-    await kv.put(b"k", b"v")
-    server = RespServer(kv, config=RespConfig(), clock=ManualClock())
-    client = Client(server)
-    await _idle(client)
+    kv, server, client = await held_client(b"v")
     client.send(encode_request("GET", "k"))
     client.send(encode_request("PING") + b"*1\r\n$x\r\n")  # then garbage
     await asyncio.sleep(0)

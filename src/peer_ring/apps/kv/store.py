@@ -426,12 +426,11 @@ class KVStore(Service):
         value: bytes | None,
         exp: float | None,
         ctx: vv.Context | None,
-        existed: bool = True,
+        want_existed: bool = True,
     ) -> tuple[bool, Entries]:
         """Store the new version on this replica; return (a live value was
-        there, the new state to replicate). With ``existed=False`` the caller
-        does not want the first answer (a plain SET): it is not computed and
-        is False."""
+        there, the new state to replicate). With ``want_existed=False`` (a
+        plain SET, whose reply does not say) the first is not computed: False."""
         part = self._part(partition)
         stored = part.get(key)
         current = EMPTY if stored is None else unpack(stored)
@@ -439,7 +438,7 @@ class KVStore(Service):
             ctx = vv.context(vv.DVVSet(current))
         hlc = self._hlc
         assert hlc is not None
-        existed = existed and self._is_live(current, self._clock().time())
+        existed = want_existed and self._is_live(current, self._clock().time())
         top = st.max_stamp(current)
         stamp = hlc.update_int(top) if top >= hlc.last_int() else hlc.now_int()
         item: Item = (value, exp, stamp)
@@ -843,7 +842,7 @@ class KVStore(Service):
             partition = node.ring.partition_for(k)
             local = node.id in node.coordinator.targets(partition) and not node.bootstrap.active
             if local:
-                _, entries = self._issue(partition, k, v, None, None, existed=False)
+                _, entries = self._issue(partition, k, v, None, None, want_existed=False)
                 self._merge_round(
                     partition,
                     k,
