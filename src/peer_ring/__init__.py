@@ -23,13 +23,21 @@ from peer_ring.errors import (
 from peer_ring.membership import Discovery, Member, MemberState
 from peer_ring.membership.failure import FailureDetectorConfig
 from peer_ring.node import Node
-from peer_ring.replication.coordinator import QuorumResult
-from peer_ring.service import Record, Request, Service
+from peer_ring.service import (
+    AppContext,
+    Metric,
+    QuorumResult,
+    Record,
+    Request,
+    RoundListener,
+    Service,
+)
 from peer_ring.transport.base import TLSConfig, TransportConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppContext",
     "Clock",
     "ClosedError",
     "ConfigError",
@@ -41,6 +49,7 @@ __all__ = [
     "ManualClock",
     "Member",
     "MemberState",
+    "Metric",
     "Node",
     "NodeConfig",
     "NotOwner",
@@ -56,6 +65,7 @@ __all__ = [
     "Request",
     "RequestTimeout",
     "RingMismatch",
+    "RoundListener",
     "Service",
     "SystemClock",
     "TLSConfig",

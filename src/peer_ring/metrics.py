@@ -73,6 +73,11 @@ class NodeCollector(Collector):
                 c = CounterMetricFamily(f"peer_ring_{name}", f"Membership change: {text}")
                 c.add_metric([], value)
                 yield c
+        for ns, metric in node.app_metrics():
+            family = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
+            f = family(f"peer_ring_{ns}_{metric.name}", metric.help)
+            f.add_metric([], metric.value)
+            yield f
         for extra in self.extra:
             yield from extra()
 

@@ -13,25 +13,25 @@ node:
   handling it locally when it is one, and exposes a quorum
   :class:`~peer_ring.replication.coordinator.Coordinator` for services.
 
-Peer messages handled here (msgpack arrays, first element the operation)::
+The node answers the peer operations of :data:`peer_ring.wire.NODE_OPS`
+(ping, member exchange, status, service, dual-write and coverage commands);
+the replication subsystems register their own (``peer_ring.wire``).
 
-    ["p"]                                   ping -> [node_id, ring epoch]
-    ["m", records]                          member exchange -> records
-    ["st"]                                  status -> map
-    ["s", ns, command, key, partition, payload, origin(, epoch)]   service command
-
-Ring epoch fencing: service commands carry the sender's ring epoch as an
-optional eighth field. A receiver whose epoch differs counts the mismatch and
-starts a member exchange with the sender (both views converge); it still
-serves when it owns the partition in its own view, and otherwise answers
+Ring epoch fencing: service and coverage commands carry the sender's ring
+epoch. A receiver whose epoch differs counts the mismatch and starts a
+member exchange with the sender (both views converge); it still serves when
+it owns the partitions in its own view, and otherwise answers
 :class:`~peer_ring.errors.RingMismatch` so the sender tries the next owner.
 Views legitimately differ for a moment during joins, so a mismatch alone
 never fails a request.
 
-Membership change, partition transfer, hinted handoff and anti-entropy live in
-``replication.transfer``, ``replication.hints`` and ``replication.antientropy``
-(``node.transfers``, ``node.hints``, ``node.antientropy``); see
-``docs/handoff.md``.
+Composition root: the node implements :class:`~peer_ring.cluster.Cluster`
+and builds the replication subsystems on it, wiring each to the ones it
+needs (``node.transfers``, ``node.hints``, ``node.antientropy``,
+``node.bootstrap``, ``node.coordinator``; see ``docs/handoff.md``). Each
+service gets its :class:`~peer_ring.service.AppContext` from
+:meth:`Node.register`. The discovery backend is used through its capability
+flags (``exchanges_members``, ``removes_dead_members``), never by class.
 """
 
 from __future__ import annotations
@@ -39,13 +39,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+from peer_ring import wire
+from peer_ring._appcontext import Background, MetricsSource, NodeAppContext
 from peer_ring.clock import Clock, SystemClock
+from peer_ring.cluster import Cluster, PeerHandler, RingListener
 from peer_ring.config import HandoffConfig, NodeConfig
 from peer_ring.errors import (
     ClosedError,
@@ -58,31 +60,33 @@ from peer_ring.errors import (
     RingMismatch,
     UnknownCommand,
 )
+from peer_ring.hlc import HLC, SkewPolicy
 from peer_ring.membership.base import Discovery, Member, MemberState, View
 from peer_ring.membership.failure import FailureDetector
-from peer_ring.membership.static import StaticDiscovery
+from peer_ring.membership.static import StaticDiscovery  # the embedded default
 from peer_ring.replication.antientropy import AntiEntropy
 from peer_ring.replication.bootstrap import Bootstrap
 from peer_ring.replication.coordinator import Coordinator
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
 from peer_ring.ring import Ring
-from peer_ring.service import Request, Service
-from peer_ring.transport import create_transport
-from peer_ring.transport._core import ChannelTransport, FaultInjector
-from peer_ring.transport.base import PeerInfo, StreamHandler, StreamSink, Transport
-from peer_ring.transport.memory import MemoryNetwork
+from peer_ring.service import Metric, Request, Service
+from peer_ring.transport import (
+    ChannelTransport,
+    FaultInjector,
+    MemoryNetwork,
+    PeerInfo,
+    StreamHandler,
+    StreamSink,
+    Transport,
+    create_transport,
+)
 
 log = logging.getLogger(__name__)
 
-#: ``listener(old_ring, new_ring)`` -- called on the loop after every ring change.
-RingListener = Callable[[Ring, Ring], None]
+__all__ = ["Node", "PeerHandler", "RingListener", "build_transport"]
 
-#: ``handler(message, peer)`` for a framework subsystem's own peer operation
-#: (see :meth:`Node.add_peer_handler`); returns a value or a coroutine.
-PeerHandler = Callable[[list[Any], PeerInfo], Any]
-
-_RESERVED_OPS = frozenset({"s", "p", "m", "st"})
+S = TypeVar("S", bound=Service)
 
 
 def build_transport(
@@ -104,7 +108,7 @@ def build_transport(
     )
 
 
-class Node:
+class Node(Cluster):
     """One peer-ring node. See the module docstring."""
 
     def __init__(
@@ -130,8 +134,9 @@ class Node:
             clock=self.clock,
         )
         self.detector = FailureDetector(self.clock, config.failure)
-        self.coordinator = Coordinator(self)
         self._services: dict[str, Service] = {}
+        self._background = Background()
+        self._app_metrics: list[MetricsSource] = []
         self._members: dict[str, Member] = {}
         self._by_address: dict[str, str] = {}
         self._ring_listeners: list[RingListener] = []
@@ -148,14 +153,19 @@ class Node:
         self.ring = Ring((), partitions=rep.partitions, replicas=rep.replicas)
         self.started_at = 0.0
         self.handoff = handoff or config.handoff
+        # the replication subsystems, each given the ones it needs
         self.transfers = TransferManager(self, self.handoff)
-        self.hints = HintStore(self, self.handoff)
-        self.antientropy = AntiEntropy(self, self.handoff)
+        self.hints = HintStore(self, self.handoff, self.transfers)
+        self.antientropy = AntiEntropy(self, self.handoff, self._partition_busy)
         self.bootstrap = Bootstrap(
             self,
+            self.transfers,
+            self.antientropy.sync,
             timeout=self.handoff.bootstrap_timeout,
             settle=max(0.5, 2 * config.member_sync_interval),
         )
+        self.coordinator = Coordinator(self, self.handoff, self.hints, self.transfers)
+        self.hlc = HLC(self.clock, policy=SkewPolicy.ACCEPT)
 
     # -- lifecycle -------------------------------------------------------
     async def __aenter__(self) -> Node:
@@ -186,10 +196,10 @@ class Node:
             zone=cfg.zone,
             weight=cfg.weight,
             # a restart counter that needs no disk: the start time in ms
-            incarnation=int(time.time() * 1000),
+            incarnation=int(self.clock.time() * 1000),
             meta=dict(cfg.meta),
         )
-        if isinstance(self.discovery, StaticDiscovery):
+        if self.discovery.exchanges_members:
             self.discovery.bind(self._exchange_members)
         try:
             await self.discovery.start(self.local)
@@ -201,6 +211,7 @@ class Node:
         self.hints.start()
         self.antientropy.start()
         self.bootstrap.start()
+        self._background.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._follow_discovery()))
         self._tasks.append(loop.create_task(self._ping_loop()))
@@ -235,6 +246,7 @@ class Node:
         await self.antientropy.stop()
         await self.hints.stop()
         await self.transfers.stop()
+        await self._background.stop()
         for service in self._services.values():
             try:
                 await service.close()
@@ -260,8 +272,7 @@ class Node:
         the node afterwards.
         """
         await self.transfers.decommission()
-        if isinstance(self.discovery, StaticDiscovery):
-            await self.discovery.leave()
+        await self.discovery.leave()
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the node serves fresh data: started, settled and synced."""
@@ -296,16 +307,29 @@ class Node:
         return state
 
     def _gossip_states(self) -> dict[str, Any]:
-        """SWIM's member statuses when the discovery backend gossips, else {}."""
-        backend = getattr(self.discovery, "swim", self.discovery)
-        states = getattr(backend, "states", None)
-        if not callable(states):
-            return {}
-        result: dict[str, Any] = states()
-        return result
+        """The discovery backend's own member states (SWIM gossips them), else {}."""
+        return dict(self.discovery.states())
 
     def is_up(self, member_id: str) -> bool:
         return member_id == self.id or self.detector.is_up(member_id)
+
+    @property
+    def any_down(self) -> bool:
+        return self.detector.any_down
+
+    def down_for(self, member_id: str) -> float:
+        return self.detector.down_for(member_id)
+
+    def remove_member(self, member_id: str) -> bool:
+        if not self.discovery.removes_dead_members:
+            return False
+        self.discovery.remove(member_id)
+        return True
+
+    def _partition_busy(self, partition: int) -> bool:
+        """Another subsystem is bringing ``partition`` up to date (anti-entropy skips it)."""
+        boot = self.bootstrap
+        return boot.settling or partition in boot.syncing or self.transfers.moving(partition)
 
     def address_of(self, member_id: str) -> str:
         member = self._members.get(member_id)
@@ -314,11 +338,13 @@ class Node:
         return member.address
 
     def add_peer_handler(self, op: str, handler: PeerHandler) -> None:
-        """Let a framework subsystem (transfer, anti-entropy, hints) answer its own
-        peer messages ``[op, ...]``. The handler gets the whole message and the
-        sender; like service handlers it returns a value or a coroutine and must
-        not block."""
-        if op in _RESERVED_OPS or op in self._peer_handlers:
+        """Let a framework subsystem (transfer, anti-entropy, hints) or the process
+        running the node (admin operations) answer its own peer messages
+        ``[op, ...]``. The handler gets the whole message and the sender; like
+        service handlers it returns a value or a coroutine and must not block.
+        The node's own operations (``wire.NODE_OPS``) and any operation taken
+        already are refused with ConfigError."""
+        if op in wire.NODE_OPS or op in self._peer_handlers:
             raise ConfigError(f"peer operation {op!r} is already taken")
         self._peer_handlers[op] = handler
 
@@ -427,16 +453,36 @@ class Node:
         return reply
 
     # -- services ----------------------------------------------------------
-    def register(self, service: Service) -> Service:
-        """Register ``service`` under its namespace (before or after start)."""
+    def register(self, service: S) -> S:
+        """Register ``service`` under its namespace (before or after start) and
+        give it its :class:`~peer_ring.service.AppContext`; returns the service."""
         ns = service.namespace
         if not ns:
             raise ConfigError("a service needs a non-empty namespace")
         if ns in self._services:
             raise ConfigError(f"a service is already registered under {ns!r}")
         self._services[ns] = service
-        service.attach(self)
+        service.attach(
+            NodeAppContext(
+                ns,
+                self,
+                self.coordinator,
+                self.bootstrap,
+                self._background,
+                self._app_metrics,
+                self.hlc,
+            )
+        )
         return service
+
+    def app_metrics(self) -> Iterable[tuple[str, Metric]]:
+        """Every service's exported figures as ``(namespace, metric)`` (``/metrics``)."""
+        for ns, collect in list(self._app_metrics):
+            try:
+                for metric in collect():
+                    yield ns, metric
+            except Exception:
+                log.exception("metrics of service %s failed", ns)
 
     def service(self, namespace: str) -> Service:
         try:
@@ -487,7 +533,9 @@ class Node:
         if not owners:
             raise PeerUnavailable("the ring is empty")
         ordered = self.routing_order(partition)
-        msg = ["s", namespace, command, k, partition, payload, self.id, self.ring.epoch]
+        msg = wire.service_frame(
+            namespace, command, k, partition, payload, self.id, self.ring.epoch
+        )
         last: BaseException | None = None
         for owner in ordered:
             if owner == self.id:
@@ -526,7 +574,7 @@ class Node:
         other than static, views converge through the backend and this is a no-op.
         """
         member = self._members.get(member_id)
-        if member is None or not isinstance(self.discovery, StaticDiscovery):
+        if member is None or not self.discovery.exchanges_members:
             return
         self._sync_address(member.address)
 
@@ -534,7 +582,7 @@ class Node:
         running = self._syncing.get(address)
         if running is not None:
             return running
-        if self._stopped or not isinstance(self.discovery, StaticDiscovery):
+        if self._stopped or not self.discovery.exchanges_members:
             return None
         discovery = self.discovery
         self._fence["member_syncs"] += 1
@@ -559,66 +607,90 @@ class Node:
             and self.id not in self.transfers.holders_of(partition)
         )
 
-    def _check_epoch(self, epoch: Any, message: list[Any], peer: PeerInfo) -> Any:
-        """Epoch fencing of one service command; returns its answer (value or coroutine)."""
-        partition = message[4] if type(message[4]) is int else -1
-        if epoch != self.ring.epoch:
-            self._fence["epoch_mismatches"] += 1
-            sync = self._sync_address(peer.address)
-            if self._fenced(partition):
-                # not an owner in our view: our view may be the stale one (a
-                # join in progress), so sync first, then decide
-                return self._after_sync(sync, epoch, message)
-        return self._serve(message)
+    def _fenced_any(self, partitions: list[int]) -> bool:
+        return any(self._fenced(p) for p in partitions)
+
+    def _fence_check(
+        self, epoch: Any, partitions: list[int], peer: PeerInfo
+    ) -> asyncio.Task[None] | bool | None:
+        """Epoch fencing: False to serve now, else the member sync to wait for
+        (a task or None) before deciding again."""
+        if epoch is None or epoch == self.ring.epoch:
+            return False  # same view (or a diagnostic probe without an epoch)
+        self._fence["epoch_mismatches"] += 1
+        sync = self._sync_address(peer.address)
+        if not self._fenced_any(partitions):
+            return False  # we own them in our view: serve (views converge meanwhile)
+        # not an owner in our view: our view may be the stale one (a join in
+        # progress), so sync first, then decide
+        return sync
 
     async def _after_sync(
-        self, sync: asyncio.Task[None] | None, epoch: Any, message: list[Any]
+        self,
+        sync: asyncio.Task[None] | None,
+        epoch: Any,
+        partitions: list[int],
+        serve: partial[Any],
     ) -> Any:
         if sync is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     asyncio.shield(sync), self.config.transport_config.request_timeout / 2
                 )
-        if self._fenced(message[4]):
+        fenced = [p for p in partitions if self._fenced(p)]
+        if fenced:
             self._fence["requests_fenced"] += 1
             raise RingMismatch(
-                f"{self.id} does not own partition {message[4]} at ring epoch "
+                f"{self.id} does not own partition(s) {fenced[:8]} at ring epoch "
                 f"{self.ring.epoch} (sender's epoch {epoch})"
             )
-        result = self._serve(message)
+        result = serve()
         if asyncio.iscoroutine(result):
             result = await result
         return result
 
-    def _serve(self, message: list[Any]) -> Any:
-        if len(message) < 7:
-            raise InvalidRequest("service command needs 7 or 8 fields")
-        _, ns, command, key, partition, payload, origin = message[:7]
-        if type(key) is not bytes or type(partition) is not int:
-            raise InvalidRequest("service command: key must be bytes, partition an int")
-        return self.handle_local(ns, command, key, partition, payload, origin)
+    def _serve_service(self, message: list[Any], peer: PeerInfo) -> Any:
+        """``["s", ...]``: a command for this node's replica of one key, fenced."""
+        cmd, epoch = wire.parse_service(message)
+        fence = self._fence_check(epoch, [cmd.partition], peer)
+        if fence is False:
+            return self.handle_local(*cmd)
+        assert fence is not True
+        return self._after_sync(fence, epoch, [cmd.partition], partial(self.handle_local, *cmd))
+
+    def _serve_cover(self, message: list[Any], peer: PeerInfo) -> Any:
+        """``["cv", ...]``: a coverage command for several partitions at once, fenced
+        on all of them; the service gets ``Request(command, b"", -1, payload, origin)``."""
+        cv = wire.parse_cover(message, self.ring.partitions)
+        serve = partial(self.handle_local, cv.namespace, cv.command, b"", -1, cv.payload, cv.origin)
+        fence = self._fence_check(cv.epoch, cv.partitions, peer)
+        if fence is False:
+            return serve()
+        assert fence is not True
+        return self._after_sync(fence, cv.epoch, cv.partitions, serve)
 
     # -- incoming peer messages ---------------------------------------------
     def _dispatch(self, message: Any, peer: PeerInfo) -> Any:
         if type(message) is not list or not message:
             raise InvalidRequest("peer message must be a non-empty array")
         op = message[0]
-        if op == "s":
-            if len(message) == 8:
-                return self._check_epoch(message[7], message, peer)
-            if len(message) != 7:
-                raise InvalidRequest("service command needs 7 or 8 fields")
-            return self._serve(message)
-        if op == "sd":
+        if op == wire.SERVICE:
+            return self._serve_service(message, peer)
+        if op == wire.DUAL:
             return self._serve_dual(message)
-        if op == "p":
+        if op == wire.COVER:
+            return self._serve_cover(message, peer)
+        if op == wire.PING:
             return [self.id, self.ring.epoch]
-        if op == "m":
-            if isinstance(self.discovery, StaticDiscovery):
+        if op == wire.MEMBERS:
+            if self.discovery.exchanges_members:
                 self.discovery.merge(message[1] if len(message) > 1 else None)
-                return self.discovery.records()
-            return [m.to_wire() for m in self._members.values()]
-        if op == "st":
+            return (
+                self.discovery.records()
+                if self.discovery.exchanges_members
+                else [m.to_wire() for m in self._members.values()]
+            )
+        if op == wire.STATUS:
             return self.status()
         handler = self._peer_handlers.get(op) if type(op) is str else None
         if handler is not None:
@@ -633,18 +705,14 @@ class Node:
         return service is not None and service.partition_size(partition) > 0
 
     def _serve_dual(self, message: list[Any]) -> Any:
-        """``["sd", ns, command, key, partition, payload, origin]``: a write copied to a
-        node that may still be handing the partition off. Applied only while this
-        node holds the partition; otherwise NotOwner tells the coordinator to stop
-        copying (applying it would leave stray data behind)."""
-        if len(message) != 7:
-            raise InvalidRequest("dual write needs 7 fields")
-        _, ns, command, key, partition, payload, origin = message
-        if type(key) is not bytes or type(partition) is not int:
-            raise InvalidRequest("dual write: key must be bytes, partition an int")
-        if not self.holds(ns, partition):
-            raise NotOwner(f"{self.id} no longer holds partition {partition}")
-        return self.handle_local(ns, command, key, partition, payload, origin)
+        """``["sd", ...]``: a write copied to a node that may still be handing the
+        partition off. Applied only while this node holds the partition;
+        otherwise NotOwner tells the coordinator to stop copying (applying it
+        would leave stray data behind)."""
+        cmd = wire.parse_dual(message)
+        if not self.holds(cmd.namespace, cmd.partition):
+            raise NotOwner(f"{self.id} no longer holds partition {cmd.partition}")
+        return self.handle_local(*cmd)
 
     def status(self) -> dict[str, Any]:
         """What ``peer-ring status`` shows: members, states, ownership, epoch."""

@@ -173,24 +173,6 @@ def _resp_metrics(get_server: Any) -> Any:
     yield g
 
 
-def _kv_metrics(kv: KVStore) -> Any:
-    """The KV store's figures as Prometheus families: states held on this node
-    (live values, tombstones and expired ones not yet swept), read repairs
-    sent, states dropped by the sweep."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    g = GaugeMetricFamily("peer_ring_kv_keys", "KV states held by this node (all partitions)")
-    g.add_metric([], len(kv))
-    yield g
-    for name, value, text in (
-        ("read_repairs", kv.repairs, "KV read repairs sent"),
-        ("swept", kv.swept, "KV states dropped by the expiry/tombstone sweep"),
-    ):
-        c = CounterMetricFamily(f"peer_ring_kv_{name}", text)
-        c.add_metric([], value)
-        yield c
-
-
 def _kv_admin(kv: Any) -> Any:
     """Peer op ``["kv", verb, key, ...]`` behind ``peer-ring kv get|put|del``."""
 
@@ -489,7 +471,6 @@ async def serve(
             http = HttpServer(node, config.http)
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
-            http.collector.extra.append(partial(_kv_metrics, kv))
         # serve clients once this node has learned the cluster and synced the
         # partitions it owns (a restarted replica is empty; see bootstrap)
         await node.bootstrap.done.wait()

@@ -1,27 +1,35 @@
-"""The contract between the framework and an application.
+"""The contract between the framework and an application (the app API).
 
 The framework owns everything distributed -- placement, routing, replication,
 moving and reconciling data. An application is a :class:`Service` registered
 under a namespace; it supplies command handlers and the hooks the framework
-needs to move and reconcile its data (the riak_core vnode split).
+needs to move and reconcile its data (the riak_core vnode split), and it
+reaches the cluster only through the :class:`AppContext` it is given in
+:meth:`Service.attach`: quorum rounds, calls to chosen replicas, coverage of
+all partitions, readiness, clocks, metrics and background tasks.
+
+Applications import these names from :mod:`peer_ring.app` (or
+:mod:`peer_ring`), never from this module or any other private one; an
+import-linter contract in ``make lint`` enforces it for ``peer_ring.apps``.
 
 Threading rule for every hook: called on the node's event loop, never
 concurrently with another hook of the same service for the same partition.
 Hooks other than :meth:`Service.handle` must not await the network; none may
-block the loop.
+block the loop. The same holds for every :class:`AppContext` method: call it
+from the node's event loop; none blocks.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from peer_ring.replication.merkle import DigestIndex
-
-if TYPE_CHECKING:
-    from peer_ring.node import Node
+from peer_ring.clock import Clock
+from peer_ring.hlc import HLC
+from peer_ring.merkle import DigestIndex
 
 #: One record of a partition as the data-movement hooks see it: key and an
 #: opaque, msgpack-encodable state (value plus causal metadata).
@@ -64,10 +72,11 @@ class Service(abc.ABC):
     def fresh_refused_commands(self) -> frozenset[str]:
         return self.read_commands
 
-    def attach(self, node: Node) -> None:  # noqa: B027 - optional hook
+    def attach(self, app: AppContext) -> None:  # noqa: B027 - optional hook
         """Called once by ``node.register``, before the node serves requests.
 
-        Keep the node to call ``node.call``/``node.coordinator`` later; do no I/O here.
+        Keep ``app`` (this service's handle on the cluster) to run quorum
+        rounds and calls later; do no I/O here.
         """
 
     @abc.abstractmethod
@@ -122,7 +131,7 @@ class Service(abc.ABC):
         but must not await the network. The caller reads the index at once
         and never mutates it. The default builds a new index from
         :meth:`digest` in one go; a service with large partitions should keep
-        one :class:`~peer_ring.replication.merkle.DigestIndex` per partition
+        one :class:`~peer_ring.merkle.DigestIndex` per partition
         and refresh it in slices (see ``KVStore``).
         """
         index = DigestIndex(depth)
@@ -143,6 +152,280 @@ class Service(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Called when the node stops; release background tasks."""
+
+
+@dataclass(slots=True)
+class QuorumResult:
+    """Answers gathered by the time a quorum round reached its quorum.
+
+    ``acks`` holds ``(node_id, answer)`` pairs in arrival order, ``errors``
+    the failures seen so far, ``targets`` every node the command went to.
+    ``answers`` fills with every successful answer, late ones included, as
+    they arrive; once every target answered or failed, the round's
+    ``on_complete`` callback runs (read repair), or -- for callers that gave
+    none and no listener -- ``complete`` resolves (never fails) with them.
+    ``hinted`` maps each fallback that stood in for a down owner (sloppy
+    quorum) to that owner.
+    """
+
+    targets: tuple[str, ...]
+    hinted: dict[str, str] = field(default_factory=dict)
+    acks: list[tuple[str, Any]] = field(default_factory=list)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    answers: list[tuple[str, Any]] = field(default_factory=list)
+    complete: asyncio.Future[list[tuple[str, Any]]] | None = None
+
+
+#: ``listener(result, None)`` once the quorum is reached, ``listener(None, error)``
+#: once it cannot be (the callback form of a quorum round). Called exactly once,
+#: on the event loop, possibly before the call that started the round returns;
+#: must not raise (an exception is logged and dropped).
+RoundListener = Callable[["QuorumResult | None", "BaseException | None"], None]
+
+#: ``on_complete(result)`` once every target of a round answered or failed.
+CompleteCallback = Callable[[QuorumResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One figure an application exports (see :meth:`AppContext.add_metrics`).
+
+    Exported as ``peer_ring_<namespace>_<name>``; ``kind`` is ``"counter"``
+    (only ever grows) or ``"gauge"``.
+    """
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float
+
+
+class AppContext(abc.ABC):
+    """A service's handle on the cluster: everything an application may use.
+
+    Given to :meth:`Service.attach` by ``node.register``; bound to that
+    service's namespace (every command below goes to the same service on
+    other nodes). An application keeps it and never reaches for the node.
+
+    Concurrency rule, for every method: call it from the node's event loop
+    (the thread running the node); none blocks. Callback forms
+    (:meth:`start_quorum`) may call their listener before they return.
+    Methods that send raise :class:`~peer_ring.errors.ClosedError` once the
+    node stopped.
+
+    Replica commands sent through this context reach
+    :meth:`Service.handle` on the chosen replicas as a :class:`Request` whose
+    ``origin`` is this node's id. Every command that names a partition
+    carries this node's ring epoch: a replica whose ring disagrees and that
+    does not own the partition answers :class:`~peer_ring.errors.RingMismatch`
+    (epoch fencing), never a silent answer from the wrong place.
+    """
+
+    # -- identity, time, defaults ----------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def namespace(self) -> str:
+        """The namespace the service is registered under."""
+
+    @property
+    @abc.abstractmethod
+    def node_id(self) -> str:
+        """This node's id."""
+
+    @property
+    @abc.abstractmethod
+    def clock(self) -> Clock:
+        """The node's injected clock (``time()`` wall, ``monotonic()``, ``sleep()``)."""
+
+    @property
+    @abc.abstractmethod
+    def hlc(self) -> HLC:
+        """The node's hybrid logical clock (on :attr:`clock`), shared by its services."""
+
+    @property
+    @abc.abstractmethod
+    def replicas(self) -> int:
+        """N: how many replicas each key has (the ring's replica count)."""
+
+    @property
+    @abc.abstractmethod
+    def read_quorum(self) -> int:
+        """The node's default R."""
+
+    @property
+    @abc.abstractmethod
+    def write_quorum(self) -> int:
+        """The node's default W."""
+
+    @property
+    @abc.abstractmethod
+    def request_timeout(self) -> float:
+        """The default deadline of one peer request, in seconds."""
+
+    @property
+    @abc.abstractmethod
+    def partitions(self) -> int:
+        """Q: the fixed number of partitions of the ring."""
+
+    # -- placement and readiness ----------------------------------------------------
+    @abc.abstractmethod
+    def partition_for(self, key: bytes) -> int:
+        """The partition of ``key`` (the same on every node)."""
+
+    @abc.abstractmethod
+    def owners(self, partition: int, n: int | None = None) -> tuple[str, ...]:
+        """The first ``n`` nodes responsible for ``partition`` (default N), best first.
+
+        ``n`` above N extends the preference list with the partition's
+        fallback nodes. The tuple is shared: do not mutate it.
+        """
+
+    @abc.abstractmethod
+    def is_up(self, node_id: str) -> bool:
+        """Whether the local failure detector sees ``node_id`` up (self always is)."""
+
+    @abc.abstractmethod
+    def ready(self, partition: int) -> bool:
+        """Whether this node's replica of ``partition`` may serve reads and
+        coordinate writes: False while the node is still learning the cluster
+        or syncing the partition after a (re)start."""
+
+    # -- quorum rounds ---------------------------------------------------------------
+    @abc.abstractmethod
+    def start_quorum(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        quorum: int,
+        listener: RoundListener,
+        n: int | None = None,
+        partition: int | None = None,
+        timeout: float | None = None,
+        on_complete: CompleteCallback | None = None,
+        sloppy: bool | None = None,
+        applied: bool = False,
+    ) -> None:
+        """Send ``command`` to the key's ``n`` replicas (default N); tell
+        ``listener`` once ``quorum`` of them answered, or once they cannot.
+
+        Everything is sent before this returns; no task or future is made
+        (the hot path of network surfaces). The round fails with
+        :class:`~peer_ring.errors.QuorumNotReached` when the quorum cannot be
+        reached before ``timeout`` (default :attr:`request_timeout`).
+        Commands in the service's ``read_commands`` go to home replicas
+        only; writes to a down owner leave a hinted copy on a fallback
+        (``sloppy``: which then counts towards the quorum). ``applied``:
+        this node already applied the command to its own replica (a
+        coordinating replica), so it counts as an ack (answer ``None``)
+        without running again. ``on_complete`` runs once every replica
+        answered or failed, late answers included (read repair). Errors found
+        before anything is sent (quorum < 1, no replicas, node stopped)
+        raise here.
+        """
+
+    @abc.abstractmethod
+    async def quorum(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        quorum: int,
+        n: int | None = None,
+        partition: int | None = None,
+        timeout: float | None = None,
+        on_complete: CompleteCallback | None = None,
+        sloppy: bool | None = None,
+        applied: bool = False,
+    ) -> QuorumResult:
+        """:meth:`start_quorum` awaited: the result once ``quorum`` replicas answered.
+
+        A round whose quorum was met before the other replicas answered
+        also waits for them while the transport has a large backlog of
+        unanswered requests (backpressure for W=1 loops).
+        """
+
+    # -- chosen replicas ---------------------------------------------------------------
+    @abc.abstractmethod
+    def call_replica(
+        self,
+        node_id: str,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> asyncio.Future[Any]:
+        """Run ``command`` on ``node_id``'s replica of ``key`` (locally when it is
+        this node); a future of its answer.
+
+        Epoch fenced. Fails with :class:`~peer_ring.errors.PeerUnavailable`
+        when the request certainly did not reach the replica, with
+        :class:`~peer_ring.errors.RequestTimeout` when its outcome is unknown.
+        """
+
+    @abc.abstractmethod
+    async def call_owners(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run ``command`` on every owner of ``key``'s partition; each owner's
+        answer or exception, by node id (never raises for one owner's failure)."""
+
+    # -- coverage: every partition -------------------------------------------------------
+    @abc.abstractmethod
+    async def coverage(
+        self,
+        command: str,
+        make_payload: Callable[[list[int]], Any],
+        *,
+        partitions: Sequence[int] | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run ``command`` once per partition (default: all), on one live owner of
+        each, batched per node; the answers (one per node asked).
+
+        Each replica gets ``Request(command, b"", -1, make_payload(its partitions),
+        origin)`` and must answer for exactly those partitions. A replica
+        that fails (unreachable, or fenced because its ring disagrees) is
+        replaced by the next owner of its partitions; when no owner of a
+        partition answers, :class:`~peer_ring.errors.QuorumNotReached`.
+        """
+
+    @abc.abstractmethod
+    async def broadcast(
+        self, command: str, payload: Any, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Run ``command`` on every member of the ring (this node included);
+        each member's answer or exception, by node id."""
+
+    # -- lifecycle and observability -------------------------------------------------------
+    @abc.abstractmethod
+    def spawn(self, factory: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Run ``factory()`` as a background task for as long as the node runs.
+
+        Started now if the node is running, else when it starts; cancelled
+        when the node stops, before :meth:`Service.close`. An exception
+        other than cancellation is logged with ``name``; the task is not
+        restarted.
+        """
+
+    @abc.abstractmethod
+    def create_future(self) -> asyncio.Future[Any]:
+        """A future on the node's event loop (cheaper than ``get_running_loop()``)."""
+
+    @abc.abstractmethod
+    def add_metrics(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Export ``collect()``'s figures on the node's ``/metrics`` (called per
+        scrape, on the event loop; must be cheap and must not block)."""
 
 
 def _same(dig: bytes) -> bytes:

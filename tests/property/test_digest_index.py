@@ -1,11 +1,11 @@
-"""The incremental digest index equals a one-shot tree (peer_ring.replication.merkle)."""
+"""The incremental digest index equals a one-shot tree (peer_ring.merkle)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer_ring.replication import merkle
+from peer_ring import merkle
 
 keys = st.binary(min_size=0, max_size=8)
 states = st.tuples(st.integers(0, 5), st.binary(max_size=4))

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer_ring.replication.hlc import (
+from peer_ring.hlc import (
     HLC,
     MAX_LOGICAL,
     MAX_WALL_MS,

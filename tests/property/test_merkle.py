@@ -1,4 +1,4 @@
-"""Properties of the anti-entropy Merkle tree (peer_ring.replication.merkle)."""
+"""Properties of the anti-entropy Merkle tree (peer_ring.merkle)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer_ring import merkle
 from peer_ring.errors import InvalidRequest
-from peer_ring.replication import merkle
 
 keys = st.binary(min_size=0, max_size=12)
 digests = st.binary(min_size=1, max_size=8)

@@ -16,10 +16,10 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer_ring import versions as dvv
 from peer_ring.errors import InvalidRequest
-from peer_ring.replication import versions as dvv
-from peer_ring.replication.hlc import HLC
-from peer_ring.replication.versions import Context, DVVSet
+from peer_ring.hlc import HLC
+from peer_ring.versions import Context, DVVSet
 
 ACTORS = ["n0", "n1", "n2"]
 

@@ -1,4 +1,4 @@
-"""Scenarios for hybrid logical clocks (peer_ring.replication.hlc)."""
+"""Scenarios for hybrid logical clocks (peer_ring.hlc)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from peer_ring.clock import Clock, ManualClock
 from peer_ring.errors import ConfigError, InvalidRequest, error_from_wire, error_to_wire
-from peer_ring.replication.hlc import (
+from peer_ring.hlc import (
     HLC,
     MAX_LOGICAL,
     ClockSkewError,
@@ -138,7 +138,7 @@ def test_accept_policy_merges_and_warns_rate_limited(caplog: pytest.LogCaptureFi
     clock = StubClock(1_700_000_000.0)
     hlc = HLC(clock, max_offset=1.0, policy=SkewPolicy.ACCEPT, warn_interval=10.0)
     ahead = Timestamp(1_700_000_100_000, 0)
-    with caplog.at_level(logging.WARNING, logger="peer_ring.replication.hlc"):
+    with caplog.at_level(logging.WARNING, logger="peer_ring.hlc"):
         got = hlc.update(ahead)
         hlc.update(ahead)
         clock.mono += 11.0

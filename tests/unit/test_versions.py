@@ -1,14 +1,14 @@
-"""Scenarios for dotted version vector sets (peer_ring.replication.versions)."""
+"""Scenarios for dotted version vector sets (peer_ring.versions)."""
 
 from __future__ import annotations
 
 import msgpack
 import pytest
 
+from peer_ring import versions as dvv
 from peer_ring.errors import ConfigError, InvalidRequest
-from peer_ring.replication import versions as dvv
-from peer_ring.replication.hlc import LOGICAL_BITS
-from peer_ring.replication.versions import DVVSet
+from peer_ring.hlc import LOGICAL_BITS
+from peer_ring.versions import DVVSet
 
 TOMB = ("tomb",)
 

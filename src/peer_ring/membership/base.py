@@ -23,7 +23,7 @@ import abc
 import asyncio
 import enum
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -125,6 +125,10 @@ class Member:
 #: An immutable view of the cluster: member id -> member.
 View = Mapping[str, Member]
 
+#: ``exchange(address, my_records) -> their_records``: one member exchange with
+#: the peer at ``address`` over the node's transport (see ``Discovery.bind``).
+Exchange = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
 
 class ViewPublisher:
     """Latest-value broadcast of membership views.
@@ -192,6 +196,21 @@ class Discovery(abc.ABC):
     #: Backend name as used by ``--discovery``.
     name: str = "abstract"
 
+    # -- capabilities: what the node may ask of this backend beyond the view.
+    #    The node reads these flags; it never tests a backend's class.
+    #: The backend spreads member records by exchanging them with peers over
+    #: the node's own transport (static discovery): the node calls
+    #: :meth:`bind` before :meth:`start`, answers peers' exchanges with
+    #: :meth:`merge` and :meth:`records`, and starts an exchange with a peer
+    #: whose ring epoch differs from its own.
+    exchanges_members: bool = False
+    #: The backend has no authority of its own that notices dead members, so
+    #: the node asks it to :meth:`remove` one that was down for longer than
+    #: ``NodeConfig.dead_after`` (static discovery).
+    removes_dead_members: bool = False
+    #: The backend is told the addresses of its first peers (``--seeds``).
+    needs_seeds: bool = False
+
     def __init__(self) -> None:
         self._publisher = ViewPublisher()
 
@@ -210,6 +229,41 @@ class Discovery(abc.ABC):
     def subscribe(self) -> AsyncIterator[View]:
         """Async stream of views: the current one first, then each change."""
         return self._publisher.subscribe()
+
+    # -- optional hooks (see the capability flags) ---------------------------
+    def bind(self, exchange: Exchange) -> None:  # noqa: B027 - optional hook
+        """Give a member-exchanging backend the node's exchange call
+        (``exchanges_members``); called once, before :meth:`start`."""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The member records this node knows, as sent in a member exchange."""
+        return [m.to_wire() for m in self.members().values()]
+
+    def merge(self, records: Any) -> bool:
+        """Merge a peer's member records (``exchanges_members``); True if the view changed.
+
+        Backends with an authority of their own ignore peers' records.
+        """
+        return False
+
+    def remove(self, member_id: str) -> None:  # noqa: B027 - optional hook
+        """Drop a member that is down for good (``removes_dead_members``)."""
+
+    async def leave(self) -> None:  # noqa: B027 - optional hook
+        """Announce that the local member leaves for good (decommission).
+
+        Called after the node handed its partitions over, before it stops.
+        The default does nothing: backends with an authority (etcd,
+        ZooKeeper, Kubernetes, SWIM) deregister the member on :meth:`stop`.
+        """
+
+    def states(self) -> Mapping[str, Any]:
+        """Per-member states reported by the backend itself (gossip), if any.
+
+        Each value has ``member_state`` (:class:`MemberState`), ``state.label``,
+        ``incarnation`` and ``member``; the default reports none.
+        """
+        return {}
 
     def update_local(self, local: Member) -> None:  # noqa: B027 - optional hook
         """Called when the local member's record changes (e.g. new metadata).

@@ -20,25 +20,25 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import ConfigError, PeerRingError
-from peer_ring.membership.base import Discovery, Member
+from peer_ring.membership.base import Discovery, Exchange, Member
 
 log = logging.getLogger(__name__)
 
-#: ``exchange(address, records) -> records``: send our member records to the
-#: node listening at ``address`` and return its records. Provided by the node
-#: (it runs over the peer transport).
-Exchange = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+__all__ = ["Exchange", "StaticDiscovery"]
 
 
 class StaticDiscovery(Discovery):
     """Seed-list discovery with periodic member-list exchange."""
 
     name = "static"
+    exchanges_members = True
+    removes_dead_members = True
+    needs_seeds = True
 
     def __init__(
         self,

@@ -1,25 +1,10 @@
-"""Replication: quorum coordination, causal versions, hybrid logical clocks.
+"""Replication: the subsystems that keep a key's N replicas in step.
 
-``versions`` (dotted version vector sets) and ``hlc`` (hybrid logical clocks)
-are pure modules meant to be used qualified: ``versions.update(...)``.
+``coordinator`` (quorum rounds), ``hints`` (hinted handoff), ``transfer``
+(partition transfer on ring changes), ``antientropy`` (Merkle-tree sync) and
+``bootstrap`` (a restarted replica's sync before it serves). Each depends on
+the narrow :class:`peer_ring.cluster.Cluster` interface, never on the node;
+``peer_ring.node`` wires them together. The pure algorithms they use live
+below them: :mod:`peer_ring.versions`, :mod:`peer_ring.hlc`,
+:mod:`peer_ring.merkle`.
 """
-
-from peer_ring.replication import hlc, versions
-from peer_ring.replication.coordinator import Coordinator, QuorumResult
-from peer_ring.replication.hlc import HLC, ClockSkewError, SkewPolicy, Timestamp
-from peer_ring.replication.versions import Context, DVVSet, PruneConfig, Sibling
-
-__all__ = [
-    "HLC",
-    "ClockSkewError",
-    "Context",
-    "Coordinator",
-    "DVVSet",
-    "PruneConfig",
-    "QuorumResult",
-    "Sibling",
-    "SkewPolicy",
-    "Timestamp",
-    "hlc",
-    "versions",
-]

@@ -2,7 +2,7 @@
 
 In the background, a node walks the partitions it owns, ``ae_partitions_per_second``
 of them per second (the rate budget), and for each one exchanges a Merkle tree
-(:mod:`peer_ring.replication.merkle`, over ``Service.digest``) with one other
+(:mod:`peer_ring.merkle`, over ``Service.digest``) with one other
 owner, rotating through them:
 
 1. ``["ae", ns, p, leaves]`` -- the peer builds its own tree, and answers the
@@ -33,26 +33,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from peer_ring import merkle, wire
+from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, PeerRingError
-from peer_ring.replication import merkle
-from peer_ring.replication.transfer import decode_records
 from peer_ring.service import Service
 from peer_ring.transport.base import PeerInfo
-
-if TYPE_CHECKING:
-    from peer_ring.node import Node
+from peer_ring.wire import decode_records
 
 log = logging.getLogger(__name__)
 
 
 class AntiEntropy:
-    """Background Merkle exchanges between replicas. One per node: ``node.antientropy``."""
+    """Background Merkle exchanges between replicas. One per node, built by the node.
 
-    def __init__(self, node: Node, config: HandoffConfig) -> None:
-        self.node = node
+    ``busy(partition)`` says whether something else is bringing a partition
+    up to date right now (bootstrap after a restart, a transfer): the
+    background walk skips it. The node wires it; it must be cheap and must
+    not block.
+    """
+
+    def __init__(
+        self, cluster: Cluster, config: HandoffConfig, busy: Callable[[int], bool]
+    ) -> None:
+        self.cluster = cluster
+        self.busy = busy
         self.config = config
         self.enabled = config.ae_partitions_per_second > 0
         self.metrics_: dict[str, int] = {
@@ -65,8 +73,8 @@ class AntiEntropy:
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
         self._round = 0
-        node.add_peer_handler("ae", self._on_tree)
-        node.add_peer_handler("ae_get", self._on_get)
+        cluster.add_peer_handler(wire.AE_TREE, self._on_tree)
+        cluster.add_peer_handler(wire.AE_GET, self._on_get)
 
     def start(self) -> None:
         if self.enabled:
@@ -85,7 +93,7 @@ class AntiEntropy:
     async def _loop(self) -> None:
         period = 1.0 / self.config.ae_partitions_per_second
         while True:
-            await self.node.clock.sleep(period)
+            await self.cluster.clock.sleep(period)
             try:
                 await self.step()
             except Exception:
@@ -93,8 +101,8 @@ class AntiEntropy:
 
     async def step(self) -> int:
         """Exchange the next owned partition with its next peer; return keys repaired."""
-        node = self.node
-        mine = node.ring.partitions_of(node.id)
+        cluster = self.cluster
+        mine = cluster.ring.partitions_of(cluster.id)
         if not mine:
             return 0
         if self._cursor >= len(mine):
@@ -102,14 +110,14 @@ class AntiEntropy:
             self._round += 1
         p = mine[self._cursor]
         self._cursor += 1
-        if node.bootstrap.settling or p in node.bootstrap.syncing or node.transfers.moving(p):
+        if self.busy(p):
             self.metrics_["ae_skipped_moving"] += 1
             return 0  # bootstrap or a transfer is bringing this partition up to date
-        peers = [o for o in node.ring.preference_list(p) if o != node.id]
+        peers = [o for o in cluster.ring.preference_list(p) if o != cluster.id]
         if not peers:
             return 0
         peer = peers[self._round % len(peers)]
-        if not node.is_up(peer):
+        if not cluster.is_up(peer):
             return 0
         return await self.exchange(p, peer)
 
@@ -127,13 +135,15 @@ class AntiEntropy:
 
     async def sync(self, partition: int, peer: str) -> int:
         """Like :meth:`exchange`, but a failure raises instead of being counted."""
-        node = self.node
+        cluster = self.cluster
         depth = self.config.ae_depth
         repaired = 0
-        address = node.address_of(peer)
-        for ns, service in node.services.items():
+        address = cluster.address_of(peer)
+        for ns, service in cluster.services.items():
             tree = (await service.digest_index(partition, depth)).tree(depth)
-            answer = await node.transport.request(address, ["ae", ns, partition, list(tree.leaves)])
+            answer = await cluster.transport.request(
+                address, wire.tree_frame(ns, partition, list(tree.leaves))
+            )
             buckets, theirs = _parse_tree_answer(answer)
             if not buckets:
                 continue
@@ -146,11 +156,13 @@ class AntiEntropy:
             step = self.config.chunk_records
             for i in range(0, len(push), step):
                 records = service.read_records(partition, push[i : i + step])
-                await node.transport.request(address, ["hd", ns, partition, records])
+                await cluster.transport.request(
+                    address, wire.delivery_frame(ns, partition, records)
+                )
                 self.metrics_["ae_keys_pushed"] += len(records)
             for i in range(0, len(pull), step):
-                got = await node.transport.request(
-                    address, ["ae_get", ns, partition, pull[i : i + step]]
+                got = await cluster.transport.request(
+                    address, wire.pull_frame(ns, partition, pull[i : i + step])
                 )
                 records = decode_records(got)
                 service.import_records(partition, records)
@@ -160,11 +172,10 @@ class AntiEntropy:
         return repaired
 
     def _on_tree(self, message: list[Any], peer: PeerInfo) -> Any:
-        if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:
-            raise InvalidRequest("ae takes [namespace, partition, leaves]")
-        service = self.node.service(message[1])
-        theirs = merkle.MerkleTree.from_leaves(message[3])  # validated before any work
-        return self._answer_tree(service, message[2], theirs)
+        ns, partition, leaves = wire.parse_partition_frame(message, wire.AE_TREE, list)
+        service = self.cluster.service(ns)
+        theirs = merkle.MerkleTree.from_leaves(leaves)  # validated before any work
+        return self._answer_tree(service, partition, theirs)
 
     async def _answer_tree(
         self, service: Service, partition: int, theirs: merkle.MerkleTree
@@ -175,12 +186,10 @@ class AntiEntropy:
         return [buckets, index.bucket_digest(buckets, theirs.depth)]
 
     def _on_get(self, message: list[Any], peer: PeerInfo) -> list[Any]:
-        if len(message) != 4 or type(message[2]) is not int or type(message[3]) is not list:
-            raise InvalidRequest("ae_get takes [namespace, partition, keys]")
-        keys = message[3]
+        ns, partition, keys = wire.parse_partition_frame(message, wire.AE_GET, list)
         if not all(type(k) is bytes for k in keys):
             raise InvalidRequest("ae_get keys must be bytes")
-        return [list(r) for r in self.node.service(message[1]).read_records(message[2], keys)]
+        return [list(r) for r in self.cluster.service(ns).read_records(partition, keys)]
 
 
 def _parse_tree_answer(answer: Any) -> tuple[list[int], dict[bytes, bytes]]:

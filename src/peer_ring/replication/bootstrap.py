@@ -50,12 +50,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from peer_ring import wire
+from peer_ring.cluster import Cluster
 from peer_ring.errors import PeerRingError, PeerUnavailable
-
-if TYPE_CHECKING:
-    from peer_ring.node import Node
+from peer_ring.replication.transfer import TransferManager
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,21 @@ class Bootstrap:
     """Tracks whether this node is settling, and which owned partitions still sync."""
 
     def __init__(
-        self, node: Node, *, timeout: float = 30.0, settle: float = 1.0, concurrency: int = 8
+        self,
+        cluster: Cluster,
+        transfers: TransferManager,
+        sync: Callable[[int, str], Awaitable[int]],
+        *,
+        timeout: float = 30.0,
+        settle: float = 1.0,
+        concurrency: int = 8,
     ) -> None:
-        self.node = node
+        """``sync(partition, peer)`` is one anti-entropy exchange that raises on
+        failure (``AntiEntropy.sync``); ``transfers`` tells which partitions
+        peers announced and finished streaming to this node."""
+        self.cluster = cluster
+        self.transfers = transfers
+        self.sync = sync
         self.timeout = timeout
         self.settle = settle
         self.concurrency = concurrency
@@ -87,7 +100,7 @@ class Bootstrap:
 
     def start(self) -> None:
         """Called by ``Node.start`` once discovery started and the ring is built."""
-        if not self.node.services:
+        if not self.cluster.services:
             self.done.set()
             return
         self.settling = True
@@ -104,11 +117,11 @@ class Bootstrap:
         """Raise PeerUnavailable while this node may not serve ``partition`` fresh."""
         if self.settling:
             raise PeerUnavailable(
-                f"replica {self.node.id} started moments ago and is still learning the cluster"
+                f"replica {self.cluster.id} started moments ago and is still learning the cluster"
             )
         if partition in self.syncing:
             raise PeerUnavailable(
-                f"replica {self.node.id} is still syncing partition {partition} after a restart"
+                f"replica {self.cluster.id} is still syncing partition {partition} after a restart"
             )
 
     def metrics(self) -> dict[str, int]:
@@ -121,24 +134,24 @@ class Bootstrap:
 
     async def _settle(self, deadline: float) -> None:
         """Wait until the member set has not changed for ``settle`` seconds."""
-        node = self.node
-        clock = node.clock
-        seen = frozenset(node.members)
+        cluster = self.cluster
+        clock = cluster.clock
+        seen = frozenset(cluster.members)
         quiet_since = clock.monotonic()
         while clock.monotonic() < deadline:
             await clock.sleep(min(0.1, self.settle / 4))
-            now_members = frozenset(node.members)
+            now_members = frozenset(cluster.members)
             if now_members != seen:
                 seen, quiet_since = now_members, clock.monotonic()
             elif clock.monotonic() - quiet_since >= self.settle:
                 return
 
     async def _run(self) -> None:
-        node = self.node
-        clock = node.clock
+        cluster = self.cluster
+        clock = cluster.clock
         try:
             await self._settle(clock.monotonic() + self.timeout)
-            self.syncing = set(node.ring.partitions_of(node.id))
+            self.syncing = set(cluster.ring.partitions_of(cluster.id))
             self.settling = False
             arriving = await self._announced()
             # The Merkle syncs and the wait for announced transfers each get
@@ -158,7 +171,7 @@ class Bootstrap:
                 log.warning(
                     "node %s: %d partitions could not be synced within %.0fs after start; "
                     "serving them anyway",
-                    node.id,
+                    cluster.id,
                     len(pending),
                     self.timeout,
                 )
@@ -170,7 +183,7 @@ class Bootstrap:
     async def _sync_all(self, partitions: list[int], deadline: float) -> list[int]:
         """Merkle-sync ``partitions`` with their live co-owners, retrying until
         ``deadline``; return those that could not be synced."""
-        clock = self.node.clock
+        clock = self.cluster.clock
         sem = asyncio.Semaphore(self.concurrency)
         pending = partitions
         while pending and clock.monotonic() < deadline:
@@ -191,9 +204,9 @@ class Bootstrap:
         given up after ``timeout`` seconds in which no record arrived and no
         transfer ended; what is still outstanding then is Merkle-synced too.
         """
-        node = self.node
-        clock = node.clock
-        transfers = node.transfers
+        cluster = self.cluster
+        clock = cluster.clock
+        transfers = self.transfers
         pending: list[int] = []
         last_progress = clock.monotonic()
         received = transfers.metrics_["records_received"]
@@ -208,7 +221,9 @@ class Bootstrap:
                     self.synced += 1
                     self.by_transfer += 1
                     last_progress = clock.monotonic()
-                elif any((p, s) in transfers.inbound_failed or not node.is_up(s) for s in senders):
+                elif any(
+                    (p, s) in transfers.inbound_failed or not cluster.is_up(s) for s in senders
+                ):
                     del arriving[p]
                     fallback.append(p)
             now = clock.monotonic()
@@ -229,14 +244,16 @@ class Bootstrap:
         """Partition -> live members that announced a transfer of it to this node
         in their own place (``xf_plan``). A partition whose transfer already
         finished while this node settled, with none still announced, is synced."""
-        node = self.node
-        transfers = node.transfers
+        cluster = self.cluster
+        transfers = self.transfers
         out: dict[int, set[str]] = {}
-        peers = [m for m in node.members if m != node.id and node.is_up(m)]
+        peers = [m for m in cluster.members if m != cluster.id and cluster.is_up(m)]
 
         async def ask(peer: str) -> tuple[str, Any]:
             try:
-                return peer, await node.transport.request(node.address_of(peer), ["xf_plan"])
+                return peer, await cluster.transport.request(
+                    cluster.address_of(peer), [wire.XF_PLAN]
+                )
             except PeerRingError as exc:
                 log.debug("xf_plan to %s failed: %s", peer, exc)
                 return peer, []
@@ -255,20 +272,20 @@ class Bootstrap:
         return out
 
     async def _one(self, partition: int, sem: asyncio.Semaphore) -> bool:
-        node = self.node
-        if partition not in node.ring.partitions_of(node.id):
+        cluster = self.cluster
+        if partition not in cluster.ring.partitions_of(cluster.id):
             self.syncing.discard(partition)  # no longer ours: nothing to hold back
             return True
         if partition not in self.syncing:
             return True
-        peers = [p for p in node.ring.preference_list(partition) if p != node.id]
+        peers = [p for p in cluster.ring.preference_list(partition) if p != cluster.id]
         async with sem:
             ok = True
             for peer in peers:
-                if not node.is_up(peer):
+                if not cluster.is_up(peer):
                     continue  # a down co-owner cannot hold anything we could get now
                 try:
-                    await node.antientropy.sync(partition, peer)
+                    await self.sync(partition, peer)
                 except PeerRingError as exc:
                     self.failed_exchanges += 1
                     log.debug("bootstrap sync of %d with %s failed: %s", partition, peer, exc)

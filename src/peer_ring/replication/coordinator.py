@@ -22,7 +22,7 @@ command as a hinted request and keeps the result for the owner
 Under a strict quorum only home replicas count. While a partition is being
 handed off, its old holders also receive every command (dual-write), without
 counting towards the quorum. Commands carry the ring epoch (fencing, see
-``peer_ring.node``).
+``peer_ring.wire``).
 
 Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """
@@ -31,49 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from peer_ring.cluster import Cluster
+from peer_ring.config import HandoffConfig
 from peer_ring.errors import NotOwner, PeerRingError, PeerUnavailable, QuorumNotReached
+from peer_ring.replication.hints import HintStore
+from peer_ring.replication.transfer import TransferManager
+from peer_ring.ring import Ring
+from peer_ring.service import CompleteCallback, QuorumResult, RoundListener
+from peer_ring.wire import dual_frame, hinted_frame, service_frame
 
 log = logging.getLogger(__name__)
 
 #: Unanswered peer requests above which :meth:`Coordinator.run` waits for
 #: the remaining replicas of a round whose quorum is already met.
 REPLICATION_BACKLOG = 4096
-
-if TYPE_CHECKING:
-    from peer_ring.node import Node
-    from peer_ring.ring import Ring
-
-
-@dataclass(slots=True)
-class QuorumResult:
-    """Answers gathered by the time the quorum was reached.
-
-    ``acks`` holds ``(node_id, answer)`` pairs in arrival order, ``errors``
-    the failures seen so far, ``targets`` every node the command went to.
-    ``answers`` fills with every successful answer, late ones included, as
-    they arrive; once every target answered or failed, the round's
-    ``on_complete`` callback runs (read repair), or -- for callers that gave
-    none and no listener -- ``complete`` resolves (never fails) with them.
-    ``hinted`` maps each fallback that stood in for a down owner (sloppy
-    quorum) to that owner.
-    """
-
-    targets: tuple[str, ...]
-    hinted: dict[str, str] = field(default_factory=dict)
-    acks: list[tuple[str, Any]] = field(default_factory=list)
-    errors: dict[str, BaseException] = field(default_factory=dict)
-    answers: list[tuple[str, Any]] = field(default_factory=list)
-    complete: asyncio.Future[list[tuple[str, Any]]] | None = None
-
-
-#: ``listener(result, None)`` once the quorum is reached, ``listener(None, error)``
-#: once it cannot be (the callback form of :meth:`Coordinator.run`).
-RoundListener = Callable[["QuorumResult | None", "BaseException | None"], None]
 
 
 class Round:
@@ -98,7 +72,7 @@ class Round:
         targets: tuple[str, ...],
         quorum: int,
         listener: RoundListener | None,
-        on_complete: Callable[[QuorumResult], None] | None,
+        on_complete: CompleteCallback | None,
     ) -> None:
         self.quorum = quorum
         self.remaining = len(targets)
@@ -194,10 +168,23 @@ class Round:
 
 
 class Coordinator:
-    """Quorum operations over a node's ring. One per node: ``node.coordinator``."""
+    """Quorum operations over a node's ring. One per node, built by the node.
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    ``hints`` keeps the copies for down owners; ``transfers`` knows which
+    nodes still hold a partition being handed off (dual writes).
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        handoff: HandoffConfig,
+        hints: HintStore,
+        transfers: TransferManager,
+    ) -> None:
+        self.cluster = cluster
+        self.handoff = handoff
+        self.hints = hints
+        self.transfers = transfers
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
@@ -218,7 +205,7 @@ class Coordinator:
         ``n`` above the ring's replica count extends the preference list with
         the partition's fallback nodes, in their deterministic order.
         """
-        ring = self.node.ring
+        ring = self.cluster.ring
         if ring is not self._ring:
             self._ring, self._table = ring, ring.preference_lists
         table = self._table
@@ -241,7 +228,7 @@ class Coordinator:
         n: int | None = None,
         timeout: float | None = None,
         partition: int | None = None,
-        on_complete: Callable[[QuorumResult], None] | None = None,
+        on_complete: CompleteCallback | None = None,
         sloppy: bool | None = None,
         applied: bool = False,
     ) -> QuorumResult:
@@ -274,7 +261,7 @@ class Coordinator:
         if (
             complete is not None
             and not complete.done()
-            and self.node.transport.in_flight() > REPLICATION_BACKLOG
+            and self.cluster.transport.in_flight() > REPLICATION_BACKLOG
         ):
             await complete
         return result
@@ -290,7 +277,7 @@ class Coordinator:
         n: int | None = None,
         timeout: float | None = None,
         partition: int | None = None,
-        on_complete: Callable[[QuorumResult], None] | None = None,
+        on_complete: CompleteCallback | None = None,
         sloppy: bool | None = None,
         applied: bool = False,
         listener: RoundListener | None = None,
@@ -305,7 +292,7 @@ class Coordinator:
 
         The round fails with :class:`QuorumNotReached` when the quorum cannot
         be reached before ``timeout`` (default: the transport's request
-        timeout). ``sloppy`` (default ``node.handoff.sloppy``, False) lets fallbacks with
+        timeout). ``sloppy`` (default ``HandoffConfig.sloppy``, False) lets fallbacks with
         hints stand in for down owners of a write and count towards the quorum;
         strict (False) counts home replicas only and still leaves a hinted copy
         on a fallback for each down owner. Reads (the service's
@@ -315,14 +302,14 @@ class Coordinator:
         is a target it counts as an ack (answer ``None``) without running it
         again.
         """
-        node = self.node
-        node.raise_if_stopped()
+        cluster = self.cluster
+        cluster.raise_if_stopped()
         if partition is None:
-            partition = node.ring.partition_for(key)
+            partition = cluster.ring.partition_for(key)
         targets = self.targets(partition, n)
         if quorum < 1:
             raise PeerRingError("quorum must be >= 1")
-        if len(targets) < quorum and len(targets) == len(node.ring.node_ids):
+        if len(targets) < quorum and len(targets) == len(cluster.ring.node_ids):
             # The whole cluster is smaller than the quorum: every node holds
             # every key, so all of them is the best quorum there is (a one-node
             # development cluster answers with R = W = 1). Full N/R/W apply as
@@ -337,12 +324,12 @@ class Coordinator:
                 ),
             )
         if sloppy is None:
-            sloppy = node.handoff.sloppy
+            sloppy = self.handoff.sloppy
         hinted: dict[str, str] = {}
         extra: dict[str, str] = {}
-        service = node.find_service(namespace)
+        service = cluster.find_service(namespace)
         is_read = service is not None and command in service.read_commands
-        if not is_read and node.hints.enabled:
+        if not is_read and self.hints.enabled:
             # Down owners of a write get a hinted copy on a live fallback. Under a
             # sloppy quorum the fallback counts towards W (Dynamo); under a strict
             # one it does not (Cassandra's hints): W counts home replicas only, so
@@ -355,14 +342,14 @@ class Coordinator:
         loop = self.running_loop()
         rnd = Round(loop, targets, quorum, listener, on_complete)
         rnd.result.hinted = hinted
-        deadline = node.config.transport_config.request_timeout if timeout is None else timeout
+        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
         # Remote requests carry their own deadlines, so the round needs a timer
         # only for local work that waits (set below): one timer less per round.
         # The message is encoded once for every replica it goes to.
-        me = node.id
-        transport = node.transport
+        me = cluster.id
+        transport = cluster.transport
         local = False
-        msg = ["s", namespace, command, key, partition, payload, me, node.ring.epoch]
+        msg = service_frame(namespace, command, key, partition, payload, me, cluster.ring.epoch)
         packed: Any = None
         answer = rnd.answer
         for target in targets:
@@ -370,14 +357,14 @@ class Coordinator:
                 local = True
                 continue
             try:
-                address = node.address_of(target)
+                address = cluster.address_of(target)
                 owner = hinted.get(target)
                 if owner is None:
                     if packed is None:
                         packed = transport.pack(msg)
                     out = packed
                 else:
-                    out = ["h", owner, *msg[1:7]]
+                    out = hinted_frame(owner, msg)
             except PeerRingError as exc:
                 rnd.fail(target, exc)
                 continue
@@ -392,11 +379,13 @@ class Coordinator:
             else:
                 try:
                     if me in hinted:
-                        result = node.hints.apply(
+                        result = self.hints.apply(
                             hinted[me], namespace, command, key, partition, payload, me
                         )
                     else:
-                        result = node.handle_local(namespace, command, key, partition, payload, me)
+                        result = cluster.handle_local(
+                            namespace, command, key, partition, payload, me
+                        )
                 except Exception as exc:
                     rnd.fail(me, exc)
                 else:
@@ -413,15 +402,15 @@ class Coordinator:
         self, partition: int, targets: tuple[str, ...]
     ) -> tuple[tuple[str, ...], dict[str, str]]:
         """Replace down owners by the next live fallbacks (sloppy quorum)."""
-        node = self.node
-        if not node.detector.any_down or all(node.is_up(t) for t in targets):
+        cluster = self.cluster
+        if not cluster.any_down or all(cluster.is_up(t) for t in targets):
             return targets, {}
         used = set(targets)
-        spare = (f for f in node.ring.fallbacks(partition) if f not in used and node.is_up(f))
+        spare = (f for f in cluster.ring.fallbacks(partition) if f not in used and cluster.is_up(f))
         out: list[str] = []
         hinted: dict[str, str] = {}
         for target in targets:
-            if node.is_up(target):
+            if cluster.is_up(target):
                 out.append(target)
                 continue
             fallback = next(spare, None)
@@ -434,60 +423,62 @@ class Coordinator:
 
     def _extra_hints(self, extra: dict[str, str], msg: list[Any], deadline: float) -> None:
         """Send hinted copies for down owners, outside the quorum (strict mode)."""
-        node = self.node
+        cluster = self.cluster
         for fallback, owner in extra.items():
-            if fallback == node.id:
+            if fallback == cluster.id:
                 try:
-                    result = node.hints.apply(owner, *msg[1:7])
+                    result = self.hints.apply(owner, *msg[1:7])
                 except Exception:  # best effort: anti-entropy catches what hints miss
                     continue
                 if asyncio.iscoroutine(result):
                     asyncio.get_running_loop().create_task(result).add_done_callback(_consume)
                 continue
             try:
-                address = node.address_of(fallback)
+                address = cluster.address_of(fallback)
             except PeerRingError:
                 continue
-            out = ["h", owner, *msg[1:7]]
-            node.transport.request_future(address, out, deadline).add_done_callback(_consume)
+            out = hinted_frame(owner, msg)
+            cluster.transport.request_future(address, out, deadline).add_done_callback(_consume)
 
     def _dual_write(
         self, partition: int, targets: tuple[str, ...], msg: list[Any], deadline: float
     ) -> None:
         """Also send the command to nodes still handing the partition off (no quorum)."""
-        node = self.node
-        holders = node.transfers.holders_of(partition)
+        cluster = self.cluster
+        holders = self.transfers.holders_of(partition)
         if not holders:
             return
-        dual = ["sd", *msg[1:7]]
+        dual = dual_frame(msg)
         for holder in list(holders):
-            if holder in targets or not node.is_up(holder):
+            if holder in targets or not cluster.is_up(holder):
                 continue
-            if holder == node.id:
-                if not node.holds(msg[1], partition):
-                    node.transfers.holder_done(partition, holder)
+            if holder == cluster.id:
+                if not cluster.holds(msg[1], partition):
+                    self.transfers.holder_done(partition, holder)
                     continue
                 try:
-                    result = node.handle_local(*msg[1:7])
+                    result = cluster.handle_local(*msg[1:7])
                 except Exception:  # best effort: the owners are authoritative
                     continue
                 if asyncio.iscoroutine(result):
                     asyncio.get_running_loop().create_task(result).add_done_callback(_consume)
                 continue
             try:
-                address = node.address_of(holder)
+                address = cluster.address_of(holder)
             except PeerRingError:
                 continue
-            fut = node.transport.request_future(address, dual, deadline)
-            fut.add_done_callback(partial(_dual_done, node, partition, holder))
+            fut = cluster.transport.request_future(address, dual, deadline)
+            fut.add_done_callback(partial(_dual_done, self.transfers, partition, holder))
 
 
-def _dual_done(node: Node, partition: int, holder: str, fut: asyncio.Future[Any]) -> None:
+def _dual_done(
+    transfers: TransferManager, partition: int, holder: str, fut: asyncio.Future[Any]
+) -> None:
     """A former holder that answers NotOwner has finished its handoff: stop copying."""
     if fut.cancelled():
         return
     if isinstance(fut.exception(), NotOwner):
-        node.transfers.holder_done(partition, holder)
+        transfers.holder_done(partition, holder)
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

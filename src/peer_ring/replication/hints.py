@@ -29,25 +29,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from peer_ring import wire
+from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, Overloaded, PeerRingError
-from peer_ring.replication.transfer import decode_records
+from peer_ring.replication.transfer import TransferManager
 from peer_ring.service import Record, Request
 from peer_ring.transport.base import PeerInfo
-
-if TYPE_CHECKING:
-    from peer_ring.node import Node
+from peer_ring.wire import decode_records
 
 log = logging.getLogger(__name__)
 
 
 class HintStore:
-    """Hints kept for other nodes, and their delivery. One per node: ``node.hints``."""
+    """Hints kept for other nodes, and their delivery. One per node: ``cluster.hints``."""
 
-    def __init__(self, node: Node, config: HandoffConfig) -> None:
-        self.node = node
+    def __init__(self, cluster: Cluster, config: HandoffConfig, transfers: TransferManager) -> None:
+        self.cluster = cluster
+        self.transfers = transfers
         self.config = config
         self.enabled = config.hints
         # target -> namespace -> partition -> key -> record state
@@ -60,8 +61,8 @@ class HintStore:
             "hint_delivery_failures": 0,
         }
         self._task: asyncio.Task[None] | None = None
-        node.add_peer_handler("h", self._on_hinted)
-        node.add_peer_handler("hd", self._on_delivery)
+        cluster.add_peer_handler(wire.HINTED, self._on_hinted)
+        cluster.add_peer_handler(wire.HINT_DELIVERY, self._on_delivery)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -91,12 +92,8 @@ class HintStore:
 
     # -- fallback side -------------------------------------------------------
     def _on_hinted(self, message: list[Any], peer: PeerInfo) -> Any:
-        if len(message) != 8:
-            raise InvalidRequest("hinted command needs 8 fields")
-        _, target, ns, command, key, partition, payload, origin = message
-        if type(target) is not str or type(key) is not bytes or type(partition) is not int:
-            raise InvalidRequest("hinted command: target str, key bytes, partition int")
-        return self.apply(target, ns, command, key, partition, payload, origin)
+        target, cmd = wire.parse_hinted(message)
+        return self.apply(target, *cmd)
 
     def apply(
         self,
@@ -109,16 +106,16 @@ class HintStore:
         origin: str,
     ) -> Any:
         """Run a command meant for ``target`` against its hint (see the module docstring)."""
-        node = self.node
-        service = node.service(ns)
-        if not 0 <= partition < node.ring.partitions:
+        cluster = self.cluster
+        service = cluster.service(ns)
+        if not 0 <= partition < cluster.ring.partitions:
             raise InvalidRequest(f"partition {partition} out of range")
         parts = self._hints.get(target, {}).get(ns, {}).get(partition, {})
         if key not in parts and self._count >= self.config.hint_max_records:
             self.metrics_["hints_refused"] += 1
             raise Overloaded(f"hint store full ({self._count} hints)")
         # holding other data of the partition (owner, or handing it off): keep it
-        keep = node.id in node.ring.preference_list(partition) or any(
+        keep = cluster.id in cluster.ring.preference_list(partition) or any(
             k != key for k, _ in service.export_partition(partition)
         )
         if key in parts:
@@ -138,11 +135,11 @@ class HintStore:
             self._capture(target, ns, key, partition, keep)
 
     def _capture(self, target: str, ns: str, key: bytes, partition: int, keep: bool) -> None:
-        service = self.node.service(ns)
+        service = self.cluster.service(ns)
         records = service.read_records(partition, [key])
-        if not keep and self.node.id not in self.node.ring.preference_list(partition):
+        if not keep and self.cluster.id not in self.cluster.ring.preference_list(partition):
             service.drop_partition(partition)
-            self.node.transfers.dropped(partition)
+            self.transfers.dropped(partition)
         if not records:
             return
         parts = self._hints.setdefault(target, {}).setdefault(ns, {}).setdefault(partition, {})
@@ -154,15 +151,13 @@ class HintStore:
 
     # -- owner side -------------------------------------------------------------
     def _on_delivery(self, message: list[Any], peer: PeerInfo) -> int:
-        if len(message) != 4 or type(message[1]) is not str or type(message[2]) is not int:
-            raise InvalidRequest("hint delivery takes [namespace, partition, records]")
-        service = self.node.service(message[1])
-        return service.import_records(message[2], decode_records(message[3]))
+        ns, partition, records = wire.parse_partition_frame(message, wire.HINT_DELIVERY, list)
+        return self.cluster.service(ns).import_records(partition, decode_records(records))
 
     # -- delivery -----------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            await self.node.clock.sleep(self.config.hint_interval)
+            await self.cluster.clock.sleep(self.config.hint_interval)
             try:
                 await self.deliver()
             except Exception:
@@ -170,18 +165,20 @@ class HintStore:
 
     async def deliver(self) -> int:
         """Hand hints to their owners that are up; return how many were delivered."""
-        node = self.node
+        cluster = self.cluster
         delivered = 0
         for target in list(self._hints):
-            gone = target not in node.ring.node_ids
-            if not gone and not node.is_up(target):
+            gone = target not in cluster.ring.node_ids
+            if not gone and not cluster.is_up(target):
                 continue
             by_ns = self._hints[target]
             for ns in list(by_ns):
                 for partition in list(by_ns[ns]):
                     keys = by_ns[ns][partition]
                     if gone:
-                        dests = [o for o in node.ring.preference_list(partition) if node.is_up(o)]
+                        dests = [
+                            o for o in cluster.ring.preference_list(partition) if cluster.is_up(o)
+                        ]
                     else:
                         dests = [target]
                     if not dests:
@@ -198,15 +195,15 @@ class HintStore:
     async def _deliver(
         self, keys: dict[bytes, Any], dests: list[str], ns: str, partition: int
     ) -> int:
-        node = self.node
+        cluster = self.cluster
         batch: list[Record] = list(keys.items())[: self.config.hint_batch]
         try:
             for dest in dests:
-                if dest == node.id:
-                    node.service(ns).import_records(partition, batch)
+                if dest == cluster.id:
+                    cluster.service(ns).import_records(partition, batch)
                 else:
-                    await node.transport.request(
-                        node.address_of(dest), ["hd", ns, partition, batch]
+                    await cluster.transport.request(
+                        cluster.address_of(dest), wire.delivery_frame(ns, partition, batch)
                     )
         except PeerRingError as exc:
             self.metrics_["hint_delivery_failures"] += 1

@@ -24,7 +24,7 @@ Invariants:
   exponential backoff and *resumes*: every stream carries a transfer id and
   the index of its first chunk, the receiver counts the chunks it imported
   per transfer id (in memory), and before a retry the sender asks for that
-  count (``["xf_at", tid]``) and skips those chunks. A receiver that lost
+  count (``[wire.XF_AT, tid]``) and skips those chunks. A receiver that lost
   the count (it restarted, so it lost the data too) answers 0 and gets
   everything again;
 * at most ``max_concurrent`` partitions move at once per node, chunks wait
@@ -37,7 +37,7 @@ Invariants:
   Merkle-syncing the same partitions (``peer_ring.replication.bootstrap``);
 * while a partition moves, every node knows its old holders (from the same
   ring diff): the coordinator also sends writes to them (dual-write) and
-  ``node.call`` falls back on them; the sender's ``xf_done`` broadcast, or a
+  ``Node.call`` falls back on them; the sender's ``xf_done`` broadcast, or a
   holder answering NotOwner to a dual write, ends that.
 
 Dynamo (DeCandia et al., SOSP 2007), sections 4.9 (adding/removing storage
@@ -54,19 +54,18 @@ from collections import Counter
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
+from peer_ring import wire
+from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, PeerRingError
-from peer_ring.membership.static import StaticDiscovery
 from peer_ring.ring import Ring, diff
 from peer_ring.service import Record, Service
 from peer_ring.transport.base import PeerInfo, StreamSink
-
-if TYPE_CHECKING:
-    from peer_ring.node import Node
+from peer_ring.wire import decode_records
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ _REPLACING = frozenset({"handoff", "decommission"})
 _MOVING_STALE = 120.0
 
 #: Stream header kind of a partition transfer: ``["xf", ns, partition, sender]``.
-STREAM_KIND = "xf"
+STREAM_KIND = wire.TRANSFER_STREAM
 
 
 @dataclass(slots=True)
@@ -117,23 +116,23 @@ class _Job:
 
 
 class _TokenBucket:
-    def __init__(self, node: Node, rate: float | None) -> None:
-        self.node = node
+    def __init__(self, cluster: Cluster, rate: float | None) -> None:
+        self.cluster = cluster
         self.rate = rate
         self.tokens = rate or 0.0
-        self.stamp = node.clock.monotonic()
+        self.stamp = cluster.clock.monotonic()
 
     async def take(self, n: int) -> None:
         if self.rate is None:
             return
         while True:
-            now = self.node.clock.monotonic()
+            now = self.cluster.clock.monotonic()
             self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
             if self.tokens >= min(n, self.rate):
                 self.tokens -= n
                 return
-            await self.node.clock.sleep((min(n, self.rate) - self.tokens) / self.rate)
+            await self.cluster.clock.sleep((min(n, self.rate) - self.tokens) / self.rate)
 
 
 class _ImportSink:
@@ -192,18 +191,6 @@ class _ImportSink:
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def decode_records(chunk: Any) -> list[Record]:
-    """Validate records received from a peer: ``[[key: bytes, state], ...]``."""
-    if type(chunk) is not list:
-        raise InvalidRequest("records must be a list")
-    out: list[Record] = []
-    for item in chunk:
-        if type(item) is not list or len(item) != 2 or type(item[0]) is not bytes:
-            raise InvalidRequest("a record must be [key: bytes, state]")
-        out.append((item[0], item[1]))
-    return out
-
-
 def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
     batch: list[Record] = []
     for rec in records:
@@ -229,10 +216,10 @@ class _PendingView:
 
 
 class TransferManager:
-    """Moves partitions between nodes on ring changes. One per node: ``node.transfers``."""
+    """Moves partitions between nodes on ring changes. One per node, built by the node."""
 
-    def __init__(self, node: Node, config: HandoffConfig) -> None:
-        self.node = node
+    def __init__(self, cluster: Cluster, config: HandoffConfig) -> None:
+        self.cluster = cluster
         self.config = config
         self.pending = _PendingView()
         self.active: dict[tuple[str, int, str], TransferProgress] = {}
@@ -252,8 +239,8 @@ class TransferManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[int] = set()
         self._last_import: dict[int, float] = {}
-        self._bucket = _TokenBucket(node, config.max_records_per_second)
-        self._byte_bucket = _TokenBucket(node, config.max_bytes_per_second)
+        self._bucket = _TokenBucket(cluster, config.max_records_per_second)
+        self._byte_bucket = _TokenBucket(cluster, config.max_bytes_per_second)
         #: (target, partition) -> jobs queued or running that send it there
         self._planned: Counter[tuple[str, int]] = Counter()
         #: receiver side: transfer id -> chunks imported (resume position)
@@ -268,12 +255,12 @@ class TransferManager:
         self.inbound_done: dict[int, set[str]] = {}
         self.inbound_failed: set[tuple[int, str]] = set()
         self._inbound_changed = asyncio.Event()
-        node.on_ring_change(self._on_ring_change)
-        node.add_stream_handler(STREAM_KIND, self._open_stream)
-        node.add_peer_handler("xf_done", self._on_done_message)
-        node.add_peer_handler("xf_fail", self._on_fail_message)
-        node.add_peer_handler("xf_plan", self._on_plan)
-        node.add_peer_handler("xf_at", self._on_at)
+        cluster.on_ring_change(self._on_ring_change)
+        cluster.add_stream_handler(STREAM_KIND, self._open_stream)
+        cluster.add_peer_handler(wire.XF_DONE, self._on_done_message)
+        cluster.add_peer_handler(wire.XF_FAIL, self._on_fail_message)
+        cluster.add_peer_handler(wire.XF_PLAN, self._on_plan)
+        cluster.add_peer_handler(wire.XF_AT, self._on_at)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -317,7 +304,7 @@ class TransferManager:
         without ``xf_done`` does not keep anti-entropy away for good."""
         if partition in self._busy:
             return True
-        now = self.node.clock.monotonic()
+        now = self.cluster.clock.monotonic()
         if partition in self._receiving:
             return now - self._last_import.get(partition, now) < _MOVING_STALE
         if self.pending.holders.get(partition):
@@ -325,10 +312,10 @@ class TransferManager:
         return False
 
     def touched(self, partition: int) -> None:
-        self._last_import[partition] = self.node.clock.monotonic()
+        self._last_import[partition] = self.cluster.clock.monotonic()
 
     def status(self) -> list[dict[str, Any]]:
-        now = self.node.clock.monotonic()
+        now = self.cluster.clock.monotonic()
         return [p.as_dict(now) for p in self.active.values()]
 
     def metrics(self) -> dict[str, int]:
@@ -344,15 +331,15 @@ class TransferManager:
 
     # -- ring changes ---------------------------------------------------------
     def _on_ring_change(self, old: Ring, new: Ring) -> None:
-        node = self.node
-        me = node.id
+        cluster = self.cluster
+        me = cluster.id
         if not old.node_ids or old.partitions != new.partitions:
             return  # first ring: nothing moves
         members = new.node_ids
         for ch in diff(old, new).changes:
             p = ch.partition
             holders = self.pending.holders.setdefault(p, set())
-            self._holders_since[p] = node.clock.monotonic()
+            self._holders_since[p] = cluster.clock.monotonic()
             holders.difference_update(x for x in list(holders) if x not in members or x in ch.new)
             alive_removed = [r for r in ch.removed if r in members]
             holders.update(alive_removed)
@@ -364,9 +351,9 @@ class TransferManager:
             if me in ch.removed and me in members:
                 self._enqueue(_Job(p, ch.added, True, "handoff"))
             elif me in ch.old and me in ch.new:
-                if any(node.is_up(r) for r in alive_removed):
+                if any(cluster.is_up(r) for r in alive_removed):
                     continue  # a live former owner hands it off
-                survivors = [o for o in ch.old if o in ch.new and node.is_up(o)]
+                survivors = [o for o in ch.old if o in ch.new and cluster.is_up(o)]
                 if survivors and survivors[0] == me:
                     self._enqueue(_Job(p, ch.added, False, "re-replicate"))
         for p in [p for p, h in self.pending.holders.items() if not h]:
@@ -377,7 +364,7 @@ class TransferManager:
             return
         if job.reason in _REPLACING:
             for target in job.targets:
-                if target != self.node.id:
+                if target != self.cluster.id:
                     self._planned[(target, job.partition)] += 1
         self._queue.put_nowait(job)
 
@@ -407,7 +394,7 @@ class TransferManager:
         event = self._inbound_changed
         event.clear()
         waiter = asyncio.ensure_future(event.wait())
-        tick = asyncio.ensure_future(self.node.clock.sleep(timeout))
+        tick = asyncio.ensure_future(self.cluster.clock.sleep(timeout))
         try:
             await asyncio.wait((waiter, tick), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -447,12 +434,12 @@ class TransferManager:
         the transfers; a partition whose transfer fails is left to the
         surviving replicas' re-replication.
         """
-        node = self.node
-        future = node.ring.without_node(node.id)
+        cluster = self.cluster
+        future = cluster.ring.without_node(cluster.id)
         jobs = []
         loop = asyncio.get_running_loop()
-        for ch in diff(node.ring, future).changes:
-            if node.id in ch.removed and ch.added:
+        for ch in diff(cluster.ring, future).changes:
+            if cluster.id in ch.removed and ch.added:
                 job = _Job(ch.partition, ch.added, False, "decommission", loop.create_future())
                 jobs.append(job)
                 self._enqueue(job)
@@ -467,7 +454,7 @@ class TransferManager:
             job = await self._queue.get()
             try:
                 while job.partition in self._busy:
-                    await self.node.clock.sleep(0.05)
+                    await self.cluster.clock.sleep(0.05)
                 self._busy.add(job.partition)
                 try:
                     ok = await self._run(job)
@@ -489,21 +476,21 @@ class TransferManager:
                 self._queue.task_done()
 
     async def _run(self, job: _Job) -> bool:
-        node = self.node
+        cluster = self.cluster
         p = job.partition
-        services = list(node.services.values())
+        services = list(cluster.services.values())
         # what each service held before the stream, to re-send what changed during it
         before = {s.namespace: s.snapshot(p) for s in services} if job.drop else {}
         done: list[str] = []
         for target in job.targets:
-            if target == node.id:
+            if target == cluster.id:
                 continue
             ok = True
             for service in services:
                 ok = await self._send(service, p, target, service.export_partition(p)) and ok
             if ok:
                 done.append(target)
-        all_ok = len(done) == len([t for t in job.targets if t != node.id])
+        all_ok = len(done) == len([t for t in job.targets if t != cluster.id])
         if all_ok and job.drop:
             # catch up with writes that landed during the stream, then drop
             for service in services:
@@ -514,7 +501,7 @@ class TransferManager:
                     for target in done:
                         if not await self._send(service, p, target, iter(records)):
                             all_ok = False  # keep our copy: the sweep retries later
-            if all_ok and node.id not in node.ring.preference_list(p):
+            if all_ok and cluster.id not in cluster.ring.preference_list(p):
                 for service in services:
                     service.drop_partition(p)
                 self.dropped(p)
@@ -535,7 +522,7 @@ class TransferManager:
         A retry asks the receiver how many chunks of this transfer it imported
         and continues after them (see the module docstring).
         """
-        node = self.node
+        cluster = self.cluster
         cfg = self.config
         # The first attempt streams lazily from the export (no partition-sized
         # list built in one go, which would stall the event loop); a retry
@@ -564,18 +551,18 @@ class TransferManager:
         start = 0
         for attempt in range(cfg.max_attempts):
             progress = TransferProgress(
-                service.namespace, partition, node.id, target, node.clock.monotonic()
+                service.namespace, partition, cluster.id, target, cluster.clock.monotonic()
             )
             self.active[key] = progress
             self.metrics_["transfers_started"] += 1
             try:
-                address = node.address_of(target)
+                address = cluster.address_of(target)
                 if attempt:
                     start = min(await self._resume_point(address, tid), len(sent))
                     self.metrics_["records_not_resent"] += sum(len(c) for c in sent[:start])
-                header = [STREAM_KIND, service.namespace, partition, node.id, tid, start]
+                header = [STREAM_KIND, service.namespace, partition, cluster.id, tid, start]
                 stream = self._paced(chunks(start), progress)
-                await node.transport.send_stream(address, header, stream)
+                await cluster.transport.send_stream(address, header, stream)
                 return True
             except PeerRingError as exc:
                 log.info(
@@ -586,9 +573,9 @@ class TransferManager:
                     attempt + 1,
                     exc,
                 )
-                if target not in node.members:
+                if target not in cluster.members:
                     return False
-                await node.clock.sleep(delay)
+                await cluster.clock.sleep(delay)
                 delay = min(delay * 2, cfg.retry_max)
             finally:
                 self.active.pop(key, None)
@@ -596,7 +583,7 @@ class TransferManager:
 
     async def _resume_point(self, address: str, tid: str) -> int:
         """Chunks of transfer ``tid`` the receiver imported (0 if it does not know it)."""
-        answer = await self.node.transport.request(address, ["xf_at", tid])
+        answer = await self.cluster.transport.request(address, [wire.XF_AT, tid])
         if type(answer) is not int or answer < 0:
             raise InvalidRequest(f"bad xf_at answer {answer!r:.40}")
         return answer
@@ -615,21 +602,23 @@ class TransferManager:
             yield data
 
     def _broadcast_done(self, partition: int, targets: list[str], reason: str) -> None:
-        node = self.node
-        msg = ["xf_done", partition, node.id, targets, reason]
-        self.holder_done(partition, node.id)
-        for mid, member in node.members.items():
-            if mid != node.id:
-                node.transport.send(member.address, msg)
+        cluster = self.cluster
+        msg = [wire.XF_DONE, partition, cluster.id, targets, reason]
+        self.holder_done(partition, cluster.id)
+        for mid, member in cluster.members.items():
+            if mid != cluster.id:
+                cluster.transport.send(member.address, msg)
 
     def _tell_failed(self, partition: int, targets: tuple[str, ...]) -> None:
         """Tell the targets of a job given up that it will not come (bootstrap waits on it)."""
-        node = self.node
+        cluster = self.cluster
         for target in targets:
-            if target == node.id:
+            if target == cluster.id:
                 continue
             with contextlib.suppress(PeerRingError):
-                node.transport.send(node.address_of(target), ["xf_fail", partition, node.id])
+                cluster.transport.send(
+                    cluster.address_of(target), [wire.XF_FAIL, partition, cluster.id]
+                )
 
     def _on_done_message(self, message: list[Any], peer: PeerInfo) -> None:
         if (
@@ -641,17 +630,17 @@ class TransferManager:
         ):
             raise InvalidRequest("xf_done takes [partition, sender, targets, reason]")
         sender = peer.node_id  # the channel's authenticated peer, not the payload's claim
-        if sender not in self.node.members:
+        if sender not in self.cluster.members:
             return
         self.holder_done(message[1], sender)
-        if self.node.id in message[3] and message[4] in _REPLACING:
+        if self.cluster.id in message[3] and message[4] in _REPLACING:
             self.inbound_done.setdefault(message[1], set()).add(sender)
             self._inbound_changed.set()
 
     def _on_fail_message(self, message: list[Any], peer: PeerInfo) -> None:
         if len(message) != 3 or type(message[1]) is not int or type(message[2]) is not str:
             raise InvalidRequest("xf_fail takes [partition, sender]")
-        if peer.node_id in self.node.members:
+        if peer.node_id in self.cluster.members:
             self.inbound_failed.add((message[1], peer.node_id))
             self._inbound_changed.set()
 
@@ -663,8 +652,8 @@ class TransferManager:
             raise InvalidRequest(
                 "transfer header is [xf, namespace, partition, sender(, transfer id, first chunk)]"
             )
-        service = self.node.service(header[1])
-        if not 0 <= header[2] < self.node.ring.partitions:
+        service = self.cluster.service(header[1])
+        if not 0 <= header[2] < self.cluster.ring.partitions:
             raise InvalidRequest(f"partition {header[2]} out of range")
         self.touched(header[2])
         self._receiving[header[2]] += 1
@@ -680,7 +669,7 @@ class TransferManager:
     # -- background ---------------------------------------------------------------
     async def _sweep_loop(self) -> None:
         while True:
-            await self.node.clock.sleep(self.config.sweep_interval)
+            await self.cluster.clock.sleep(self.config.sweep_interval)
             try:
                 self.sweep()
             except Exception:
@@ -688,21 +677,22 @@ class TransferManager:
 
     def sweep(self) -> int:
         """Queue a handoff for every partition held here but not owned; return how many."""
-        node = self.node
-        ring = node.ring
-        now = node.clock.monotonic()
+        cluster = self.cluster
+        ring = cluster.ring
+        now = cluster.clock.monotonic()
         queued = 0
         for p in range(ring.partitions):
             owners = ring.preference_list(p)
-            if node.id in owners or p in self._busy:
+            if cluster.id in owners or p in self._busy:
                 continue
             if now - self._last_import.get(p, -1e18) < self.config.sweep_interval:
                 continue
             holds = any(
-                next(iter(s.export_partition(p)), None) is not None for s in node.services.values()
+                next(iter(s.export_partition(p)), None) is not None
+                for s in cluster.services.values()
             )
             if holds:
-                targets = tuple(o for o in owners if node.is_up(o))
+                targets = tuple(o for o in owners if cluster.is_up(o))
                 if targets:
                     self._enqueue(_Job(p, targets, True, "sweep"))
                     queued += 1
@@ -710,22 +700,26 @@ class TransferManager:
 
     async def _reap_loop(self) -> None:
         while True:
-            await self.node.clock.sleep(self.config.reap_interval)
+            await self.cluster.clock.sleep(self.config.reap_interval)
             self.reap()
 
     def reap(self) -> list[str]:
-        """Remove members down for longer than ``dead_after`` (static discovery)."""
-        node = self.node
-        dead_after = node.config.dead_after
-        if dead_after is None or not isinstance(node.discovery, StaticDiscovery):
+        """Remove members down for longer than ``dead_after`` (discovery backends
+        that remove dead members: static)."""
+        cluster = self.cluster
+        dead_after = cluster.config.dead_after
+        if dead_after is None:
             return []
         gone = [
             mid
-            for mid in node.members
-            if mid != node.id and node.detector.down_for(mid) > dead_after
+            for mid in cluster.members
+            if mid != cluster.id and cluster.down_for(mid) > dead_after
         ]
+        removed = []
         for mid in gone:
-            log.warning("node %s: removing %s, down for over %.0f s", node.id, mid, dead_after)
-            node.discovery.remove(mid)
+            if not cluster.remove_member(mid):
+                return []  # the discovery backend decides membership itself
+            log.warning("node %s: removing %s, down for over %.0f s", cluster.id, mid, dead_after)
+            removed.append(mid)
             self.metrics_["members_reaped"] += 1
-        return gone
+        return removed

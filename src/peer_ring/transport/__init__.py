@@ -16,7 +16,6 @@ from peer_ring.errors import ConfigError
 # The contract
 from peer_ring.transport._core import ChannelTransport, FaultInjector
 from peer_ring.transport.base import (
-    PROTOCOL_VERSION,
     AnswerCallback,
     Packed,
     PeerInfo,
@@ -32,6 +31,7 @@ from peer_ring.transport.base import (
 # Implementations
 from peer_ring.transport.memory import MemoryNetwork, MemoryTransport
 from peer_ring.transport.tcp import TcpTransport
+from peer_ring.wire import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
     from peer_ring.transport.grpc_transport import GrpcTransport

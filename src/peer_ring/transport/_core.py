@@ -62,7 +62,6 @@ from peer_ring.errors import (
     error_to_wire,
 )
 from peer_ring.transport.base import (
-    PROTOCOL_VERSION,
     AnswerCallback,
     Packed,
     PeerInfo,
@@ -73,6 +72,7 @@ from peer_ring.transport.base import (
     Transport,
     TransportConfig,
 )
+from peer_ring.wire import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -43,12 +43,6 @@ import msgpack
 
 from peer_ring.errors import ConfigError, PeerRingError
 
-#: Version of the peer wire protocol. Peers with another version are refused
-#: (a clear VersionMismatch, not a misread message). 2: resumable transfer
-#: streams (6-field header, ``xf_at``), ``xf_done`` carries the job's reason,
-#: additive Merkle leaves.
-PROTOCOL_VERSION = 2
-
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:

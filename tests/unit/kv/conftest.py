@@ -57,7 +57,7 @@ class KVCluster:
 
     def non_replica(self, key: bytes) -> KVStore:
         owners = set(self.nodes[0].ring.owners(key))
-        return next(s for s in self.stores if s.node.id not in owners)
+        return next(s for s in self.stores if s.app.node_id not in owners)
 
     async def stop(self) -> None:
         await asyncio.gather(*(n.stop() for n in self.nodes))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from peer_ring import QuorumResult
 from peer_ring.errors import InvalidRequest, PeerRingError, QuorumNotReached
-from peer_ring.replication.coordinator import QuorumResult
 from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory, KVCluster
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from peer_ring import merkle
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv._state import unpack
 from peer_ring.apps.kv.store import KVStore
-from peer_ring.replication import merkle
 from tests.unit.kv.conftest import ClusterFactory
 
 

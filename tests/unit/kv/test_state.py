@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from peer_ring import versions as vv
 from peer_ring.apps.kv import _state as st
 from peer_ring.errors import InvalidRequest
-from peer_ring.replication import versions as vv
-from peer_ring.replication.hlc import LOGICAL_BITS
+from peer_ring.hlc import LOGICAL_BITS
 
 T0 = 1_700_000_000.0
 

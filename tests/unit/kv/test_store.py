@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from peer_ring import versions as vv
 from peer_ring._build import build
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv.api import KVApi, Limits
 from peer_ring.apps.kv.store import KVConfig, KVStore, Versions
 from peer_ring.errors import ConfigError, InvalidRequest, QuorumNotReached, UnknownCommand
 from peer_ring.replication import coordinator as coordinator_module
-from peer_ring.replication import versions as vv
 from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory, KVCluster, address
 

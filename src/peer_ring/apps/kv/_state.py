@@ -1,7 +1,7 @@
 """Pure helpers for the per-key state of :class:`~peer_ring.apps.kv.store.KVStore`.
 
 No I/O, no asyncio. The state of one key on one replica is the ``entries``
-tuple of a :class:`~peer_ring.replication.versions.DVVSet` (the ``DVVSet``
+tuple of a :class:`~peer_ring.versions.DVVSet` (the ``DVVSet``
 wrapper itself is not stored: one object less per key), whose opaque values
 are *items*::
 
@@ -20,7 +20,7 @@ Invariants:
   its own clock against the same absolute instant, so they agree up to clock
   skew.
 * The *resolved* item of a state is its last-writer-wins sibling (greatest
-  ``(stamp, actor, counter)``, :func:`peer_ring.replication.versions.lww_pick`)
+  ``(stamp, actor, counter)``, :func:`peer_ring.versions.lww_pick`)
   over **all** siblings, tombstones and expired ones included: a key reads as
   missing when its newest sibling is a delete or has expired, exactly as a
   single-copy store (:class:`~peer_ring.apps.kv.local.LocalKV`) would answer.
@@ -39,8 +39,8 @@ import msgpack
 import xxhash
 
 from peer_ring.errors import InvalidRequest
-from peer_ring.replication.hlc import LOGICAL_BITS
-from peer_ring.replication.versions import MAX_ACTOR_LEN, MAX_COUNTER
+from peer_ring.hlc import LOGICAL_BITS
+from peer_ring.versions import MAX_ACTOR_LEN, MAX_COUNTER
 
 #: ``(value | None, expires_at | None, stamp)``; ``None`` value = tombstone.
 Item = tuple[bytes | None, float | None, int]

@@ -53,6 +53,7 @@ class SwimDiscovery(Discovery):
     """
 
     name = "swim"
+    needs_seeds = True
 
     def __init__(
         self,

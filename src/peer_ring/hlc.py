@@ -60,9 +60,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from peer_ring.clock import Clock
 from peer_ring.errors import ConfigError, InvalidRequest, register_error
 
 __all__ = [
@@ -82,6 +81,21 @@ _log = logging.getLogger(__name__)
 
 #: Bits of the packed integer holding the logical counter.
 LOGICAL_BITS = 16
+
+
+class Clock(Protocol):
+    """What an HLC reads: wall-clock seconds since the Unix epoch (``time``),
+    and a monotonic clock to rate-limit its warnings (``monotonic``).
+
+    Structural, so that this module imports no event loop:
+    :class:`peer_ring.clock.Clock` (system or manual) satisfies it.
+    """
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
 #: Largest logical counter before the clock carries into the next millisecond.
 MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
 #: Largest representable wall time, in milliseconds since the epoch.

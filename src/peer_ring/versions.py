@@ -49,7 +49,7 @@ Preconditions the caller (the replication coordinator) must keep:
   changes with each life of the data (e.g. ``f"{node_id}.{epoch}"``), as Riak
   does with vnode ids.
 * ``stamp`` (the coordinator's hybrid-logical-clock time, packed with
-  :func:`peer_ring.replication.hlc.to_int`) must increase strictly per actor.
+  :func:`peer_ring.hlc.to_int`) must increase strictly per actor.
   Counters then never exceed the issuing stamp, and a dot created after its
   actor's entry was pruned is still larger than every earlier dot of that
   actor (see *Bounding*). ``stamp=0`` gives plain counters 1, 2, 3, ... (fine
@@ -116,7 +116,7 @@ from typing import Any, Final, Generic, TypeVar
 import msgpack
 
 from peer_ring.errors import ConfigError, InvalidRequest
-from peer_ring.replication.hlc import LOGICAL_BITS
+from peer_ring.hlc import LOGICAL_BITS
 
 __all__ = [
     "EMPTY_CONTEXT",

@@ -1,0 +1,791 @@
+"""The replica side of the KV store: state, replica commands, data-movement hooks.
+
+:class:`KVReplica` is what every node that serves the ``kv`` namespace runs
+for the partitions it owns: it stores the keys, answers replica commands
+from coordinators, coordinates the writes of keys it holds, and gives the
+framework the hooks that move and reconcile its data. The client side -- the
+embedded API over the whole cluster -- is
+:class:`peer_ring.apps.kv.store.KVStore`, a subclass. Both reach the cluster
+only through the :class:`~peer_ring.app.AppContext` given at registration
+(``peer_ring.app``); neither imports the node or the replication internals.
+
+``node.register(KVStore())`` makes a node both a *replica* of the ``kv``
+namespace (it stores the keys of the partitions it owns and answers replica
+commands from coordinators) and a *client* of the whole cluster: the
+:class:`KVStore` object implements :class:`~peer_ring.apps.kv.api.KVApi`
+(what the RESP server serves) on top of the node's ring and quorum
+coordinator. Keys and values are ``bytes``; ``str`` is accepted and encoded
+as UTF-8 (reads always return ``bytes``; see :meth:`KVStore.get_json`).
+
+Design (Dynamo, DeCandia et al., SOSP 2007, sections 4.4-4.6; DVVSet,
+Almeida et al., DAIS 2014; Riak KV's coordinating vnode)
+----------------------------------------------------------------------------
+
+*Writes.* A dotted version vector's dot must be issued by a replica that
+holds the key's state (``versions.update`` precondition). So the node that
+runs ``put`` (any node) picks a *coordinating replica*: itself when it is in
+the key's preference list (no extra hop: with N equal to the cluster size
+every node is), otherwise the first live node of the preference list, to
+which it forwards the write (replica command ``coord_put``). The coordinating
+replica runs ``update(local_state, context, item, actor, stamp=hlc)``, stores
+the result, then fans the *resulting state* out to the N replicas with the
+quorum coordinator (command ``merge``: a join, never a new dot) and waits for
+W acknowledgements, its own included. A W=1 write still reaches all N.
+Forwarding moves to the next live replica only when the previous one was
+certainly not reached (:class:`~peer_ring.errors.PeerUnavailable`); after a
+timeout the outcome is unknown and the error is raised.
+
+The actor is ``"<node id>.<random suffix>"``, fresh for each
+:class:`KVStore` instance: replicas keep data in memory only, so a restarted
+node is a new *data life* and must never reissue an old dot. Stamps come
+from a hybrid logical clock that is first advanced past every stamp in the
+local state, so a write always sorts after what its coordinator held.
+
+*Reads.* ``get`` sends ``get`` to the N replicas, waits for R answers and
+joins them (``versions.sync``). With ``read_repair`` the answers that arrive
+later are joined too and every replica whose state differs receives a
+``merge`` (read repair, Dynamo section 4.7).
+
+*Items.* Values inside the DVVSet are ``(value | None, expires_at, stamp)``
+tuples (see :mod:`peer_ring.apps.kv._state`): ``None`` is a tombstone,
+``expires_at`` an absolute wall-clock instant. A key reads as missing when
+its last-writer-wins sibling is a tombstone or expired (the answer a single
+copy, :class:`~peer_ring.apps.kv.local.LocalKV`, would give).
+
+*Conflicts* (:attr:`KVConfig.conflicts`): ``"siblings"`` keeps concurrent
+writes as siblings; ``get`` returns the last-writer-wins sibling by HLC
+stamp, :meth:`KVStore.get_versions` shows all, and a write carrying the
+context of a read supersedes them. A write without a context is concurrent
+with everything (a new sibling) -- except a *delete* without a context,
+which supersedes every version its coordinating replica holds (deleting
+means "remove what is there"; a concurrent write it has not seen survives).
+Siblings are bounded by :attr:`KVConfig.max_siblings` and tombstones that
+lost to a newer value are dropped (:func:`peer_ring.apps.kv._state.compact`).
+``"lww"`` collapses every state to its last-writer-wins sibling on write
+and on merge. A callable ``merge(values: list[bytes]) -> bytes`` is applied
+on read to the visible siblings (a concurrent delete does not hide a value: add wins); it must be
+deterministic and be the same on every node.
+
+*Expiry and garbage collection.* Every replica runs a sweep task every
+:attr:`KVConfig.sweep_interval` seconds (started on first use, cancelled by
+:meth:`KVStore.close`) that drops states whose siblings are all expired
+values or tombstones older than :attr:`KVConfig.tombstone_grace`. Expiry is
+absolute wall time, so replicas decide independently and alike. Tombstones
+should be dropped only once all replicas hold them; this store does not
+verify that -- it *assumes* replicas have converged (via write fan-out, read
+repair and anti-entropy) within the grace period. A replica that was away
+for longer than the grace can resurrect a deleted value: keep the grace
+above the longest outage you tolerate.
+
+Invariants:
+
+* Replica handlers never await the network except ``coord_put`` (which
+  returns a coroutine); all others return plain values (the fast path).
+* Only keys whose state was *mortal* when stored (a tombstone, an expiry,
+  or no sibling: :func:`peer_ring.apps.kv._state.mortal`) are in
+  ``_mortal[partition]``; the sweep visits those alone, so its cost is
+  O(expiring or deleted keys), not O(keys held). A key in the set whose state
+  became immortal is removed from it by the next sweep.
+* Local state is ``{partition: {key: stored}}`` with ``stored`` a tuple
+  (``_state.pack``: a flat 4-tuple for the common one-value state, the
+  DVVSet entries otherwise; no per-key objects beyond tuples); a partition
+  can be exported or dropped wholesale.
+* Every join is a DVVSet sync: merging is idempotent, commutative and
+  associative, so repeated, late or reordered ``merge`` / ``import_records``
+  are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final
+
+from peer_ring import versions as vv
+from peer_ring.app import (
+    HLC,
+    AppContext,
+    Clock,
+    ClosedError,
+    ConfigError,
+    DigestIndex,
+    InvalidRequest,
+    Metric,
+    QuorumNotReached,
+    QuorumResult,
+    Record,
+    Request,
+    RoundListener,
+    Service,
+    SkewPolicy,
+    UnknownCommand,
+)
+from peer_ring.apps.kv import _state as st
+from peer_ring.apps.kv._state import EMPTY, Entries, Item, Stored, pack, unpack
+from peer_ring.apps.kv.api import Limits
+from peer_ring.apps.kv.local import compile_glob
+from peer_ring.merkle import DEFAULT_DEPTH
+
+__all__ = ["KVConfig", "KVReplica", "MergeFunction"]
+
+#: A user conflict resolver: the visible sibling values -> one value.
+MergeFunction = Callable[[list[bytes]], bytes]
+
+_MODES: Final = ("siblings", "lww")
+_SCAN_FIRST_BATCH: Final = 8
+_SCAN_MAX_BATCH: Final = 256
+#: Keys a digest-index refresh handles per loop pass (~0.1-0.3 ms unchanged,
+#: a few ms when all changed).
+_DIGEST_SLICE: Final = 1024
+#: Keys kept in cached digest indexes, over all partitions (see ``_index``).
+_DIGEST_CACHE_KEYS: Final = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class KVConfig:
+    """Per-namespace settings of a :class:`KVStore`; use the same on every node.
+
+    conflicts: ``"siblings"`` (default), ``"lww"`` or a merge function; see
+        the module docstring.
+    limits: key and value size limits (bytes); larger ones raise
+        :class:`~peer_ring.errors.InvalidRequest`.
+    read_quorum / write_quorum: default R and W; ``None`` takes the node's
+        ``ReplicationConfig``. R + W > N gives read-your-writes.
+    timeout: default deadline (seconds) of one operation; ``None`` takes the
+        transport's request timeout.
+    sweep_interval: seconds between two sweeps of expired values and old
+        tombstones. A sweep visits only keys stored with an expiry or a
+        tombstone (not every key held) and yields to the loop between
+        partitions.
+    tombstone_grace: seconds a tombstone is kept before the sweep drops it;
+        assumed long enough for every replica to have received it (see the
+        module docstring). Longer costs memory for deleted keys.
+    read_repair: after a read, send the joined state to replicas whose
+        answer was stale.
+    prune: when old clock entries are pruned from a key's version vector.
+    max_siblings: most siblings a key keeps (``None``: unbounded); beyond it
+        the oldest by HLC stamp are dropped (a bounded form of LWW: every
+        blind write -- no context -- adds a sibling, so a key written blindly
+        over and over would otherwise grow without bound). Tombstones that
+        are not the newest sibling are always dropped.
+    """
+
+    conflicts: str | MergeFunction = "siblings"
+    limits: Limits = field(default_factory=Limits)
+    read_quorum: int | None = None
+    write_quorum: int | None = None
+    timeout: float | None = None
+    sweep_interval: float = 1.0
+    tombstone_grace: float = 300.0
+    read_repair: bool = True
+    prune: vv.PruneConfig = field(default_factory=vv.PruneConfig)
+    max_siblings: int | None = 16
+
+    def __post_init__(self) -> None:
+        if isinstance(self.conflicts, str):
+            if self.conflicts not in _MODES:
+                raise ConfigError(
+                    f"KVConfig.conflicts must be 'siblings', 'lww' or a merge function, "
+                    f"got {self.conflicts!r}"
+                )
+        elif not callable(self.conflicts):
+            raise ConfigError("KVConfig.conflicts must be a mode name or a callable")
+        for name in ("read_quorum", "write_quorum"):
+            q = getattr(self, name)
+            if q is not None and q < 1:
+                raise ConfigError(f"KVConfig.{name} must be >= 1, got {q}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"KVConfig.timeout must be > 0 seconds, got {self.timeout}")
+        if not self.sweep_interval > 0:
+            raise ConfigError(f"KVConfig.sweep_interval must be > 0, got {self.sweep_interval}")
+        if not self.tombstone_grace >= 0:
+            raise ConfigError(f"KVConfig.tombstone_grace must be >= 0, got {self.tombstone_grace}")
+        if self.max_siblings is not None and self.max_siblings < 1:
+            raise ConfigError(f"KVConfig.max_siblings must be >= 1, got {self.max_siblings}")
+        if self.limits.max_key_size < 1 or self.limits.max_value_size < 0:
+            raise ConfigError("KVConfig.limits must allow keys of at least 1 byte")
+
+
+class KVReplica(Service):
+    """The replica side of the replicated key-value store; see the module docstring.
+
+    Register on a node before use: ``kv = node.register(KVStore())``. Every
+    node that serves the namespace must register a ``KVStore`` with the same
+    ``namespace`` and an equivalent ``config``. ``clock`` (default: the
+    node's) decides expiry, tombstone age, stamps and the sweep period; tests
+    inject a :class:`~peer_ring.clock.ManualClock` here.
+    """
+
+    #: Replica reads: never sent to fallbacks.
+    read_commands = frozenset({"get"})
+    #: Refused by a freshly started replica until it synced (reads, and
+    #: coordinating a write, whose new version must extend the current state).
+    fresh_refused_commands = frozenset({"get", "coord_put"})
+
+    def __init__(
+        self, namespace: str = "kv", config: KVConfig | None = None, *, clock: Clock | None = None
+    ) -> None:
+        if not namespace:
+            raise ConfigError("KVStore needs a non-empty namespace")
+        self.namespace = namespace
+        self.config = config if config is not None else KVConfig()
+        conflicts = self.config.conflicts
+        self._lww = conflicts == "lww"
+        self._merge_fn: MergeFunction | None = None if isinstance(conflicts, str) else conflicts
+        self._parts: dict[int, dict[bytes, Stored]] = {}
+        #: keys the sweep must look at, by partition (see the invariants)
+        self._mortal: dict[int, set[bytes]] = {}
+        #: per-partition digests and Merkle leaves, refreshed lazily (``digest_index``)
+        self._digests: dict[int, DigestIndex] = {}
+        #: keys per refresh slice, keys in all cached indexes (tests lower them)
+        self.digest_slice = _DIGEST_SLICE
+        self.digest_cache_keys = _DIGEST_CACHE_KEYS
+        self._app: AppContext | None = None
+        self._own_clock = clock
+        self._hlc: HLC | None = None
+        self._actor = ""
+        self._closed = False
+        self._background: set[asyncio.Future[Any]] = set()
+        #: Statistics: states dropped by sweeps, read repairs sent.
+        self.swept = 0
+        self.repairs = 0
+
+    # -- lifecycle ----------------------------------------------------------
+    def attach(self, app: AppContext) -> None:
+        """Called by ``node.register``: keep the app context, pick this data life's
+        actor, start the sweep with the node and export the store's metrics."""
+        if self._app is not None:
+            raise ConfigError("a KVStore can be registered on one node only")
+        self._app = app
+        self._hlc = HLC(self._clock(), policy=SkewPolicy.ACCEPT)
+        self._actor = f"{app.node_id}.{os.urandom(4).hex()}"
+        app.spawn(self._sweep_loop, "sweep")
+        app.add_metrics(self._metrics)
+
+    @property
+    def app(self) -> AppContext:
+        """This store's handle on the cluster (set by ``node.register``)."""
+        if self._app is None:
+            raise ClosedError("KVStore is not registered on a node")
+        return self._app
+
+    def _metrics(self) -> list[Metric]:
+        """States held on this node (live values, tombstones and expired ones not
+        yet swept), read repairs sent, states dropped by the sweep."""
+        return [
+            Metric("keys", "gauge", "KV states held by this node (all partitions)", len(self)),
+            Metric("read_repairs", "counter", "KV read repairs sent", self.repairs),
+            Metric(
+                "swept", "counter", "KV states dropped by the expiry/tombstone sweep", self.swept
+            ),
+        ]
+
+    @property
+    def actor(self) -> str:
+        """The DVV actor id this replica issues dots under (node id + data life)."""
+        return self._actor
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def _clock(self) -> Clock:
+        return self._own_clock if self._own_clock is not None else self.app.clock
+
+    async def close(self) -> None:
+        """Called by ``node.stop`` (after the sweep task was cancelled with the
+        node's other background tasks); cancels writes still being forwarded.
+        Data stays in memory."""
+        self._closed = True
+        for fut in list(self._background):
+            fut.cancel()
+
+    # -- replica side: commands -------------------------------------------
+    def handle(self, request: Request) -> Any:
+        """Replica commands (from coordinators on any node).
+
+        ``get`` -> state or nil; ``merge`` state -> bool (a visible value was
+        there before); ``coord_put`` [value, expires_at, context, n, w,
+        timeout] -> bool (a future); ``scan`` [partitions, match] -> keys;
+        ``count`` partitions -> int; ``flush`` -> int; ``sweep`` -> int.
+        """
+        command = request.command
+        if command == "get":
+            part = self._parts.get(request.partition)
+            if part is None:
+                return None
+            stored = part.get(request.key)
+            return None if stored is None else unpack(stored)
+        if command == "merge":
+            return self._merge(request.partition, request.key, request.payload)
+        if command == "coord_put":
+            return self._coord_put(request.partition, request.key, request.payload)
+        if command == "scan":
+            return self._scan_local(request.payload)
+        if command == "count":
+            return self._count_local(request.payload)
+        if command == "flush":
+            return self._flush_local()
+        if command == "sweep":
+            return self.sweep()
+        raise UnknownCommand(f"kv has no replica command {command!r}")
+
+    def _part(self, partition: int) -> dict[bytes, Stored]:
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = {}
+        return part
+
+    def _store(
+        self, partition: int, part: dict[bytes, Stored], key: bytes, entries: Entries
+    ) -> None:
+        part[key] = pack(entries)
+        if st.mortal(entries):
+            cands = self._mortal.get(partition)
+            if cands is None:
+                cands = self._mortal[partition] = set()
+            cands.add(key)
+
+    def _join(self, a: Entries, b: Entries) -> Entries:
+        sa, sb = vv.DVVSet(a), vv.DVVSet(b)
+        if vv.supersedes(sb, sa):  # a newer write of the key (replicated puts): no join
+            return self._compact(b)
+        return self._compact(vv.sync(sa, sb).entries)
+
+    def _compact(self, entries: Entries) -> Entries:
+        if len(entries) == 1 and len(entries[0][2]) == 1:
+            return entries  # one version: nothing to collapse or drop (the common case)
+        if self._lww:
+            return vv.lww(vv.DVVSet(entries), st.stamp_of).entries
+        return st.compact(entries, self.config.max_siblings)
+
+    def _is_live(self, entries: Entries, now: float) -> bool:
+        if self._merge_fn is not None:
+            return bool(st.visible_items(entries, now))
+        return st.live_item(entries, now) is not None
+
+    def _merge(self, partition: int, key: bytes, payload: Any) -> bool:
+        part = self._part(partition)
+        stored = part.get(key)
+        current = EMPTY if stored is None else unpack(stored)
+        if type(payload) is tuple and payload == current:  # e.g. our own fan-out
+            return False
+        existed = self._is_live(current, self._clock().time())
+        self._join_into(partition, part, key, current, st.decode_entries(payload))
+        return existed
+
+    def _join_into(
+        self,
+        partition: int,
+        part: dict[bytes, Stored],
+        key: bytes,
+        current: Entries,
+        incoming: Entries,
+    ) -> bool:
+        """Join ``incoming`` into the key's ``current`` state; store and say if it changed."""
+        merged = self._join(current, incoming) if current else self._compact(incoming)
+        if merged == current:
+            return False
+        self._store(partition, part, key, merged)
+        return True
+
+    def _coord_put(self, partition: int, key: bytes, payload: Any) -> Any:
+        """``coord_put`` from another node: validate the wire payload, then write."""
+        if type(payload) is not list or len(payload) != 6:
+            raise InvalidRequest("coord_put takes [value, expires_at, context, n, w, timeout]")
+        value, exp, ctx_raw, n, w, timeout = payload
+        if value is not None:
+            self._check_value(value)
+        if exp is not None:
+            exp = _expiry_float(exp)
+        if ctx_raw is not None and type(ctx_raw) is not bytes:
+            raise InvalidRequest("context must be bytes")
+        if n is not None and (type(n) is not int or n < 1):
+            raise InvalidRequest("n must be a positive integer")
+        if type(w) is not int or w < 1:
+            raise InvalidRequest("w must be a positive integer")
+        if timeout is not None and (type(timeout) not in (int, float) or not timeout > 0):
+            raise InvalidRequest("timeout must be a positive number of seconds")
+        ctx = vv.decode_context(ctx_raw) if ctx_raw else None
+        # A future, not a coroutine: the transport answers when it resolves,
+        # without a task per forwarded write.
+        existed, entries = self._issue(partition, key, value, exp, ctx)
+        fut: asyncio.Future[bool] = self.app.create_future()
+        self._merge_round(partition, key, entries, n, w, timeout, partial(_written, fut, existed))
+        return fut
+
+    def _issue(
+        self,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        exp: float | None,
+        ctx: vv.Context | None,
+        want_existed: bool = True,
+    ) -> tuple[bool, Entries]:
+        """Store the new version on this replica; return (a live value was
+        there, the new state to replicate). With ``want_existed=False`` (a
+        plain SET, whose reply does not say) the first is not computed: False."""
+        part = self._part(partition)
+        stored = part.get(key)
+        current = EMPTY if stored is None else unpack(stored)
+        if value is None and ctx is None:  # a blind delete removes what this replica holds
+            ctx = vv.context(vv.DVVSet(current))
+        hlc = self._hlc
+        assert hlc is not None
+        existed = want_existed and self._is_live(current, self._clock().time())
+        top = st.max_stamp(current)
+        stamp = hlc.update_int(top) if top >= hlc.last_int() else hlc.now_int()
+        item: Item = (value, exp, stamp)
+        if self._lww and ctx is None:
+            # stamp > every sibling's stamp (the HLC saw `top`): the new item
+            # wins outright; one pass instead of update + collapse
+            new = vv.lww_put(vv.DVVSet(current), item, self._actor, stamp)
+            entries = vv.prune(new, stamp, self.config.prune).entries
+        else:
+            new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
+            new = vv.prune(new, stamp, self.config.prune)
+            entries = self._compact(new.entries)
+        self._store(partition, part, key, entries)
+        return existed, entries
+
+    def _merge_round(
+        self,
+        partition: int,
+        key: bytes,
+        entries: Entries,
+        n: int | None,
+        w: int,
+        timeout: float | None,
+        listener: RoundListener,
+    ) -> None:
+        """Replicate the version this (coordinating) replica just stored: a
+        ``merge`` round to the key's replicas, this one counted as applied,
+        told to ``listener`` (``KVStore._write`` awaits the same round through
+        ``AppContext.quorum``, which adds the W=1 backpressure)."""
+        self.app.start_quorum(
+            "merge",
+            key,
+            entries,
+            quorum=w,
+            n=n,
+            timeout=timeout,
+            partition=partition,
+            applied=True,
+            listener=listener,
+        )
+
+    def _scan_local(self, payload: Any) -> list[bytes]:
+        if type(payload) is not list or len(payload) != 2:
+            raise InvalidRequest("scan takes [partitions, match]")
+        parts, match = payload
+        if type(parts) is not list or (match is not None and type(match) is not bytes):
+            raise InvalidRequest("scan takes a list of partitions and a bytes pattern or nil")
+        matcher = compile_glob(match).fullmatch if match is not None else None
+        now = self._clock().time()
+        keys: list[bytes] = []
+        for p in parts:
+            part = self._parts.get(p)
+            if not part:
+                continue
+            for key, stored in part.items():
+                if self._is_live(unpack(stored), now) and (
+                    matcher is None or matcher(key) is not None
+                ):
+                    keys.append(key)
+        return keys
+
+    def _count_local(self, payload: Any) -> int:
+        if type(payload) is not list:
+            raise InvalidRequest("count takes a list of partitions")
+        now = self._clock().time()
+        total = 0
+        for p in payload:
+            part = self._parts.get(p)
+            if part:
+                total += sum(1 for s in part.values() if self._is_live(unpack(s), now))
+        return total
+
+    def _flush_local(self) -> int:
+        dropped = sum(len(p) for p in self._parts.values())
+        self._parts.clear()
+        self._mortal.clear()
+        return dropped
+
+    # -- replica side: maintenance ------------------------------------------
+    def sweep(self) -> int:
+        """Drop expired states and tombstones older than the grace, now; return how many.
+
+        Visits only keys with an expiry or a tombstone; the background task does
+        the same in slices. Call it
+        from tests after advancing a ManualClock.
+        """
+        now = self._clock().time()
+        dropped = 0
+        for partition in list(self._mortal):
+            dropped += self._sweep_partition(partition, now)
+        self.swept += dropped
+        return dropped
+
+    def _sweep_partition(self, partition: int, now: float) -> int:
+        """Drop the reclaimable states among ``partition``'s mortal keys; forget the rest."""
+        cands = self._mortal.get(partition)
+        part = self._parts.get(partition)
+        if not cands or part is None:
+            self._mortal.pop(partition, None)
+            return 0
+        grace = self.config.tombstone_grace
+        dropped = 0
+        for key in list(cands):
+            stored = part.get(key)
+            if stored is None:
+                cands.discard(key)
+                continue
+            entries = unpack(stored)
+            if not st.mortal(entries):
+                cands.discard(key)
+            elif st.reclaimable(entries, now, grace):
+                del part[key]
+                cands.discard(key)
+                dropped += 1
+        if not cands:
+            del self._mortal[partition]
+        return dropped
+
+    async def _sweep_loop(self) -> None:
+        clock = self._clock()
+        while True:
+            await clock.sleep(self.config.sweep_interval)
+            for partition in list(self._mortal):
+                # one partition per slice, synchronously: nothing changes under it
+                self.swept += self._sweep_partition(partition, clock.time())
+                await asyncio.sleep(0)
+
+    # -- data movement hooks ---------------------------------------------------
+    def export_partition(self, partition: int) -> Iterator[Record]:
+        """Every ``(key, state)`` of ``partition`` (states are msgpack-encodable tuples)."""
+        part = self._parts.get(partition)
+        if not part:
+            return iter(())
+        # a snapshot of the dict (one C-level copy), unpacked lazily as the
+        # transfer pulls chunks: no partition-sized unpack in one loop pass
+        return ((key, unpack(stored)) for key, stored in list(part.items()))
+
+    def snapshot(self, partition: int) -> dict[bytes, Any]:
+        """``key -> stored state`` of ``partition`` (a shallow copy: states are
+        immutable and replaced on change, so an unchanged key keeps its object)."""
+        part = self._parts.get(partition)
+        return dict(part) if part else {}
+
+    def import_records(self, partition: int, records: Sequence[Record]) -> int:
+        """Join each record's state into ``partition`` (DVVSet sync); count changed keys."""
+        part = self._part(partition)
+        changed = 0
+        for key, state in records:
+            if type(key) is not bytes:
+                raise InvalidRequest("record keys must be bytes")
+            stored = part.get(key)
+            current = EMPTY if stored is None else unpack(stored)
+            changed += self._join_into(partition, part, key, current, st.decode_entries(state))
+        return changed
+
+    def digest(self, partition: int) -> dict[bytes, bytes]:
+        """``key -> 8-byte xxh3 of the msgpack state`` for ``partition``.
+
+        Served from the partition's :class:`DigestIndex`, refreshed here in one
+        go (only keys whose stored state changed since are re-hashed).
+        """
+        part = self._parts.get(partition)
+        if not part:
+            return {}
+        index = self._digests.get(partition) or self._index(partition, DEFAULT_DEPTH)
+        index.refresh(part, _stored_digest)
+        self._trim_indexes(partition)
+        return index.digest()
+
+    async def digest_index(self, partition: int, depth: int) -> DigestIndex:
+        """The partition's digests and Merkle leaves, refreshed in slices.
+
+        The index keeps each key's stored state object with its digest; stored
+        states are immutable tuples replaced on every change, so a key whose
+        state is the same object keeps its digest (no unpack, no msgpack, no
+        hash). Writes landing during the refresh's yields are picked up by the
+        next refresh. ``drop_partition`` discards the index.
+        """
+        part = self._parts.get(partition)
+        if not part:
+            self._digests.pop(partition, None)
+            return _empty_index(depth)
+        index = self._index(partition, depth)
+        keys = list(part)  # the keys to visit; the dict may change while we yield
+        step = self.digest_slice
+        for i in range(0, len(keys), step):
+            if i:
+                await asyncio.sleep(0)
+                part = self._parts.get(partition) or {}
+            # each slice indexes the states stored *now*, never those of an older
+            # snapshot: two overlapping refreshes cannot roll the index back
+            current = []
+            for key in keys[i : i + step]:
+                stored = part.get(key)
+                if stored is None:
+                    index.discard(key)
+                else:
+                    current.append((key, stored))
+            index.refresh_slice(current, _stored_digest)
+        index.drop_missing(self._parts.get(partition) or {})
+        self._trim_indexes(partition)
+        return index
+
+    def _index(self, partition: int, depth: int) -> DigestIndex:
+        """The partition's cached index (a new one if none or another depth).
+
+        The cache is bounded: an index costs ~180 bytes per key (state
+        reference, digest, dict slot), as much again as the store itself, so
+        only the most recently used indexes are kept, up to
+        ``digest_cache_keys`` keys in all (anti-entropy visits a few
+        partitions per second; a partition it comes back to long after is
+        re-hashed, in slices).
+        """
+        digests = self._digests
+        index = digests.pop(partition, None)
+        if index is None or index.depth != depth:
+            index = DigestIndex(depth)
+        digests[partition] = index  # most recently used last
+        return index
+
+    def _trim_indexes(self, keep: int) -> None:
+        """Evict least recently used indexes beyond the cache bound (never ``keep``)."""
+        digests = self._digests
+        total = sum(len(ix) for ix in digests.values())
+        for old in list(digests):
+            if total <= self.digest_cache_keys:
+                break
+            if old != keep:
+                total -= len(digests.pop(old))
+
+    def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
+        part = self._parts.get(partition)
+        if not part:
+            return []
+        out: list[Record] = []
+        for key in keys:
+            stored = part.get(key)
+            if stored is not None:
+                out.append((key, unpack(stored)))
+        return out
+
+    def drop_partition(self, partition: int) -> int:
+        part = self._parts.pop(partition, None)
+        self._mortal.pop(partition, None)
+        self._digests.pop(partition, None)
+        return 0 if part is None else len(part)
+
+    def partition_size(self, partition: int) -> int:
+        part = self._parts.get(partition)
+        return 0 if part is None else len(part)
+
+    def local_state(self, key: bytes | str) -> Entries | None:
+        """This replica's raw state of ``key`` (tests and debugging)."""
+        k = self._key(key)
+        part = self._parts.get(self.app.partition_for(k))
+        stored = None if part is None else part.get(k)
+        return None if stored is None else unpack(stored)
+
+    def __len__(self) -> int:
+        """States held on this replica (tombstones and expired ones included)."""
+        return sum(len(p) for p in self._parts.values())
+
+    # -- validation -------------------------------------------------------------
+    def _key(self, key: Any) -> bytes:
+        return _to_bytes(key, "key", self.config.limits.max_key_size)
+
+    def _check_value(self, value: Any) -> bytes:
+        return _to_bytes(value, "value", self.config.limits.max_value_size)
+
+    def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
+        if ttl is not None:
+            if expires_at is not None:
+                raise InvalidRequest("ttl and expires_at are exclusive")
+            if type(ttl) not in (int, float) or not ttl > 0:
+                raise InvalidRequest(f"ttl must be > 0 seconds, got {ttl!r}")
+            return self._clock().time() + ttl
+        if expires_at is None:
+            return None
+        return _expiry_float(expires_at)
+
+    @staticmethod
+    def _context(context: bytes | None) -> bytes | None:
+        if context is None or context == b"":
+            return None
+        if not isinstance(context, bytes | bytearray | memoryview):
+            raise InvalidRequest(f"context must be bytes, not {type(context).__name__}")
+        return bytes(context)  # decoded once, by whichever replica coordinates
+
+    def _read_quorum(self, r: int | None) -> int:
+        return self._quorum(r, self.config.read_quorum, "read")
+
+    def _write_quorum(self, w: int | None) -> int:
+        return self._quorum(w, self.config.write_quorum, "write")
+
+    def _quorum(self, given: int | None, own: int | None, what: str) -> int:
+        """The call's quorum, else this store's, else the node's."""
+        app = self.app
+        q = given if given is not None else own
+        if q is None:
+            q = app.read_quorum if what == "read" else app.write_quorum
+        if type(q) is not int or q < 1:
+            raise InvalidRequest(f"{what} quorum must be a positive integer, got {q!r}")
+        return q
+
+
+def _written(
+    fut: asyncio.Future[bool],
+    existed: bool,
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    if fut.done():
+        return
+    if result is None:
+        fut.set_exception(exc if exc is not None else QuorumNotReached(1, 0))
+    else:
+        fut.set_result(existed or any(answer is True for _, answer in result.acks))
+
+
+def _to_bytes(obj: Any, what: str, limit: int) -> bytes:
+    """``obj`` as bytes (str is encoded as UTF-8), at most ``limit`` long."""
+    b: bytes
+    if type(obj) is bytes:
+        b = obj
+    elif isinstance(obj, str):
+        b = obj.encode()
+    elif isinstance(obj, bytes | bytearray | memoryview):
+        b = bytes(obj)
+    else:
+        raise InvalidRequest(f"{what} must be bytes or str, not {type(obj).__name__}")
+    if len(b) > limit:
+        raise InvalidRequest(f"{what} too large: {len(b)} bytes, the limit is {limit}")
+    return b
+
+
+def _expiry_float(expires_at: Any) -> float:
+    if type(expires_at) is float:
+        return expires_at
+    if type(expires_at) is int:
+        return float(expires_at)
+    raise InvalidRequest(f"expires_at must be a number of seconds, not {expires_at!r:.40}")
+
+
+def _stored_digest(stored: Stored) -> bytes:
+    return st.digest(unpack(stored))
+
+
+@functools.cache
+def _empty_index(depth: int) -> DigestIndex:
+    """The (shared, never refreshed) index of an empty partition."""
+    return DigestIndex(depth)

@@ -1,0 +1,283 @@
+"""The peer wire protocol: every operation code, frame shape and the version.
+
+Peer messages are msgpack arrays whose first element names the operation.
+This module is the only place that knows their layout: subsystems build
+frames with the ``*_frame`` functions and read them with the ``parse_*``
+functions, which check every field's type and raise
+:class:`~peer_ring.errors.InvalidRequest` with the operation's name when a
+frame is malformed (a peer speaking nonsense gets a clear error, never a
+crash of the node).
+
+Frames (``->`` the answer)::
+
+    ["p"]                                                 ping -> [node_id, ring epoch]
+    ["m", records]                                        member exchange -> records
+    ["st"]                                                status -> map
+    ["s", ns, command, key, partition, payload, origin(, epoch)]
+                                                          service command (epoch fenced;
+                                                          without an epoch -- diagnostic
+                                                          probes -- served unfenced)
+    ["sd", ns, command, key, partition, payload, origin]  dual write to an old holder
+    ["cv", ns, command, partitions, payload, origin, epoch]
+                                                          coverage command: one replica,
+                                                          many partitions (epoch fenced)
+    ["h", owner, ns, command, key, partition, payload, origin]
+                                                          hinted command for a down owner
+    ["hd", ns, partition, records]                        hint / record delivery
+    ["ae", ns, partition, leaves]                         anti-entropy tree exchange
+    ["ae_get", ns, partition, keys]                       anti-entropy pull
+    ["xf_done", partition, sender, targets, reason]       a transfer finished
+    ["xf_fail", partition, sender]                        a transfer failed
+    ["xf_plan"]                                           transfers planned for the asker
+    ["xf_at", transfer_id]                                resume position of a transfer
+    stream header ["xf", ns, partition, sender(, transfer_id, start)]
+
+Operations reserved for the node (:data:`NODE_OPS`) and for the framework's
+subsystems (:data:`FRAMEWORK_OPS`) cannot be taken by anything else
+(``Node.add_peer_handler`` refuses them); admin operations
+(:data:`ADMIN_OPS`) are registered by the process that runs the node.
+
+Version history (:data:`PROTOCOL_VERSION`, checked in every connection's
+handshake: a peer with another version is refused with
+:class:`~peer_ring.errors.VersionMismatch`, never misread):
+
+* 2 -- resumable transfer streams (6-field header, ``xf_at``), ``xf_done``
+  carries the job's reason, additive Merkle leaves.
+* 3 -- coverage commands (``cv``) with ring-epoch fencing; the framework
+  sends every service command with the sender's epoch.
+
+Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
+asyncio, no transport); it is pure data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+from peer_ring.errors import InvalidRequest
+
+__all__ = [
+    "ADMIN_OPS",
+    "AE_GET",
+    "AE_TREE",
+    "COVER",
+    "DUAL",
+    "FRAMEWORK_OPS",
+    "HINTED",
+    "HINT_DELIVERY",
+    "MEMBERS",
+    "NODE_OPS",
+    "PING",
+    "PROTOCOL_VERSION",
+    "SERVICE",
+    "STATUS",
+    "TRANSFER_STREAM",
+    "XF_AT",
+    "XF_DONE",
+    "XF_FAIL",
+    "XF_PLAN",
+    "Cover",
+    "Hinted",
+    "ServiceCommand",
+    "cover_frame",
+    "decode_records",
+    "delivery_frame",
+    "dual_frame",
+    "hinted_frame",
+    "parse_cover",
+    "parse_dual",
+    "parse_hinted",
+    "parse_partition_frame",
+    "parse_service",
+    "pull_frame",
+    "service_frame",
+    "tree_frame",
+]
+
+#: Version of the peer wire protocol (see the module docstring's history).
+PROTOCOL_VERSION: Final = 3
+
+# -- operations the node answers itself ----------------------------------------
+PING: Final = "p"
+MEMBERS: Final = "m"
+STATUS: Final = "st"
+SERVICE: Final = "s"
+DUAL: Final = "sd"
+COVER: Final = "cv"
+
+# -- operations of the replication subsystems ----------------------------------
+HINTED: Final = "h"
+HINT_DELIVERY: Final = "hd"
+AE_TREE: Final = "ae"
+AE_GET: Final = "ae_get"
+XF_DONE: Final = "xf_done"
+XF_FAIL: Final = "xf_fail"
+XF_PLAN: Final = "xf_plan"
+XF_AT: Final = "xf_at"
+#: Stream header kind of a partition transfer.
+TRANSFER_STREAM: Final = "xf"
+
+# -- operations of the process running the node (runner) -----------------------
+LEAVE: Final = "leave"
+KV_ADMIN: Final = "kv"
+BENCH: Final = "bench"
+
+#: Dispatched by the node itself: no handler may be registered for them.
+NODE_OPS: Final = frozenset({PING, MEMBERS, STATUS, SERVICE, DUAL, COVER})
+#: Answered by the framework's replication subsystems (each registers its own).
+FRAMEWORK_OPS: Final = frozenset(
+    {HINTED, HINT_DELIVERY, AE_TREE, AE_GET, XF_DONE, XF_FAIL, XF_PLAN, XF_AT}
+)
+#: Registered by ``peer_ring.runner`` for the CLI and benchmarks.
+ADMIN_OPS: Final = frozenset({LEAVE, KV_ADMIN, BENCH})
+
+
+class ServiceCommand(NamedTuple):
+    """A service command as a replica receives it (``s``, ``sd`` and ``h``)."""
+
+    namespace: str
+    command: str
+    key: bytes
+    partition: int
+    payload: Any
+    origin: str
+
+
+class Hinted(NamedTuple):
+    """A hinted command: ``command`` is meant for ``owner``, who is down."""
+
+    owner: str
+    command: ServiceCommand
+
+
+class Cover(NamedTuple):
+    """A coverage command: one replica answers for several partitions."""
+
+    namespace: str
+    command: str
+    partitions: list[int]
+    payload: Any
+    origin: str
+    epoch: Any
+
+
+# -- builders --------------------------------------------------------------------
+def service_frame(
+    namespace: str,
+    command: str,
+    key: bytes,
+    partition: int,
+    payload: Any,
+    origin: str,
+    epoch: str,
+) -> list[Any]:
+    """``["s", ...]``: a command for one replica of ``key``, fenced by ``epoch``."""
+    return [SERVICE, namespace, command, key, partition, payload, origin, epoch]
+
+
+def dual_frame(service: list[Any]) -> list[Any]:
+    """The dual-write copy of a :func:`service_frame` for a node still handing off."""
+    return [DUAL, *service[1:7]]
+
+
+def hinted_frame(owner: str, service: list[Any]) -> list[Any]:
+    """The hinted copy of a :func:`service_frame`, kept for the down ``owner``."""
+    return [HINTED, owner, *service[1:7]]
+
+
+def cover_frame(
+    namespace: str,
+    command: str,
+    partitions: list[int],
+    payload: Any,
+    origin: str,
+    epoch: str,
+) -> list[Any]:
+    """``["cv", ...]``: ``command`` on one replica for all of ``partitions``."""
+    return [COVER, namespace, command, partitions, payload, origin, epoch]
+
+
+# -- parsers ---------------------------------------------------------------------
+def _command(op: str, fields: list[Any]) -> ServiceCommand:
+    ns, command, key, partition, payload, origin = fields
+    if type(ns) is not str or type(command) is not str:
+        raise InvalidRequest(f"{op}: namespace and command must be strings")
+    if type(key) is not bytes or type(partition) is not int:
+        raise InvalidRequest(f"{op}: key must be bytes, partition an int")
+    if type(origin) is not str:
+        raise InvalidRequest(f"{op}: origin must be a node id")
+    return ServiceCommand(ns, command, key, partition, payload, origin)
+
+
+def parse_service(message: list[Any]) -> tuple[ServiceCommand, Any]:
+    """``["s", ...]`` -> (the command, the sender's ring epoch or None when absent)."""
+    n = len(message)
+    if n != 8 and n != 7:
+        raise InvalidRequest("service command needs 7 or 8 fields")
+    return _command(SERVICE, message[1:7]), (message[7] if n == 8 else None)
+
+
+def parse_dual(message: list[Any]) -> ServiceCommand:
+    """``["sd", ...]`` -> the command copied to an old holder."""
+    if len(message) != 7:
+        raise InvalidRequest("dual write needs 7 fields")
+    return _command(DUAL, message[1:7])
+
+
+def parse_hinted(message: list[Any]) -> Hinted:
+    """``["h", owner, ...]`` -> the owner and its command."""
+    if len(message) != 8 or type(message[1]) is not str:
+        raise InvalidRequest("hinted command needs 8 fields, the owner first")
+    return Hinted(message[1], _command(HINTED, message[2:8]))
+
+
+def parse_cover(message: list[Any], partitions: int) -> Cover:
+    """``["cv", ...]`` -> the coverage command (partitions checked against the ring)."""
+    if len(message) != 7:
+        raise InvalidRequest("coverage command needs 7 fields")
+    _, ns, command, parts, payload, origin, epoch = message
+    if type(ns) is not str or type(command) is not str or type(origin) is not str:
+        raise InvalidRequest("cv: namespace, command and origin must be strings")
+    if type(parts) is not list or not all(type(p) is int and 0 <= p < partitions for p in parts):
+        raise InvalidRequest(f"cv: partitions must be a list of ints in [0, {partitions})")
+    return Cover(ns, command, parts, payload, origin, epoch)
+
+
+def decode_records(chunk: Any) -> list[tuple[bytes, Any]]:
+    """Records received from a peer (transfer chunks, ``hd``): ``[[key: bytes, state], ...]``."""
+    if type(chunk) is not list:
+        raise InvalidRequest("records must be a list")
+    out: list[tuple[bytes, Any]] = []
+    for item in chunk:
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not bytes:
+            raise InvalidRequest("a record must be [key: bytes, state]")
+        out.append((item[0], item[1]))
+    return out
+
+
+def delivery_frame(namespace: str, partition: int, records: list[Any]) -> list[Any]:
+    """``["hd", ns, partition, records]``: records merged into the receiver's replica."""
+    return [HINT_DELIVERY, namespace, partition, records]
+
+
+def tree_frame(namespace: str, partition: int, leaves: list[Any]) -> list[Any]:
+    """``["ae", ns, partition, leaves]``: an anti-entropy exchange of Merkle leaves."""
+    return [AE_TREE, namespace, partition, leaves]
+
+
+def pull_frame(namespace: str, partition: int, keys: list[bytes]) -> list[Any]:
+    """``["ae_get", ns, partition, keys]``: the records of ``keys`` from the receiver."""
+    return [AE_GET, namespace, partition, keys]
+
+
+def parse_partition_frame(message: list[Any], op: str, last: type) -> tuple[str, int, Any]:
+    """``[op, ns, partition, x]`` frames (``hd``, ``ae``, ``ae_get``) -> (ns, partition, x),
+    ``x`` of type ``last``."""
+    if (
+        len(message) != 4
+        or type(message[1]) is not str
+        or type(message[2]) is not int
+        or type(message[3]) is not last
+    ):
+        raise InvalidRequest(f"{op} takes [namespace, partition, {last.__name__}]")
+    return message[1], message[2], message[3]
