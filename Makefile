@@ -63,9 +63,12 @@ system-deps:
 demo: $(COMPILED)
 	$(PY) -m peer_ring.demo
 
+# ruff, then the layer contracts of docs/architecture.md (import-linter,
+# configured in pyproject.toml): a broken contract fails the build and names it.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

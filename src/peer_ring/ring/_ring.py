@@ -13,17 +13,14 @@ from __future__ import annotations
 import heapq
 import struct
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import xxhash
 
 from peer_ring.errors import ConfigError, InvalidRequest
 from peer_ring.ring._hash import NodeSeed, key_hash
 from peer_ring.ring._placement import place
-from peer_ring.ring._types import PartitionChange, RingDiff, RingNode
-
-if TYPE_CHECKING:
-    from peer_ring.membership.base import Member
+from peer_ring.ring._types import MemberLike, PartitionChange, RingDiff, RingNode
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -156,7 +153,7 @@ class Ring:
     @classmethod
     def from_members(
         cls,
-        members: Iterable[Member] | Mapping[str, Member],
+        members: Iterable[MemberLike] | Mapping[str, MemberLike],
         *,
         partitions: int = DEFAULT_PARTITIONS,
         replicas: int = DEFAULT_REPLICAS,

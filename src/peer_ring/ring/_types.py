@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from peer_ring.errors import ConfigError
 
-__all__ = ["PartitionChange", "RingDiff", "RingNode"]
+__all__ = ["MemberLike", "PartitionChange", "RingDiff", "RingNode"]
 
 _MAX_ID_LEN = 256
 
@@ -102,3 +103,17 @@ class RingDiff:
     def outgoing(self, node_id: str) -> tuple[int, ...]:
         """Partitions ``node_id`` loses (may hand off, then drop), ascending."""
         return self._outgoing.get(node_id, ())
+
+
+class MemberLike(Protocol):
+    """What placement reads of a member (``peer_ring.membership.Member`` is one):
+    structural, so that the ring imports nothing of membership."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def zone(self) -> str | None: ...
+
+    @property
+    def weight(self) -> float: ...

@@ -38,7 +38,7 @@ from typing import Any, Final
 import msgpack
 import xxhash
 
-from peer_ring.errors import InvalidRequest
+from peer_ring.app import InvalidRequest
 from peer_ring.hlc import LOGICAL_BITS
 from peer_ring.versions import MAX_ACTOR_LEN, MAX_COUNTER
 

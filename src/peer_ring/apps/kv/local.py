@@ -34,8 +34,7 @@ import xxhash
 from mypy_extensions import mypyc_attr
 
 from peer_ring.apps.kv.api import Entry, Limits
-from peer_ring.clock import Clock, SystemClock
-from peer_ring.errors import InvalidRequest
+from peer_ring.app import Clock, InvalidRequest, SystemClock
 
 __all__ = ["LocalKV", "compile_glob", "glob_match"]
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from peer_ring.server.resp._server import RespConnection
+from typing import Any
 
 __all__ = ["COMMANDS", "CommandError", "CommandSpec", "Handler", "command", "lookup"]
 
 #: A handler gets the connection and the full argument list (``args[0]`` is
 #: the command name as sent) and returns the encoded reply. It runs in the
-#: connection's worker task; it must not block the event loop.
-Handler = Callable[["RespConnection", list[bytes]], Awaitable[bytes]]
+#: connection's worker task; it must not block the event loop. The connection
+#: is typed ``Any`` here (each handler in ``_commands`` names it
+#: ``RespConnection``): the table sits below the server, and naming the
+#: server's class would be an import cycle.
+Handler = Callable[[Any, list[bytes]], Awaitable[bytes]]
 
 
 class CommandError(Exception):
