@@ -14,9 +14,10 @@ A lock is a key. Each replica keeps, per lock, ``[token, holder, expires_at]``:
   grants when R + W > N and W > N / 2 (their replica sets intersect). The
   winner gets the token. A split vote (each racing claim granted by fewer
   than W replicas) grants nobody, and the partial claims keep the lock taken
-  until their leases end: safety first, liveness after ``ttl``. A storage service that rejects writes carrying an
-  older token than one it has seen is safe even against a holder that was
-  paused past its lease (Kleppmann's fencing argument).
+  until their leases end: safety first, liveness after ``ttl``. A storage
+  service that rejects writes carrying an older token than one it has seen
+  is safe even against a holder that was paused past its lease (Kleppmann's
+  fencing argument).
 * ``release(name, holder, token)`` frees the lock at the same token.
 * Data movement: replicas merge by token (higher wins; at an equal token a
   release wins), so handoff, hinted copies and anti-entropy never lower a

@@ -33,8 +33,8 @@ from typing import NoReturn
 import xxhash
 from mypy_extensions import mypyc_attr
 
-from peer_ring.apps.kv.api import Entry, Limits
 from peer_ring.app import Clock, InvalidRequest, SystemClock
+from peer_ring.apps.kv.api import Entry, Limits
 
 __all__ = ["LocalKV", "compile_glob", "glob_match"]
 
