@@ -1,0 +1,138 @@
+"""MkDocs hooks (mkdocs.yml ``hooks:``): pages generated at build time.
+
+* **API reference**: every navigation entry ``reference/api/MODULE.md``
+  becomes a page for the public module ``MODULE``: a table of the names in
+  its ``__all__`` (first line of each docstring), then mkdocstrings renders
+  each of them from its docstring. Adding a public module to the reference
+  is one line in mkdocs.yml's ``nav``; the page needs no file.
+* **Command line**: ``reference/cli.md`` is the help of every ``peer-ring``
+  command and option, read from the click command tree, so it cannot drift
+  from the program.
+
+The configuration and metrics references are committed pages written by
+``tools/gen_reference.py`` (a unit test checks they are current).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import File, Files
+
+API_PREFIX = "reference/api/"
+CLI_PAGE = "reference/cli.md"
+
+
+def _nav_paths(nav: Any) -> Iterator[str]:
+    if isinstance(nav, str):
+        yield nav
+    elif isinstance(nav, list):
+        for item in nav:
+            yield from _nav_paths(item)
+    elif isinstance(nav, dict):
+        for value in nav.values():
+            yield from _nav_paths(value)
+
+
+def api_modules(nav: Any) -> list[str]:
+    """The modules named by ``reference/api/MODULE.md`` entries of the navigation."""
+    return [
+        path[len(API_PREFIX) : -len(".md")]
+        for path in _nav_paths(nav)
+        if path.startswith(API_PREFIX) and path.endswith(".md")
+    ]
+
+
+def _summary(obj: Any) -> str:
+    doc = inspect.getdoc(obj) if not isinstance(obj, str) else None
+    if not doc:
+        return ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
+
+
+def api_page(module_name: str) -> str:
+    """Markdown of the reference page of one public module."""
+    module = importlib.import_module(module_name)
+    names = [n for n in getattr(module, "__all__", []) if not n.startswith("__")]
+    if not names:
+        raise ValueError(f"{module_name} has no __all__: it is not a public module")
+    lines = [
+        f"# `{module_name}`",
+        "",
+        "_Generated from the docstrings of the names in "
+        f"`{module_name}.__all__`; import them from `{module_name}`, not from "
+        "the modules that define them._",
+        "",
+        "| name | what |",
+        "|---|---|",
+    ]
+    for name in names:
+        anchor = f"{module_name}.{name}"
+        lines.append(f"| [`{name}`](#{anchor}) | {_summary(getattr(module, name))} |")
+    lines += [
+        "",
+        f"::: {module_name}",
+        "    options:",
+        "      show_root_heading: false",
+        "      show_root_toc_entry: false",
+        "      show_submodules: false",
+        "      members:",
+        *(f"        - {n}" for n in names),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _command_help(cmd: click.Command, path: list[str], out: list[str]) -> None:
+    ctx = click.Context(cmd, info_name=" ".join(path))
+    level = "#" * min(len(path) + 1, 4)
+    out += [f"{level} `{' '.join(path)}`", ""]
+    if cmd.help:
+        out += [inspect.cleandoc(cmd.help), ""]
+    pieces = cmd.collect_usage_pieces(ctx)
+    out += ["```text", f"{' '.join(path)} {' '.join(pieces)}".rstrip(), "```", ""]
+    rows = []
+    for param in cmd.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None or record[0].startswith("--help"):
+            continue
+        meaning = record[1].replace("|", "\\|")
+        rows.append(f"| `{record[0]}` | {meaning} |")
+    if rows:
+        out += ["| option | meaning |", "|---|---|", *rows, ""]
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
+                _command_help(sub, [*path, name], out)
+
+
+def cli_page() -> str:
+    """Markdown of every ``peer-ring`` command's help."""
+    from peer_ring.cli import main
+
+    out = [
+        "# Command line",
+        "",
+        "_Generated from the `peer-ring` program itself (`peer-ring COMMAND --help` "
+        "prints the same)._ Durations are seconds; `HOST:PORT` addresses.",
+        "",
+    ]
+    _command_help(main, ["peer-ring"], out)
+    return "\n".join(out)
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """Add the generated pages (they have no file under docs/)."""
+    for module_name in api_modules(config.nav):
+        uri = f"{API_PREFIX}{module_name}.md"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, content=api_page(module_name)))
+    if files.get_file_from_path(CLI_PAGE) is None:
+        files.append(File.generated(config, CLI_PAGE, content=cli_page()))
+    return files
