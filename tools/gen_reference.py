@@ -74,7 +74,7 @@ SECTIONS = (
     Section(
         "peer_ring.apps.kv:KVConfig",
         "KV store",
-        "Python only (`KVStore(KVConfig(...))`); `peer-ring node` uses the defaults "
+        "Python only (`KVStore(config=KVConfig(...))`); `peer-ring node` uses the defaults "
         "with `--conflicts` (default `lww`)",
     ),
     Section("peer_ring.apps.kv:Limits", "KV size limits", "Python only (`KVConfig.limits`)"),
