@@ -9,6 +9,11 @@
   command and option, read from the click command tree, so it cannot drift
   from the program.
 
+* **Project pages**: ``project/*.md`` are the repository's root files
+  (CONTRIBUTING.md, SECURITY.md, ...), one source for both; their links,
+  written for the repository (``docs/kv.md``, ``SECURITY.md``), are
+  rewritten to the site's pages.
+
 The configuration and metrics references are committed pages written by
 ``tools/gen_reference.py`` (a unit test checks they are current).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -127,6 +133,23 @@ def cli_page() -> str:
     return "\n".join(out)
 
 
+#: Root files of the repository -> their page on the site (under project/).
+ROOT_FILES = {
+    "CONTRIBUTING.md": "contributing.md",
+    "CODE_OF_CONDUCT.md": "code-of-conduct.md",
+    "SECURITY.md": "security.md",
+    "CHANGELOG.md": "changelog.md",
+}
+
+
+def rewrite_root_links(markdown: str) -> str:
+    """Links of a root file, as seen from a page in project/."""
+    for name, page in ROOT_FILES.items():
+        markdown = markdown.replace(f"]({name})", f"]({page})")
+        markdown = markdown.replace(f"]({name}#", f"]({page}#")
+    return markdown.replace("](docs/", "](../")
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     """Add the generated pages (they have no file under docs/)."""
     for module_name in api_modules(config.nav):
@@ -135,4 +158,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             files.append(File.generated(config, uri, content=api_page(module_name)))
     if files.get_file_from_path(CLI_PAGE) is None:
         files.append(File.generated(config, CLI_PAGE, content=cli_page()))
+    root = Path(config.config_file_path).parent
+    for name, page in ROOT_FILES.items():
+        text = rewrite_root_links((root / name).read_text())
+        files.append(File.generated(config, f"project/{page}", content=text))
     return files
