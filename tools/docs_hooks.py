@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import griffe
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
+
+TOOLS = Path(__file__).resolve().parent
+SRC = TOOLS.parent / "src"
 
 API_PREFIX = "reference/api/"
 CLI_PAGE = "reference/cli.md"
@@ -54,11 +58,22 @@ def api_modules(nav: Any) -> list[str]:
     ]
 
 
-def _summary(obj: Any) -> str:
-    doc = inspect.getdoc(obj) if not isinstance(obj, str) else None
-    if not doc:
-        return ""
-    return doc.strip().split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
+def summaries(module_name: str, names: list[str]) -> dict[str, str]:
+    """First paragraph of each name's docstring, read as the reference reads it."""
+    extensions = griffe.load_extensions(
+        f"{TOOLS / 'griffe_docstrings.py'}:CommentDocstrings",
+        f"{TOOLS / 'griffe_docstrings.py'}:SphinxRoles",
+    )
+    package = griffe.load(
+        module_name, search_paths=[str(SRC)], extensions=extensions, resolve_aliases=True,
+        resolve_external=False,
+    )  # fmt: skip
+    out = {}
+    for name in names:
+        doc = package[name].docstring
+        text = doc.value.strip().split("\n\n")[0] if doc is not None else ""
+        out[name] = text.replace("\n", " ").replace("|", "\\|")
+    return out
 
 
 def api_page(module_name: str) -> str:
@@ -77,9 +92,8 @@ def api_page(module_name: str) -> str:
         "| name | what |",
         "|---|---|",
     ]
-    for name in names:
-        anchor = f"{module_name}.{name}"
-        lines.append(f"| [`{name}`](#{anchor}) | {_summary(getattr(module, name))} |")
+    for name, summary in summaries(module_name, names).items():
+        lines.append(f"| [`{name}`](#{module_name}.{name}) | {summary} |")
     lines += [
         "",
         f"::: {module_name}",

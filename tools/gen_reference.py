@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from griffe_comments import comment_doc  # noqa: E402
+from griffe_docstrings import comment_doc  # noqa: E402
 
 CONFIG_PAGE = ROOT / "docs" / "operations" / "configuration.md"
 METRICS_PAGE = ROOT / "docs" / "operations" / "metrics.md"

@@ -36,7 +36,7 @@ def public_modules() -> list[str]:
 
 
 def _extensions() -> griffe.Extensions:
-    return griffe.load_extensions(str(ROOT / "tools" / "griffe_comments.py"))
+    return griffe.load_extensions(str(ROOT / "tools" / "griffe_docstrings.py"))
 
 
 def _undocumented(module_name: str) -> list[str]:

@@ -1,4 +1,6 @@
-"""Griffe extension: ``#:`` comments above an attribute are its docstring.
+"""Griffe extensions for peer-ring's docstring conventions.
+
+``CommentDocstrings``: ``#:`` comments above an attribute are its docstring.
 
 peer-ring documents module constants, type aliases and dataclass fields with
 ``#:`` comment blocks right above them (the Sphinx autodoc convention), e.g.::
@@ -10,11 +12,16 @@ Griffe reads only string literals after an attribute, so without this the
 API reference and ``tests/unit/test_docstrings.py`` would see those names as
 undocumented. Loaded by mkdocs.yml (mkdocstrings ``extensions``) and by the
 test, so both judge the same docstrings.
+
+``SphinxRoles``: the docstrings use Sphinx cross-reference roles
+(``:class:`~peer_ring.errors.ConfigError```), which Markdown would show
+literally; they become inline code of the name (``ConfigError``).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 import griffe
@@ -56,3 +63,26 @@ class CommentDocstrings(griffe.Extension):
         doc = comment_doc(list(lines), attr.lineno)
         if doc:
             attr.docstring = griffe.Docstring(doc, lineno=attr.lineno, parent=attr)
+
+
+_ROLE = re.compile(r":(?:class|meth|func|data|attr|mod|exc|obj):`~?(?:[\w.]+\.)?([\w]+)(\(\))?`")
+
+
+def strip_roles(text: str) -> str:
+    """``:class:`~a.b.C``` -> ```C```, ``:meth:`x.y()``` -> ```y()```."""
+    return _ROLE.sub(lambda m: f"`{m.group(1)}{m.group(2) or ''}`", text)
+
+
+class SphinxRoles(griffe.Extension):
+    """Rewrite Sphinx roles in every docstring to inline code."""
+
+    def on_instance(
+        self,
+        *,
+        node: ast.AST | griffe.ObjectNode,
+        obj: griffe.Object,
+        agent: griffe.Visitor | griffe.Inspector,
+        **kwargs: Any,
+    ) -> None:
+        if obj.docstring is not None and ":" in obj.docstring.value:
+            obj.docstring.value = strip_roles(obj.docstring.value)
