@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def summaries(module_name: str, names: list[str]) -> dict[str, str]:
     for name in names:
         doc = package[name].docstring
         text = doc.value.strip().split("\n\n")[0] if doc is not None else ""
-        out[name] = text.replace("\n", " ").replace("|", "\\|")
+        out[name] = escape_cell(text.replace("\n", " "))
     return out
 
 
@@ -108,6 +109,13 @@ def api_page(module_name: str) -> str:
     return "\n".join(lines)
 
 
+def escape_cell(text: str) -> str:
+    """Escape ``|`` for a Markdown table cell, except inside code spans (where the
+    table parser already ignores it and a backslash would show)."""
+    parts = re.sub(r"``([^`]+)``", r"`\1`", text).split("`")
+    return "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(parts))
+
+
 def _command_help(cmd: click.Command, path: list[str], out: list[str]) -> None:
     ctx = click.Context(cmd, info_name=" ".join(path))
     level = "#" * min(len(path) + 1, 4)
@@ -121,8 +129,7 @@ def _command_help(cmd: click.Command, path: list[str], out: list[str]) -> None:
         record = param.get_help_record(ctx)
         if record is None or record[0].startswith("--help"):
             continue
-        meaning = record[1].replace("|", "\\|")
-        rows.append(f"| `{record[0]}` | {meaning} |")
+        rows.append(f"| `{record[0]}` | {escape_cell(record[1])} |")
     if rows:
         out += ["| option | meaning |", "|---|---|", *rows, ""]
     if isinstance(cmd, click.Group):

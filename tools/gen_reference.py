@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from griffe_docstrings import comment_doc  # noqa: E402
+from griffe_docstrings import comment_doc, strip_roles  # noqa: E402
 
 CONFIG_PAGE = ROOT / "docs" / "operations" / "configuration.md"
 METRICS_PAGE = ROOT / "docs" / "operations" / "metrics.md"
@@ -172,6 +172,16 @@ def docstring_entries(doc: str) -> dict[str, str]:
     return out
 
 
+def field_types(cls: type) -> dict[str, str]:
+    """Field name -> its annotation as written in the source (the same in both builds)."""
+    _, node = class_node(cls)
+    return {
+        stmt.target.id: ast.unparse(stmt.annotation)
+        for stmt in node.body
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+    }
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> documentation, from ``#:`` comments or the class docstring."""
     lines, node = class_node(cls)
@@ -220,13 +230,12 @@ def cli_flags() -> dict[str, str]:
     return flags
 
 
-_ROLE = re.compile(r":(?:class|meth|func|data|attr|mod|exc):`~?(?:[\w.]+\.)?([\w]+)`")
-
-
 def _cell(text: str) -> str:
-    """One table cell: Sphinx roles become code, pipes are escaped."""
-    text = _ROLE.sub(r"`\1`", text)
-    return text.replace("|", "\\|").replace("\n", " ")
+    """One table cell: Sphinx roles and ``double`` backticks become `code`, and
+    pipes outside code are escaped (inside code the table parser ignores them)."""
+    text = re.sub(r"``([^`]+)``", r"`\1`", strip_roles(text))
+    parts = text.replace("\n", " ").split("`")
+    return "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(parts))
 
 
 def preset_table() -> list[str]:
@@ -281,7 +290,7 @@ def config_page() -> str:
     ]
     for section in SECTIONS:
         cls = load(section.path)
-        docs = field_docs(cls)
+        docs, types = field_docs(cls), field_types(cls)
         summary = class_doc(cls).split("\n\n")[0].replace("\n", " ")
         module = section.path.partition(":")[0]
         if "#" in section.path:
@@ -302,10 +311,8 @@ def config_page() -> str:
         for f in dataclasses.fields(cls):
             flag = f"`{flags[f.name]}`" if is_node and f.name in flags else ""
             doc = docs.get(f.name, "")
-            out.append(
-                f"| `{f.name}` | `{_cell(str(f.type))}` | {_cell(_default(f))} | {flag} "
-                f"| {_cell(doc)} |"
-            )
+            kind = _cell("`" + types[f.name] + "`")
+            out.append(f"| `{f.name}` | {kind} | {_cell(_default(f))} | {flag} | {_cell(doc)} |")
         out.append("")
     return "\n".join(out)
 
