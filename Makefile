@@ -10,14 +10,14 @@ APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
-	uncompile clean
+	uncompile clean docs docs-serve docs-check
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' wheel  # setup.py's build_ext runs here
-	$(PY) -m pip install -q -e '.[dev,all]'
+	$(PY) -m pip install -q -e '.[dev,all,docs]'
 	@touch $(STAMP)
 
 # The hot path compiled by mypyc (setup.py lists the modules) into C
@@ -66,8 +66,8 @@ demo: $(COMPILED)
 # ruff, then the layer contracts of docs/architecture.md (import-linter,
 # configured in pyproject.toml): a broken contract fails the build and names it.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench tools examples
+	$(VENV)/bin/ruff format --check src tests bench tools examples
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
@@ -77,7 +77,7 @@ typecheck: $(STAMP)
 # (the fixtures start etcd, ZooKeeper and node processes on loopback), then
 # the in-process tests once more against the pure-Python source. pytest's
 # exit 5 (no tests collected) fails the target like any other non-zero exit.
-test: $(STAMP) system-deps lint typecheck $(COMPILED)
+test: $(STAMP) system-deps lint typecheck docs-check $(COMPILED)
 	PEER_RING_EXPECT_BUILD=compiled $(PY) -m pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-pure
 
@@ -102,7 +102,21 @@ bench: $(COMPILED) system-deps
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run_all.py; status=$$?; $(PY) bench/plot.py && exit $$status
 
+# The documentation site (Material for MkDocs, mkdocs.yml): `make docs` builds
+# it into site/, `make docs-serve` serves it on http://127.0.0.1:8000 with
+# live reload. `make docs-check` is the strict build `make test` runs: a
+# broken link or anchor, a page missing from the navigation or a docstring
+# mkdocstrings cannot render fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-check: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site-check
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
 	find src -name '*.so' -delete
 	rm -f $(COMPILED)

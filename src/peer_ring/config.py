@@ -39,9 +39,20 @@ class ReplicationConfig:
     for the life of a cluster: every node must use the same value.
     """
 
+    #: Q, the fixed number of partitions keys are hashed into: a power of two
+    #: in [1, 65536]. The same on every node for the life of the cluster. More
+    #: partitions spread load more evenly and move data in smaller pieces, at
+    #: the cost of more per-partition bookkeeping (anti-entropy trees, transfers).
     partitions: int = 1024
+    #: N, the number of nodes that hold each key. More replicas survive more
+    #: failures and cost N copies of memory and N-fold write traffic.
     replicas: int = 3
+    #: R, the default number of replicas a read waits for (1..N). Higher reads
+    #: are fresher (R + W > N sees the last acknowledged write) and fail sooner
+    #: when replicas are down.
     read_quorum: int = 2
+    #: W, the default number of home replicas a write waits for (1..N). A write
+    #: is sent to all N either way; W only decides when it is acknowledged.
     write_quorum: int = 2
 
     def __post_init__(self) -> None:
@@ -55,49 +66,69 @@ class ReplicationConfig:
 
 @dataclass(frozen=True, slots=True)
 class HandoffConfig:
-    """Settings of transfer, hinted handoff and anti-entropy (seconds, records).
+    """Settings of transfer, hinted handoff, anti-entropy and bootstrap.
 
-    ``max_concurrent`` partitions stream at once per node, in chunks of
-    ``chunk_records``; ``max_records_per_second`` and ``max_bytes_per_second``
-    cap the outgoing transfer rate of the node, all streams together (None:
-    only flow control limits it; bytes are the packed chunk sizes). A failed
-    stream is retried after ``retry_min`` doubling to ``retry_max``, at most
-    ``max_attempts`` times, resuming after the chunks the receiver already
-    imported (then the sweep and anti-entropy take over).
-    ``sweep_interval`` is how often a node hands off partitions it holds but
-    does not own (also the quiet time after an import before such data counts
-    as stray). ``sloppy`` is the coordinator's default quorum mode: False
-    (strict: only home replicas count towards W, so R + W > N means
-    read-your-writes; down owners still get hinted copies on fallbacks) or
-    True (Dynamo's sloppy quorum: fallbacks count, writes stay available in a
-    minority partition, and R + W > N no longer guarantees that a read sees
-    the last acknowledged write); ``hints`` turns hinted handoff on; a fallback keeps at
-    most ``hint_max_records`` hints and tries to deliver them every
-    ``hint_interval``. Anti-entropy compares ``ae_partitions_per_second``
-    partitions per second with one peer each (0 disables it) using trees of
-    ``2**ae_depth`` leaves. ``reap_interval`` is how often members down for
-    longer than ``NodeConfig.dead_after`` are removed. After a start, a node
-    refuses replica reads of the partitions it owns until it has synced them
-    with their live co-owners, for at most ``bootstrap_timeout`` seconds
-    (see ``peer_ring.replication.bootstrap``).
+    Durations are float seconds, rates per second. Each field says its unit
+    and trade-off; docs/handoff.md explains the mechanisms.
     """
 
+    #: Partitions a node streams at once (handoff, re-replication). More
+    #: finishes a rebalance sooner and takes more CPU and bandwidth from
+    #: foreground requests.
     max_concurrent: int = 4
+    #: Records per stream chunk (and per anti-entropy repair slice). Larger
+    #: chunks mean fewer round trips and longer event-loop stalls per chunk.
     chunk_records: int = 512
+    #: Cap on the records per second this node sends in transfers, all streams
+    #: together; None: only flow control limits it. Lower protects foreground
+    #: latency, higher finishes a rebalance sooner.
     max_records_per_second: float | None = None
+    #: Cap on the bytes per second (packed chunk sizes) this node sends in
+    #: transfers; None: no byte limit.
     max_bytes_per_second: float | None = None
+    #: Seconds before the first retry of a failed stream; doubles per attempt.
     retry_min: float = 0.2
+    #: Upper bound, in seconds, of the retry delay.
     retry_max: float = 5.0
+    #: Attempts per stream before giving up (the sweep and anti-entropy then
+    #: take over). A retry resumes after the chunks the receiver imported.
     max_attempts: int = 8
+    #: Seconds between sweeps that hand off partitions this node holds but no
+    #: longer owns; also the quiet time after an import before such data
+    #: counts as stray.
     sweep_interval: float = 30.0
+    #: The coordinator's default quorum mode. False (strict): only home
+    #: replicas count towards W, so R + W > N means read-your-writes; down
+    #: owners still get hinted copies on fallbacks. True (Dynamo's sloppy
+    #: quorum): fallbacks count, writes stay available in a minority
+    #: partition, and R + W > N no longer guarantees that a read sees the last
+    #: acknowledged write.
     sloppy: bool = False
+    #: Hinted handoff: a write for a down owner leaves a copy on a live
+    #: fallback, delivered when the owner is back.
     hints: bool = True
+    #: Most hints (records) one fallback node keeps; beyond it a hinted
+    #: command fails with Overloaded. Bounds the memory a long outage costs.
     hint_max_records: int = 100_000
+    #: Seconds between attempts to deliver stored hints to their owners.
     hint_interval: float = 1.0
+    #: Hints (records) delivered per message.
     hint_batch: int = 256
+    #: Partitions per second anti-entropy compares with one co-owner each
+    #: (0 disables it). Higher repairs divergence sooner and costs CPU and
+    #: traffic all the time.
     ae_partitions_per_second: float = 2.0
+    #: Anti-entropy Merkle trees have 2**ae_depth leaves (0..16). Deeper trees
+    #: pinpoint differences in big partitions with less data sent, and cost
+    #: more to exchange when little differs.
     ae_depth: int = 8
+    #: Seconds between checks for members down longer than
+    #: ``NodeConfig.dead_after`` (they are then removed from the ring).
     reap_interval: float = 5.0
+    #: After a start, a node refuses replica reads of the partitions it owns
+    #: until it has synced them with their live co-owners, for at most this
+    #: many seconds (then it serves anyway, with a warning). See
+    #: ``peer_ring.replication.bootstrap``.
     bootstrap_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -129,25 +160,60 @@ class NodeConfig:
     never set it in production.
     """
 
+    #: This node's id, unique in the cluster and stable across restarts (the
+    #: ring places partitions by id, so a restarted node keeps its partitions).
     node_id: str
+    #: Address ``HOST:PORT`` the peer transport binds.
     listen: str = "127.0.0.1:7400"
+    #: Address ``HOST:PORT`` peers dial, when it differs from ``listen`` (NAT,
+    #: containers); None: ``listen``.
     advertise: str | None = None
+    #: Contact points ``HOST:PORT`` for static discovery; any one reachable
+    #: seed is enough to join. Ignored by the other discovery backends.
     seeds: tuple[str, ...] = ()
+    #: Failure zone (rack, availability zone). Replicas of a partition go to
+    #: distinct zones when there are enough of them. None: no zone.
     zone: str | None = None
+    #: Relative capacity: a node of weight 2 holds about twice the partitions
+    #: of a node of weight 1.
     weight: float = 1.0
+    #: Free-form labels announced with the member record.
     meta: Mapping[str, str] = field(default_factory=dict)
+    #: Cluster name, checked in every peer handshake: nodes of another
+    #: cluster are refused even when they can reach this one.
     cluster: str = "peer-ring"
+    #: Peer transport: ``tcp`` (the default), ``grpc``, or ``memory``
+    #: (in-process, for tests).
     transport: str = "tcp"
+    #: N, R, W and Q.
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    #: Deadlines, queue bounds and reconnects of the peer transport.
     transport_config: TransportConfig = field(default_factory=TransportConfig)
+    #: How fast a silent member is marked down.
     failure: FailureDetectorConfig = field(default_factory=FailureDetectorConfig)
+    #: Transfer, hinted handoff, anti-entropy and bootstrap.
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    #: Seconds between member-list exchanges with a random peer (static
+    #: discovery). Lower spreads joins and leaves sooner, with more messages.
     member_sync_interval: float = 1.0
+    #: Seconds discovery may take to find the initial member set before the
+    #: node's start fails.
     discovery_start_timeout: float = 5.0
+    #: Seconds a member may be down before any node removes it from the ring
+    #: and its partitions are re-replicated; None: never automatically. Long
+    #: enough for a restart or a rolling upgrade, short enough that a lost
+    #: machine does not leave partitions at N-1 copies for long.
     dead_after: float | None = 300.0
+    #: Address ``HOST:PORT`` of the Redis protocol server (node processes
+    #: only); None: no RESP server.
     resp: str | None = None
+    #: Address ``HOST:PORT`` of ``/healthz``, ``/readyz``, ``/metrics`` and
+    #: ``/status`` (node processes only); None: no HTTP server.
     http: str | None = None
+    #: Seconds a stop may take before remaining work is cancelled.
     stop_timeout: float = 5.0
+    #: Enables the fault-injection admin endpoints and test-only peer
+    #: operations. Never set it in production.
     testing: bool = False
 
     def __post_init__(self) -> None:

@@ -34,8 +34,12 @@ class FailureDetectorConfig:
     positives on a loaded machine.
     """
 
+    #: Seconds between pings of a member not heard from within that time.
     ping_interval: float = 0.5
+    #: Seconds a ping may go unanswered before it counts as a failure.
     ping_timeout: float = 0.5
+    #: Consecutive failures that mark a member down. Higher tolerates a
+    #: loaded or briefly paused peer, and detects a dead one later.
     failures_to_down: int = 2
 
     def __post_init__(self) -> None:

@@ -92,10 +92,18 @@ class TLSConfig:
     ``check_hostname`` is set.
     """
 
+    #: Path of this node's certificate chain (PEM).
     cert_file: str
+    #: Path of the private key of ``cert_file`` (PEM).
     key_file: str
+    #: Path of the CA bundle peers' certificates are verified against; None:
+    #: peers' certificates are not verified (encryption without authentication).
     ca_file: str | None = None
+    #: Mutual TLS: the server refuses clients without a certificate signed by
+    #: ``ca_file``.
     require_client_cert: bool = False
+    #: Also check that the peer's certificate names the host dialled (off:
+    #: nodes are addressed by IP and identified by the CA).
     check_hostname: bool = False
 
 
@@ -132,15 +140,32 @@ class TransportConfig:
     PeerUnavailable rather than queueing behind a dead peer.
     """
 
+    #: Default deadline of a request in seconds; a call may pass its own.
     request_timeout: float = 5.0
+    #: Seconds a connection attempt may take.
     connect_timeout: float = 2.0
+    #: Largest message on the wire, bytes, both directions: a larger outgoing
+    #: message fails with FrameTooLarge before it is sent, a larger incoming
+    #: frame closes the connection.
     max_frame_size: int = 64 * 1024 * 1024
+    #: Bytes that may wait for one peer (unsent frames plus the socket's write
+    #: buffer); beyond it requests fail with Overloaded. Memory versus
+    #: absorbing bursts towards a slow peer.
     max_pending_bytes: int = 64 * 1024 * 1024
+    #: Unanswered requests per peer; beyond it requests fail with Overloaded.
     max_in_flight: int = 65_536
+    #: Seconds before the first reconnect attempt; doubles per attempt. While
+    #: backing off, requests fail fast with PeerUnavailable.
     reconnect_min: float = 0.05
+    #: Upper bound, in seconds, of the reconnect backoff.
     reconnect_max: float = 2.0
+    #: Unacknowledged chunks a stream (partition transfer) may have in flight:
+    #: more hides latency, less bounds the receiver's buffering.
     stream_window: int = 8
+    #: Cluster name sent in the handshake; set from ``NodeConfig.cluster``.
     cluster: str = "peer-ring"
+    #: TLS for peer channels; None: plaintext. Settable from Python only
+    #: today: no flag or config-file key switches it on yet (issue 17).
     tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:

@@ -41,7 +41,10 @@ class Entry:
 class Limits:
     """Size limits enforced by the store (bytes)."""
 
+    #: Longest key in bytes; a longer one raises InvalidRequest before
+    #: anything is sent.
     max_key_size: int = 64 * 1024
+    #: Longest value in bytes; a longer one raises InvalidRequest.
     max_value_size: int = 16 * 1024 * 1024
 
 

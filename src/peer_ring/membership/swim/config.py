@@ -100,7 +100,9 @@ class SwimConfig:
     #: out of the published view (still probed) until the penalty decays to
     #: ``flap_reuse``. Suppress = 3 tolerates two quick restarts.
     flap_half_life: float = 60.0
+    #: Flap penalty above which a member is left out of the published view.
     flap_suppress: float = 3.0
+    #: Flap penalty below which a suppressed member is published again.
     flap_reuse: float = 1.5
 
     # --- wire --------------------------------------------------------------
