@@ -333,11 +333,12 @@ def undocumented_fields() -> list[str]:
 
 
 async def _exposition() -> str:
-    """The ``/metrics`` text of a node wired like ``peer-ring node --resp --http``."""
+    """The ``/metrics`` text of a node wired like ``peer-ring node --resp --http``
+    (the KV store exports its own figures through ``AppContext.add_metrics``)."""
     from peer_ring import Node, NodeConfig
     from peer_ring.apps.kv import KVStore
     from peer_ring.metrics import make_registry, render
-    from peer_ring.runner import _kv_metrics, _resp_metrics
+    from peer_ring.runner import _resp_metrics
     from peer_ring.server.resp import RespServer
     from peer_ring.transport.memory import MemoryNetwork
 
@@ -350,7 +351,6 @@ async def _exposition() -> str:
         registry, collector = make_registry(node)
         resp = RespServer(kv, host="127.0.0.1", port=0)  # never started: its counters only
         collector.extra.append(partial(_resp_metrics, lambda: resp))
-        collector.extra.append(partial(_kv_metrics, kv))
         return render(registry).decode()
     finally:
         await node.stop()
