@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from _util import console, percentiles, progress, table, write_results
+from peer_ring import wire
 from peer_ring.testing.cluster import LocalCluster
 from peer_ring.transport.base import TransportConfig
 from peer_ring.transport.tcp import TcpTransport
@@ -84,7 +85,9 @@ async def _bench_all(
     try:
         pairs = zip(addresses, specs, strict=True)
         return list(
-            await asyncio.gather(*(client.request(a, ["bench", s], timeout) for a, s in pairs))
+            await asyncio.gather(
+                *(client.request(a, wire.bench_frame(s), timeout) for a, s in pairs)
+            )
         )
     finally:
         await client.close()
@@ -96,7 +99,7 @@ async def _wait_ring(addresses: list[str], deadline: float) -> None:
     try:
         while True:
             views = await asyncio.gather(
-                *(client.request(a, ["st"]) for a in addresses), return_exceptions=True
+                *(client.request(a, wire.status_frame()) for a in addresses), return_exceptions=True
             )
             if all(
                 isinstance(v, dict)

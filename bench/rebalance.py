@@ -37,6 +37,7 @@ from typing import Any
 
 from _util import console, progress, table, write_results
 from kv import bench_nodes, summarize
+from peer_ring import wire
 from peer_ring.testing.cluster import LocalCluster
 from peer_ring.transport.base import TransportConfig
 from peer_ring.transport.tcp import TcpTransport
@@ -63,7 +64,7 @@ async def _foreground(address: str, spec: dict[str, Any], timeout: float) -> dic
     client = TcpTransport("bench-rb", "127.0.0.1:0", TransportConfig(request_timeout=timeout))
     await client.start()
     try:
-        answer: dict[str, Any] = await client.request(address, ["bench", spec], timeout)
+        answer: dict[str, Any] = await client.request(address, wire.bench_frame(spec), timeout)
         return answer
     finally:
         await client.close()
@@ -209,7 +210,8 @@ def _wait_members(c: LocalCluster, names: list[str], timeout: float = 30.0) -> N
             end = time.monotonic() + timeout
             while time.monotonic() < end:
                 sts = await asyncio.gather(
-                    *(client.request(c[n].address, ["st"]) for n in names), return_exceptions=True
+                    *(client.request(c[n].address, wire.status_frame()) for n in names),
+                    return_exceptions=True,
                 )
                 if all(isinstance(s, dict) and len(s["members"]) == len(names) for s in sts):
                     return

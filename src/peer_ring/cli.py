@@ -22,7 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from peer_ring import __version__
+from peer_ring import __version__, wire
 from peer_ring.config import DISCOVERY_KEYS, NodeConfig, ReplicationConfig, discovery_table
 from peer_ring.errors import ConfigError, PeerRingError
 
@@ -206,7 +206,7 @@ async def _query(address: str, message: Any, transport: str, timeout: float) -> 
 def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
     """Show the members a node sees, their state and ownership, and the ring epoch."""
     try:
-        st = asyncio.run(_query(address, ["st"], transport, timeout))
+        st = asyncio.run(_query(address, wire.status_frame(), transport, timeout))
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] cannot query {address}: {exc}")
         sys.exit(1)
@@ -264,7 +264,7 @@ def leave(address: str, transport: str, timeout: float) -> None:
     """
     with console.status(f"{address} is handing its partitions over..."):
         try:
-            result = asyncio.run(_query(address, ["leave"], transport, timeout))
+            result = asyncio.run(_query(address, wire.leave_frame(), transport, timeout))
         except PeerRingError as exc:
             err_console.print(f"[red]error:[/red] leave of {address} failed: {exc}")
             sys.exit(1)
@@ -302,7 +302,7 @@ _timeout_opt = click.option("--timeout", type=float, default=5.0, show_default=T
 @_timeout_opt
 def kv_get(key: str, address: str, transport: str, timeout: float) -> None:
     """Print KEY's value (exit 1 with a message when it is missing)."""
-    result = _kv_call(address, ["kv", "get", key.encode()], transport, timeout)
+    result = _kv_call(address, wire.kv_admin_frame("get", key.encode()), transport, timeout)
     if result is None:
         err_console.print(f"(nil): {key!r} not found")
         sys.exit(1)
@@ -325,7 +325,9 @@ def kv_put(
     """Store VALUE under KEY (acknowledged by a write quorum)."""
     if ttl is not None and ttl <= 0:
         raise click.UsageError("--ttl must be > 0 seconds")
-    _kv_call(address, ["kv", "put", key.encode(), value.encode(), ttl], transport, timeout)
+    _kv_call(
+        address, wire.kv_admin_frame("put", key.encode(), value.encode(), ttl), transport, timeout
+    )
     click.echo("OK")
 
 
@@ -336,7 +338,7 @@ def kv_put(
 @_timeout_opt
 def kv_del(key: str, address: str, transport: str, timeout: float) -> None:
     """Delete KEY; prints 1 if it existed, else 0."""
-    existed = _kv_call(address, ["kv", "del", key.encode()], transport, timeout)
+    existed = _kv_call(address, wire.kv_admin_frame("del", key.encode()), transport, timeout)
     click.echo("1" if existed else "0")
 
 

@@ -429,7 +429,9 @@ class Node(Cluster):
                     continue
                 if self.detector.is_up(mid) and not self.detector.needs_ping(mid):
                     continue
-                fut = self.transport.request_future(member.address, ["p"], cfg.ping_timeout)
+                fut = self.transport.request_future(
+                    member.address, wire.ping_frame(), cfg.ping_timeout
+                )
                 pending[mid] = fut
                 fut.add_done_callback(partial(self._ping_done, mid, pending))
 

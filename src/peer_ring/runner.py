@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from peer_ring import wire
 from peer_ring.apps.kv.store import KVConfig, KVStore
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
@@ -457,12 +458,12 @@ async def serve(
         discovery=build_discovery(config, discovery),
         clock=SystemClock(offset=clock_offset) if clock_offset else None,
     )
-    node.add_peer_handler("leave", _leave_op(node, stop))
+    node.add_peer_handler(wire.LEAVE, _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
     node.register(kv)
-    node.add_peer_handler("kv", _kv_admin(kv))
+    node.add_peer_handler(wire.KV_ADMIN, _kv_admin(kv))
     if config.testing:
-        node.add_peer_handler("bench", _kv_bench(kv))
+        node.add_peer_handler(wire.BENCH, _kv_bench(kv))
     http: HttpServer | None = None
     resp: Any = None
     await node.start()

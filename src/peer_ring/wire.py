@@ -31,6 +31,9 @@ Frames (``->`` the answer)::
     ["xf_plan"]                                           transfers planned for the asker
     ["xf_at", transfer_id]                                resume position of a transfer
     stream header ["xf", ns, partition, sender(, transfer_id, start)]
+    ["leave"]                                             decommission (admin)
+    ["kv", verb, key, ...]                                ``peer-ring kv`` (admin)
+    ["bench", spec]                                       in-node load run (--testing)
 
 Operations reserved for the node (:data:`NODE_OPS`) and for the framework's
 subsystems (:data:`FRAMEWORK_OPS`) cannot be taken by anything else
@@ -60,11 +63,14 @@ __all__ = [
     "ADMIN_OPS",
     "AE_GET",
     "AE_TREE",
+    "BENCH",
     "COVER",
     "DUAL",
     "FRAMEWORK_OPS",
     "HINTED",
     "HINT_DELIVERY",
+    "KV_ADMIN",
+    "LEAVE",
     "MEMBERS",
     "NODE_OPS",
     "PING",
@@ -79,18 +85,23 @@ __all__ = [
     "Cover",
     "Hinted",
     "ServiceCommand",
+    "bench_frame",
     "cover_frame",
     "decode_records",
     "delivery_frame",
     "dual_frame",
     "hinted_frame",
+    "kv_admin_frame",
+    "leave_frame",
     "parse_cover",
     "parse_dual",
     "parse_hinted",
     "parse_partition_frame",
     "parse_service",
+    "ping_frame",
     "pull_frame",
     "service_frame",
+    "status_frame",
     "tree_frame",
 ]
 
@@ -241,6 +252,31 @@ def parse_cover(message: list[Any], partitions: int) -> Cover:
     if type(parts) is not list or not all(type(p) is int and 0 <= p < partitions for p in parts):
         raise InvalidRequest(f"cv: partitions must be a list of ints in [0, {partitions})")
     return Cover(ns, command, parts, payload, origin, epoch)
+
+
+def ping_frame() -> list[Any]:
+    """``["p"]``: liveness probe; answered with ``[node_id, ring epoch]``."""
+    return [PING]
+
+
+def status_frame() -> list[Any]:
+    """``["st"]``: the node's status map (``peer-ring status``)."""
+    return [STATUS]
+
+
+def leave_frame() -> list[Any]:
+    """``["leave"]``: decommission the node (hand over, then exit)."""
+    return [LEAVE]
+
+
+def kv_admin_frame(verb: str, key: bytes, *args: Any) -> list[Any]:
+    """``["kv", verb, key, ...]``: ``peer-ring kv get|put|del`` (``put``: value, ttl)."""
+    return [KV_ADMIN, verb, key, *args]
+
+
+def bench_frame(spec: dict[str, Any]) -> list[Any]:
+    """``["bench", spec]``: a bounded load run inside a ``--testing`` node."""
+    return [BENCH, spec]
 
 
 def decode_records(chunk: Any) -> list[tuple[bytes, Any]]:

@@ -208,8 +208,6 @@ class Discovery(abc.ABC):
     #: the node asks it to :meth:`remove` one that was down for longer than
     #: ``NodeConfig.dead_after`` (static discovery).
     removes_dead_members: bool = False
-    #: The backend is told the addresses of its first peers (``--seeds``).
-    needs_seeds: bool = False
 
     def __init__(self) -> None:
         self._publisher = ViewPublisher()

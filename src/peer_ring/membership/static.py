@@ -38,7 +38,6 @@ class StaticDiscovery(Discovery):
     name = "static"
     exchanges_members = True
     removes_dead_members = True
-    needs_seeds = True
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from peer_ring import wire
 from peer_ring.errors import ConfigError, PeerRingError
 from peer_ring.testing.cluster import LocalCluster
 from peer_ring.testing.history import History
@@ -351,7 +352,11 @@ async def node_status(address: str, timeout: float = 2.0, transport: str = "tcp"
     from peer_ring.transport import request_once
 
     result: dict[str, Any] = await request_once(
-        address, ["st"], transport=transport, timeout=timeout, name=f"harness-{os.getpid()}"
+        address,
+        wire.status_frame(),
+        transport=transport,
+        timeout=timeout,
+        name=f"harness-{os.getpid()}",
     )
     return result
 

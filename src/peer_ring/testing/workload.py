@@ -53,6 +53,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError, TryAgainError
 
+from peer_ring import wire
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import ConfigError, PeerRingError
 from peer_ring.ring import Ring, RingNode
@@ -388,7 +389,9 @@ async def replica_dumps(
             try:
                 for key in keys:
                     k = key.encode()
-                    msg = ["s", namespace, "get", k, ring.partition_for(k), None, client.node_id]
+                    msg = wire.service_frame(
+                        namespace, "get", k, ring.partition_for(k), None, client.node_id, ring.epoch
+                    )
                     state = await client.request(address, msg, timeout)
                     if state:
                         contents[key] = _values_of_state(state)

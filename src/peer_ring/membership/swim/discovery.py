@@ -53,7 +53,6 @@ class SwimDiscovery(Discovery):
     """
 
     name = "swim"
-    needs_seeds = True
 
     def __init__(
         self,
