@@ -86,6 +86,12 @@ def main() -> None:
     default=0.0,
     help="Shift this node's wall clock by SECONDS (fault injection; needs --testing).",
 )
+@click.option(
+    "--misbehave",
+    metavar="MODE[:RATE]",
+    help="Break a KV promise on purpose: drop-writes, stale-reads or duplicate-appends "
+    "(proves the fault checkers can fail; needs --testing).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
@@ -113,6 +119,7 @@ def node(**opts: Any) -> None:
             requirepass=opts["requirepass"],
             conflicts=opts["conflicts"],
             clock_offset=opts["clock_offset"],
+            misbehave=opts["misbehave"],
         )
     )
 

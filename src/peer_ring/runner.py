@@ -454,9 +454,16 @@ async def serve(
     requirepass: str | None = None,
     conflicts: str = "lww",
     clock_offset: float = 0.0,
+    misbehave: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    ``misbehave`` (``MODE[:RATE]``, needs ``config.testing``) registers the
+    KV store behind :class:`peer_ring.testing.misbehave.Misbehaving`: a
+    replica that breaks a promise on purpose, to prove the fault harness
+    catches it.
+    """
     stop = stop or asyncio.Event()
     discovery = discovery or DiscoveryOptions()
     if discovery.backend == "swim":
@@ -470,6 +477,8 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     if clock_offset and not config.testing:
         raise ConfigError("--clock-offset is a fault-injection tool: it needs --testing")
+    if misbehave and not config.testing:
+        raise ConfigError("--misbehave is a fault-injection tool: it needs --testing")
     node = Node(
         config,
         discovery=build_discovery(config, discovery),
@@ -477,7 +486,14 @@ async def serve(
     )
     node.add_peer_handler("leave", _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
-    node.register(kv)
+    if misbehave:
+        from peer_ring.testing.misbehave import Misbehaving, parse_spec
+
+        mode, rate = parse_spec(misbehave)
+        log.warning("node %s misbehaves on purpose: %s (rate %g)", config.node_id, mode, rate)
+        node.register(Misbehaving(kv, mode, rate=rate))
+    else:
+        node.register(kv)
     node.add_peer_handler("kv", _kv_admin(kv))
     if config.testing:
         node.add_peer_handler("bench", _kv_bench(kv))
