@@ -413,8 +413,7 @@ def cluster_up(
         )
         console.print("Ctrl-C stops the cluster.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(n.running for n in cluster.nodes.values()):
-            time.sleep(0.5)
+        watch_nodes(cluster)
     except NodeStartError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
@@ -422,6 +421,37 @@ def cluster_up(
     finally:
         cluster.close()
         console.print("cluster stopped")
+
+
+def watch_nodes(cluster: Any, interval: float = 0.5) -> None:
+    """Until every node has exited: report each node that exits, keep the others.
+
+    A node exits after ``peer-ring leave`` (code 0) or when someone kills it
+    to watch failover; the rest of the cluster keeps serving. Returns when
+    none is left (Ctrl-C/SIGTERM interrupt it earlier).
+    """
+    reported: set[str] = set()
+    while True:
+        running = 0
+        for n in cluster.nodes.values():
+            code = n.proc.poll() if n.proc is not None else None
+            if code is None:
+                running += 1
+                continue
+            if n.name in reported:
+                continue
+            reported.add(n.name)
+            how = "left the cluster" if code == 0 else f"exited with code {code}"
+            if code < 0:
+                how = f"was stopped by signal {-code}"
+            console.print(
+                f"node {n.name} (pid {n.pid}) {how}; "
+                f"{sum(1 for m in cluster.nodes.values() if m.running)} node(s) keep running"
+            )
+        if not running:
+            console.print("every node has exited")
+            return
+        time.sleep(interval)
 
 
 if __name__ == "__main__":  # pragma: no cover
