@@ -23,7 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from peer_ring import __version__
-from peer_ring.config import DISCOVERY_KEYS, NodeConfig, ReplicationConfig, discovery_table
+from peer_ring.config import (
+    DISCOVERY_KEYS,
+    NodeConfig,
+    ReplicationConfig,
+    discovery_table,
+    quorum_warning,
+)
 from peer_ring.errors import ConfigError, PeerRingError
 
 if TYPE_CHECKING:
@@ -112,6 +118,9 @@ def node(**opts: Any) -> None:
         discovery = _discovery_options(opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    warning = quorum_warning(config.replication, sloppy=config.handoff.sloppy)
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     sys.exit(
         run(
             config,
@@ -383,6 +392,11 @@ def cluster_up(
     if base[0] != 127 or base[3] + count > 255:
         raise click.UsageError("--first-ip must be a loopback address with room for -n nodes")
     logs = Path(log_dir) if log_dir else Path.cwd() / ".peer-ring-cluster"
+    if replicas < 1:
+        raise click.UsageError("--replicas must be >= 1")
+    warning = quorum_warning(_replication({}, {"replicas": min(replicas, count)}))
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     cluster = LocalCluster(
         count,
         subnet=f"127.{base[1]}.{base[2]}",
