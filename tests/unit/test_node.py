@@ -243,3 +243,19 @@ async def test_a_request_timeout_is_not_counted_twice_by_the_detector(
     assert n1.detector._health["n2"].failures == 0  # _ping_done counts it, not the observer
     n1._on_peer_health(n2.address, False, PeerUnavailable("refused"))
     assert n1.member_state("n2") is MemberState.DOWN
+
+
+async def test_quorum_not_reached_counts_the_local_replica_that_answered(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    """The other replicas fail at once (their nodes are gone): the round must not
+    report "0 of 2 acked" before the local replica, asked last, has answered."""
+    _, nodes = cluster
+    await asyncio.gather(nodes[1].stop(), nodes[2].stop())
+    with pytest.raises(QuorumNotReached) as info:
+        await nodes[0].coordinator.run("counter", b"q", "incr", 1, quorum=2, timeout=0.3)
+    assert info.value.acked == 1
+    assert "1 of 2" in str(info.value)
+    counter = nodes[0].service("counter")
+    assert isinstance(counter, Counter)
+    assert counter.counts[nodes[0].ring.partition_for(b"q")][b"q"] == 1
