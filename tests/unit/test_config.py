@@ -131,3 +131,17 @@ def test_node_command_warns_at_start_when_quorums_tolerate_no_failure(
     three = runner.invoke(main, ["node", "--id", "n1"])
     assert three.exit_code == 0, three.output
     assert "warning:" not in three.output
+
+
+def test_swim_seeds_on_the_peer_port_go_to_the_gossip_port() -> None:
+    from peer_ring.runner import swim_seeds
+
+    cfg = NodeConfig.lan(
+        "n1", listen="10.0.0.1:7400", seeds=("10.0.0.2:7400", "10.0.0.3:7946", "10.0.0.4:9000")
+    )
+    seeds, moved = swim_seeds(cfg, {})
+    assert seeds == ["10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.4:9000"]
+    assert moved == ["10.0.0.2:7400"]
+    # with --gossip on another port, that port is the one assumed
+    seeds, moved = swim_seeds(cfg, {"gossip": "10.0.0.1:8000"})
+    assert seeds[0] == "10.0.0.2:8000"

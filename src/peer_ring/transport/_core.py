@@ -439,7 +439,15 @@ class _Session(FrameReceiver):
         self._write(_pack([ERR, rid, code, text]))
 
     def fatal(self, exc: PeerRingError) -> None:
-        log.warning("closing channel from %s: %s", self.peer or "unidentified peer", exc)
+        if self.peer is None:  # not even a handshake: probably not a peer-ring peer
+            log.warning(
+                "closing channel from an unidentified client: %s (this is a peer port; a "
+                "SWIM node whose --seeds name it should use the gossip port instead, 7946 "
+                "by default)",
+                exc,
+            )
+        else:
+            log.warning("closing channel from %s: %s", self.peer, exc)
         self.core.stats["protocol_errors"] += 1
         self._error(0, exc)
         conn = self.conn
