@@ -1,7 +1,15 @@
-"""Fixtures of the fault-injection scenarios (see ``_harness.py``), and the run's summary."""
+"""Fixtures of the fault-injection scenarios (see ``_harness.py``), and the run's summary.
+
+Every scenario is parametrized over both KV conflict modes. ``make chaos``
+(``PEER_RING_CHAOS=1``) and ``PEER_RING_FAULT_MODES=both`` run every scenario
+in both; the regular suite, which must stay fast, runs each scenario in one
+mode, alternating down the file (about half in each), and says so in the
+count of deselected tests.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +17,29 @@ from typing import Any
 import pytest
 
 from peer_ring.testing.checker import ConflictMode
-from tests.fault._harness import MODES, REPORTS, Scenario, make_scenario
+from tests.fault._harness import CHAOS, MODES, REPORTS, Scenario, make_scenario
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Outside chaos runs, keep one conflict mode per fault scenario (see the module doc)."""
+    if CHAOS or os.environ.get("PEER_RING_FAULT_MODES") == "both":
+        return
+    here = Path(__file__).parent
+    bases: dict[tuple[str, str], int] = {}
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "mode" not in callspec.params or here not in item.path.parents:
+            keep.append(item)
+            continue
+        others = sorted((k, str(v)) for k, v in callspec.params.items() if k != "mode")
+        base = (item.path.name, f"{getattr(item, 'originalname', item.name)}{others}")
+        index = bases.setdefault(base, len(bases))
+        (keep if callspec.params["mode"] == MODES[index % len(MODES)] else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(params=MODES)
