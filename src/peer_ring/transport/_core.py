@@ -50,6 +50,7 @@ from mypy_extensions import mypyc_attr
 
 from peer_ring.errors import (
     ClosedError,
+    ConnectionLost,
     FrameTooLarge,
     Overloaded,
     PeerRingError,
@@ -365,7 +366,8 @@ class _Peer(FrameReceiver):
             # without this note it would adopt the dead channel and never redial
             self.lost_while_connecting = self.connecting is not None
             return
-        err: PeerRingError = PeerUnavailable(
+        # the requests in flight may have been delivered: outcome unknown
+        err: PeerRingError = ConnectionLost(
             f"connection to {self.address} lost" + (f": {exc}" if exc else "")
         )
         if self.core._closing:
