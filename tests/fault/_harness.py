@@ -211,6 +211,19 @@ class Scenario:
                 assert self.results[name].ok, f"{self.results[name]}\n{where}"
         assert not self.unread, f"keys never read back: {self.unread[:10]} {where}"
 
+    def assert_only_blind_writes_affected(self, *names: str) -> None:
+        """The problems of the checkers ``names`` (``stale``, ``lost``) are all on
+        the shared, blindly written keys: every append key kept its promise."""
+        ops_ids = {"stale": "stale_ops", "lost": "lost_ops"}
+        key_of = {op.id: op.key for op in self.history.operations()}
+        for name in names:
+            keys = {key_of[i] for i in self.results[name].data[ops_ids[name]]}
+            on_lists = sorted(keys - self.workload.shared_keys)
+            assert not on_lists, (
+                f"{name} on append keys {on_lists[:5]}: {self.results[name]}\n"
+                f"(artefacts: {self.dir})"
+            )
+
 
 def make_scenario(
     tmp_path: Path,
