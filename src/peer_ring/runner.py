@@ -493,7 +493,7 @@ async def serve(
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
 
     ``misbehave`` (``MODE[:RATE]``, needs ``config.testing``) registers the
-    KV store behind :class:`peer_ring.testing.misbehave.Misbehaving`: a
+    KV store behind :class:`peer_ring._misbehave.Misbehaving`: a
     replica that breaks a promise on purpose, to prove the fault harness
     catches it.
     """
@@ -520,7 +520,7 @@ async def serve(
     node.add_peer_handler("leave", _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
     if misbehave:
-        from peer_ring.testing.misbehave import Misbehaving, parse_spec
+        from peer_ring._misbehave import Misbehaving, parse_spec
 
         mode, rate = parse_spec(misbehave)
         log.warning("node %s misbehaves on purpose: %s (rate %g)", config.node_id, mode, rate)

@@ -1,6 +1,6 @@
 """The harness proves it can fail: nodes that break a promise on purpose are caught.
 
-Every node runs ``--testing --misbehave MODE`` (``peer_ring.testing.misbehave``:
+Every node runs ``--testing --misbehave MODE`` (``peer_ring._misbehave``:
 a wrapper around the KV store's replica ``handle``), the whole scenario
 harness runs against the cluster -- workload, final reads, replica dumps,
 every checker -- and the checker that owns the broken promise must fail.

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from peer_ring._misbehave import Misbehaving, parse_spec
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError
 from peer_ring.runner import serve
 from peer_ring.service import Request, Service
-from peer_ring.testing.misbehave import Misbehaving, parse_spec
 
 
 class Echo(Service):

@@ -1,4 +1,4 @@
-"""A replica that misbehaves on purpose: proof that the checkers can fail.
+"""A replica that misbehaves on purpose: proof that the fault checkers can fail.
 
 A harness that has never failed proves nothing. :class:`Misbehaving` wraps
 a registered service's replica side (its ``handle(Request)``) and breaks one
@@ -23,8 +23,10 @@ its bug:
 ``RATE`` (default 1) is the share of eligible commands that misbehave,
 drawn from a seeded random generator. The wrapper delegates every other
 hook (transfer, anti-entropy, hinted handoff) to the real service untouched.
-It is installed only with the explicit testing flag; it never changes the
-KV store's code.
+It is installed only with the explicit testing flag, by the node runner (the
+``--testing`` surface of ``peer-ring node``): it sits above the service
+layer, which :mod:`peer_ring.testing` (the harness, a lower layer) may not
+import; it never changes the KV store's code.
 
 Invariants: the wrapper keeps the inner service's namespace, read and
 refused commands; ``attach`` and ``close`` reach the inner service once.
@@ -38,11 +40,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from peer_ring.errors import ConfigError
-from peer_ring.replication.merkle import DigestIndex
 from peer_ring.service import Record, Request, Service
 
 if TYPE_CHECKING:
-    from peer_ring.node import Node
+    from peer_ring.replication.merkle import DigestIndex
 
 MODES: Final = ("drop-writes", "stale-reads", "duplicate-appends")
 
@@ -81,7 +82,7 @@ class Misbehaving(Service):
         self.namespace = inner.namespace
         self.read_commands = inner.read_commands
         self._rng = random.Random(seed)
-        self._node: Node | None = None
+        self._clock: Any = None
         #: stale-reads: key -> (when copied, the answer then)
         self._copies: dict[bytes, tuple[float, Any]] = {}
         #: how many commands misbehaved, by mode
@@ -91,13 +92,16 @@ class Misbehaving(Service):
     def fresh_refused_commands(self) -> frozenset[str]:
         return self.inner.fresh_refused_commands
 
-    def attach(self, node: Node) -> None:
-        self._node = node
-        self.inner.attach(node)
+    def attach(self, host: Any) -> None:
+        """Attach the inner service to ``host`` (what ``node.register`` passes);
+        only its ``clock`` is used here."""
+        self._clock = host.clock
+        self.inner.attach(host)
 
     def _now(self) -> float:
-        assert self._node is not None
-        return self._node.clock.monotonic()
+        assert self._clock is not None, "attach() first"
+        now: float = self._clock.monotonic()
+        return now
 
     def _roll(self) -> bool:
         if self.rate >= 1.0 or self._rng.random() < self.rate:
