@@ -21,6 +21,7 @@ from peer_ring.clock import Clock, ManualClock, SystemClock
 from peer_ring.errors import (
     ClosedError,
     ConfigError,
+    ConnectionLost,
     InvalidRequest,
     NotOwner,
     Overloaded,
@@ -57,6 +58,7 @@ __all__ = [
     "ClosedError",
     "CompleteCallback",
     "ConfigError",
+    "ConnectionLost",
     # data movement
     "DigestIndex",
     "InvalidRequest",

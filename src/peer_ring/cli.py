@@ -23,7 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from peer_ring import __version__, wire
-from peer_ring.config import DISCOVERY_KEYS, NodeConfig, ReplicationConfig, discovery_table
+from peer_ring.config import (
+    DISCOVERY_KEYS,
+    NodeConfig,
+    ReplicationConfig,
+    discovery_table,
+    quorum_warning,
+)
 from peer_ring.errors import ConfigError, PeerRingError
 
 if TYPE_CHECKING:
@@ -86,6 +92,12 @@ def main() -> None:
     default=0.0,
     help="Shift this node's wall clock by SECONDS (fault injection; needs --testing).",
 )
+@click.option(
+    "--misbehave",
+    metavar="MODE[:RATE]",
+    help="Break a KV promise on purpose: drop-writes, stale-reads or duplicate-appends "
+    "(proves the fault checkers can fail; needs --testing).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
@@ -106,6 +118,9 @@ def node(**opts: Any) -> None:
         discovery = _discovery_options(opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    warning = quorum_warning(config.replication, sloppy=config.handoff.sloppy)
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     sys.exit(
         run(
             config,
@@ -113,6 +128,7 @@ def node(**opts: Any) -> None:
             requirepass=opts["requirepass"],
             conflicts=opts["conflicts"],
             clock_offset=opts["clock_offset"],
+            misbehave=opts["misbehave"],
         )
     )
 
@@ -378,6 +394,11 @@ def cluster_up(
     if base[0] != 127 or base[3] + count > 255:
         raise click.UsageError("--first-ip must be a loopback address with room for -n nodes")
     logs = Path(log_dir) if log_dir else Path.cwd() / ".peer-ring-cluster"
+    if replicas < 1:
+        raise click.UsageError("--replicas must be >= 1")
+    warning = quorum_warning(_replication({}, {"replicas": min(replicas, count)}))
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     cluster = LocalCluster(
         count,
         subnet=f"127.{base[1]}.{base[2]}",
@@ -408,8 +429,7 @@ def cluster_up(
         )
         console.print("Ctrl-C stops the cluster.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(n.running for n in cluster.nodes.values()):
-            time.sleep(0.5)
+        watch_nodes(cluster)
     except NodeStartError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
@@ -417,6 +437,37 @@ def cluster_up(
     finally:
         cluster.close()
         console.print("cluster stopped")
+
+
+def watch_nodes(cluster: Any, interval: float = 0.5) -> None:
+    """Until every node has exited: report each node that exits, keep the others.
+
+    A node exits after ``peer-ring leave`` (code 0) or when someone kills it
+    to watch failover; the rest of the cluster keeps serving. Returns when
+    none is left (Ctrl-C/SIGTERM interrupt it earlier).
+    """
+    reported: set[str] = set()
+    while True:
+        running = 0
+        for n in cluster.nodes.values():
+            code = n.proc.poll() if n.proc is not None else None
+            if code is None:
+                running += 1
+                continue
+            if n.name in reported:
+                continue
+            reported.add(n.name)
+            how = "left the cluster" if code == 0 else f"exited with code {code}"
+            if code < 0:
+                how = f"was stopped by signal {-code}"
+            console.print(
+                f"node {n.name} (pid {n.pid}) {how}; "
+                f"{sum(1 for m in cluster.nodes.values() if m.running)} node(s) keep running"
+            )
+        if not running:
+            console.print("every node has exited")
+            return
+        time.sleep(interval)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,6 +64,32 @@ class ReplicationConfig:
                 raise ConfigError(f"{name} must be between 1 and replicas ({self.replicas})")
 
 
+def quorum_warning(replication: ReplicationConfig, *, sloppy: bool = False) -> str | None:
+    """What the quorums of ``replication`` cannot survive, or ``None`` when they
+    tolerate at least one replica down for reads and for writes.
+
+    Reads need R of the N home replicas (they never use fallbacks), so R = N
+    fails a read as soon as one replica of the key is down. Strict writes
+    need W home replicas, so W = N fails a write likewise; ``sloppy`` writes
+    count fallbacks and stay available. N=2 with the default quorums (R and
+    W follow N, at most 2) is the common trap: R = W = N = 2.
+    """
+    n, r, w = replication.replicas, replication.read_quorum, replication.write_quorum
+    broken = []
+    if r >= n:
+        broken.append("reads")
+    if w >= n and not sloppy:
+        broken.append("writes")
+    if not broken:
+        return None
+    return (
+        f"N={n}, R={r}, W={w}: {' and '.join(broken)} of a key fail as soon as one of its "
+        f"{n} replica(s) is down (the quorums tolerate no failure); use N=3 with R=W=2 "
+        "(the default) to tolerate one node down"
+        + ("" if "writes" not in broken else ", or sloppy quorums for writes")
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class HandoffConfig:
     """Settings of transfer, hinted handoff, anti-entropy and bootstrap.

@@ -48,11 +48,24 @@ class TransportError(PeerRingError):
 class PeerUnavailable(TransportError):
     """The peer cannot be reached now (refused, reset, unresolvable).
 
-    Unlike :class:`RequestTimeout` the request was certainly not delivered,
-    or the connection broke before an answer came.
+    Unlike :class:`RequestTimeout` the request was certainly not delivered --
+    except for the subclass :class:`ConnectionLost`, raised when the
+    connection broke after the request may have been sent.
     """
 
     code = "UNAVAILABLE"
+
+
+class ConnectionLost(PeerUnavailable):
+    """The connection broke before an answer came; the request may have been
+    written, delivered and applied: treat the outcome as unknown.
+
+    A :class:`PeerUnavailable` like any other for liveness (the peer is
+    gone), but never a sign that a write did not happen: do not retry a
+    write that is not idempotent on another replica after it.
+    """
+
+    code = "CONNECTION_LOST"
 
 
 class RequestTimeout(TransportError, TimeoutError):
@@ -184,6 +197,7 @@ for _cls in (
     ConfigError,
     TransportError,
     PeerUnavailable,
+    ConnectionLost,
     RequestTimeout,
     Overloaded,
     ProtocolError,

@@ -93,22 +93,55 @@ def gossip_bind(config: NodeConfig, o: Mapping[str, Any]) -> str:
     return str(o.get("gossip") or f"{host}:7946")
 
 
+def swim_seeds(config: NodeConfig, o: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """``--seeds`` as gossip addresses, and the ones that were peer addresses.
+
+    SWIM seeds are other nodes' *gossip* addresses (``--gossip``, port 7946
+    by default), not their peer (``--listen``) addresses. A seed on this
+    node's own peer port, when that differs from its gossip port, is read as
+    a peer address and sent to the same host's gossip port, assuming the
+    nodes use the same ports (the usual deployment); the second list names
+    those seeds so the caller can say so.
+    """
+    _, peer_port = parse_address(config.listen)
+    _, gossip_port = parse_address(gossip_bind(config, o))
+    seeds: list[str] = []
+    moved: list[str] = []
+    for seed in config.seeds:
+        host, port = parse_address(seed)
+        if port == peer_port and port != gossip_port:
+            moved.append(seed)
+            seed = f"{host}:{gossip_port}"
+        seeds.append(seed)
+    return seeds, moved
+
+
 def _swim(config: NodeConfig, o: dict[str, Any]) -> Discovery:
     """SWIM gossip; gated by a registry when one is configured too.
 
-    ``--seeds`` name other nodes' *gossip* addresses; ``--gossip`` is this
-    node's (default: the peer host, port 7946). With ``--etcd``,
+    ``--seeds`` name other nodes' *gossip* addresses (a peer address on the
+    same port as ours is taken to mean that node's gossip port: see
+    :func:`swim_seeds`); ``--gossip`` is this node's (default: the peer
+    host, port 7946). With ``--etcd``,
     ``--zookeeper`` or ``--k8s-service`` as well, the registry supplies seeds
     and who may join, SWIM supplies liveness (view = registry ∩ alive).
     """
     from peer_ring.membership.swim import Keyring, RegistryGatedSwim, SwimConfig, SwimDiscovery
 
     bind = gossip_bind(config, o)
+    seeds, moved = swim_seeds(config, o)
+    if moved:
+        log.warning(
+            "swim: --seeds %s are peer (--listen) addresses; gossip runs on its own port, "
+            "so they are used as %s (pass each node's --gossip address, port 7946 by default)",
+            ",".join(moved),
+            ",".join(s for s in seeds if s not in config.seeds),
+        )
     keys = [k.strip() for k in str(o.get("gossip_key") or "").split(",") if k.strip()]
     swim = SwimDiscovery(
         SwimConfig.preset(str(o.get("preset") or "lan")),
         bind=bind,
-        seeds=config.seeds,
+        seeds=seeds,
         keyring=Keyring.from_hex(keys) if keys else None,
         label=str(o.get("gossip_label") or ""),
     )
@@ -437,9 +470,16 @@ async def serve(
     requirepass: str | None = None,
     conflicts: str = "lww",
     clock_offset: float = 0.0,
+    misbehave: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    ``misbehave`` (``MODE[:RATE]``, needs ``config.testing``) registers the
+    KV store behind :class:`peer_ring._misbehave.Misbehaving`: a
+    replica that breaks a promise on purpose, to prove the fault harness
+    catches it.
+    """
     stop = stop or asyncio.Event()
     discovery = discovery or DiscoveryOptions()
     if discovery.backend == "swim":
@@ -453,6 +493,8 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     if clock_offset and not config.testing:
         raise ConfigError("--clock-offset is a fault-injection tool: it needs --testing")
+    if misbehave and not config.testing:
+        raise ConfigError("--misbehave is a fault-injection tool: it needs --testing")
     node = Node(
         config,
         discovery=build_discovery(config, discovery),
@@ -460,7 +502,14 @@ async def serve(
     )
     node.add_peer_handler(wire.LEAVE, _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
-    node.register(kv)
+    if misbehave:
+        from peer_ring._misbehave import Misbehaving, parse_spec
+
+        mode, rate = parse_spec(misbehave)
+        log.warning("node %s misbehaves on purpose: %s (rate %g)", config.node_id, mode, rate)
+        node.register(Misbehaving(kv, mode, rate=rate))
+    else:
+        node.register(kv)
     node.add_peer_handler(wire.KV_ADMIN, _kv_admin(kv))
     if config.testing:
         node.add_peer_handler(wire.BENCH, _kv_bench(kv))

@@ -99,6 +99,7 @@ __all__ = [
     "parse_partition_frame",
     "parse_service",
     "ping_frame",
+    "probe_frame",
     "pull_frame",
     "service_frame",
     "status_frame",
@@ -184,6 +185,15 @@ def service_frame(
 ) -> list[Any]:
     """``["s", ...]``: a command for one replica of ``key``, fenced by ``epoch``."""
     return [SERVICE, namespace, command, key, partition, payload, origin, epoch]
+
+
+def probe_frame(
+    namespace: str, command: str, key: bytes, partition: int, payload: Any, origin: str
+) -> list[Any]:
+    """``["s", ...]`` without an epoch: a diagnostic read of one replica's local
+    state (fault harness, probes), served unfenced -- never for data a client
+    acts on."""
+    return [SERVICE, namespace, command, key, partition, payload, origin]
 
 
 def dual_frame(service: list[Any]) -> list[Any]:

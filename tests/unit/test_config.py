@@ -88,3 +88,60 @@ def test_cli_takes_discovery_from_the_file_and_flags_win(tmp_path: Path) -> None
     assert d.options["zk_path"] == "/b"
     assert _discovery_options({"config_file": str(f), "discovery": "static"}).backend == "static"
     assert _discovery_options({}).backend == "static"
+
+
+def test_quorums_that_tolerate_no_failure_are_warned_about() -> None:
+    from peer_ring.cli import _replication
+    from peer_ring.config import ReplicationConfig, quorum_warning
+
+    assert quorum_warning(ReplicationConfig()) is None  # N=3, R=W=2
+    two = _replication({}, {"replicas": 2})  # R and W follow N: 2 and 2
+    warning = quorum_warning(two)
+    assert warning is not None
+    assert "reads and writes" in warning
+    assert "N=3" in warning
+    # sloppy writes count fallbacks: only the reads are left
+    assert "N=2, R=2, W=2: reads of a key fail" in (quorum_warning(two, sloppy=True) or "")
+    assert quorum_warning(ReplicationConfig(replicas=2, read_quorum=1, write_quorum=1)) is None
+    assert "writes" in (quorum_warning(ReplicationConfig(replicas=1, read_quorum=1,
+                                                         write_quorum=1)) or "")  # fmt: skip
+
+
+def test_node_command_warns_at_start_when_quorums_tolerate_no_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    import peer_ring.runner
+    from peer_ring.cli import main
+
+    started: list[NodeConfig] = []
+
+    def fake_run(config: NodeConfig, *args: object, **kw: object) -> int:
+        started.append(config)
+        return 0
+
+    monkeypatch.setattr(peer_ring.runner, "run", fake_run)
+    runner = CliRunner()
+    two = runner.invoke(main, ["node", "--id", "n1", "--replicas", "2"])
+    assert two.exit_code == 0, two.output
+    assert started[-1].replication.read_quorum == 2
+    assert "warning:" in two.output
+    assert "tolerate no failure" in two.output
+    three = runner.invoke(main, ["node", "--id", "n1"])
+    assert three.exit_code == 0, three.output
+    assert "warning:" not in three.output
+
+
+def test_swim_seeds_on_the_peer_port_go_to_the_gossip_port() -> None:
+    from peer_ring.runner import swim_seeds
+
+    cfg = NodeConfig.lan(
+        "n1", listen="10.0.0.1:7400", seeds=("10.0.0.2:7400", "10.0.0.3:7946", "10.0.0.4:9000")
+    )
+    seeds, moved = swim_seeds(cfg, {})
+    assert seeds == ["10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.4:9000"]
+    assert moved == ["10.0.0.2:7400"]
+    # with --gossip on another port, that port is the one assumed
+    seeds, moved = swim_seeds(cfg, {"gossip": "10.0.0.1:8000"})
+    assert seeds[0] == "10.0.0.2:8000"

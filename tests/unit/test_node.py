@@ -292,3 +292,19 @@ async def test_incarnation_comes_from_the_injected_clock() -> None:
         assert node.local.incarnation == 1_700_000_000_000
     finally:
         await node.stop()
+
+
+async def test_quorum_not_reached_counts_the_local_replica_that_answered(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    """The other replicas fail at once (their nodes are gone): the round must not
+    report "0 of 2 acked" before the local replica, asked last, has answered."""
+    _, nodes = cluster
+    await asyncio.gather(nodes[1].stop(), nodes[2].stop())
+    with pytest.raises(QuorumNotReached) as info:
+        await nodes[0].coordinator.run("counter", b"q", "incr", 1, quorum=2, timeout=0.3)
+    assert info.value.acked == 1
+    assert "1 of 2" in str(info.value)
+    counter = nodes[0].service("counter")
+    assert isinstance(counter, Counter)
+    assert counter.counts[nodes[0].ring.partition_for(b"q")][b"q"] == 1

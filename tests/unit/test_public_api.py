@@ -29,7 +29,8 @@ EXPECTED_APP = {
     "RoundListener", "Service",
     "HLC", "Clock", "ManualClock", "SkewPolicy", "SystemClock",
     "DigestIndex",
-    "ClosedError", "ConfigError", "InvalidRequest", "NotOwner", "Overloaded", "PeerRingError",
+    "ClosedError", "ConfigError", "ConnectionLost", "InvalidRequest", "NotOwner", "Overloaded",
+    "PeerRingError",
     "PeerUnavailable", "QuorumNotReached", "RemoteError", "RequestTimeout", "RingMismatch",
     "TransportError", "UnknownCommand", "register_error",
 }  # fmt: skip

@@ -55,6 +55,7 @@ class Round:
 
     __slots__ = (
         "complete",
+        "dispatching",
         "done",
         "errors",
         "finished",
@@ -91,6 +92,15 @@ class Round:
         if listener is None and on_complete is None:
             self.complete = self.result.complete = loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
+        #: True while :meth:`Coordinator.start` is still sending: a failure then
+        #: cannot end the round yet, the local replica may still answer
+        self.dispatching = True
+
+    def dispatched(self) -> None:
+        """Every target was asked: fail now if the quorum can no longer be reached."""
+        self.dispatching = False
+        if not self.finished and len(self.result.acks) + self.remaining < self.quorum:
+            self._fail()
 
     def ok(self, node_id: str, value: Any) -> None:
         self.remaining -= 1
@@ -105,7 +115,11 @@ class Round:
     def fail(self, node_id: str, exc: BaseException) -> None:
         self.remaining -= 1
         self.errors[node_id] = exc
-        if not self.finished and len(self.result.acks) + self.remaining < self.quorum:
+        if (
+            not self.finished
+            and not self.dispatching
+            and len(self.result.acks) + self.remaining < self.quorum
+        ):
             self._fail()
         if self.remaining == 0:
             self._complete()
@@ -396,6 +410,7 @@ class Coordinator:
                             rnd.timer = loop.call_later(deadline, rnd.expire)
                     else:
                         rnd.ok(me, result)
+        rnd.dispatched()
         return rnd
 
     def _substitute(

@@ -19,8 +19,10 @@ run and heals every one of them on exit, also when the test fails.
   clears *all* rules on that node: link faults on the same node do not
   compose.
 * :class:`ClockOffset` -- restart one node with ``--clock-offset SECONDS``
-  (its wall clock only); heal restarts it without. Needs that node flag:
-  :func:`clock_offset_supported` says whether this build has it.
+  (its wall clock only); heal restarts it without. The start checks that the
+  offset took effect (the node's RESP ``TIME``) and raises
+  :class:`FaultNotInjected` otherwise: a fault that cannot be injected fails
+  the scenario, it never turns it into a skip or a run without the fault.
 
 Blocking work (a restart waits for the node's ready line) runs in a thread,
 so a workload on the same event loop keeps running while a node restarts.
@@ -33,11 +35,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import functools
 import itertools
 import os
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -264,18 +263,27 @@ def slow_node(cluster: LocalCluster, history: History, name: str, delay: float =
 
 
 # -- clock offset --------------------------------------------------------------------------
-@functools.cache
-def clock_offset_supported() -> bool:
-    """Whether ``peer-ring node`` has the ``--clock-offset SECONDS`` flag."""
-    out = subprocess.run(
-        [sys.executable, "-m", "peer_ring", "node", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-        check=False,
-    )
-    return "--clock-offset" in out.stdout
+class FaultNotInjected(PeerRingError):
+    """A fault could not be injected (the node lacks the flag, or it had no effect)."""
+
+
+async def node_clock_offset(cluster: LocalCluster, name: str, timeout: float = 5.0) -> float:
+    """Seconds node ``name``'s wall clock is ahead of ours (its RESP ``TIME``)."""
+    import time
+
+    import redis.asyncio as aioredis
+
+    node = cluster[name]
+    if node.resp_port is None:
+        raise ConfigError("measuring a node's clock needs the cluster started with resp_port")
+    client = aioredis.Redis(host=node.ip, port=node.resp_port, socket_timeout=timeout)
+    try:
+        before = time.time()
+        seconds, micros = await client.time()
+        after = time.time()
+    finally:
+        await client.aclose()
+    return float(seconds) + micros / 1e6 - (before + after) / 2
 
 
 class ClockOffset(Fault):
@@ -300,10 +308,18 @@ class ClockOffset(Fault):
         node.args = args
 
     async def _start(self) -> None:
-        if not clock_offset_supported():
-            raise ConfigError("this build's `peer-ring node` has no --clock-offset flag")
         self._set_flag(self.offset)
-        await asyncio.to_thread(self.cluster.restart, self.name)
+        try:
+            await asyncio.to_thread(self.cluster.restart, self.name)
+        except RuntimeError as exc:  # NodeStartError: e.g. no such flag in this build
+            raise FaultNotInjected(f"{self.name} did not start with --clock-offset: {exc}") from exc
+        if self.cluster[self.name].resp_port is None:
+            return  # nothing to measure with: the node accepted the flag
+        measured = await node_clock_offset(self.cluster, self.name)
+        if abs(measured - self.offset) > max(1.0, abs(self.offset) / 10):
+            raise FaultNotInjected(
+                f"{self.name} runs {measured:+.2f} s off, not the {self.offset:+g} s injected"
+            )
 
     async def _heal(self) -> None:
         self._set_flag(None)

@@ -19,9 +19,12 @@ Operation mix (chosen so that the checkers can see loss, after Jepsen's
   siblings of a key are not visible), and every ``max_appends_per_key``
   appends too (values stay small).
 * **write** -- ``SET key <unique value>`` on a few keys shared by all
-  clients: blind, concurrent writes. Over RESP only the resolved
-  (last-writer-wins) value is visible, so these keys get the weaker rule
-  (the final value was written by someone) and the invented-value check.
+  clients: blind, concurrent writes. Each shared key takes at most
+  ``max_writes_per_shared_key`` writes, then the workload moves that slot
+  to a fresh key: in siblings mode every acknowledged blind write must stay
+  a sibling, and a store keeps at most ``KVConfig.max_siblings`` (16).
+  Over RESP a read shows the resolved (last-writer-wins) value; the
+  replicas' own copies (:func:`replica_dumps`) show every sibling.
 * **read** -- ``GET`` of a key the workload has touched.
 
 Outcomes: a reply is ``ok``; a connection refused before anything was sent
@@ -31,7 +34,9 @@ connections and ``TRYAGAIN`` (quorum not reached) are ``unknown``.
 :func:`final_reads` reads every key through RESP (quorum reads, retried on
 other nodes until a deadline). :func:`replica_dumps` reads each replica's
 *local* copy of each key over the peer protocol (the replica command
-``get`` of the ``kv`` service), for the convergence check.
+``get`` of the ``kv`` service), for the convergence check; a replica that is
+still syncing is asked again until a deadline, and one that never answers
+is reported (:attr:`ReplicaDumps.unanswered`), never silently left out.
 
 Invariants: clients talk only to the endpoints given (loopback in tests);
 every client and connection is closed when :func:`run_workload` returns,
@@ -88,6 +93,9 @@ class WorkloadConfig:
     (``0``: as fast as the cluster answers).
     ``start_on`` -- the endpoint name every client starts on (default:
     clients are spread round-robin); they fail over to the next ones.
+    ``max_writes_per_shared_key`` -- blind writes a shared key takes before
+    its slot moves to a fresh key (keep it below the store's
+    ``max_siblings`` for the siblings-mode checks).
     """
 
     clients: int = 6
@@ -102,10 +110,13 @@ class WorkloadConfig:
     key_prefix: str = "fi"
     seed: int | None = None
     start_on: str | None = None
+    max_writes_per_shared_key: int = 12
 
     def __post_init__(self) -> None:
         if self.clients < 1 or self.max_ops < 1 or self.shared_keys < 1:
             raise ConfigError("workload needs clients, max_ops and shared_keys >= 1")
+        if self.max_writes_per_shared_key < 1:
+            raise ConfigError("workload needs max_writes_per_shared_key >= 1")
         if self.duration <= 0 or self.op_timeout <= 0 or self.pause_between < 0:
             raise ConfigError("workload duration and op_timeout must be > 0")
         if min(self.append_ratio, self.read_ratio) < 0 or self.append_ratio + self.read_ratio > 1:
@@ -122,6 +133,8 @@ class WorkloadResult:
     failed: int = 0
     append_keys: set[str] = field(default_factory=set)
     shared_keys: set[str] = field(default_factory=set)
+    #: per shared-key slot: [generation, writes in this generation]
+    slots: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def keys(self) -> set[str]:
@@ -192,6 +205,18 @@ class _Client:
     def append_key(self) -> str:
         return f"{self.config.key_prefix}:a:{self.process}:{self.generation}"
 
+    def shared_key(self) -> str:
+        """A shared key for the next blind write (see ``max_writes_per_shared_key``)."""
+        cfg = self.config
+        slot = self.rng.randrange(cfg.shared_keys)
+        gen = self.result.slots.setdefault(slot, [0, 0])
+        key = f"{cfg.key_prefix}:s:{slot}.{gen[0]}"
+        gen[1] += 1
+        if gen[1] >= cfg.max_writes_per_shared_key:
+            gen[0] += 1
+            gen[1] = 0
+        return key
+
     async def close(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
@@ -233,7 +258,7 @@ class _Client:
             oid = h.invoke(self.process, node, "read", key)
             command = r.get(key)
         else:
-            key = f"{cfg.key_prefix}:s:{self.rng.randrange(cfg.shared_keys)}"
+            key = self.shared_key()
             value = f"{self.process}.{self.seq}"
             self.result.shared_keys.add(key)
             oid = h.invoke(self.process, node, "write", key, value)
@@ -360,6 +385,18 @@ def _values_of_state(state: Any) -> list[str]:
     return sorted(out)
 
 
+@dataclass
+class ReplicaDumps:
+    """Each node's local copy of each key, and the nodes that never answered.
+
+    ``contents``: ``{node: {key: sibling values}}`` for the nodes that
+    answered every key; ``unanswered``: ``{node: last error}`` for the others.
+    """
+
+    contents: dict[str, dict[str, list[str]]]
+    unanswered: dict[str, str]
+
+
 async def replica_dumps(
     peers: Mapping[str, str],
     keys: Sequence[str],
@@ -367,37 +404,66 @@ async def replica_dumps(
     partitions: int,
     namespace: str = "kv",
     timeout: float = 3.0,
-) -> dict[str, dict[str, list[str]]]:
-    """Each node's *local* copy of each key: ``{node: {key: sibling values}}``.
+    deadline: float = 30.0,
+) -> ReplicaDumps:
+    """Each node's *local* copy of each key (see :class:`ReplicaDumps`).
 
     ``peers`` maps node names to their peer (``--listen``) addresses. A node
-    that does not answer is left out of the result. This sends the ``kv``
-    service's replica command ``get`` over the peer protocol, the same
-    request a coordinator sends: it reads, never writes.
+    that refuses or does not answer (a restarted replica still syncing its
+    partitions refuses reads) is asked again until ``deadline`` seconds have
+    passed; after that it is listed in ``unanswered`` with its last error.
+    This sends the ``kv`` service's replica command ``get`` over the peer
+    protocol, the same request a coordinator sends: it reads, never writes.
     """
     from peer_ring.transport.base import TransportConfig
     from peer_ring.transport.tcp import TcpTransport
 
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
     ring = Ring([RingNode("x")], partitions=partitions, replicas=1)
     cfg = TransportConfig(request_timeout=timeout, connect_timeout=timeout)
     client = TcpTransport(f"harness-{os.getpid()}", "127.0.0.1:0", cfg)
     await client.start()
     dumps: dict[str, dict[str, list[str]]] = {}
+    unanswered: dict[str, str] = {}
     try:
         for name, address in peers.items():
             contents: dict[str, list[str]] = {}
-            try:
-                for key in keys:
-                    k = key.encode()
-                    msg = wire.service_frame(
-                        namespace, "get", k, ring.partition_for(k), None, client.node_id, ring.epoch
-                    )
+            todo = list(keys)
+            while todo:
+                key = todo[0]
+                k = key.encode()
+                msg = wire.probe_frame(
+                    namespace, "get", k, ring.partition_for(k), None, client.node_id
+                )
+                try:
                     state = await client.request(address, msg, timeout)
-                    if state:
-                        contents[key] = _values_of_state(state)
-            except PeerRingError:
-                continue
-            dumps[name] = contents
+                except PeerRingError as exc:
+                    if loop.time() > give_up:
+                        unanswered[name] = f"{type(exc).__name__}: {exc}"[:300]
+                        break
+                    await asyncio.sleep(0.1)
+                    continue
+                if state:
+                    contents[key] = _values_of_state(state)
+                todo.pop(0)
+            if not todo:
+                dumps[name] = contents
     finally:
         await client.close()
-    return dumps
+    return ReplicaDumps(dumps, unanswered)
+
+
+def final_from_dumps(
+    dumps: Mapping[str, Mapping[str, Sequence[str]]],
+    owners: Mapping[str, Sequence[str]],
+) -> dict[str, list[str]]:
+    """The final state with every sibling: per key, the union of its owners'
+    values (tombstones left out). Meaningful once the owners converged."""
+    final: dict[str, list[str]] = {}
+    for key, nodes in owners.items():
+        values: set[str] = set()
+        for n in nodes:
+            values.update(v for v in dumps.get(n, {}).get(key, ()) if v != TOMBSTONE)
+        final[key] = sorted(values)
+    return final

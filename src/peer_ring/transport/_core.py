@@ -50,6 +50,7 @@ from mypy_extensions import mypyc_attr
 
 from peer_ring.errors import (
     ClosedError,
+    ConnectionLost,
     FrameTooLarge,
     Overloaded,
     PeerRingError,
@@ -365,7 +366,8 @@ class _Peer(FrameReceiver):
             # without this note it would adopt the dead channel and never redial
             self.lost_while_connecting = self.connecting is not None
             return
-        err: PeerRingError = PeerUnavailable(
+        # the requests in flight may have been delivered: outcome unknown
+        err: PeerRingError = ConnectionLost(
             f"connection to {self.address} lost" + (f": {exc}" if exc else "")
         )
         if self.core._closing:
@@ -439,7 +441,15 @@ class _Session(FrameReceiver):
         self._write(_pack([ERR, rid, code, text]))
 
     def fatal(self, exc: PeerRingError) -> None:
-        log.warning("closing channel from %s: %s", self.peer or "unidentified peer", exc)
+        if self.peer is None:  # not even a handshake: probably not a peer-ring peer
+            log.warning(
+                "closing channel from an unidentified client: %s (this is a peer port; a "
+                "SWIM node whose --seeds name it should use the gossip port instead, 7946 "
+                "by default)",
+                exc,
+            )
+        else:
+            log.warning("closing channel from %s: %s", self.peer, exc)
         self.core.stats["protocol_errors"] += 1
         self._error(0, exc)
         conn = self.conn

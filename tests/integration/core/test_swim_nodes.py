@@ -31,3 +31,20 @@ async def test_swim_nodes_form_one_ring_and_drop_a_killed_node(tmp_path: Path) -
             return "n3" not in states(await status(a1))
 
         await wait_for(n3_gone, timeout=20, interval=0.2, message="n3 declared dead by SWIM")
+
+
+async def test_swim_seeds_given_as_peer_addresses_still_form_the_ring(tmp_path: Path) -> None:
+    """A user passes --seeds HOST:7400 (the peer port, as with static discovery):
+    the node says so and gossips with that host's gossip port instead."""
+    subnet = "127.0.13"
+    with LocalCluster(  # LocalCluster's own --seeds are peer addresses
+        3,
+        subnet=subnet,
+        extra_args=["--discovery", "swim", "--gossip-label", "test"],
+        artefacts=tmp_path,
+    ) as cluster:
+        assert f"{subnet}.2:7400" in cluster["n2"].args
+        await wait_one_ring(cluster)
+        log = cluster["n2"].log_path.read_text()
+        assert f"--seeds {subnet}.2:7400 are peer (--listen) addresses" in log
+        assert f"used as {subnet}.2:7946" in log

@@ -10,7 +10,13 @@ from typing import Any
 import xxhash
 
 from peer_ring.config import HandoffConfig, NodeConfig, ReplicationConfig
-from peer_ring.errors import InvalidRequest, UnknownCommand
+from peer_ring.errors import (
+    InvalidRequest,
+    PeerUnavailable,
+    QuorumNotReached,
+    RequestTimeout,
+    UnknownCommand,
+)
 from peer_ring.node import Node
 from peer_ring.service import Record, Request, Service
 from peer_ring.transport.memory import MemoryNetwork
@@ -123,8 +129,15 @@ def key(i: int) -> bytes:
     return f"key-{i}".encode()
 
 
-async def write(node: Node, keys: Iterable[int], ts: int = 1, **kw: Any) -> list[int]:
-    """Write ``keys`` with W=2 through ``node``; return those acknowledged."""
+async def write(
+    node: Node, keys: Iterable[int], ts: int = 1, *, expect: int | None = None, **kw: Any
+) -> list[int]:
+    """Write ``keys`` with W=2 through ``node``; return those acknowledged.
+
+    Only the outcomes of a fault (quorum not reached, peer unavailable, timeout)
+    count as "not acknowledged"; any other error is a bug and propagates. With
+    ``expect``, fewer acknowledgements than that fail the test here.
+    """
 
     async def one(i: int) -> int | None:
         try:
@@ -136,7 +149,7 @@ async def write(node: Node, keys: Iterable[int], ts: int = 1, **kw: Any) -> list
                 quorum=kw.get("quorum", 2),
                 **{k: v for k, v in kw.items() if k != "quorum"},
             )
-        except Exception:
+        except (QuorumNotReached, PeerUnavailable, RequestTimeout):
             return None
         return i
 
@@ -145,6 +158,8 @@ async def write(node: Node, keys: Iterable[int], ts: int = 1, **kw: Any) -> list
     for start in range(0, len(batch), 200):
         results = await asyncio.gather(*(one(i) for i in batch[start : start + 200]))
         acked.extend(i for i in results if i is not None)
+    if expect is not None:
+        assert len(acked) >= expect, f"only {len(acked)} of {len(batch)} writes acknowledged"
     return acked
 
 

@@ -106,7 +106,7 @@ async def test_member_down_past_dead_after_is_removed_and_rereplicated_then_rejo
     try:
         await wait_for(lambda: all(len(n.members) == 3 for n in nodes), message="3 members")
         await wait_for(lambda: len({n.ring.checksum for n in nodes}) == 1, message="one ring")
-        acked = await write(nodes[0], range(600))
+        acked = await write(nodes[0], range(600), expect=600)
         await nodes[2].stop()
         live = nodes[:2]
         await wait_for(lambda: all("n3" not in n.ring.node_ids for n in live), message="reaped")

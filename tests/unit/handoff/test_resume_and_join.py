@@ -101,7 +101,7 @@ async def test_transfer_under_a_bytes_limit_still_moves_everything() -> None:
     net, *nodes = await _two_nodes(handoff)
     joiner: Node | None = None
     try:
-        acked = await write(nodes[0], range(600))
+        acked = await write(nodes[0], range(600), expect=600)
         joiner = make_node(net, 3, handoff=handoff)
         await joiner.start()
         everyone = [*nodes, joiner]
@@ -119,7 +119,7 @@ async def test_joiner_waits_for_announced_transfers_instead_of_merkle_syncing() 
     net, *nodes = await _two_nodes(fast_handoff())
     joiner: Node | None = None
     try:
-        acked = await write(nodes[0], range(1500))
+        acked = await write(nodes[0], range(1500), expect=1500)
         joiner = make_node(net, 3)
         await joiner.start()
         await asyncio.wait_for(joiner.bootstrap.done.wait(), 20)
@@ -146,7 +146,7 @@ async def test_joiner_falls_back_to_merkle_sync_when_senders_give_up() -> None:
     net, *nodes = await _two_nodes(handoff)
     joiner: Node | None = None
     try:
-        acked = await write(nodes[0], range(600))
+        acked = await write(nodes[0], range(600), expect=600)
         joiner = make_node(net, 3, handoff=handoff)
 
         async def refuse(header: Any, peer: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from peer_ring import QuorumResult
 from peer_ring.errors import InvalidRequest, PeerRingError, QuorumNotReached
+from peer_ring.replication.coordinator import Round
 from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory, KVCluster
 
@@ -22,27 +23,43 @@ class Told:
         self.calls.append((value, exc))
         self.event.set()
 
-    async def once(self) -> tuple[Any, BaseException | None]:
+    async def once(
+        self, cluster: KVCluster, rnd: Round | None = None
+    ) -> tuple[Any, BaseException | None]:
+        """The one call; checked once nothing is left to answer -- every target
+        of ``rnd`` answered or failed, or without it no request of ``cluster``
+        is pending -- so that a second, wrong call from a late answer or a
+        deadline would have been made by then."""
         async with asyncio.timeout(5):
             while not self.calls:
                 await self.event.wait()
-        await asyncio.sleep(0)  # a second, wrong call would land by now
+        if rnd is not None:
+            await wait_for(lambda: rnd.remaining == 0, message="every replica answered")
+        else:
+            await wait_for(lambda: quiet(cluster), message="every replica request settled")
         assert len(self.calls) == 1, self.calls
         return self.calls[0]
+
+
+def quiet(cluster: KVCluster) -> bool:
+    """No node of ``cluster`` waits for an answer, and no store for a background write."""
+    return not any(
+        getattr(n.transport, "_pending_by_rid", None) for n in cluster.nodes
+    ) and not any(s._background for s in cluster.stores)
 
 
 async def test_start_put_then_start_get_through_other_nodes(kv3: KVCluster) -> None:
     a, b, c = kv3.stores
     put = Told()
     a.start_put(b"cb-key", b"v1", put)
-    assert await put.once() == (None, None)
+    assert await put.once(kv3) == (None, None)
     for store in (b, c):
         got = Told()
         store.start_get(b"cb-key", got)
-        assert await got.once() == (b"v1", None)
+        assert await got.once(kv3) == (b"v1", None)
     missing = Told()
     c.start_get(b"never-written", missing)
-    assert await missing.once() == (None, None)
+    assert await missing.once(kv3) == (None, None)
 
 
 async def test_start_put_from_a_non_replica_goes_through_put(
@@ -53,7 +70,7 @@ async def test_start_put_from_a_non_replica_goes_through_put(
     outsider = cluster.non_replica(key)
     put = Told()
     outsider.start_put(key, b"v", put)
-    assert await put.once() == (None, None)
+    assert await put.once(cluster) == (None, None)
     assert outsider.local_state(key) is None  # a replica coordinated it
     assert await cluster.stores[0].get(key) == b"v"
 
@@ -64,22 +81,22 @@ async def test_bad_input_is_told_not_raised(kv3: KVCluster) -> None:
     got, put = Told(), Told()
     store.start_get(too_long, got)
     store.start_put(b"k", b"v" * (store.limits.max_value_size + 1), put)
-    assert isinstance((await got.once())[1], InvalidRequest)
-    assert isinstance((await put.once())[1], InvalidRequest)
+    assert isinstance((await got.once(kv3))[1], InvalidRequest)
+    assert isinstance((await put.once(kv3))[1], InvalidRequest)
 
 
 async def test_quorum_failures_reach_the_listener(kv3: KVCluster) -> None:
     node = kv3.nodes[0]
     told = Told()
     # more acks than replicas can ever give: the round fails, once
-    node.coordinator.start("kv", b"q", "get", None, quorum=3, n=3, listener=told, timeout=0.5)
-    value, exc = await told.once()
+    rnd = node.coordinator.start("kv", b"q", "get", None, quorum=3, n=3, listener=told, timeout=0.5)
+    value, exc = await told.once(kv3, rnd)
     assert value is not None
     assert exc is None
     kv3.net.partition({node.address}, {n.address for n in kv3.nodes[1:]})
     told2 = Told()
-    node.coordinator.start("kv", b"q", "get", None, quorum=2, listener=told2, timeout=0.3)
-    value, exc = await told2.once()
+    rnd = node.coordinator.start("kv", b"q", "get", None, quorum=2, listener=told2, timeout=0.3)
+    value, exc = await told2.once(kv3, rnd)
     assert value is None
     assert isinstance(exc, QuorumNotReached)
     assert exc.acked == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from peer_ring import versions as vv
@@ -9,7 +11,13 @@ from peer_ring._build import build
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv.api import KVApi, Limits
 from peer_ring.apps.kv.store import KVConfig, KVStore, Versions
-from peer_ring.errors import ConfigError, InvalidRequest, QuorumNotReached, UnknownCommand
+from peer_ring.errors import (
+    ConfigError,
+    ConnectionLost,
+    InvalidRequest,
+    QuorumNotReached,
+    UnknownCommand,
+)
 from peer_ring.replication import coordinator as coordinator_module
 from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory, KVCluster, address
@@ -64,6 +72,29 @@ async def test_write_from_a_non_replica_is_forwarded_to_a_replica(
     assert actor in {s.actor for s in cluster.replicas(key)}
     assert await outsider.delete(key) is True
     assert await cluster.stores[0].get(key) is None
+
+
+async def test_forwarded_write_is_not_coordinated_twice_when_the_connection_drops(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The coordinating replica stored the write and the connection to it broke
+    before it answered: the outcome is unknown, and the write must not be issued
+    again by the next replica (a concurrent second version: the fault harness
+    saw an APPEND fork into two siblings this way, one element hidden)."""
+    cluster = await make_cluster(5)
+    key = b"forwarded-lost"
+    outsider = cluster.non_replica(key)
+    first, *others = cluster.replicas(key)
+    for other in cluster.nodes:  # first's fan-out is slow: the put waits for it
+        if other is not first.node:
+            cluster.net.set_latency(first.node.address, other.address, 5.0)
+    put = asyncio.ensure_future(outsider.put(key, b"v1"))
+    await wait_for(lambda: first.local_state(key) is not None, message="first stored it")
+    await first.node.stop()  # its connections close with the answer still owed
+    with pytest.raises(ConnectionLost):
+        await put
+    for store in others:  # nobody issued a second version of the write
+        assert all(actor != store.actor for actor, _, _ in store.local_state(key) or ())
 
 
 async def test_delete_returns_whether_a_value_existed(kv3: KVCluster) -> None:

@@ -63,6 +63,20 @@ async def _idle(client: Client) -> None:
     await wait_for(idle, message="worker idle")
 
 
+async def _held_back(client: Client, queued: int) -> None:
+    """The ``queued`` requests sent behind a held fast-lane request wait in the
+    connection's queue: parsed, the worker not woken, nothing answered -- and
+    still so after every callback the loop had ready has run."""
+    conn = client.conn
+    for _ in range(20):  # loop passes, not time: whatever was scheduled has run
+        assert len(conn.queue) == queued, list(conn.queue)
+        waiter = conn._waiter
+        assert waiter is not None
+        assert not waiter.done(), "the worker was woken while a request was held"
+        assert client.unread() == b""
+        await asyncio.sleep(0)
+
+
 async def held_client(
     value: bytes | None = None, config: RespConfig | None = None
 ) -> tuple[HeldKV, RespServer, Client]:
@@ -91,8 +105,7 @@ async def test_requests_behind_a_held_fast_get_keep_their_order() -> None:
     assert len(kv.held) == 1
     # pipelined behind it: must not run before the GET answered
     client.send(encode_request("SET", "k", "new") + encode_request("GET", "k"))
-    await asyncio.sleep(0)
-    assert client.unread() == b""
+    await _held_back(client, 2)
     assert kv.started == 1
     kv.release()
     assert await client.read() == b"old"
@@ -148,8 +161,7 @@ async def test_a_protocol_error_behind_a_held_request_answers_after_it() -> None
     kv, server, client = await held_client(b"v")
     client.send(encode_request("GET", "k"))
     client.send(encode_request("PING") + b"*1\r\n$x\r\n")  # then garbage
-    await asyncio.sleep(0)
-    assert client.unread() == b""  # nothing may overtake the held GET
+    await _held_back(client, 2)  # PING and the protocol error: nothing overtakes the GET
     kv.release()
     assert await client.read() == b"v"
     assert await client.read() == Simple("PONG")

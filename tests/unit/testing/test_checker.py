@@ -12,8 +12,11 @@ from peer_ring.testing.checker import (
     check_availability,
     check_convergence,
     check_invented_values,
+    check_list_order,
     check_lost_writes,
+    check_stale_reads,
     elements,
+    fault_window_ops,
     summarize,
 )
 from peer_ring.testing.history import Event, History
@@ -49,6 +52,16 @@ def _read(h: History, proc: str, key: str, value: str | None) -> int:
     return oid
 
 
+def _checks(h: History, final: dict[str, list[str]], mode: str = "lww") -> dict[str, bool]:
+    """Every history checker's verdict, by name."""
+    return {
+        "stale": check_stale_reads(h.events).ok,
+        "order": check_list_order(h.events, final).ok,
+        "lost": check_lost_writes(h.events, final, mode=mode).ok,  # type: ignore[arg-type]
+        "invented": check_invented_values(h.events, final).ok,
+    }
+
+
 def clean_history() -> tuple[History, dict[str, list[str]]]:
     h = _history()
     _append(h, "c1", "a", "x1")
@@ -64,6 +77,8 @@ def clean_history() -> tuple[History, dict[str, list[str]]]:
 
 def test_clean_history_passes_every_check() -> None:
     h, final = clean_history()
+    for mode in ("lww", "siblings"):
+        assert all(_checks(h, final, mode).values()), mode
     assert check_lost_writes(h.events, final).ok
     assert check_invented_values(h.events, final).ok
     lost = check_lost_writes(h.events, final)
@@ -246,3 +261,179 @@ def test_elements() -> None:
     assert elements("a;b;") == ["a", "b"]
     assert elements(None) == []
     assert elements("") == []
+
+
+# -- the issue's table: each bad history is flagged by the checker it belongs to --------
+def test_stale_append_read_after_both_acks_is_flagged() -> None:
+    h = _history()
+    _append(h, "c1", "a", "a")
+    _append(h, "c1", "a", "b")
+    r = _read(h, "c2", "a", "a;")  # began after both acks
+    final = {"a": ["a;b;"]}
+    result = check_stale_reads(h.events)
+    assert not result.ok
+    assert result.data["stale_ops"] == [r]
+    assert "'b'" in result.problems[0]
+    # and only that checker: the read is a prefix of the one order, nothing is lost
+    assert _checks(h, final) == {"stale": False, "order": True, "lost": True, "invented": True}
+
+
+def test_lww_later_acknowledged_write_lost_is_flagged() -> None:
+    h = _history()
+    _write(h, "c1", "k", "v1")
+    v2 = _write(h, "c2", "k", "v2")  # invoked after v1's ack, acknowledged
+    result = check_lost_writes(h.events, {"k": ["v1"]}, mode="lww")
+    assert not result.ok
+    assert result.data["lost_ops"] == [v2]
+    assert not check_lost_writes(h.events, {"k": ["v1"]}, mode="siblings").ok
+    assert check_lost_writes(h.events, {"k": ["v2"]}, mode="lww").ok
+
+
+def test_nil_read_after_an_acknowledged_write_is_flagged() -> None:
+    h = _history()
+    _write(h, "c1", "k", "v1")
+    r = _read(h, "c2", "k", None)
+    result = check_stale_reads(h.events)
+    assert not result.ok
+    assert result.data["stale_ops"] == [r]
+    # a nil read of a list key is the empty list: stale too
+    h2 = _history()
+    _append(h2, "c1", "a", "x")
+    _read(h2, "c2", "a", None)
+    assert not check_stale_reads(h2.events).ok
+
+
+def test_acknowledged_append_read_twice_is_flagged() -> None:
+    h = _history()
+    _append(h, "c1", "a", "x")
+    _append(h, "c1", "a", "y")
+    _read(h, "c2", "a", "x;y;y;")
+    result = check_list_order(h.events, {"a": ["x;y;"]})
+    assert not result.ok
+    assert result.data["duplicates"] == 1
+    # a duplicate in the final value too
+    assert not check_list_order(_history().events, {}).data["observations"]
+    h2 = _history()
+    _append(h2, "c1", "a", "x")
+    assert check_list_order(h2.events, {"a": ["x;x;"]}).data["duplicates"] == 1
+
+
+# -- the loopholes of the old checker ----------------------------------------------------
+def test_lww_blind_write_loss_not_excused_by_an_older_final_value() -> None:
+    h = _history()
+    _write(h, "c1", "k", "v0")
+    _write(h, "c1", "k", "v1")
+    _write(h, "c2", "k", "v2")
+    # the old rule accepted any written value; v0 ended before v1 and v2 began
+    result = check_lost_writes(h.events, {"k": ["v0"]}, mode="lww")
+    assert result.data["lost"] == 2
+
+
+def test_concurrent_write_may_win_under_lww() -> None:
+    clock = ManualClock(start=0.0)
+    h = _history(clock)
+    w1 = h.invoke("c1", "n1", "write", "k", "v1")
+    w2 = h.invoke("c2", "n2", "write", "k", "v2")
+    clock._now += 1
+    h.complete(w1, "ok")
+    h.complete(w2, "ok")
+    for final in ("v1", "v2"):  # concurrent: either may win
+        assert check_lost_writes(h.events, {"k": [final]}, mode="lww").ok
+    clock._now += 1
+    _read(h, "c3", "k", "v1")
+    _read(h, "c3", "k", "v2")
+    assert check_stale_reads(h.events).ok
+
+
+def test_unknown_write_explains_a_value_but_never_excuses_a_loss() -> None:
+    h = _history()
+    _write(h, "c1", "k", "v1")
+    _write(h, "c2", "k", "v2", status="unknown", context=["v1"])
+    # v2 may have replaced v1 -- but then v2 must be there
+    assert check_lost_writes(h.events, {"k": ["v2"]}).ok
+    assert not check_lost_writes(h.events, {"k": []}).ok
+    assert not check_lost_writes(h.events, {"k": ["v0"]}).ok
+    # a read of the unknown write's value after v1's ack is explained (it may have landed)
+    _read(h, "c3", "k", "v2")
+    assert check_stale_reads(h.events).ok
+    # an acknowledged successor accounts for itself: only it is reported lost
+    h2 = _history()
+    _write(h2, "c1", "k", "v1")
+    v2 = _write(h2, "c2", "k", "v2", context=["v1"])
+    assert check_lost_writes(h2.events, {"k": []}).data["lost_ops"] == [v2]
+    # in lww mode an unknown later write may explain the final value
+    h3 = _history()
+    _write(h3, "c1", "k", "v1")
+    _write(h3, "c2", "k", "v2", status="unknown")
+    assert check_lost_writes(h3.events, {"k": ["v2"]}, mode="lww").ok
+
+
+def test_stale_register_read_by_an_older_value_in_both_modes() -> None:
+    h = _history()
+    _write(h, "c1", "k", "v1")
+    _write(h, "c1", "k", "v2")
+    r = _read(h, "c2", "k", "v1")
+    assert check_stale_reads(h.events).data["stale_ops"] == [r]
+    # a read that began before v2's ack may return v1
+    clock = ManualClock(start=0.0)
+    h2 = _history(clock)
+    _write(h2, "c1", "k", "v1")
+    w = h2.invoke("c1", "n1", "write", "k", "v2")
+    r2 = h2.invoke("c2", "n2", "read", "k")
+    h2.complete(w, "ok")
+    h2.complete(r2, "ok", value="v1")
+    assert check_stale_reads(h2.events).ok
+
+
+def test_list_reads_must_be_prefixes_of_one_order() -> None:
+    h = _history()
+    _append(h, "c1", "a", "x")
+    _read(h, "c2", "a", "x;")
+    _append(h, "c1", "a", "y", status="unknown")
+    _read(h, "c2", "a", "x;y;")
+    assert check_list_order(h.events, {"a": ["x;y;"]}).ok
+    _read(h, "c2", "a", "y;x;")  # both elements, another order
+    result = check_list_order(h.events, {"a": ["x;y;"]})
+    assert not result.ok
+    assert result.data["divergent"] == 1
+    # two siblings of a list key: not one order
+    h2 = _history()
+    _append(h2, "c1", "a", "x")
+    _append(h2, "c1", "a", "y", status="unknown")
+    _append(h2, "c1", "a", "z", status="unknown")
+    assert not check_list_order(h2.events, {"a": ["x;y;", "x;z;"]}).ok
+
+
+def test_list_order_against_real_time_is_flagged() -> None:
+    h = _history()
+    _append(h, "c1", "a", "x")
+    _append(h, "c1", "a", "y")  # invoked after x was acknowledged
+    result = check_list_order(h.events, {"a": ["y;x;"]})
+    assert not result.ok
+    assert result.data["reordered"] == 1
+
+
+def test_convergence_fails_when_an_owner_never_answers() -> None:
+    dumps = {"n1": {"a": ["x;"]}, "n2": {"a": ["x;"]}}
+    owners = {"a": ["n1", "n2", "n3"]}
+    result = check_convergence(dumps, owners=owners, unanswered={"n3": "syncing"})
+    assert not result.ok
+    assert result.data["silent_owners"] == ["n3"]
+    assert "syncing" in result.problems[0]
+    assert check_convergence(dumps, owners={"a": ["n1", "n2"]}).ok
+
+
+def test_fault_window_ops() -> None:
+    clock = ManualClock(start=0.0)
+    h = _history(clock)
+    _read(h, "c1", "k", None)  # before the fault
+    clock._now += 1
+    h.fault("kill", "n1", "start")
+    _read(h, "c1", "k", None)
+    oid = h.invoke("c1", "n1", "read", "k")
+    h.complete(oid, "unknown")
+    h.fault("kill", "n1", "heal")
+    clock._now += 1
+    _read(h, "c1", "k", None)
+    assert fault_window_ops(h.events) == {"faults": 1, "ops": 2, "acknowledged": 1}
+    assert fault_window_ops(_history().events)["ops"] == 0

@@ -33,7 +33,10 @@ quorum coordinator (command ``merge``: a join, never a new dot) and waits for
 W acknowledgements, its own included. A W=1 write still reaches all N.
 Forwarding moves to the next live replica only when the previous one was
 certainly not reached (:class:`~peer_ring.errors.PeerUnavailable`); after a
-timeout the outcome is unknown and the error is raised.
+timeout or a connection lost with the request in flight
+(:class:`~peer_ring.errors.ConnectionLost`) the outcome is unknown and the
+error is raised: a second coordinator would issue the same write again as a
+concurrent version (a read-modify-write forked into siblings).
 
 The actor is ``"<node id>.<random suffix>"``, fresh for each
 :class:`KVStore` instance: replicas keep data in memory only, so a restarted

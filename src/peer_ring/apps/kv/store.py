@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from peer_ring import versions as vv
 from peer_ring.app import (
+    ConnectionLost,
     InvalidRequest,
     PeerUnavailable,
     QuorumNotReached,
@@ -383,7 +384,10 @@ class KVStore(KVReplica):
         syncing it): ``coord_put`` on the first live replica, which issues the
         version and replicates it. The next replica is tried only when the
         previous one was certainly not reached (PeerUnavailable); after a
-        timeout the outcome is unknown and the error is raised."""
+        timeout or a connection lost with the request in flight
+        (ConnectionLost) the outcome is unknown and the error is raised: a
+        second coordinator would issue the same write again as a concurrent
+        version (a read-modify-write forked into siblings)."""
         app = self.app
         quorum = self._write_quorum(w)
         partition = app.partition_for(key)
@@ -404,6 +408,8 @@ class KVStore(KVReplica):
                 answer = await app.call_replica(
                     target, "coord_put", key, payload, partition=partition, timeout=outer
                 )
+            except ConnectionLost:
+                raise  # it may have been applied there: another try would fork it
             except PeerUnavailable as exc:  # certainly not delivered: try the next one
                 last = exc
                 continue

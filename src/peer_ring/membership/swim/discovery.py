@@ -152,7 +152,11 @@ class SwimDiscovery(Discovery):
         timer.cancel()
         if answered == 0 and self.config.require_join:
             await self._shutdown(leave=False)
-            raise DiscoveryError(f"swim: no seed of {seeds} answered within join_timeout")
+            raise DiscoveryError(
+                f"swim: no seed of {seeds} answered within join_timeout; seeds are the "
+                "other nodes' gossip addresses (their --gossip, port 7946 by default), "
+                "not their peer --listen addresses"
+            )
 
     async def stop(self) -> None:
         await self._shutdown(leave=True)
