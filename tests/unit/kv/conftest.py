@@ -50,6 +50,10 @@ class KVCluster:
                 return store
         raise KeyError(node_id)
 
+    def node_of(self, store: KVStore) -> Node:
+        """The node ``store`` is registered on (stores know only their AppContext)."""
+        return next(n for n in self.nodes if n.id == store.app.node_id)
+
     def replicas(self, key: bytes) -> list[KVStore]:
         """The stores of ``key``'s preference list, in preference order."""
         ring = self.nodes[0].ring

@@ -85,12 +85,13 @@ async def test_forwarded_write_is_not_coordinated_twice_when_the_connection_drop
     key = b"forwarded-lost"
     outsider = cluster.non_replica(key)
     first, *others = cluster.replicas(key)
+    first_node = cluster.node_of(first)
     for other in cluster.nodes:  # first's fan-out is slow: the put waits for it
-        if other is not first.node:
-            cluster.net.set_latency(first.node.address, other.address, 5.0)
+        if other is not first_node:
+            cluster.net.set_latency(first_node.address, other.address, 5.0)
     put = asyncio.ensure_future(outsider.put(key, b"v1"))
     await wait_for(lambda: first.local_state(key) is not None, message="first stored it")
-    await first.node.stop()  # its connections close with the answer still owed
+    await first_node.stop()  # its connections close with the answer still owed
     with pytest.raises(ConnectionLost):
         await put
     for store in others:  # nobody issued a second version of the write
