@@ -1,10 +1,11 @@
-"""The RESP fast lane: lone GET / SET through the store's callback API.
+"""Commands in callback form: GET / plain SET through the store's callback API.
 
-A store exposing :class:`~peer_ring.apps.kv.api.KVCallbacks` gets a lone GET or
-plain SET started straight from ``data_received``; these tests hold such a
-request open and check that what arrives meanwhile waits for it (replies
-stay in request order), that errors become error replies, and that shutdown
-lets the held reply out.
+A store exposing :class:`~peer_ring.apps.kv.api.KVCallbacks` gets every GET
+and plain SET started without a task, straight from ``data_received`` or the
+previous command's completion; these tests hold such requests open and check
+that what arrives meanwhile waits for them (one command in flight per
+connection, replies in request order), that errors become error replies, and
+that shutdown lets a held reply out.
 """
 
 from __future__ import annotations
@@ -53,8 +54,28 @@ class HeldKV(LocalKV):
             call()
 
 
+class SyncKV(LocalKV):
+    """LocalKV plus a callback API that completes before it returns."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=ManualClock(), limits=SMALL_LIMITS)
+        self.started = 0
+
+    def start_get(self, key: bytes, done: Done) -> None:
+        self.started += 1
+        value = self._live(key)
+        done(value and value[0], None)
+
+    def start_put(
+        self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
+    ) -> None:
+        self.started += 1
+        self._store(key, value, None)
+        done(None, None)
+
+
 async def _idle(client: Client) -> None:
-    """Wait until the connection's worker waits for input (the fast lane's condition)."""
+    """Wait until the connection's worker task waits for work."""
 
     def idle() -> bool:
         waiter = client.conn._waiter
@@ -67,7 +88,7 @@ async def held_client(
     value: bytes | None = None, config: RespConfig | None = None
 ) -> tuple[HeldKV, RespServer, Client]:
     """A HeldKV (holding ``k = value`` when given) behind a server, and a
-    client whose connection waits for input (fast-lane requests may start)."""
+    client whose connection's worker waits for work."""
     kv = HeldKV()
     if value is not None:
         await kv.put(b"k", value)
@@ -80,29 +101,88 @@ async def held_client(
 async def test_callback_store_is_detected() -> None:
     kv = HeldKV()
     assert isinstance(kv, KVCallbacks)
-    assert RespServer(kv).fast is kv
-    assert RespServer(LocalKV()).fast is None
+    assert RespServer(kv).callbacks is kv
+    assert RespServer(LocalKV()).callbacks is None
 
 
-async def test_requests_behind_a_held_fast_get_keep_their_order() -> None:
+async def test_requests_behind_a_held_get_keep_their_order() -> None:
     kv, server, client = await held_client(b"old")
     client.send(encode_request("GET", "k"))
     assert kv.started == 1
     assert len(kv.held) == 1
-    # pipelined behind it: must not run before the GET answered
+    # pipelined behind it: must not start before the GET answered
     client.send(encode_request("SET", "k", "new") + encode_request("GET", "k"))
     await asyncio.sleep(0)
     assert client.unread() == b""
     assert kv.started == 1
     kv.release()
-    assert await client.read() == b"old"
+    assert await client.read() == b"old"  # its own read: answered at once
+    # the pipelined pair, in callback form too, one at a time
+    assert kv.started == 2
+    kv.release()
+    assert kv.started == 3
+    assert client.unread() == b""  # one read's replies leave together
+    kv.release()
     assert await client.read() == Simple("OK")
     assert await client.read() == b"new"
     assert server.stats.commands_processed == 3
     await server.close()
 
 
-async def test_fast_set_then_get_and_error_replies() -> None:
+async def test_a_pipeline_of_gets_and_sets_runs_in_callback_form_with_one_write() -> None:
+    kv, server, client = await held_client(b"0")
+    writes = 0
+    original = client.transport.write
+
+    def counting(data: bytes | bytearray | memoryview) -> None:
+        nonlocal writes
+        writes += 1
+        original(data)
+
+    client.transport.write = counting  # type: ignore[method-assign]
+    client.send(
+        b"".join(encode_request("SET", "k", str(i)) + encode_request("GET", "k") for i in range(5))
+    )
+    for i in range(10):
+        assert kv.started == i + 1  # each starts once the previous one completed
+        kv.release()
+    replies = [await client.read() for _ in range(10)]
+    assert replies == [x for i in range(5) for x in (Simple("OK"), str(i).encode())]
+    assert writes == 1
+    await server.close()
+
+
+async def test_a_callback_completing_before_it_returns_runs_the_pipeline_in_order() -> None:
+    kv = SyncKV()
+    server = RespServer(kv, clock=ManualClock())
+    client = Client(server)
+    n = 3000  # deeper than the interpreter's recursion limit if completions nested
+    client.send(b"".join(encode_request("SET", f"k{i}", str(i)) for i in range(n)))
+    client.send(b"".join(encode_request("GET", f"k{i}") for i in range(n)))
+    assert kv.started == 2 * n  # all ran inside data_received: no task needed
+    replies = [await client.read() for _ in range(2 * n)]
+    assert replies == [Simple("OK")] * n + [str(i).encode() for i in range(n)]
+    await server.close()
+
+
+async def test_exec_runs_its_queued_commands_through_the_callback_forms() -> None:
+    kv, server, client = await held_client(b"1")
+    assert await client.call("MULTI") == Simple("OK")
+    assert await client.call("SET", "k", "2") == Simple("QUEUED")
+    assert await client.call("GET", "k") == Simple("QUEUED")
+    client.send(encode_request("EXEC") + encode_request("GET", "k"))
+    await wait_for(lambda: kv.started == 1, message="the queued SET started")
+    kv.release()
+    assert kv.started == 2  # the queued GET, before the GET sent after EXEC
+    kv.release()
+    assert kv.started == 3
+    kv.release()
+    assert await client.read() == [Simple("OK"), b"2"]
+    assert await client.read() == b"2"
+    await server.close()
+
+
+async def test_set_then_get_and_error_replies_in_callback_form() -> None:
     kv, server, client = await held_client()
     client.send(encode_request("set", "a", "1"))
     kv.release()
@@ -122,7 +202,7 @@ async def test_fast_set_then_get_and_error_replies() -> None:
     await server.close()
 
 
-async def test_only_lone_plain_get_and_set_take_the_fast_lane() -> None:
+async def test_only_plain_get_and_set_use_the_callback_form() -> None:
     kv, server, client = await held_client()
     assert await client.call("SET", "a", "1", "EX", "10") == Simple("OK")  # options: worker
     assert await client.call("GET", "a", "extra") == Err(
@@ -132,7 +212,7 @@ async def test_only_lone_plain_get_and_set_take_the_fast_lane() -> None:
     await server.close()
 
 
-async def test_shutdown_lets_a_held_fast_reply_out() -> None:
+async def test_shutdown_lets_a_held_reply_out() -> None:
     kv, server, client = await held_client(b"v", config=RespConfig(shutdown_grace=5.0))
     client.send(encode_request("GET", "k"))
     closing = asyncio.ensure_future(server.close())
