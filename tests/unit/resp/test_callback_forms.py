@@ -238,3 +238,41 @@ async def test_a_protocol_error_behind_a_held_request_answers_after_it() -> None
     assert reply.message.startswith("ERR Protocol error")
     await client.wait_closed()
     await server.close()
+
+
+async def test_no_request_starts_while_the_transport_is_over_its_write_limit() -> None:
+    kv, server, client = await held_client(b"v")
+    client.conn.pause_writing()  # what the transport calls above write_buffer_high
+    client.send(encode_request("GET", "k") + encode_request("PING"))
+    await asyncio.sleep(0)
+    assert kv.started == 0
+    assert client.unread() == b""
+    client.conn.resume_writing()  # the client read: its buffer drained
+    assert kv.started == 1
+    kv.release()
+    assert await client.read() == b"v"
+    assert await client.read() == Simple("PONG")
+    await server.close()
+
+
+async def test_a_read_arriving_after_a_pause_waits_for_the_resume() -> None:
+    kv, server, client = await held_client(b"v")
+    original = client.transport.write
+
+    def pausing(data: bytes | bytearray | memoryview) -> None:
+        original(data)
+        client.conn.pause_writing()  # this write took the buffer over the limit
+
+    client.transport.write = pausing  # type: ignore[method-assign]
+    client.send(encode_request("GET", "k"))
+    kv.release()
+    assert await client.read() == b"v"
+    client.send(encode_request("GET", "k"))
+    await asyncio.sleep(0)
+    assert kv.started == 1  # the second GET waits for the client to read
+    client.transport.write = original  # type: ignore[method-assign]
+    client.conn.resume_writing()
+    kv.release()
+    assert kv.started == 2
+    assert await client.read() == b"v"
+    await server.close()

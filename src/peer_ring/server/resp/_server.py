@@ -33,11 +33,11 @@ answers the array header and puts the queued requests at the head of the
 line, ahead of anything received later, where they go through the same
 dispatch.
 
-Replies are appended to a list that is written with *one*
-``transport.write`` per network read's worth of requests (a marker closes
-each read in the queue) -- a pipeline of 100 GETs arriving in one read costs
-one syscall to answer, and a lone request is answered as soon as it
-completes.
+Requests are queued as they were read (one list per network read), and
+replies are appended to a list that is written with *one*
+``transport.write`` per read's worth of requests -- a pipeline of 100 GETs
+arriving in one read costs one syscall to answer, and a lone request is
+answered as soon as it completes.
 
 Invariants:
 
@@ -129,6 +129,8 @@ class RespStats:
 
 #: what a connection holds when no command is in flight (never mutated)
 _NO_ARGS: list[bytes] = []
+#: what a connection holds when no read's requests are left (never mutated)
+_NO_BATCH: list[list[bytes]] = []
 
 
 class RespServer:
@@ -271,8 +273,11 @@ class RespConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.worker: asyncio.Task[None] | None = None
-        #: requests received and not started; None closes one read's requests
-        self.queue: deque[list[bytes] | RespProtocolError | None] = deque()
+        #: the requests of the read being executed, and the next one's index
+        self._batch: list[list[bytes]] = _NO_BATCH
+        self._next = 0
+        #: later reads' requests, and a protocol error closing the stream
+        self.queue: deque[list[list[bytes]] | RespProtocolError] = deque()
         self.resp3 = False
         self.nil = NIL2
         self.authenticated = cfg.requirepass is None
@@ -325,22 +330,29 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lost or self.quit:
             return
-        queue = self.queue
         try:
             requests = self.parser.feed(data)
         except RespProtocolError as exc:
-            queue.extend(exc.parsed)
-            queue.append(exc)
+            if exc.parsed:
+                self._receive(exc.parsed)
+            self.queue.append(exc)
             self._pause_reading()
             self._advance()
             return
         if requests:
-            queue.extend(requests)
-            queue.append(None)  # this read's replies leave in one write
+            self._receive(requests)
             self._queued_bytes += len(data)
             if self._queued_bytes > self._max_pipeline_bytes:
                 self._pause_reading()
             self._advance()
+
+    def _receive(self, requests: list[list[bytes]]) -> None:
+        """Queue one read's requests (their replies leave in one write)."""
+        if not self._busy and self._next >= len(self._batch) and not self.queue:
+            self._batch = requests  # idle: nothing runs or waits before them
+            self._next = 0
+        else:
+            self.queue.append(requests)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport (we do not support half-closed clients)
@@ -378,9 +390,19 @@ class RespConnection(asyncio.Protocol):
                     self._execute(txn.popleft())
                     continue
                 if self.quit or self._lost:
-                    queue.clear()
+                    self._drop()
+                batch = self._batch
+                i = self._next
+                if i < len(batch):
+                    if self._writing_paused:
+                        break  # resume_writing advances again
+                    self._next = i + 1
+                    self._execute(batch[i])
+                    continue
+                self._flush()  # the end of one read's requests
                 if not queue:  # everything received has run
-                    self._flush()
+                    self._batch = _NO_BATCH
+                    self._next = 0
                     self._queued_bytes = 0
                     if self._reading_paused and not self._writing_paused and not self.quit:
                         self._reading_paused = False
@@ -389,12 +411,11 @@ class RespConnection(asyncio.Protocol):
                             transport.resume_reading()
                     break
                 if self._writing_paused:
-                    break  # resume_writing advances again
+                    break
                 item = queue.popleft()
-                if item is None:
-                    self._flush()
-                elif isinstance(item, list):
-                    self._execute(item)
+                if isinstance(item, list):
+                    self._batch = item
+                    self._next = 0
                 else:
                     stats = self.server.stats
                     stats.protocol_errors += 1
@@ -480,6 +501,12 @@ class RespConnection(asyncio.Protocol):
         the connection quits or is lost meanwhile."""
         self._txn.extend(requests)
 
+    def _drop(self) -> None:
+        """Forget every request not started (the connection quits)."""
+        self.queue.clear()
+        self._batch = _NO_BATCH
+        self._next = 0
+
     def _flush(self) -> None:
         out = self._out
         if out:
@@ -504,7 +531,7 @@ class RespConnection(asyncio.Protocol):
         """Called by :meth:`RespServer.close`: stop reading, finish, close."""
         self._pause_reading()
         self.quit = True
-        self.queue.clear()
+        self._drop()
         self._wake()
 
     def abort_if_open(self) -> None:
