@@ -5,15 +5,16 @@ Run: ``.venv/bin/python bench/kv.py`` (every part), or one part with
 
 * **embedded** -- real node processes (:class:`LocalCluster`, ``--testing``,
   N=3, R=W=2) on loopback aliases 127.77.0.x. The load is generated *inside*
-  every node process at once by the ``bench`` peer op (see
-  ``peer_ring.runner``): closed-loop workers call the node's embedded
-  ``KVStore.get`` / ``put`` (full quorum operations), 100-byte values, keys
-  uniform over a preloaded key space. Mixes: read-heavy (95 % gets),
-  write-heavy (50 %), pure put, pure get; 64 and 256 operations outstanding
-  in total (split over the nodes); 3 and 5 nodes. Reported: ops/s,
-  p50/p99/p99.9 latency, CPU per operation (process user+system time of
-  every node over the measured window / operations), and a log-spaced
-  histogram of every latency (``latency_hist``, for CDFs: ``bench/plot.py``).
+  every node process at once by the ``bench`` peer op (registered only with
+  ``--testing``; ``peer_ring.testing.loadgen``): closed-loop workers call
+  the node's embedded ``KVStore.get`` / ``put`` (full quorum operations),
+  100-byte values, keys uniform over a preloaded key space. Mixes:
+  read-heavy (95 % gets), write-heavy (50 %), pure put, pure get; 64 and 256
+  operations outstanding in total (split over the nodes); 3 and 5 nodes.
+  Reported: ops/s, p50/p99/p99.9 latency, CPU per operation (process
+  user+system time of every node over the measured window / operations),
+  and a log-spaced histogram of every latency (``latency_hist``, for CDFs:
+  ``bench/plot.py``).
   ``--runs K`` repeats the whole sweep K times (interleaved) and keeps, per
   case, the run with the median ops/s plus every run's ops/s and p99.
   The throughput-vs-concurrency sweep behind ``docs/img/``::

@@ -13,7 +13,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 __all__ = ["HOT_MODULES", "build"]
 
 #: The modules every RESP command and peer request passes through (measured
-#: with bench/profile_resp.py): the RESP parser, fast lane and reply encoder,
+#: with bench/profile_resp.py): the RESP parser, dispatch, commands (their callback forms) and reply encoder,
 #: the KV store and its local state, the quorum coordinator, versions and
 #: clocks, and the peer transport engine with every channel (a compiled class
 #: cannot be subclassed by an interpreted one, so all ChannelTransports go
@@ -22,6 +22,7 @@ HOT_MODULES = (
     "peer_ring.server.resp._parser",
     "peer_ring.server.resp._reply",
     "peer_ring.server.resp._server",
+    "peer_ring.server.resp._commands",
     "peer_ring.apps.kv.store",
     "peer_ring.apps.kv.replica",
     "peer_ring.apps.kv._state",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from peer_ring._build import build
@@ -410,11 +412,22 @@ async def test_pipeline_pauses_reading_over_the_buffer_limit() -> None:
 
 
 class FailingKV:
-    """A KV whose every call fails with the error given."""
+    """A KV whose every call fails with the error given: its coroutines raise
+    it, its callback forms (``KVCallbacks``) complete with it."""
 
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
         self.limits = make_env().kv.limits
+
+    def start_get(
+        self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]
+    ) -> None:
+        done(None, self.exc)
+
+    def start_put(
+        self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
+    ) -> None:
+        done(None, self.exc)
 
     def __getattr__(self, name: str) -> object:
         async def fail(*args: object, **kwargs: object) -> None:
@@ -441,9 +454,13 @@ async def test_kv_errors_map_to_error_replies_and_keep_the_connection(
     from .conftest import Client as C
 
     server = RespServer(FailingKV(exc), clock=ManualClock())  # type: ignore[arg-type]
+    assert server.callbacks is not None
     c = C(server)
-    reply = await c.call("GET", "k")
-    assert isinstance(reply, Err), reply
-    assert reply.message.startswith(prefix), reply
+    # GET and SET in callback form, STRLEN and SET with options as coroutines
+    for request in (("GET", "k"), ("SET", "k", "v"), ("STRLEN", "k"), ("SET", "k", "v", "EX", 9)):
+        reply = await c.call(*request)
+        assert isinstance(reply, Err), (request, reply)
+        assert reply.message.startswith(prefix), (request, reply)
     assert await c.call("PING") == Simple("PONG")
+    assert server.stats.error_replies == 4
     await server.close()

@@ -261,10 +261,10 @@ async def cmd_exec(c: RespConnection, args: list[bytes]) -> bytes:
     if c.multi_dirty:
         c.multi_dirty = False
         raise CommandError("EXECABORT Transaction discarded because of previous errors.")
-    replies = [b"*%d\r\n" % len(queued)]
-    for request in queued:
-        replies.append(await c.dispatch(request))
-    return b"".join(replies)
+    # The queued requests run next, each through the connection's one dispatch
+    # path; their replies follow this header in order: the array's elements.
+    c.run_next(queued)
+    return b"*%d\r\n" % len(queued)
 
 
 @command(
@@ -313,6 +313,15 @@ async def cmd_unwatch(c: RespConnection, args: list[bytes]) -> bytes:
 # -- strings ---------------------------------------------------------------
 
 
+def start_get(c: RespConnection, args: list[bytes]) -> bool:
+    """GET in callback form, on a store offering it."""
+    callbacks = c.callbacks
+    if callbacks is None:
+        return False
+    callbacks.start_get(args[1], c.reply_bulk)
+    return True
+
+
 @command(
     "get",
     2,
@@ -321,6 +330,7 @@ async def cmd_unwatch(c: RespConnection, args: list[bytes]) -> bytes:
     acl="@read @string @fast",
     group="string",
     summary="Get the value of a key.",
+    start=start_get,
 )
 async def cmd_get(c: RespConnection, args: list[bytes]) -> bytes:
     value = await c.kv.get(args[1])
@@ -342,6 +352,15 @@ def _expire_arg(arg: bytes, unit_ms: bool, absolute: bool, now: float, name: str
     return ms / 1000.0
 
 
+def start_set(c: RespConnection, args: list[bytes]) -> bool:
+    """Plain ``SET key value`` (no options) in callback form, on a store offering it."""
+    callbacks = c.callbacks
+    if callbacks is None or len(args) != 3:
+        return False
+    callbacks.start_put(args[1], args[2], c.reply_ok)
+    return True
+
+
 @command(
     "set",
     -3,
@@ -350,6 +369,7 @@ def _expire_arg(arg: bytes, unit_ms: bool, absolute: bool, now: float, name: str
     acl="@write @string @slow",
     group="string",
     summary="Set a key's value, with optional expiry and conditions (NX/XX/GET/KEEPTTL).",
+    start=start_set,
 )
 async def cmd_set(c: RespConnection, args: list[bytes]) -> bytes:
     key = args[1]

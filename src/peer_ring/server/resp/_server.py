@@ -1,33 +1,61 @@
 """The RESP server: connections, pipelining, backpressure, dispatch.
 
-Each client connection is an :class:`asyncio.Protocol` with one worker task.
-``data_received`` only parses (no awaiting, no replies); complete requests go
-to a queue that the worker executes strictly in order, appending each encoded
-reply to a list that is written with *one* ``transport.write`` when the queue
-runs dry -- a pipeline of 100 GETs arriving in one read costs one syscall to
-answer.
+Each client connection is an :class:`asyncio.Protocol`. ``data_received``
+parses and queues complete requests; one synchronous step,
+:meth:`RespConnection._advance`, executes the queue strictly in order, and
+every request -- lone or pipelined, GET or CLIENT LIST, inside EXEC or not
+-- goes through the same dispatch, :meth:`RespConnection._execute`: look the
+command up, check auth, arity and subcommand, queue it under MULTI, then
+*start* it. A started command is in flight until it *completes*
+(:meth:`RespConnection.complete`, which appends the reply and advances the
+queue); the next request starts only then.
 
-Fast lane: a lone ``GET key`` or ``SET key value`` arriving while the worker
-is idle (the shape of every request of a non-pipelined client) is started
-from ``data_received`` through the store's callback API
-(:class:`~peer_ring.apps.kv.api.KVCallbacks`), and its reply is written from
-the callback that completes it: no task wake-up, future or coroutine chain
-per request. Requests arriving meanwhile queue for the worker, which is woken
-only once the fast request has answered, so order is kept.
+How a command starts is the one choice, made by its table entry
+(:class:`~peer_ring.server.resp._table.CommandSpec`):
+
+* **Callback form** (``spec.start``; GET and plain ``SET key value`` on a
+  store offering :class:`~peer_ring.apps.kv.api.KVCallbacks`): started
+  straight from wherever the queue advanced (``data_received``, the previous
+  command's completion), completed by the store's callback. No task wake-up,
+  future or coroutine chain per request -- what every non-pipelined client's
+  GET/SET costs, and pipelined ones alike.
+* **Coroutine handler** (``spec.handler``; everything else, and every command
+  on a store without the callback API such as ``LocalKV``): handed to the
+  connection's worker task, which awaits it and completes it. A worker that
+  just completed a command starts the next itself, so a pipeline of
+  coroutine commands costs one task wake-up, not one per request.
+
+So callback completion is the general mechanism and the worker task is only
+the executor of coroutines (and the owner of the connection's end: it closes
+the transport once nothing is in flight after QUIT, a protocol error,
+shutdown or a lost client). EXEC does not run its transaction itself: it
+answers the array header and puts the queued requests at the head of the
+line, ahead of anything received later, where they go through the same
+dispatch.
+
+Requests are queued as they were read (one list per network read), and
+replies are appended to a list that is written with *one*
+``transport.write`` per read's worth of requests -- a pipeline of 100 GETs
+arriving in one read costs one syscall to answer, and a lone request is
+answered as soon as it completes.
 
 Invariants:
 
 * Replies leave in request order; a request starts only after the previous
-  one on the same connection finished (Redis semantics).
+  one on the same connection finished (Redis semantics). At most one command
+  per connection is in flight, so a completion is attributed to the request
+  that started it without any per-request object.
 * Memory per connection is bounded: the parser's own limits bound a partial
   request; complete requests waiting for execution are bounded by
-  ``max_pipeline_bytes`` (reading pauses above it); unwritten replies by
-  ``write_buffer_high`` (execution pauses above it until the client reads).
+  ``max_pipeline_bytes`` (reading pauses above it until the queue drains);
+  unwritten replies by ``write_buffer_high`` (no request starts while the
+  transport's buffer is above it, until the client reads).
 * A protocol error answers ``-ERR Protocol error: ...`` after the replies to
   the requests before it, then closes that connection only. An exception in
   a handler becomes an error reply; nothing a client sends stops the server.
 * A client that disconnects mid-request loses only that request; a command
-  already executing runs to completion (its reply is dropped).
+  already executing runs to completion (its reply is dropped), and so does
+  the rest of a transaction whose EXEC began.
 """
 
 from __future__ import annotations
@@ -99,8 +127,10 @@ class RespStats:
         self.__init__()  # type: ignore[misc]
 
 
-#: what a connection holds when no fast-lane request is in flight (never mutated)
+#: what a connection holds when no command is in flight (never mutated)
 _NO_ARGS: list[bytes] = []
+#: what a connection holds when no read's requests are left (never mutated)
+_NO_BATCH: list[list[bytes]] = []
 
 
 class RespServer:
@@ -132,10 +162,9 @@ class RespServer:
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
         self._ids = itertools.count(1)
-        #: the store's callback API, for the fast lane (None: worker only)
-        self.fast: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
-        self.get_spec = COMMANDS.get(b"get")
-        self.set_spec = COMMANDS.get(b"set")
+        #: the store's callback API, used by commands' callback forms (None:
+        #: every command runs as a coroutine handler)
+        self.callbacks: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
         limits = kv.limits
         self.max_bulk = min(
             self.config.max_bulk_len, max(limits.max_value_size, limits.max_key_size)
@@ -220,12 +249,20 @@ class RespConnection(asyncio.Protocol):
     Session state read by command handlers: ``resp3``, ``nil`` (the null
     reply of the negotiated protocol), ``authenticated``, ``name``,
     ``lib_name``, ``lib_ver``, ``id``, ``multi`` (queued requests inside
-    MULTI or None).
+    MULTI or None), ``callbacks`` (the store's callback API or None).
+
+    Completion of the command in flight, for callback forms: :meth:`complete`
+    with an encoded reply, or the adapters with the
+    :class:`~peer_ring.apps.kv.api.KVCallbacks` ``done(value, error)``
+    signature, :meth:`reply_bulk` and :meth:`reply_ok`. Exactly one of them
+    is called once per started command, on the event loop, possibly before
+    the starter returns.
     """
 
     def __init__(self, server: RespServer) -> None:
         self.server = server
         self.kv = server.kv
+        self.callbacks: KVCallbacks | None = server.callbacks
         self.id = next(server._ids)
         cfg = server.config
         self.parser = RespParser(
@@ -236,7 +273,11 @@ class RespConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.worker: asyncio.Task[None] | None = None
-        self.queue: deque[list[bytes] | RespProtocolError] = deque()
+        #: the requests of the read being executed, and the next one's index
+        self._batch: list[list[bytes]] = _NO_BATCH
+        self._next = 0
+        #: later reads' requests, and a protocol error closing the stream
+        self.queue: deque[list[list[bytes]] | RespProtocolError] = deque()
         self.resp3 = False
         self.nil = NIL2
         self.authenticated = cfg.requirepass is None
@@ -251,14 +292,17 @@ class RespConnection(asyncio.Protocol):
         self.multi_dirty = False
         self.quit = False
         self._lost = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._write_paused: asyncio.Future[None] | None = None
+        self._txn: deque[list[bytes]] = deque()  # the rest of an EXEC's transaction
+        self._out: list[bytes] = []  # replies not written yet
+        self._busy = False  # a command is in flight
+        self._current: list[bytes] = _NO_ARGS  # its arguments
+        self._pending: CommandSpec | None = None  # its coroutine handler, for the worker
+        self._advancing = False  # _advance is on the stack (a synchronous completion)
+        self._waiter: asyncio.Future[None] | None = None  # the idle worker waits on it
+        self._writing_paused = False
         self._reading_paused = False
         self._queued_bytes = 0
         self._max_pipeline_bytes = cfg.max_pipeline_bytes
-        self._busy = False  # a fast-lane request is in flight
-        self._held: list[bytes] = _NO_ARGS  # its arguments
-        self._fast = server.fast
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -289,29 +333,26 @@ class RespConnection(asyncio.Protocol):
         try:
             requests = self.parser.feed(data)
         except RespProtocolError as exc:
-            self.queue.extend(exc.parsed)
+            if exc.parsed:
+                self._receive(exc.parsed)
             self.queue.append(exc)
             self._pause_reading()
-            if not self._busy:  # else the fast-lane reply wakes the worker, in order
-                self._wake()
+            self._advance()
             return
         if requests:
-            waiter = self._waiter
-            idle = waiter is not None and not waiter.done() and not self._busy
-            if (
-                idle
-                and len(requests) == 1
-                and self._fast is not None
-                and self._start_fast(requests[0])
-            ):
-                return
-            self.queue.extend(requests)
+            self._receive(requests)
             self._queued_bytes += len(data)
             if self._queued_bytes > self._max_pipeline_bytes:
                 self._pause_reading()
-            if idle:
-                assert waiter is not None
-                waiter.set_result(None)
+            self._advance()
+
+    def _receive(self, requests: list[list[bytes]]) -> None:
+        """Queue one read's requests (their replies leave in one write)."""
+        if not self._busy and self._next >= len(self._batch) and not self.queue:
+            self._batch = requests  # idle: nothing runs or waits before them
+            self._next = 0
+        else:
+            self.queue.append(requests)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport (we do not support half-closed clients)
@@ -320,72 +361,159 @@ class RespConnection(asyncio.Protocol):
         self._lost = True
         self.server.connections.pop(self.id, None)
         self._wake()
-        if self._write_paused is not None and not self._write_paused.done():
-            self._write_paused.set_result(None)
 
     def pause_writing(self) -> None:
-        if self._write_paused is None or self._write_paused.done():
-            self._write_paused = asyncio.get_running_loop().create_future()
+        self._writing_paused = True
 
     def resume_writing(self) -> None:
-        if self._write_paused is not None and not self._write_paused.done():
-            self._write_paused.set_result(None)
+        self._writing_paused = False
+        self._advance()
 
-    # -- fast lane (see the module docstring) ------------------------------
+    # -- the dispatch path (see the module docstring) -------------------------
 
-    def _start_fast(self, args: list[bytes] | RespProtocolError) -> bool:
-        """Start a lone GET / plain SET through the callback API; False if not one."""
-        if args.__class__ is not list or not self.authenticated or self.multi is not None:
-            return False
-        assert isinstance(args, list)
-        server = self.server
-        spec = COMMANDS.get(args[0])
-        n = len(args)
-        if spec is server.get_spec and n == 2:
-            is_get = True
-        elif spec is server.set_spec and n == 3:
-            is_get = False
-        else:
-            return False
-        assert spec is not None
-        if self._write_paused is not None and not self._write_paused.done():
-            return False
-        fast = self._fast
-        assert fast is not None
-        stats = server.stats
+    def _advance(self) -> None:
+        """Start queued requests in order until one is in flight or none is left.
+
+        Called when requests arrive, when the command in flight completes and
+        when the transport drains. Re-entered from a completion that happens
+        while it runs (a callback form that answers before returning), it
+        returns at once and the running loop goes on.
+        """
+        if self._advancing:
+            return
+        self._advancing = True
+        queue = self.queue
+        txn = self._txn
+        try:
+            while not self._busy:
+                if txn:
+                    self._execute(txn.popleft())
+                    continue
+                if self.quit or self._lost:
+                    self._drop()
+                batch = self._batch
+                i = self._next
+                if i < len(batch):
+                    if self._writing_paused:
+                        break  # resume_writing advances again
+                    self._next = i + 1
+                    self._execute(batch[i])
+                    continue
+                self._flush()  # the end of one read's requests
+                if not queue:  # everything received has run
+                    self._batch = _NO_BATCH
+                    self._next = 0
+                    self._queued_bytes = 0
+                    if self._reading_paused and not self._writing_paused and not self.quit:
+                        self._reading_paused = False
+                        transport = self.transport
+                        if transport is not None and not self._lost:
+                            transport.resume_reading()
+                    break
+                if self._writing_paused:
+                    break
+                item = queue.popleft()
+                if isinstance(item, list):
+                    self._batch = item
+                    self._next = 0
+                else:
+                    stats = self.server.stats
+                    stats.protocol_errors += 1
+                    stats.error_replies += 1
+                    self._out.append(error(f"ERR Protocol error: {item}"))
+                    self.quit = True
+        finally:
+            self._advancing = False
+        if (self.quit or self._lost) and not self._busy:
+            self._wake()  # the worker closes the connection
+
+    def _execute(self, args: list[bytes]) -> None:
+        """Dispatch one request: the reply is appended now (errors, QUEUED)
+        or when the started command completes."""
+        stats = self.server.stats
         stats.commands_processed += 1
-        stats.calls[spec.index] += 1
+        spec = COMMANDS.get(args[0])
+        if spec is None:
+            spec = lookup(args[0])
+        try:
+            if spec is None:
+                raise CommandError(_unknown_command(args))
+            stats.calls[spec.index] += 1
+            if not self.authenticated and not spec.no_auth:
+                raise CommandError("NOAUTH Authentication required.")
+            n = len(args)
+            arity = spec.arity
+            if (arity > 0 and n != arity) or n < -arity:
+                raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
+            if spec.subcommands:
+                spec = _subcommand(spec, args)
+            multi = self.multi
+            if multi is not None and spec.name not in _MULTI_CONTROL:
+                if "no_multi" in spec.flags:
+                    raise CommandError("ERR Command not allowed inside a transaction")
+                multi.append(args)
+                self._out.append(_QUEUED)
+                return
+        except CommandError as exc:
+            stats.error_replies += 1
+            if self.multi is not None and (spec is None or spec.name not in _MULTI_CONTROL):
+                self.multi_dirty = True  # a request failed to queue: EXEC will abort
+            self._out.append(error(exc.message))
+            return
         self.last_command = spec.name
         self._busy = True
-        # one request in flight per connection (_busy): its arguments wait
-        # here, so the completion callback is a plain bound method
-        self._held = args
-        if is_get:
-            fast.start_get(args[1], self._got)
-        else:
-            fast.start_put(args[1], args[2], self._put)
-        return True
+        self._current = args
+        start = spec.start
+        if start is not None:
+            try:
+                if start(self, args):
+                    return
+            except Exception as exc:  # raised before it handed its completion over
+                self.complete(self._failed(exc))
+                return
+        self._pending = spec
+        self._wake()
 
-    def _got(self, value: bytes | None, exc: BaseException | None) -> None:
+    def complete(self, reply: bytes) -> None:
+        """Complete the command in flight with its encoded reply."""
+        self._busy = False
+        self._current = _NO_ARGS  # do not keep a large value alive
+        self._out.append(reply)
+        self._advance()
+
+    def reply_bulk(self, value: bytes | None, exc: BaseException | None) -> None:
+        """Complete with a bulk string, nil for ``None``, or the error."""
         if exc is not None:
-            reply = self._failed(exc, self._held)
+            reply = self._failed(exc)
         elif value is None:
             reply = self.nil
         else:
             reply = b"$%d\r\n%b\r\n" % (len(value), value)
-        self._fast_reply(reply)
+        self.complete(reply)
 
-    def _put(self, _: None, exc: BaseException | None) -> None:
-        self._fast_reply(_OK if exc is None else self._failed(exc, self._held))
+    def reply_ok(self, _: None, exc: BaseException | None) -> None:
+        """Complete with ``+OK``, or the error."""
+        self.complete(_OK if exc is None else self._failed(exc))
 
-    def _fast_reply(self, reply: bytes) -> None:
-        self._busy = False
-        self._held = _NO_ARGS  # do not keep a large value alive
-        transport = self.transport
-        if not self._lost and transport is not None and not transport.is_closing():
-            transport.write(reply)
-        if self.queue or self.quit:
-            self._wake()
+    def run_next(self, requests: list[list[bytes]]) -> None:
+        """Execute ``requests`` (an EXEC's transaction) right after the command
+        in flight, before anything else received; they run to the end even if
+        the connection quits or is lost meanwhile."""
+        self._txn.extend(requests)
+
+    def _drop(self) -> None:
+        """Forget every request not started (the connection quits)."""
+        self.queue.clear()
+        self._batch = _NO_BATCH
+        self._next = 0
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            transport = self.transport
+            if not self._lost and transport is not None and not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     # -- internals ---------------------------------------------------------
 
@@ -403,7 +531,7 @@ class RespConnection(asyncio.Protocol):
         """Called by :meth:`RespServer.close`: stop reading, finish, close."""
         self._pause_reading()
         self.quit = True
-        self.queue.clear()
+        self._drop()
         self._wake()
 
     def abort_if_open(self) -> None:
@@ -411,112 +539,39 @@ class RespConnection(asyncio.Protocol):
             self.transport.close()
 
     async def _run(self) -> None:
-        queue = self.queue
+        """The worker: awaits coroutine handlers; closes the connection once
+        it quits or is lost and nothing is in flight."""
         transport = self.transport
         assert transport is not None
         loop = asyncio.get_running_loop()
-        out: list[bytes] = []
-        stats = self.server.stats
-        calls = stats.calls
-        commands_get = COMMANDS.get
         try:
             while True:
-                while queue:
-                    item = queue.popleft()
-                    if item.__class__ is list:
-                        # Fast path (inlined dispatch): a known command with the
-                        # right arity on an authenticated connection outside MULTI.
-                        spec = commands_get(item[0])
-                        n = len(item)
-                        if (
-                            spec is not None
-                            and (n == spec.arity or (spec.arity < 0 and n >= -spec.arity))
-                            and not spec.subcommands
-                            and self.authenticated
-                            and self.multi is None
-                        ):
-                            stats.commands_processed += 1
-                            calls[spec.index] += 1
-                            self.last_command = spec.name
-                            try:
-                                out.append(await spec.handler(self, item))
-                            except Exception as exc:
-                                out.append(self._failed(exc, item))
-                        else:
-                            out.append(await self.dispatch(item))
-                    else:
-                        stats.protocol_errors += 1
-                        stats.error_replies += 1
-                        out.append(error(f"ERR Protocol error: {item}"))
-                        self.quit = True
-                    if self.quit:
-                        queue.clear()
-                        break
-                if out and not self._lost:
-                    transport.write(out[0] if len(out) == 1 else b"".join(out))
-                out.clear()
-                if self.quit or self._lost:
-                    while self._busy and not self._lost:  # let a fast-lane reply go out
-                        self._waiter = loop.create_future()
-                        await self._waiter
-                        self._waiter = None
-                    break
-                self._queued_bytes = 0
-                if self._write_paused is not None:
-                    await self._write_paused
-                    self._write_paused = None
+                spec = self._pending
+                if spec is not None:
+                    self._pending = None
+                    try:
+                        reply = await spec.handler(self, self._current)
+                    except Exception as exc:
+                        reply = self._failed(exc)
+                    self.complete(reply)  # may hand this worker the next handler
                     continue
-                if self._reading_paused:
-                    self._reading_paused = False
-                    transport.resume_reading()
-                if not queue:
-                    self._waiter = loop.create_future()
-                    await self._waiter
-                    self._waiter = None
+                if (self.quit or self._lost) and not self._busy:
+                    break
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
         finally:
             if not transport.is_closing():
                 transport.close()
 
-    async def dispatch(self, args: list[bytes]) -> bytes:
-        """Execute one request and return its encoded reply (never raises)."""
-        server = self.server
-        stats = server.stats
-        stats.commands_processed += 1
-        spec = lookup(args[0])
-        try:
-            if spec is None:
-                raise CommandError(_unknown_command(args))
-            stats.calls[spec.index] += 1
-            if not self.authenticated and not spec.no_auth:
-                raise CommandError("NOAUTH Authentication required.")
-            n = len(args)
-            arity = spec.arity
-            if (arity > 0 and n != arity) or n < -arity:
-                raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
-            if spec.subcommands:
-                spec = _subcommand(spec, args)
-            if self.multi is not None and spec.name not in _MULTI_CONTROL:
-                if "no_multi" in spec.flags:
-                    raise CommandError("ERR Command not allowed inside a transaction")
-                self.multi.append(args)
-                return _QUEUED
-            self.last_command = spec.name
-            return await spec.handler(self, args)
-        except CommandError as exc:
-            stats.error_replies += 1
-            if self.multi is not None and (spec is None or spec.name not in _MULTI_CONTROL):
-                self.multi_dirty = True  # a request failed to queue: EXEC will abort
-            return error(exc.message)
-        except Exception as exc:
-            return self._failed(exc, args)
-
-    def _failed(self, exc: BaseException, args: list[bytes]) -> bytes:
-        """The error reply for an exception a handler raised."""
+    def _failed(self, exc: BaseException) -> bytes:
+        """The error reply for an exception the command in flight raised."""
         self.server.stats.error_replies += 1
         if isinstance(exc, CommandError):
             return error(exc.message)
         if not isinstance(exc, PeerRingError):
-            log.exception("RESP command %r failed", args[0][:64])
+            name = self._current[0][:64] if self._current else b"?"
+            log.error("RESP command %r failed", name, exc_info=exc)
         return error(map_error(exc))
 
     def set_protocol(self, resp3: bool) -> None:

@@ -4,6 +4,10 @@ Every command the server understands is one :class:`CommandSpec` registered
 with :func:`command`; dispatch, arity checks, the auth gate and the replies of
 COMMAND / COMMAND INFO / COMMAND DOCS / COMMAND COUNT all read this table, so
 adding a command here is the whole job.
+
+A command has a coroutine :data:`Handler` and may have a callback form, a
+:data:`Starter`, which the server tries first: it runs the command without a
+task (see the module docstring of ``_server``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["COMMANDS", "CommandError", "CommandSpec", "Handler", "command", "lookup"]
+__all__ = ["COMMANDS", "CommandError", "CommandSpec", "Handler", "Starter", "command", "lookup"]
 
 #: A handler gets the connection and the full argument list (``args[0]`` is
 #: the command name as sent) and returns the encoded reply. It runs in the
@@ -21,6 +25,16 @@ __all__ = ["COMMANDS", "CommandError", "CommandSpec", "Handler", "command", "loo
 #: ``RespConnection``): the table sits below the server, and naming the
 #: server's class would be an import cycle.
 Handler = Callable[[Any, list[bytes]], Awaitable[bytes]]
+
+#: A command's callback form: gets the same arguments as its handler and
+#: either returns False having done nothing (the handler runs instead) or
+#: starts the command and returns True, having handed the completion of the
+#: connection (``complete(reply)``, ``reply_bulk``, ``reply_ok``) to whoever
+#: finishes it -- called exactly once, on the event loop, possibly before
+#: the starter returns. It runs in whatever called the connection (a
+#: ``data_received``, the previous command's completion): it must not block
+#: and must not raise once it has handed the completion over.
+Starter = Callable[[Any, list[bytes]], bool]
 
 
 class CommandError(Exception):
@@ -46,6 +60,7 @@ class CommandSpec:
     commands run before AUTH, ``no_multi`` ones cannot be queued in MULTI.
     ``first_key``/``last_key``/``step`` locate the key arguments (1-based,
     ``last_key`` -1 = the last argument; all 0 for keyless commands).
+    ``start`` is the optional callback form (:data:`Starter`).
     """
 
     name: str
@@ -61,6 +76,7 @@ class CommandSpec:
     since: str = "1.0.0"
     index: int = 0
     subcommands: dict[bytes, CommandSpec] = field(default_factory=dict)
+    start: Starter | None = None
 
     @property
     def no_auth(self) -> bool:
@@ -85,8 +101,10 @@ def command(
     summary: str = "",
     since: str = "1.0.0",
     container: str | None = None,
+    start: Starter | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register the decorated handler as ``name`` (under ``container`` if given)."""
+    """Register the decorated handler as ``name`` (under ``container`` if
+    given), with ``start`` as its callback form if given."""
 
     def register(handler: Handler) -> Handler:
         full = f"{container}|{name}" if container else name
@@ -102,6 +120,7 @@ def command(
             group=group,
             summary=summary,
             since=since,
+            start=start,
         )
         if container is not None:
             parent = COMMANDS[container.encode()]
