@@ -38,7 +38,7 @@ from peer_ring.errors import InvalidRequest
 
 __all__ = ["MAX_BATCH", "LocalLimiter"]
 
-#: Most requests one :meth:`LocalLimiter.hit_many` call takes (gubernator's cap).
+#: Most requests one :meth:`LocalLimiter.hit_many` call takes.
 MAX_BATCH = 1000
 
 
