@@ -63,6 +63,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from peer_ring.app import InvalidRequest
 from peer_ring.apps.ratelimit._types import (
     INT64_MAX,
     MAX_NAME_LEN,
@@ -76,7 +77,6 @@ from peer_ring.apps.ratelimit._types import (
     Status,
     check_limit,
 )
-from peer_ring.errors import InvalidRequest
 
 __all__ = [
     "FORCED_LEASE",

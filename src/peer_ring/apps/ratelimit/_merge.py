@@ -55,8 +55,8 @@ from typing import Any, Final
 
 import msgpack
 
+from peer_ring.app import InvalidRequest
 from peer_ring.apps.ratelimit._algorithms import State, available, decode_state, force
-from peer_ring.errors import InvalidRequest
 
 __all__ = [
     "EMPTY",

@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from peer_ring.errors import InvalidRequest, PeerRingError
+from peer_ring.app import InvalidRequest, PeerRingError
 
 __all__ = [
     "INT64_MAX",

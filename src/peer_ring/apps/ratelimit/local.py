@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from peer_ring.app import InvalidRequest
 from peer_ring.apps.ratelimit._algorithms import available, capacity_of, decide
 from peer_ring.apps.ratelimit._merge import Replica, decode_replica, effective, merge, record
 from peer_ring.apps.ratelimit._types import (
@@ -34,7 +35,6 @@ from peer_ring.apps.ratelimit._types import (
     Status,
     check_request,
 )
-from peer_ring.errors import InvalidRequest
 
 __all__ = ["MAX_BATCH", "LocalLimiter"]
 
