@@ -86,6 +86,11 @@ def main() -> None:
     default=0.0,
     help="Shift this node's wall clock by SECONDS (fault injection; needs --testing).",
 )
+@click.option(
+    "--ratelimit-limits",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Named rate limits: an Envoy-style descriptor file (YAML or JSON).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
@@ -113,6 +118,7 @@ def node(**opts: Any) -> None:
             requirepass=opts["requirepass"],
             conflicts=opts["conflicts"],
             clock_offset=opts["clock_offset"],
+            ratelimit_limits=opts["ratelimit_limits"],
         )
     )
 
@@ -338,6 +344,53 @@ def kv_del(key: str, address: str, transport: str, timeout: float) -> None:
     """Delete KEY; prints 1 if it existed, else 0."""
     existed = _kv_call(address, ["kv", "del", key.encode()], transport, timeout)
     click.echo("1" if existed else "0")
+
+
+# -- rate limiter -------------------------------------------------------------
+
+
+@main.group()
+def ratelimit() -> None:
+    """Ask the cluster's rate limiter through any node."""
+
+
+@ratelimit.command("hit")
+@click.argument("key")
+@click.option("--limit", type=int, required=True, help="Hits allowed per period.")
+@click.option("--period", type=float, required=True, help="Period in seconds.")
+@click.option("--hits", type=int, default=1, show_default=True, help="0 peeks, < 0 refunds.")
+@click.option(
+    "--algorithm",
+    default="token_bucket",
+    show_default=True,
+    type=click.Choice(["token_bucket", "leaky_bucket", "gcra", "fixed_window", "sliding_window"]),
+)
+@_node_opt
+@_transport_opt
+@_timeout_opt
+def ratelimit_hit(
+    key: str,
+    limit: int,
+    period: float,
+    hits: int,
+    algorithm: str,
+    address: str,
+    transport: str,
+    timeout: float,
+) -> None:
+    """Count HITS against KEY; prints the decision as JSON.
+
+    Exit status: 0 allowed, 1 refused, 2 error (bad input, cluster unreachable).
+    """
+    message = ["ratelimit", "hit", key, limit, period, hits, algorithm]
+    try:
+        d = asyncio.run(_query(address, message, transport, timeout))
+    except PeerRingError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    click.echo(json.dumps(d))
+    if not d["allowed"]:
+        sys.exit(1)
 
 
 # -- cluster up ----------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Run one node as a process: node + KV store + RESP + HTTP, until a signal.
+"""Run one node as a process: node + KV store + rate limiter + RESP + HTTP, until a signal.
 
 This is what ``peer-ring node`` runs. It builds the discovery backend named by
-``--discovery``, registers the key-value store, starts the optional network
+``--discovery``, registers the key-value store and the rate limiter (RESP's
+``CL.THROTTLE``, HTTP's ``POST /v1/GetRateLimits``), starts the optional network
 surfaces, prints one JSON line ``{"event": "ready", ...}`` on stdout when the
 node serves (test harnesses and scripts wait for it), and stops gracefully on
 SIGTERM/SIGINT. A stop is a temporary absence, not a leave.
@@ -25,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from peer_ring.apps.kv.store import KVConfig, KVStore
+from peer_ring.apps.ratelimit import Limits, RateLimiter
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
@@ -189,6 +191,28 @@ def _kv_admin(kv: Any) -> Any:
         if verb == "del":
             return bool(await kv.delete(key))
         raise InvalidRequest(f"kv: unknown verb or arguments {verb!r}")
+
+    return handle
+
+
+def _ratelimit_admin(limiter: RateLimiter) -> Any:
+    """Peer op ``["ratelimit", "hit", key, limit, period, hits, algorithm]`` behind
+    ``peer-ring ratelimit hit``; answers the decision as a map."""
+
+    async def handle(message: list[Any], peer: Any) -> Any:
+        if len(message) != 7 or message[1] != "hit" or type(message[2]) is not str:
+            raise InvalidRequest(
+                "ratelimit: expected [ratelimit, hit, key, limit, period, hits, alg]"
+            )
+        _, _, key, limit, period, hits, algorithm = message
+        d = await limiter.hit(key, limit=limit, period=period, hits=hits, algorithm=algorithm)
+        return {
+            "allowed": d.allowed,
+            "limit": d.limit,
+            "remaining": d.remaining,
+            "reset_at": d.reset_at,
+            "retry_after": None if d.retry_after == float("inf") else d.retry_after,
+        }
 
     return handle
 
@@ -436,9 +460,14 @@ async def serve(
     requirepass: str | None = None,
     conflicts: str = "lww",
     clock_offset: float = 0.0,
+    ratelimit_limits: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    ``ratelimit_limits``: a descriptor file of named limits (Envoy style,
+    ``docs/ratelimit.md``) for the rate limiter.
+    """
     stop = stop or asyncio.Event()
     discovery = discovery or DiscoveryOptions()
     if discovery.backend == "swim":
@@ -461,6 +490,9 @@ async def serve(
     kv = _kv_store(config, conflicts)
     node.register(kv)
     node.add_peer_handler("kv", _kv_admin(kv))
+    limits = Limits.from_file(ratelimit_limits) if ratelimit_limits else None
+    limiter = node.register(RateLimiter(limits=limits))
+    node.add_peer_handler("ratelimit", _ratelimit_admin(limiter))
     if config.testing:
         node.add_peer_handler("bench", _kv_bench(kv))
     http: HttpServer | None = None
@@ -468,7 +500,10 @@ async def serve(
     await node.start()
     try:
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
+            from peer_ring.server.ratelimit_http import ratelimit_routes
+
             http = HttpServer(node, config.http)
+            http.app.add_routes(ratelimit_routes(limiter))
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         # serve clients once this node has learned the cluster and synced the
@@ -482,7 +517,7 @@ async def serve(
                 kv,
                 host=host,
                 port=port,
-                config=RespConfig(requirepass=requirepass),
+                config=RespConfig(requirepass=requirepass, throttler=limiter),
                 clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
             )
             await resp.start()

@@ -52,8 +52,9 @@ import hashlib
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import msgpack
@@ -72,6 +73,7 @@ from peer_ring.app import (
     Service,
     UnknownCommand,
 )
+from peer_ring.apps.ratelimit._algorithms import cl_throttle
 from peer_ring.apps.ratelimit._config import RateLimiterConfig
 from peer_ring.apps.ratelimit._types import (
     INT64_MAX,
@@ -239,6 +241,21 @@ def _duration_ns(period: float) -> int:
     return ns
 
 
+#: A decision run at the owner: ``op(limiter, key_name) -> (wire answer, wrote, over_limit)``.
+_Op = Callable[[LocalLimiter, str], tuple[Any, bool, bool]]
+
+
+def _op_decide(req: RateLimitRequest, part: LocalLimiter, name: str) -> tuple[Any, bool, bool]:
+    resp = part.hit(req)
+    wrote = req.hits != 0 or bool(req.behavior & Behavior.RESET_REMAINING)
+    return _resp_to_wire(resp), wrote, resp.status is Status.OVER_LIMIT
+
+
+def _op_throttle(args: list[Any], part: LocalLimiter, name: str) -> tuple[Any, bool, bool]:
+    reply = part.throttle(name[3:], args[0], args[1], args[2], args[3])
+    return list(reply), args[3] != 0, reply[0] == 1
+
+
 class RateLimiter(Service):
     """The rate-limit service: replica side (decisions, copies, data hooks)
     and client side (:meth:`hit`, :meth:`hit_many`, :meth:`concurrency`,
@@ -313,7 +330,16 @@ class RateLimiter(Service):
         cmd = request.command
         if cmd == "decide":
             req = request_from_wire(request.payload)
-            return self._decide_here(request.partition, request.key, req)
+            if req.key.encode() != request.key:
+                raise InvalidRequest("decide: the request's name_key differs from the routed key")
+            return self._run(request.partition, request.key, partial(_op_decide, req))
+        if cmd == "throttle":  # payload: [max_burst, count, period_s, quantity]
+            raw = request.payload
+            if type(raw) is not list or len(raw) != 4 or not request.key.startswith(b"cl_"):
+                raise InvalidRequest("throttle: expected [max_burst, count, period, quantity]")
+            # validated now, so that a bad request never waits for a pull or a copy
+            cl_throttle(None, raw[0], raw[1], raw[2], raw[3], 0)
+            return self._run(request.partition, request.key, partial(_op_throttle, raw))
         if cmd == "read":
             part = self._parts.get(request.partition)
             return None if part is None else part.export(request.key.decode())
@@ -324,34 +350,38 @@ class RateLimiter(Service):
             return self.import_records(request.partition, raw)
         raise UnknownCommand(f"ratelimit has no command {cmd!r}")
 
-    def _decide_here(self, partition: int, key: bytes, req: RateLimitRequest) -> Any:
+    def _run(self, partition: int, key: bytes, op: _Op) -> Any:
+        """Run a decision ``op`` on ``key`` here: at once (the fast path), or
+        after joining the co-owners' copies (a key this node has no state
+        for), or once copies caught up (the crash bound reached)."""
         part = self._part(partition)
-        name = req.key
+        try:
+            name = key.decode()
+        except UnicodeDecodeError:
+            raise InvalidRequest("a rate-limit key is UTF-8") from None
         if part.export(name) is None and key not in self._pulling:
             fut: asyncio.Future[None] = self.app.create_future()
             self._pulling[key] = fut  # now: later requests for the key wait for it
-            return self._pull_then_decide(partition, key, req, fut)
+            return self._pull_then_run(partition, key, op, fut)
         if key in self._pulling or self._inflight + self._pending >= self.config.unreplicated_limit:
-            return self._decide_later(partition, key, req)
-        return _resp_to_wire(self._decide_now(part, partition, key, req))
+            return self._run_later(partition, key, op)
+        return self._run_now(part, partition, key, op)
 
-    def _decide_now(
-        self, part: LocalLimiter, partition: int, key: bytes, req: RateLimitRequest
-    ) -> RateLimitResponse:
-        resp = part.hit(req)
+    def _run_now(self, part: LocalLimiter, partition: int, key: bytes, op: _Op) -> Any:
+        answer, wrote, over = op(part, key.decode())
         self.stats["decisions"] += 1
-        if resp.status is Status.OVER_LIMIT:
+        if over:
             self.stats["over_limit"] += 1
-        if req.hits != 0 or req.behavior & Behavior.RESET_REMAINING:
+        if wrote:
             dirty = self._dirty.setdefault(partition, set())
             dirty.add(key)
             self._pending += 1
             self._wake.set()
             if self._pending >= self.config.copy_every:
                 self._full.set()
-        return resp
+        return answer
 
-    async def _decide_later(self, partition: int, key: bytes, req: RateLimitRequest) -> Any:
+    async def _run_later(self, partition: int, key: bytes, op: _Op) -> Any:
         pulling = self._pulling.get(key)
         if pulling is not None:
             await pulling
@@ -361,17 +391,17 @@ class RateLimiter(Service):
             while self._inflight + self._pending >= self.config.unreplicated_limit:
                 self._acked.clear()
                 await self._acked.wait()
-        return _resp_to_wire(self._decide_now(self._part(partition), partition, key, req))
+        return self._run_now(self._part(partition), partition, key, op)
 
-    async def _pull_then_decide(
-        self, partition: int, key: bytes, req: RateLimitRequest, fut: asyncio.Future[None]
+    async def _pull_then_run(
+        self, partition: int, key: bytes, op: _Op, fut: asyncio.Future[None]
     ) -> Any:
         try:
             await self._pull(partition, key)
         finally:
             del self._pulling[key]
             fut.set_result(None)
-        return await self._decide_later(partition, key, req)
+        return await self._run_later(partition, key, op)
 
     async def _pull(self, partition: int, key: bytes) -> None:
         """Join the other live owners' copies of ``key`` before deciding it first."""
@@ -572,31 +602,51 @@ class RateLimiter(Service):
         )
 
     # -- client side ----------------------------------------------------------------------
-    async def decide(self, req: RateLimitRequest) -> RateLimitResponse:
-        """Decide one validated-or-not request at its key's owner (raises on bad input)."""
-        req = check_request(req)
+    async def _route(self, key: bytes, command: str, payload: Any) -> Any:
+        """Run ``command`` at the first live owner of ``key`` that takes it."""
         app = self.app
-        key = req.key.encode()
         partition = app.partition_for(key)
         owners = app.owners(partition)
         order = [o for o in owners if app.is_up(o)] + [o for o in owners if not app.is_up(o)]
         if not order:
             raise PeerUnavailable("the ring is empty")
-        payload = request_to_wire(req)
         last: BaseException | None = None
         for owner in order:
             if owner != app.node_id:
                 self.stats["forwarded"] += 1
             try:
-                raw = await app.call_replica(
-                    owner, "decide", key, payload, partition=partition, timeout=self._timeout()
+                return await app.call_replica(
+                    owner, command, key, payload, partition=partition, timeout=self._timeout()
                 )
             except _RETRY as exc:
                 last = exc
-                continue
-            return _resp_from_wire(raw)
         assert last is not None
         raise last
+
+    async def decide(self, req: RateLimitRequest) -> RateLimitResponse:
+        """Decide one request at its key's owner (validated first; raises on bad input)."""
+        req = check_request(req)
+        raw = await self._route(req.key.encode(), "decide", request_to_wire(req))
+        return _resp_from_wire(raw)
+
+    async def throttle(
+        self, key: str, max_burst: int, count: int, period: int, quantity: int = 1
+    ) -> tuple[int, int, int, int, int]:
+        """redis-cell's ``CL.THROTTLE``, decided at the key's owner: ``(limited,
+        limit, remaining, retry_after, reset_after)`` (see ``docs/ratelimit.md``).
+
+        ``period`` is whole seconds. Bad arguments raise
+        :class:`~peer_ring.errors.InvalidRequest`.
+        """
+        if type(key) is not str or not key or len(key) > 1024:
+            raise InvalidRequest("a CL.THROTTLE key is a non-empty string of at most 1024 chars")
+        cl_throttle(None, max_burst, count, period, quantity, 0)  # validate before sending
+        raw = await self._route(
+            f"cl_{key}".encode(), "throttle", [max_burst, count, period, quantity]
+        )
+        if type(raw) is not list or len(raw) != 5 or not all(type(x) is int for x in raw):
+            raise InvalidRequest(f"bad CL.THROTTLE answer from the owner: {raw!r:.80}")
+        return (raw[0], raw[1], raw[2], raw[3], raw[4])
 
     async def hit(
         self,

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from peer_ring.app import InvalidRequest
-from peer_ring.apps.ratelimit._algorithms import available, capacity_of, decide
+from peer_ring.apps.ratelimit._algorithms import available, capacity_of, cl_throttle, decide
 from peer_ring.apps.ratelimit._merge import Replica, decode_replica, effective, merge, record
 from peer_ring.apps.ratelimit._types import (
     NS_PER_S,
@@ -77,6 +77,33 @@ class LocalLimiter:
             admitted = req.hits if req.hits > 0 and resp.status is Status.UNDER_LIMIT else 0
             self._keys[key] = record(replica, self._actor, new, admitted)
         return resp
+
+    def throttle(
+        self,
+        key: str,
+        max_burst: int,
+        count: int,
+        period_s: int,
+        quantity: int = 1,
+        *,
+        now_ns: int | None = None,
+    ) -> tuple[int, int, int, int, int]:
+        """redis-cell's ``CL.THROTTLE key max_burst count period [quantity]``.
+
+        The counter is stored as ``cl_<key>``: a gubernator-shaped GCRA
+        request with name ``cl`` and the same limit shares it. Returns
+        redis-cell's reply (see ``_algorithms.cl_throttle``); bad arguments
+        raise :class:`InvalidRequest` and change nothing.
+        """
+        now = self.now_ns() if now_ns is None else now_ns
+        name = f"cl_{key}"
+        replica = self._keys.get(name, ())
+        state = effective(replica, now)
+        new, reply = cl_throttle(state, max_burst, count, period_s, quantity, now)
+        if new is not state and new is not None:
+            admitted = quantity if quantity > 0 and reply[0] == 0 else 0
+            self._keys[name] = record(replica, self._actor, new, admitted)
+        return reply
 
     def hit_many(self, reqs: Iterable[RateLimitRequest]) -> list[RateLimitResponse]:
         """Decide each request in order at one clock reading.
