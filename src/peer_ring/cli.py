@@ -87,6 +87,11 @@ def main() -> None:
     help="Shift this node's wall clock by SECONDS (fault injection; needs --testing).",
 )
 @click.option(
+    "--grpc",
+    "grpc_api",
+    help="Serve the rate limiter's gRPC APIs (gubernator V1, Envoy RLS) on HOST:PORT.",
+)
+@click.option(
     "--ratelimit-limits",
     type=click.Path(dir_okay=False, exists=True),
     help="Named rate limits: an Envoy-style descriptor file (YAML or JSON).",
@@ -119,6 +124,7 @@ def node(**opts: Any) -> None:
             conflicts=opts["conflicts"],
             clock_offset=opts["clock_offset"],
             ratelimit_limits=opts["ratelimit_limits"],
+            grpc_api=opts["grpc_api"],
         )
     )
 

@@ -461,12 +461,14 @@ async def serve(
     conflicts: str = "lww",
     clock_offset: float = 0.0,
     ratelimit_limits: str | None = None,
+    grpc_api: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
 
     ``ratelimit_limits``: a descriptor file of named limits (Envoy style,
-    ``docs/ratelimit.md``) for the rate limiter.
+    ``docs/ratelimit.md``) for the rate limiter. ``grpc_api``: HOST:PORT of
+    the rate limiter's gRPC APIs (gubernator's V1, Envoy's RateLimitService).
     """
     stop = stop or asyncio.Event()
     discovery = discovery or DiscoveryOptions()
@@ -497,6 +499,7 @@ async def serve(
         node.add_peer_handler("bench", _kv_bench(kv))
     http: HttpServer | None = None
     resp: Any = None
+    grpc_server: Any = None
     await node.start()
     try:
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
@@ -521,6 +524,12 @@ async def serve(
                 clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
             )
             await resp.start()
+        if grpc_api:
+            from peer_ring.server.grpc_api.server import RateLimitGrpcServer
+
+            ghost, gport = parse_address(grpc_api)
+            grpc_server = RateLimitGrpcServer(limiter, ghost, gport)
+            await grpc_server.start()
         print(
             json.dumps(
                 {
@@ -529,6 +538,7 @@ async def serve(
                     "address": node.address,
                     "resp": f"{resp.host}:{resp.port}" if resp else None,
                     "http": f"{http.host}:{http.port}" if http else None,
+                    "grpc": f"{grpc_server.host}:{grpc_server.port}" if grpc_server else None,
                     "pid": os.getpid(),
                 }
             ),
@@ -541,6 +551,8 @@ async def serve(
             http.stopping = True
         if resp is not None:
             await resp.close()
+        if grpc_server is not None:
+            await grpc_server.close()
         await node.stop()
         if http is not None:
             await http.close()

@@ -1,8 +1,10 @@
 """The rate limiter in three real node processes, over every wire surface.
 
-RESP ``CL.THROTTLE`` with redis-py and redis-cli, gubernator's HTTP JSON
-``POST /v1/GetRateLimits`` with aiohttp, and ``peer-ring ratelimit hit``;
-clients on every node, one hot key: the cluster admits exactly the limit.
+RESP ``CL.THROTTLE`` with redis-py and redis-cli; gubernator's gRPC V1 and
+Envoy's RateLimitService with real gRPC clients built from the protos;
+gubernator's HTTP JSON ``POST /v1/GetRateLimits`` with aiohttp; and
+``peer-ring ratelimit hit``. Clients on every node, one hot key: the
+cluster admits exactly the limit.
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import grpc
+import grpc.aio
 import pytest
 import redis.asyncio as aioredis
 
+from peer_ring.server.grpc_api.protos import gubernator_pb2 as gpb
+from peer_ring.server.grpc_api.protos import gubernator_pb2_grpc as gpb_grpc
+from peer_ring.server.grpc_api.protos.envoy.extensions.common.ratelimit.v3 import (
+    ratelimit_pb2 as rl_common,
+)
+from peer_ring.server.grpc_api.protos.envoy.service.ratelimit.v3 import rls_pb2 as rls
+from peer_ring.server.grpc_api.protos.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
 from peer_ring.testing.cluster import LocalCluster
 from tests.integration._cluster import wait_one_ring
 
@@ -26,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 RESP = 6379
 HTTP = 8080
+GRPC = 8081
 
 LIMITS = {
     "domain": "api",
@@ -38,7 +50,7 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     tmp = tmp_path_factory.mktemp("ratelimit")
     limits = tmp / "limits.json"
     limits.write_text(json.dumps(LIMITS))
-    with LocalCluster(
+    c = LocalCluster(
         3,
         subnet="127.0.44",
         resp_port=RESP,
@@ -46,9 +58,15 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         partitions=64,
         artefacts=tmp,
         extra_args=["--ratelimit-limits", str(limits)],
-    ) as c:
+    )
+    for n in c.nodes.values():
+        n.args += ["--grpc", f"{n.ip}:{GRPC}"]
+    try:
+        c.start()
         asyncio.run(wait_one_ring(c))
         yield c
+    finally:
+        c.close()
 
 
 def clients(cluster: LocalCluster) -> list[aioredis.Redis]:
@@ -181,3 +199,99 @@ def test_metrics_show_limiter_figures(three: LocalCluster) -> None:
             text += r.read().decode()
     assert "peer_ring_ratelimit_decisions" in text
     assert "peer_ring_ratelimit_counters_rebuilt" in text
+
+
+def grpc_targets(cluster: LocalCluster) -> list[str]:
+    return [f"{n.ip}:{GRPC}" for n in cluster.nodes.values()]
+
+
+async def test_gubernator_grpc_client_on_every_node(three: LocalCluster) -> None:
+    channels = [grpc.aio.insecure_channel(t) for t in grpc_targets(three)]
+    try:
+        stubs = [gpb_grpc.V1Stub(ch) for ch in channels]
+        req = gpb.RateLimitReq(
+            name="grpc", unique_key="acct:9", hits=1, limit=4, duration=60_000,
+            algorithm=gpb.SLIDING_WINDOW,
+        )  # fmt: skip
+        answers = []
+        for i in range(7):
+            got = await stubs[i % 3].GetRateLimits(gpb.GetRateLimitsReq(requests=[req]), timeout=5)
+            answers.append(got.responses[0])
+        assert [a.status for a in answers] == [gpb.UNDER_LIMIT] * 4 + [gpb.OVER_LIMIT] * 3
+        assert [a.remaining for a in answers[:4]] == [3, 2, 1, 0]
+        assert all(a.limit == 4 and a.error == "" and a.reset_time > 0 for a in answers)
+        health = await stubs[1].HealthCheck(gpb.HealthCheckReq(), timeout=5)
+        assert health.status == "healthy"
+        assert health.peer_count == 3
+        bad_requests = [
+            gpb.RateLimitReq(name="g", unique_key="k", hits=1, limit=0, duration=1000),
+            gpb.RateLimitReq(name="g", unique_key="k", hits=1, limit=5, duration=-1),
+            gpb.RateLimitReq(name="", unique_key="k", hits=1, limit=5, duration=1000),
+            gpb.RateLimitReq(name="g", unique_key="k", limit=5, duration=1000, algorithm=42),
+            gpb.RateLimitReq(name="g", unique_key="k", limit=5, duration=1000, behavior=4),
+        ]
+        for bad in bad_requests:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stubs[0].GetRateLimits(gpb.GetRateLimitsReq(requests=[req, bad]), timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "requests[1]" in (info.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs[0].GetRateLimits(gpb.GetRateLimitsReq(requests=[req] * 1001), timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # nothing of a refused batch was counted
+        after = await stubs[2].GetRateLimits(
+            gpb.GetRateLimitsReq(requests=[gpb.RateLimitReq(
+                name="grpc", unique_key="acct:9", hits=0, limit=4, duration=60_000,
+                algorithm=gpb.SLIDING_WINDOW)]),
+            timeout=5,
+        )  # fmt: skip
+        assert after.responses[0].remaining == 0
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+def _descriptor(*entries: tuple[str, str], override: tuple[int, int] | None = None) -> Any:
+    d = rl_common.RateLimitDescriptor(
+        entries=[rl_common.RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries]
+    )
+    if override is not None:
+        d.limit.requests_per_unit, d.limit.unit = override
+    return d
+
+
+async def test_envoy_should_rate_limit_with_a_descriptor_file(three: LocalCluster) -> None:
+    channels = [grpc.aio.insecure_channel(t) for t in grpc_targets(three)]
+    try:
+        stubs = [rls_grpc.RateLimitServiceStub(ch) for ch in channels]
+
+        async def ask(i: int, *descs: Any, domain: str = "api") -> Any:
+            req = rls.RateLimitRequest(domain=domain, descriptors=list(descs))
+            return await stubs[i % 3].ShouldRateLimit(req, timeout=5)
+
+        codes = [(await ask(i, _descriptor(("user", "ann")))).overall_code for i in range(3)]
+        assert codes == [rls.RateLimitResponse.OK] * 2 + [rls.RateLimitResponse.OVER_LIMIT]
+        got = await ask(0, _descriptor(("user", "bob")), _descriptor(("unknown", "x")))
+        assert got.overall_code == rls.RateLimitResponse.OK
+        assert got.statuses[0].current_limit.requests_per_unit == 2
+        assert got.statuses[0].current_limit.unit == rls.RateLimitResponse.RateLimit.HOUR
+        assert got.statuses[0].limit_remaining == 1
+        assert got.statuses[0].duration_until_reset.seconds > 0
+        assert not got.statuses[1].HasField("current_limit")  # no limit: OK
+        # an override (1 per minute, unit MINUTE = 2) replaces the configured limit
+        first = await ask(1, _descriptor(("user", "cy"), override=(1, 2)))
+        second = await ask(2, _descriptor(("user", "cy"), override=(1, 2)))
+        assert first.overall_code == rls.RateLimitResponse.OK
+        assert second.overall_code == rls.RateLimitResponse.OVER_LIMIT
+        for bad in (
+            ask(0, _descriptor(("user", "x")), domain="nope"),
+            ask(0, rl_common.RateLimitDescriptor()),
+            ask(0, _descriptor(("user", "x"), override=(0, 2))),
+            ask(0),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await bad
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        for ch in channels:
+            await ch.close()

@@ -85,7 +85,7 @@ from peer_ring.apps.ratelimit._types import (
     Status,
     check_request,
 )
-from peer_ring.apps.ratelimit.descriptors import Limits
+from peer_ring.apps.ratelimit.descriptors import DescriptorLimit, Limits, Match
 from peer_ring.apps.ratelimit.local import LocalLimiter
 
 __all__ = [
@@ -751,13 +751,17 @@ class RateLimiter(Service):
         domain: str,
         descriptors: Sequence[Sequence[tuple[str, str]]],
         hits_addend: int = 1,
+        overrides: Sequence[DescriptorLimit | None] | None = None,
     ) -> tuple[bool, list[DescriptorStatus]]:
         """Envoy's ``ShouldRateLimit``: ``(overall_ok, statuses)`` for descriptors
         matched against the named limits given at construction.
 
         Raises :class:`InvalidRequest` for an unknown domain, a bad descriptor
         or ``hits_addend`` out of range; ``shadow_mode`` limits count and
-        report but answer OK.
+        report but answer OK. ``overrides`` (one per descriptor, or None)
+        replace the configured limit, as Envoy's ``RateLimitOverride`` does:
+        the descriptor then counts under that limit even when no configured
+        descriptor matches (its counter is its own).
         """
         if self.limits is None:
             raise InvalidRequest("no named limits are configured on this node")
@@ -769,7 +773,9 @@ class RateLimiter(Service):
             raise InvalidRequest(
                 f"give 1 to {self.config.max_batch} descriptors, got {len(descriptors)}"
             )
-        matches = []
+        if overrides is not None and len(overrides) != len(descriptors):
+            raise InvalidRequest("give one override (or None) per descriptor")
+        matches: list[Match | None] = []
         for d in descriptors:
             if not d or not all(
                 type(e) in (tuple, list) and len(e) == 2 and all(type(x) is str for x in e)
@@ -778,7 +784,14 @@ class RateLimiter(Service):
                 raise InvalidRequest("a descriptor is a non-empty list of (key, value) strings")
             if any(not e[0] for e in d):
                 raise InvalidRequest("a descriptor entry needs a key")
-            matches.append(self.limits.match(domain, [(e[0], e[1]) for e in d]))
+            entries = [(e[0], e[1]) for e in d]
+            match = self.limits.match(domain, entries)
+            over = overrides[len(matches)] if overrides is not None else None
+            if over is not None:
+                parts = "|".join([domain, *(f"{k}_{v}" for k, v in entries)])
+                key = f"{parts}|{over.requests_per_unit}/{over.unit}"
+                match = Match(key, over)
+            matches.append(match)
         reqs: list[tuple[int, RateLimitRequest]] = []
         for i, m in enumerate(matches):
             if m is None or m.limit.unlimited:
