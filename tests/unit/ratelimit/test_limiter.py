@@ -344,3 +344,108 @@ def test_algorithm_names_cover_every_algorithm() -> None:
 
     for alg in Algorithm:
         assert _algorithm(alg.name.lower()) is alg
+
+
+# -- lease and global modes --------------------------------------------------------------
+
+
+async def test_lease_mode_never_over_admits_and_decides_mostly_locally() -> None:
+    _net, nodes, lims = await start(
+        MemoryNetwork(), RateLimiterConfig(mode="lease", lease_fraction=8, lease_ttl=30.0)
+    )
+    try:
+
+        async def client(lim: RateLimiter) -> int:
+            ok = 0
+            for _ in range(150):
+                ok += (
+                    await lim.hit("hot", limit=100, period=3600, algorithm="fixed_window")
+                ).allowed
+            return ok
+
+        admitted = sum(await asyncio.gather(*(client(lim) for lim in lims)))
+        # every admitted hit was counted at the owner first: never more than L;
+        # slices still held elsewhere can only make it fewer (12 per slice)
+        assert 100 - 2 * 12 <= admitted <= 100
+        local = sum(lim._lease.stats["local"] for lim in lims)
+        grants = sum(lim._lease.stats["grants"] for lim in lims)
+        assert local > grants  # most decisions without a network hop
+        owner_view = await lims[0].hit(
+            "hot", limit=100, period=3600, algorithm="fixed_window", hits=0, mode="exact"
+        )
+        held = sum(s.left for lim in lims for s in lim._lease._slices.values())
+        assert owner_view.remaining + admitted + held == 100  # conservation at the owner
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_lease_slices_go_back_to_the_owner_when_they_end() -> None:
+    _net, nodes, lims = await start(
+        MemoryNetwork(), RateLimiterConfig(mode="lease", lease_fraction=2, lease_ttl=0.05)
+    )
+    try:
+        d = await lims[0].hit("back", limit=10, period=3600)  # takes a slice of 5
+        assert d.allowed
+        assert d.remaining == 9
+        owner_left = lambda: lims[1].hit("back", limit=10, period=3600, hits=0, mode="exact")  # noqa: E731
+
+        async def returned() -> bool:
+            return (await owner_left()).remaining == 9
+
+        await wait_for(returned, timeout=10, message="unused hits handed back")
+        assert lims[0]._lease.stats["returned_hits"] == 4
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_lease_refusal_is_answered_locally_until_retry_after() -> None:
+    _net, nodes, lims = await start(MemoryNetwork(), RateLimiterConfig(mode="lease"))
+    try:
+        assert (await lims[2].hit("one", limit=1, period=3600)).allowed
+        grants = lims[2]._lease.stats["grants"]
+        for _ in range(5):
+            d = await lims[2].hit("one", limit=1, period=3600)
+            assert not d.allowed
+            assert d.retry_after > 3000
+        assert lims[2]._lease.stats["grants"] == grants + 1  # one refusal from the owner
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_global_mode_answers_locally_and_syncs_hits_to_the_owner() -> None:
+    _net, nodes, lims = await start(MemoryNetwork(), RateLimiterConfig(global_sync_interval=0.02))
+    try:
+        owner = lims[0].primary_of(b"default_g")
+        other = next(lim for lim in lims if lim.app.node_id != owner)
+        for _ in range(6):
+            assert (await other.hit("g", limit=10, period=3600, mode="global")).allowed
+        assert other._global.stats["local"] == 5  # the first asked the owner
+
+        async def counted() -> bool:
+            d = await lims[0].hit("g", limit=10, period=3600, hits=0, mode="exact")
+            return d.remaining == 4
+
+        await wait_for(counted, timeout=10, message="hits synced to the owner")
+        # gubernator's GLOBAL flag selects the mode too
+        req = RateLimitRequest("default", "g", 10, 3600 * NS, behavior=2)  # type: ignore[arg-type]
+        resp = await other.decide(req)
+        assert resp.allowed
+        assert other._global.stats["local"] == 6
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_global_mode_error_stays_within_its_bound() -> None:
+    # three nodes, everyone bursts within one sync interval: the documented
+    # bound is (n - 1) x L over the limit in the worst case
+    _net, nodes, lims = await start(MemoryNetwork(), RateLimiterConfig(global_sync_interval=0.05))
+    try:
+        for lim in lims:  # warm every node's copy
+            await lim.hit("gb", limit=10, period=3600, mode="global", hits=0)
+        answers = await asyncio.gather(
+            *(lims[i % 3].hit("gb", limit=10, period=3600, mode="global") for i in range(60))
+        )
+        admitted = sum(d.allowed for d in answers)
+        assert 10 <= admitted <= 10 + 2 * 10
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))

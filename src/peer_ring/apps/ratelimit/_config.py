@@ -42,11 +42,33 @@ class RateLimiterConfig:
     timeout: float = 0.0
     #: Most requests one batch call takes (gubernator's default is 1000).
     max_batch: int = 1000
+    #: Mode of a request that names none: ``exact`` (decided at the owner),
+    #: ``lease`` (decided from a quota slice the owner granted this node) or
+    #: ``global`` (gubernator's GLOBAL: decided from a cached copy, synced
+    #: asynchronously). Requests with gubernator's GLOBAL flag use ``global``.
+    mode: str = "exact"
+    #: ``lease``: a node asks for ``limit / lease_fraction`` hits at a time
+    #: (at least the request's hits, at most ``lease_max_slice``).
+    lease_fraction: int = 8
+    lease_max_slice: int = 1000
+    #: ``lease``: how long a slice may be used (seconds); a window
+    #: algorithm's slice also ends with its window. Unused hits go back to
+    #: the owner when it ends.
+    lease_ttl: float = 1.0
+    #: ``global``: how often a node sends the hits it admitted to the owner
+    #: and refreshes its copies (seconds). The error bound scales with it.
+    global_sync_interval: float = 0.05
 
     def __post_init__(self) -> None:
         if type(self.copy_every) is not int or self.copy_every < 1:
             raise ConfigError(f"copy_every must be an integer >= 1, got {self.copy_every!r}")
-        for name in ("copy_interval", "sweep_interval"):
+        if self.mode not in ("exact", "lease", "global"):
+            raise ConfigError(f"mode must be exact, lease or global, got {self.mode!r}")
+        for name in ("lease_fraction", "lease_max_slice"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("copy_interval", "sweep_interval", "lease_ttl", "global_sync_interval"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {v!r}")

@@ -73,6 +73,7 @@ from peer_ring.app import (
     Service,
     UnknownCommand,
 )
+from peer_ring.apps.ratelimit import _modes
 from peer_ring.apps.ratelimit._algorithms import cl_throttle
 from peer_ring.apps.ratelimit._config import RateLimiterConfig
 from peer_ring.apps.ratelimit._types import (
@@ -281,6 +282,8 @@ class RateLimiter(Service):
         self._acked = asyncio.Event()
         self._pulling: dict[bytes, asyncio.Future[None]] = {}
         self._leases = itertools.count(1)
+        self._lease = _modes.LeaseClient(self)
+        self._global = _modes.GlobalClient(self)
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "decisions",
@@ -304,6 +307,8 @@ class RateLimiter(Service):
         self._actor = f"{app.node_id}@{int(app.clock.time() * 1000):x}"
         app.spawn(self._copier, "ratelimit-copier")
         app.spawn(self._sweeper, "ratelimit-sweeper")
+        app.spawn(self._lease.run, "ratelimit-lease-returns")
+        app.spawn(self._global.run, "ratelimit-global-sync")
         app.add_metrics(self._metrics)
 
     @property
@@ -329,9 +334,7 @@ class RateLimiter(Service):
     def handle(self, request: Request) -> Any:
         cmd = request.command
         if cmd == "decide":
-            req = request_from_wire(request.payload)
-            if req.key.encode() != request.key:
-                raise InvalidRequest("decide: the request's name_key differs from the routed key")
+            req = self._routed(request)
             return self._run(request.partition, request.key, partial(_op_decide, req))
         if cmd == "throttle":  # payload: [max_burst, count, period_s, quantity]
             raw = request.payload
@@ -340,6 +343,31 @@ class RateLimiter(Service):
             # validated now, so that a bad request never waits for a pull or a copy
             cl_throttle(None, raw[0], raw[1], raw[2], raw[3], 0)
             return self._run(request.partition, request.key, partial(_op_throttle, raw))
+        if cmd == "grant":  # lease mode: [req, need, want, refund, refund_until, ttl_ns]
+            raw = request.payload
+            if type(raw) is not list or len(raw) != 6 or not all(type(x) is int for x in raw[1:]):
+                raise InvalidRequest("grant: expected [request, need, want, refund, until, ttl]")
+            req = self._routed(request)
+            need, want, refund, until, ttl = raw[1:]
+            if not 0 < need <= want or refund < 0 or ttl <= 0:
+                raise InvalidRequest("grant: need 0 < need <= want, refund >= 0, ttl > 0")
+            op = partial(_modes.op_grant, req, need, want, refund, until, ttl)
+            return self._run(request.partition, request.key, op)
+        if cmd == "release":  # lease mode: [req with hits < 0, refund_until]
+            raw = request.payload
+            if type(raw) is not list or len(raw) != 2 or type(raw[1]) is not int:
+                raise InvalidRequest("release: expected [request, refund_until]")
+            req = self._routed(request)
+            op = partial(_modes.op_release, req, raw[1])
+            return self._run(request.partition, request.key, op)
+        if cmd == "gdecide":  # global mode: [req, hits admitted elsewhere]
+            raw = request.payload
+            if type(raw) is not list or len(raw) != 2 or type(raw[1]) is not int or raw[1] < 0:
+                raise InvalidRequest("gdecide: expected [request, counted hits >= 0]")
+            req = self._routed(request)
+            return self._run(
+                request.partition, request.key, partial(_modes.op_gdecide, req, raw[1])
+            )
         if cmd == "read":
             part = self._parts.get(request.partition)
             return None if part is None else part.export(request.key.decode())
@@ -349,6 +377,17 @@ class RateLimiter(Service):
                 raise InvalidRequest("absorb: expected a list of [key, replica]")
             return self.import_records(request.partition, raw)
         raise UnknownCommand(f"ratelimit has no command {cmd!r}")
+
+    @staticmethod
+    def _routed(request: Request) -> RateLimitRequest:
+        """The request in a command's payload (first element for the modes' commands)."""
+        raw = request.payload
+        if request.command != "decide":
+            raw = raw[0]
+        req = request_from_wire(raw)
+        if req.key.encode() != request.key:
+            raise InvalidRequest("the request's name_key differs from the routed key")
+        return req
 
     def _run(self, partition: int, key: bytes, op: _Op) -> Any:
         """Run a decision ``op`` on ``key`` here: at once (the fast path), or
@@ -593,6 +632,9 @@ class RateLimiter(Service):
         }
         for name, text in helps.items():
             yield Metric(name, "counter", text, float(self.stats[name]))
+        for prefix, st in (("lease", self._lease.stats), ("global", self._global.stats)):
+            for name, value in st.items():
+                yield Metric(f"{prefix}_{name}", "counter", f"{prefix} mode: {name}", float(value))
         yield Metric("keys", "gauge", "Keys held here", float(sum(map(len, self._parts.values()))))
         yield Metric(
             "unreplicated",
@@ -602,7 +644,18 @@ class RateLimiter(Service):
         )
 
     # -- client side ----------------------------------------------------------------------
-    async def _route(self, key: bytes, command: str, payload: Any) -> Any:
+    def wire(self, req: RateLimitRequest) -> list[Any]:
+        return request_to_wire(req)
+
+    def primary_of(self, key: bytes) -> str | None:
+        """The node that decides ``key`` now: its first live owner."""
+        app = self.app
+        for owner in app.owners(app.partition_for(key)):
+            if app.is_up(owner):
+                return owner
+        return None
+
+    async def route_key(self, key: bytes, command: str, payload: Any) -> Any:
         """Run ``command`` at the first live owner of ``key`` that takes it."""
         app = self.app
         partition = app.partition_for(key)
@@ -623,10 +676,23 @@ class RateLimiter(Service):
         assert last is not None
         raise last
 
-    async def decide(self, req: RateLimitRequest) -> RateLimitResponse:
-        """Decide one request at its key's owner (validated first; raises on bad input)."""
+    async def decide(self, req: RateLimitRequest, mode: str | None = None) -> RateLimitResponse:
+        """Decide one request (validated first; raises on bad input) in ``mode``
+        (default: ``global`` for requests with gubernator's GLOBAL flag, else
+        ``config.mode``)."""
         req = check_request(req)
-        raw = await self._route(req.key.encode(), "decide", request_to_wire(req))
+        mode = mode or ("global" if req.behavior & Behavior.GLOBAL else self.config.mode)
+        if mode == "lease":
+            return await self._lease.hit(req)
+        if mode == "global":
+            return await self._global.hit(req)
+        if mode != "exact":
+            raise InvalidRequest(f"mode must be exact, lease or global, got {mode!r:.40}")
+        return await self.decide_exact(req)
+
+    async def decide_exact(self, req: RateLimitRequest) -> RateLimitResponse:
+        """Decide ``req`` (validated) at its key's owner, whatever the mode."""
+        raw = await self.route_key(req.key.encode(), "decide", request_to_wire(req))
         return _resp_from_wire(raw)
 
     async def throttle(
@@ -641,7 +707,7 @@ class RateLimiter(Service):
         if type(key) is not str or not key or len(key) > 1024:
             raise InvalidRequest("a CL.THROTTLE key is a non-empty string of at most 1024 chars")
         cl_throttle(None, max_burst, count, period, quantity, 0)  # validate before sending
-        raw = await self._route(
+        raw = await self.route_key(
             f"cl_{key}".encode(), "throttle", [max_burst, count, period, quantity]
         )
         if type(raw) is not list or len(raw) != 5 or not all(type(x) is int for x in raw):
@@ -659,12 +725,14 @@ class RateLimiter(Service):
         burst: int = 0,
         name: str = "default",
         behavior: int = 0,
+        mode: str | None = None,
     ) -> Decision:
         """Count ``hits`` against ``limit`` per ``period`` seconds for ``key``.
 
         ``hits`` 0 peeks, negative refunds. ``algorithm``: an
         :class:`Algorithm` or its name (``"sliding_window"``). ``name`` is
         gubernator's limit name: the counter is ``name`` and ``key`` together.
+        ``mode``: ``exact``, ``lease`` or ``global`` (default ``config.mode``).
         Bad input raises :class:`~peer_ring.errors.InvalidRequest`.
         """
         req = RateLimitRequest(
@@ -677,7 +745,7 @@ class RateLimiter(Service):
             behavior=_behavior(behavior),
             burst=burst,
         )
-        return Decision.of(await self.decide(req))
+        return Decision.of(await self.decide(req, mode))
 
     async def hit_many(self, reqs: Iterable[RateLimitRequest]) -> list[RateLimitResponse]:
         """Decide a batch concurrently; answers in order.

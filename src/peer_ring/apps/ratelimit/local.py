@@ -26,7 +26,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from peer_ring.app import InvalidRequest
-from peer_ring.apps.ratelimit._algorithms import available, capacity_of, cl_throttle, decide
+from peer_ring.apps.ratelimit._algorithms import (
+    State,
+    available,
+    capacity_of,
+    cl_throttle,
+    convert,
+    decide,
+    force,
+    fresh,
+)
 from peer_ring.apps.ratelimit._merge import Replica, decode_replica, effective, merge, record
 from peer_ring.apps.ratelimit._types import (
     NS_PER_S,
@@ -77,6 +86,26 @@ class LocalLimiter:
             admitted = req.hits if req.hits > 0 and resp.status is Status.UNDER_LIMIT else 0
             self._keys[key] = record(replica, self._actor, new, admitted)
         return resp
+
+    def count(self, req: RateLimitRequest, hits: int, *, now_ns: int | None = None) -> None:
+        """Count ``hits`` (>= 0) that were admitted elsewhere (a node deciding
+        from a cached copy, ``global`` mode) whatever the limit says."""
+        req = check_request(req)
+        if hits < 0:
+            raise InvalidRequest(f"counted hits cannot be negative: {hits}")
+        if hits == 0:
+            return
+        now = self.now_ns() if now_ns is None else now_ns
+        key = req.key
+        replica = self._keys.get(key, ())
+        state = effective(replica, now)
+        current = fresh(req, now) if state is None else convert(state, req, now)
+        self._keys[key] = record(replica, self._actor, force(current, hits, now), hits)
+
+    def state(self, key: str, *, now_ns: int | None = None) -> State | None:
+        """The state ``key`` is decided from now (None: nothing counted)."""
+        now = self.now_ns() if now_ns is None else now_ns
+        return effective(self._keys.get(key, ()), now)
 
     def throttle(
         self,
