@@ -84,6 +84,7 @@ from peer_ring.apps.ratelimit._types import (
     RateLimitRequest,
     RateLimitResponse,
     Status,
+    check_limit,
     check_request,
 )
 from peer_ring.apps.ratelimit.descriptors import DescriptorLimit, Limits, Match
@@ -211,6 +212,13 @@ def _resp_from_wire(raw: Any) -> RateLimitResponse:
     if type(raw) is not list or len(raw) != 5 or not all(type(x) is int for x in raw):
         raise InvalidRequest(f"bad rate-limit answer from the owner: {raw!r:.80}")
     return RateLimitResponse(Status(raw[0]), raw[1], raw[2], raw[3], raw[4])
+
+
+def algorithm_of(value: Algorithm | str | int) -> Algorithm:
+    """An :class:`Algorithm` from itself, its number or its name (any case)."""
+    if isinstance(value, str):
+        return _algorithm(value)
+    return check_limit(value, 1, 1)
 
 
 def _algorithm(value: Algorithm | str | int) -> Algorithm:
