@@ -449,3 +449,20 @@ async def test_global_mode_error_stays_within_its_bound() -> None:
         assert 10 <= admitted <= 10 + 2 * 10
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_a_remembered_limit_still_checks_key_and_hits(cluster: Cluster) -> None:
+    lim = cluster[2][1]
+    assert (await lim.hit("ok", limit=5, period=1)).allowed  # the limit is now remembered
+    for key, hits, match in (
+        ("", 1, "key must be"),
+        ("x" * 1025, 1, "key must be"),
+        (b"bytes", 1, "key must be"),
+        ("ok", 2**63, "hits must be"),
+        ("ok", 1.5, "hits must be"),
+        ("ok", True, "hits must be"),
+    ):
+        with pytest.raises(InvalidRequest, match=match):
+            await lim.hit(key, limit=5, period=1, hits=hits)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="needs a lease id"):
+        await lim.hit("c", limit=5, period=1, algorithm="concurrency")

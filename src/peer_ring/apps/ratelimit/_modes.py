@@ -175,6 +175,10 @@ class _Slice:
 _ROUTING: Final = int(Behavior.GLOBAL | Behavior.NO_BATCHING | Behavior.MULTI_REGION)
 
 
+#: Flags a lease cannot apply locally: such requests are decided at the owner.
+_AT_OWNER: Final = int(Behavior.RESET_REMAINING | Behavior.DRAIN_OVER_LIMIT)
+
+
 def _sig(req: RateLimitRequest) -> tuple[int, int, int, int, int]:
     beh = int(req.behavior) & ~_ROUTING
     return (req.limit, req.duration_ns, int(req.algorithm), req.burst, beh)
@@ -210,11 +214,7 @@ class LeaseClient:
         return None
 
     async def hit(self, req: RateLimitRequest) -> RateLimitResponse:
-        if (
-            req.hits <= 0
-            or req.algorithm is Algorithm.CONCURRENCY
-            or req.behavior & (Behavior.RESET_REMAINING | Behavior.DRAIN_OVER_LIMIT)
-        ):
+        if req.hits <= 0 or req.algorithm is Algorithm.CONCURRENCY or int(req.behavior) & _AT_OWNER:
             return await self._lim.decide_exact(req)  # peeks, refunds and flags: at the owner
         for _ in range(3):
             got = self.try_local(req)

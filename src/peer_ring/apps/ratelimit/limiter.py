@@ -78,6 +78,7 @@ from peer_ring.apps.ratelimit._algorithms import cl_throttle
 from peer_ring.apps.ratelimit._config import RateLimiterConfig
 from peer_ring.apps.ratelimit._types import (
     INT64_MAX,
+    MAX_NAME_LEN,
     NS_PER_S,
     Algorithm,
     Behavior,
@@ -103,6 +104,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _ALG_NAMES: Final = {a.name.lower(): a for a in Algorithm}
+_GLOBAL: Final = int(Behavior.GLOBAL)
 #: Errors after which a forwarded decision certainly did not run: try the next owner.
 _RETRY: Final = (PeerUnavailable, RingMismatch, NotOwner)
 
@@ -290,6 +292,7 @@ class RateLimiter(Service):
         self._acked = asyncio.Event()
         self._pulling: dict[bytes, asyncio.Future[None]] = {}
         self._leases = itertools.count(1)
+        self._specs: dict[tuple[Any, ...], tuple[int, Algorithm, Behavior]] = {}
         self._lease = _modes.LeaseClient(self)
         self._global = _modes.GlobalClient(self)
         self.stats: dict[str, int] = dict.fromkeys(
@@ -688,8 +691,10 @@ class RateLimiter(Service):
         """Decide one request (validated first; raises on bad input) in ``mode``
         (default: ``global`` for requests with gubernator's GLOBAL flag, else
         ``config.mode``)."""
-        req = check_request(req)
-        mode = mode or ("global" if req.behavior & Behavior.GLOBAL else self.config.mode)
+        return await self._decide_checked(check_request(req), mode)
+
+    async def _decide_checked(self, req: RateLimitRequest, mode: str | None) -> RateLimitResponse:
+        mode = mode or ("global" if int(req.behavior) & _GLOBAL else self.config.mode)
         if mode == "lease":
             return await self._lease.hit(req)
         if mode == "global":
@@ -743,17 +748,52 @@ class RateLimiter(Service):
         ``mode``: ``exact``, ``lease`` or ``global`` (default ``config.mode``).
         Bad input raises :class:`~peer_ring.errors.InvalidRequest`.
         """
-        req = RateLimitRequest(
-            name=name,
-            unique_key=key,
-            limit=limit,
-            duration_ns=_duration_ns(period),
-            hits=hits,
-            algorithm=_algorithm(algorithm),
-            behavior=_behavior(behavior),
-            burst=burst,
+        # The hot path: a limit already seen is not validated again (the key
+        # and hits are; they change per call). CONCURRENCY always takes the
+        # full check (its hits need a lease id).
+        spec_key = (name, limit, period, algorithm, burst, behavior)
+        spec = self._specs.get(spec_key)
+        if spec is None:
+            spec = self._spec(name, limit, period, algorithm, burst, behavior)
+        dur, alg, beh = spec
+        if type(key) is not str or not key or len(key) > MAX_NAME_LEN:
+            raise InvalidRequest(
+                f"key must be a non-empty string of at most {MAX_NAME_LEN} characters,"
+                f" got {key!r:.40}"
+            )
+        if type(hits) is not int or not -INT64_MAX <= hits <= INT64_MAX:
+            raise InvalidRequest(f"hits must be in [{-INT64_MAX}, {INT64_MAX}], got {hits!r:.40}")
+        req = RateLimitRequest(name, key, limit, dur, hits, alg, beh, burst)
+        mode = mode or ("global" if int(beh) & _GLOBAL else self.config.mode)
+        if mode == "lease" and hits > 0:
+            local = self._lease.try_local(req)
+            if local is not None:
+                return Decision.of(local)
+        if alg is Algorithm.CONCURRENCY:
+            req = check_request(req)
+        return Decision.of(await self._decide_checked(req, mode))
+
+    def _spec(
+        self, name: str, limit: int, period: float, algorithm: Any, burst: int, behavior: int
+    ) -> tuple[int, Algorithm, Behavior]:
+        """Validate a limit once (:class:`InvalidRequest` if bad); remember it."""
+        probe = check_request(
+            RateLimitRequest(
+                name=name,
+                unique_key="probe",
+                limit=limit,
+                duration_ns=_duration_ns(period),
+                hits=0,
+                algorithm=_algorithm(algorithm),
+                behavior=_behavior(behavior),
+                burst=burst,
+            )
         )
-        return Decision.of(await self.decide(req, mode))
+        if len(self._specs) >= 4096:
+            self._specs.clear()
+        spec = (probe.duration_ns, probe.algorithm, probe.behavior)
+        self._specs[(name, limit, period, algorithm, burst, behavior)] = spec
+        return spec
 
     async def hit_many(self, reqs: Iterable[RateLimitRequest]) -> list[RateLimitResponse]:
         """Decide a batch concurrently; answers in order.
