@@ -222,6 +222,10 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] cannot query {address}: {exc}")
         sys.exit(1)
+    try:  # the rate limiter's figures (None from a node without one)
+        st["ratelimit"] = asyncio.run(_query(address, ["ratelimit", "stats"], transport, timeout))
+    except PeerRingError:
+        st["ratelimit"] = None
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
         return
@@ -248,6 +252,19 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
         row += [str(m["partitions"]), str(m["primaries"]), str(hints.get(m["id"], 0))]
         table.add_row(*row)
     console.print(table)
+    rl = st.get("ratelimit")
+    if rl:
+        console.print(
+            "rate limiter: {:,.0f} decisions ({:,.0f} over limit), {:,.0f} keys,"
+            " {:,.0f} unreplicated; counters moved {:,.0f}, recovered {:,.0f},"
+            " rebuilt {:,.0f}; leases granted {:,.0f} ({:,.0f} hits), returned {:,.0f} hits".format(
+                rl.get("decisions", 0), rl.get("over_limit", 0), rl.get("keys", 0),
+                rl.get("unreplicated", 0), rl.get("counters_moved", 0),
+                rl.get("counters_recovered", 0), rl.get("counters_rebuilt", 0),
+                rl.get("lease_grants", 0), rl.get("lease_granted_hits", 0),
+                rl.get("lease_returned_hits", 0),
+            )
+        )  # fmt: skip
     transfers = st.get("transfers") or []
     if transfers:
         tt = Table(title="partition transfers in progress")

@@ -197,9 +197,12 @@ def _kv_admin(kv: Any) -> Any:
 
 def _ratelimit_admin(limiter: RateLimiter) -> Any:
     """Peer op ``["ratelimit", "hit", key, limit, period, hits, algorithm]`` behind
-    ``peer-ring ratelimit hit``; answers the decision as a map."""
+    ``peer-ring ratelimit hit`` (answers the decision as a map), and
+    ``["ratelimit", "stats"]`` behind ``peer-ring status`` (the limiter's figures)."""
 
     async def handle(message: list[Any], peer: Any) -> Any:
+        if message[1:] == ["stats"]:
+            return limiter.figures()
         if len(message) != 7 or message[1] != "hit" or type(message[2]) is not str:
             raise InvalidRequest(
                 "ratelimit: expected [ratelimit, hit, key, limit, period, hits, alg]"

@@ -295,3 +295,13 @@ async def test_envoy_should_rate_limit_with_a_descriptor_file(three: LocalCluste
     finally:
         for ch in channels:
             await ch.close()
+
+
+def test_status_shows_limiter_figures(three: LocalCluster) -> None:
+    node = three["n1"]
+    cmd = [sys.executable, "-m", "peer_ring", "status", "--node", node.address]
+    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=30, check=True)
+    figures = json.loads(out.stdout)["ratelimit"]
+    assert {"decisions", "over_limit", "counters_rebuilt", "lease_grants"} <= set(figures)
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "rate limiter:" in text

@@ -627,6 +627,10 @@ class RateLimiter(Service):
         return 0 if part is None else len(part)
 
     # -- metrics --------------------------------------------------------------------------
+    def figures(self) -> dict[str, float]:
+        """This node's limiter figures by name (what ``/metrics`` exports)."""
+        return {m.name: m.value for m in self._metrics()}
+
     def _metrics(self) -> Iterable[Metric]:
         helps = {
             "decisions": "Rate-limit decisions made at this node (as a key's owner)",
