@@ -96,6 +96,13 @@ def main() -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="Named rate limits: an Envoy-style descriptor file (YAML or JSON).",
 )
+@click.option(
+    "--ratelimit-mode",
+    type=click.Choice(["exact", "lease", "global"]),
+    default="exact",
+    show_default=True,
+    help="Default mode of the rate limiter (docs/ratelimit.md).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
@@ -124,6 +131,7 @@ def node(**opts: Any) -> None:
             conflicts=opts["conflicts"],
             clock_offset=opts["clock_offset"],
             ratelimit_limits=opts["ratelimit_limits"],
+            ratelimit_mode=opts["ratelimit_mode"],
             grpc_api=opts["grpc_api"],
         )
     )

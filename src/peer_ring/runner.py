@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from peer_ring.apps.kv.store import KVConfig, KVStore
-from peer_ring.apps.ratelimit import Limits, RateLimiter
+from peer_ring.apps.ratelimit import Limits, RateLimiter, RateLimiterConfig
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
@@ -464,13 +464,15 @@ async def serve(
     conflicts: str = "lww",
     clock_offset: float = 0.0,
     ratelimit_limits: str | None = None,
+    ratelimit_mode: str = "exact",
     grpc_api: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
 
     ``ratelimit_limits``: a descriptor file of named limits (Envoy style,
-    ``docs/ratelimit.md``) for the rate limiter. ``grpc_api``: HOST:PORT of
+    ``docs/ratelimit.md``) for the rate limiter; ``ratelimit_mode`` its
+    default mode (exact, lease or global). ``grpc_api``: HOST:PORT of
     the rate limiter's gRPC APIs (gubernator's V1, Envoy's RateLimitService).
     """
     stop = stop or asyncio.Event()
@@ -496,7 +498,7 @@ async def serve(
     node.register(kv)
     node.add_peer_handler("kv", _kv_admin(kv))
     limits = Limits.from_file(ratelimit_limits) if ratelimit_limits else None
-    limiter = node.register(RateLimiter(limits=limits))
+    limiter = node.register(RateLimiter(RateLimiterConfig(mode=ratelimit_mode), limits=limits))
     node.add_peer_handler("ratelimit", _ratelimit_admin(limiter))
     if config.testing:
         node.add_peer_handler("bench", _kv_bench(kv))
