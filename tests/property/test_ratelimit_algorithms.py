@@ -361,6 +361,10 @@ def play(cfg: RateLimitRequest, ops) -> tuple[World, int]:
 
 def reference_available(cfg: RateLimitRequest, log: list[tuple[int, int]], now: int) -> int:
     """Every admitted hit counted at the instant it passed."""
+    if cfg.algorithm is Algorithm.CONCURRENCY:
+        # each hold is its own lease, live until t + D (force would merge them
+        # into one lease expiring with the latest: stricter than the truth)
+        return cfg.limit - sum(h for t, h in log if t + cfg.duration_ns > now)
     state = fresh(cfg, T0)
     for t, h in log:
         state = force(state, h, t)
