@@ -28,8 +28,9 @@ slots, which an honest actor never writes); then drop the slots that another
 kept slot has seen whole (:func:`compact`). Each actor's slots form a chain
 in that order, so this is a pointwise join of chains: commutative,
 associative and idempotent on the replicas these functions build, and it
-never loses a hit: a slot is dropped only when a kept slot has counted all
-of its ``given``.
+never loses a hit: a slot is dropped only when a kept slot has counted
+everything it counted -- its ``seen`` covers the dropped slot's whole
+``seen``, not only the dropped actor's own ``given``.
 
 **Reading** (:func:`effective`): ``K[b]`` is the largest ``given`` of actor
 ``b`` known anywhere in the replica (slots and ``seen``). For each kept
@@ -104,19 +105,33 @@ def knowledge(replica: Replica) -> dict[str, int]:
     return known
 
 
+def _covers(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Whether a slot that has seen ``a`` has counted every hit one that has seen ``b`` counts."""
+    return all(a.get(actor, -1) >= n for actor, n in b.items())
+
+
 def _dominated(replica: Replica) -> set[str]:
     """Actors whose slot another kept slot has seen whole.
 
+    Slot ``s`` has seen slot ``c`` whole when ``s``'s ``seen`` covers all of
+    ``c``'s ``seen`` (``c``'s own ``given`` included), not just ``c``'s own
+    hits: ``c``'s state also counts the hits of others it had seen, and
+    dropping ``c`` for a slot that never saw those would forget them.
     When two slots have seen each other whole, the greater actor id is kept,
     so that a set of slots is never emptied.
     """
-    seen = {actor: dict(slot[3]) for actor, slot in replica}
+    seen: dict[str, dict[str, int]] = {}
+    for actor, (given, _, _, pairs) in replica:
+        view = dict(pairs)
+        if view.get(actor, -1) < given:
+            view[actor] = given
+        seen[actor] = view
     out: set[str] = set()
-    for c, (given_c, _, _, _) in replica:
-        for s, (given_s, _, _, _) in replica:
-            if s == c or seen[s].get(c, -1) < given_c:
+    for c, _ in replica:
+        for s, _ in replica:
+            if s == c or not _covers(seen[s], seen[c]):
                 continue
-            mutual = seen[c].get(s, -1) >= given_s
+            mutual = _covers(seen[c], seen[s])
             if not mutual or s > c:
                 out.add(c)
                 break
