@@ -437,6 +437,7 @@ class RateLimiter(Service):
             await pulling
         if self._inflight + self._pending >= self.config.unreplicated_limit:
             self.stats["decisions_waited"] += 1
+            self._wake.set()
             self._full.set()
             while self._inflight + self._pending >= self.config.unreplicated_limit:
                 self._acked.clear()
@@ -495,7 +496,7 @@ class RateLimiter(Service):
     async def _copier(self) -> None:
         cfg = self.config
         while True:
-            if not self._dirty:
+            if not self._dirty and not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
             if self._pending < cfg.copy_every:
@@ -511,6 +512,9 @@ class RateLimiter(Service):
     async def copy_now(self) -> None:
         """Copy every key decided here since the last copy to its other owners, now."""
         if not self._dirty:
+            # nothing to copy (a dropped partition took its keys): nothing waits
+            self._pending = 0
+            self._acked.set()
             return
         app = self.app
         dirty, self._dirty = self._dirty, {}
