@@ -305,3 +305,25 @@ def test_status_shows_limiter_figures(three: LocalCluster) -> None:
     assert {"decisions", "over_limit", "counters_rebuilt", "lease_grants"} <= set(figures)
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
     assert "rate limiter:" in text
+
+
+async def test_gubernator_global_behavior_answers_from_copies_within_its_bound(
+    three: LocalCluster,
+) -> None:
+    channels = [grpc.aio.insecure_channel(t) for t in grpc_targets(three)]
+    try:
+        stubs = [gpb_grpc.V1Stub(ch) for ch in channels]
+        req = gpb.RateLimitReq(
+            name="glob", unique_key="k", hits=1, limit=10, duration=3_600_000,
+            algorithm=gpb.FIXED_WINDOW, behavior=gpb.GLOBAL,
+        )  # fmt: skip
+        batch = gpb.GetRateLimitsReq(requests=[req])
+        answers = await asyncio.gather(
+            *(stubs[i % 3].GetRateLimits(batch, timeout=5) for i in range(45))
+        )
+        admitted = sum(a.responses[0].status == gpb.UNDER_LIMIT for a in answers)
+        assert 10 <= admitted <= 10 + 2 * 10  # the documented (n - 1) x L bound
+        assert all(a.responses[0].error == "" for a in answers)
+    finally:
+        for ch in channels:
+            await ch.close()
