@@ -105,6 +105,8 @@ log = logging.getLogger(__name__)
 
 _ALG_NAMES: Final = {a.name.lower(): a for a in Algorithm}
 _GLOBAL: Final = int(Behavior.GLOBAL)
+#: Copy rounds in flight at once (see RateLimiter._copier).
+_MAX_ROUNDS: Final = 4
 #: Errors after which a forwarded decision certainly did not run: try the next owner.
 _RETRY: Final = (PeerUnavailable, RingMismatch, NotOwner)
 
@@ -494,28 +496,50 @@ class RateLimiter(Service):
 
     # -- copies to the other owners ---------------------------------------------------------
     async def _copier(self) -> None:
+        """Start a copy round once ``copy_every`` decisions wait or ``copy_interval``
+        passed; rounds overlap (up to :data:`_MAX_ROUNDS` in flight), so the
+        decision rate is not one round trip per ``copy_every`` decisions."""
         cfg = self.config
-        while True:
-            if not self._dirty and not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            if self._pending < cfg.copy_every:
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(cfg.copy_interval):
-                        await self._full.wait()
-            try:
-                await self.copy_now()
-            except ClosedError:
-                return
+        rounds: set[asyncio.Future[None]] = set()
+        try:
+            while True:
+                if not self._dirty and not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                if self._pending < cfg.copy_every:
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(cfg.copy_interval):
+                            await self._full.wait()
+                try:
+                    started = self._start_copy()
+                except ClosedError:
+                    return
+                if started is None:
+                    continue
+                task = asyncio.ensure_future(self._finish_copy(*started))
+                rounds.add(task)
+                task.add_done_callback(rounds.discard)
+                if len(rounds) >= _MAX_ROUNDS:
+                    await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for unfinished in rounds:
+                unfinished.cancel()
 
     async def copy_now(self) -> None:
         """Copy every key decided here since the last copy to its other owners, now."""
+        started = self._start_copy()
+        if started is not None:
+            await self._finish_copy(*started)
+
+    def _start_copy(self) -> tuple[int, list[asyncio.Future[Any]]] | None:
+        """Send the decided keys' states to their co-owners (no await): the
+        decisions counted and the acknowledgements to wait for."""
         if not self._dirty:
             # nothing to copy (a dropped partition took its keys): nothing waits
             self._pending = 0
             self._acked.set()
-            return
+            return None
         app = self.app
         dirty, self._dirty = self._dirty, {}
         count, self._pending = self._pending, 0
@@ -546,6 +570,14 @@ class RateLimiter(Service):
                             timeout=self._timeout(),
                         )
                     )
+        except BaseException:
+            self._inflight -= count
+            self._acked.set()
+            raise
+        return count, futs
+
+    async def _finish_copy(self, count: int, futs: list[asyncio.Future[Any]]) -> None:
+        try:
             for r in await asyncio.gather(*futs, return_exceptions=True):
                 if isinstance(r, BaseException):
                     self.stats["copy_failures"] += 1
