@@ -396,7 +396,13 @@ def ratelimit() -> None:
     show_default=True,
     type=click.Choice(["token_bucket", "leaky_bucket", "gcra", "fixed_window", "sliding_window"]),
 )
-@_node_opt
+@click.option(
+    "--node",
+    "address",
+    default="127.0.0.1:7400",
+    show_default=True,
+    help="Any node's --listen address.",
+)
 @_transport_opt
 @_timeout_opt
 def ratelimit_hit(
