@@ -10,7 +10,7 @@ APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
-	uncompile clean docs docs-serve docs-check
+	uncompile clean docs docs-serve docs-check protos
 
 venv: $(STAMP)
 
@@ -115,6 +115,17 @@ docs-serve: $(STAMP)
 
 docs-check: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site-check
+
+# Python modules of the gRPC APIs (gubernator's V1, Envoy's RateLimitService)
+# from the .proto files beside them. The generated modules are committed, so
+# installing peer-ring never needs protoc; grpcio-tools is pinned in the dev
+# extra, and tests/unit/ratelimit/test_protos.py regenerates into a temporary
+# directory and fails when the committed modules differ.
+PROTO_DIR = src/peer_ring/server/grpc_api/protos
+PROTOS   := $(shell find $(PROTO_DIR) -name '*.proto' 2>/dev/null | sort)
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src $(PROTOS)
 
 clean:
 	rm -rf $(VENV) build dist site src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

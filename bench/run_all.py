@@ -30,6 +30,8 @@ SCRIPTS: dict[str, float] = {
     "rebalance.py": 900,
     # the rebalance target's case: 1M keys at the default Q
     "rebalance.py --keys 1000000 --partitions 1024": 1200,
+    # the rate limiter against the `limits` library (redis-server), and its accuracy
+    "ratelimit.py": 600,
     # where a RESP command's time goes on the coordinating node (py-spy)
     "profile_resp.py": 600,
 }

@@ -98,6 +98,23 @@ def main() -> None:
     help="Break a KV promise on purpose: drop-writes, stale-reads or duplicate-appends "
     "(proves the fault checkers can fail; needs --testing).",
 )
+@click.option(
+    "--grpc",
+    "grpc_api",
+    help="Serve the rate limiter's gRPC APIs (gubernator V1, Envoy RLS) on HOST:PORT.",
+)
+@click.option(
+    "--ratelimit-limits",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Named rate limits: an Envoy-style descriptor file (YAML or JSON).",
+)
+@click.option(
+    "--ratelimit-mode",
+    type=click.Choice(["exact", "lease", "global"]),
+    default="exact",
+    show_default=True,
+    help="Default mode of the rate limiter (docs/ratelimit.md).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def node(**opts: Any) -> None:
     """Run one node in the foreground (SIGTERM/SIGINT stop it gracefully)."""
@@ -129,6 +146,9 @@ def node(**opts: Any) -> None:
             conflicts=opts["conflicts"],
             clock_offset=opts["clock_offset"],
             misbehave=opts["misbehave"],
+            ratelimit_limits=opts["ratelimit_limits"],
+            ratelimit_mode=opts["ratelimit_mode"],
+            grpc_api=opts["grpc_api"],
         )
     )
 
@@ -226,6 +246,12 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] cannot query {address}: {exc}")
         sys.exit(1)
+    try:  # the rate limiter's figures (None from a node without one)
+        st["ratelimit"] = asyncio.run(
+            _query(address, wire.ratelimit_frame("stats"), transport, timeout)
+        )
+    except PeerRingError:
+        st["ratelimit"] = None
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
         return
@@ -252,6 +278,19 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
         row += [str(m["partitions"]), str(m["primaries"]), str(hints.get(m["id"], 0))]
         table.add_row(*row)
     console.print(table)
+    rl = st.get("ratelimit")
+    if rl:
+        console.print(
+            "rate limiter: {:,.0f} decisions ({:,.0f} over limit), {:,.0f} keys,"
+            " {:,.0f} unreplicated; counters moved {:,.0f}, recovered {:,.0f},"
+            " rebuilt {:,.0f}; leases granted {:,.0f} ({:,.0f} hits), returned {:,.0f} hits".format(
+                rl.get("decisions", 0), rl.get("over_limit", 0), rl.get("keys", 0),
+                rl.get("unreplicated", 0), rl.get("counters_moved", 0),
+                rl.get("counters_recovered", 0), rl.get("counters_rebuilt", 0),
+                rl.get("lease_grants", 0), rl.get("lease_granted_hits", 0),
+                rl.get("lease_returned_hits", 0),
+            )
+        )  # fmt: skip
     transfers = st.get("transfers") or []
     if transfers:
         tt = Table(title="partition transfers in progress")
@@ -356,6 +395,59 @@ def kv_del(key: str, address: str, transport: str, timeout: float) -> None:
     """Delete KEY; prints 1 if it existed, else 0."""
     existed = _kv_call(address, wire.kv_admin_frame("del", key.encode()), transport, timeout)
     click.echo("1" if existed else "0")
+
+
+# -- rate limiter -------------------------------------------------------------
+
+
+@main.group()
+def ratelimit() -> None:
+    """Ask the cluster's rate limiter through any node."""
+
+
+@ratelimit.command("hit")
+@click.argument("key")
+@click.option("--limit", type=int, required=True, help="Hits allowed per period.")
+@click.option("--period", type=float, required=True, help="Period in seconds.")
+@click.option("--hits", type=int, default=1, show_default=True, help="0 peeks, < 0 refunds.")
+@click.option(
+    "--algorithm",
+    default="token_bucket",
+    show_default=True,
+    type=click.Choice(["token_bucket", "leaky_bucket", "gcra", "fixed_window", "sliding_window"]),
+)
+@click.option(
+    "--node",
+    "address",
+    default="127.0.0.1:7400",
+    show_default=True,
+    help="Any node's --listen address.",
+)
+@_transport_opt
+@_timeout_opt
+def ratelimit_hit(
+    key: str,
+    limit: int,
+    period: float,
+    hits: int,
+    algorithm: str,
+    address: str,
+    transport: str,
+    timeout: float,
+) -> None:
+    """Count HITS against KEY; prints the decision as JSON.
+
+    Exit status: 0 allowed, 1 refused, 2 error (bad input, cluster unreachable).
+    """
+    message = wire.ratelimit_frame("hit", key, limit, period, hits, algorithm)
+    try:
+        d = asyncio.run(_query(address, message, transport, timeout))
+    except PeerRingError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    click.echo(json.dumps(d))
+    if not d["allowed"]:
+        sys.exit(1)
 
 
 # -- cluster up ----------------------------------------------------------------

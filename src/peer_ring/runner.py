@@ -1,7 +1,8 @@
-"""Run one node as a process: node + KV store + RESP + HTTP, until a signal.
+"""Run one node as a process: node + KV store + rate limiter + RESP + HTTP, until a signal.
 
 This is what ``peer-ring node`` runs. It builds the discovery backend named by
-``--discovery``, registers the key-value store, starts the optional network
+``--discovery``, registers the key-value store and the rate limiter (RESP's
+``CL.THROTTLE``, HTTP's ``POST /v1/GetRateLimits``), starts the optional network
 surfaces, prints one JSON line ``{"event": "ready", ...}`` on stdout when the
 node serves (test harnesses and scripts wait for it), and stops gracefully on
 SIGTERM/SIGINT. A stop is a temporary absence, not a leave.
@@ -26,6 +27,7 @@ from typing import Any
 
 from peer_ring import wire
 from peer_ring.apps.kv.store import KVConfig, KVStore
+from peer_ring.apps.ratelimit import Limits, RateLimiter, RateLimiterConfig
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
@@ -227,6 +229,31 @@ def _kv_admin(kv: Any) -> Any:
     return handle
 
 
+def _ratelimit_admin(limiter: RateLimiter) -> Any:
+    """Peer op ``["ratelimit", "hit", key, limit, period, hits, algorithm]`` behind
+    ``peer-ring ratelimit hit`` (answers the decision as a map), and
+    ``["ratelimit", "stats"]`` behind ``peer-ring status`` (the limiter's figures)."""
+
+    async def handle(message: list[Any], peer: Any) -> Any:
+        if message[1:] == ["stats"]:
+            return limiter.figures()
+        if len(message) != 7 or message[1] != "hit" or type(message[2]) is not str:
+            raise InvalidRequest(
+                "ratelimit: expected [ratelimit, hit, key, limit, period, hits, alg]"
+            )
+        _, _, key, limit, period, hits, algorithm = message
+        d = await limiter.hit(key, limit=limit, period=period, hits=hits, algorithm=algorithm)
+        return {
+            "allowed": d.allowed,
+            "limit": d.limit,
+            "remaining": d.remaining,
+            "reset_at": d.reset_at,
+            "retry_after": None if d.retry_after == float("inf") else d.retry_after,
+        }
+
+    return handle
+
+
 async def serve(
     config: NodeConfig,
     discovery: DiscoveryOptions | None = None,
@@ -235,6 +262,9 @@ async def serve(
     conflicts: str = "lww",
     clock_offset: float = 0.0,
     misbehave: str | None = None,
+    ratelimit_limits: str | None = None,
+    ratelimit_mode: str = "exact",
+    grpc_api: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
@@ -243,6 +273,10 @@ async def serve(
     KV store behind :class:`peer_ring._misbehave.Misbehaving`: a
     replica that breaks a promise on purpose, to prove the fault harness
     catches it.
+    ``ratelimit_limits``: a descriptor file of named limits (Envoy style,
+    ``docs/ratelimit.md``) for the rate limiter; ``ratelimit_mode`` its
+    default mode (exact, lease or global). ``grpc_api``: HOST:PORT of
+    the rate limiter's gRPC APIs (gubernator's V1, Envoy's RateLimitService).
     """
     stop = stop or asyncio.Event()
     discovery = discovery or DiscoveryOptions()
@@ -275,16 +309,23 @@ async def serve(
     else:
         node.register(kv)
     node.add_peer_handler(wire.KV_ADMIN, _kv_admin(kv))
+    limits = Limits.from_file(ratelimit_limits) if ratelimit_limits else None
+    limiter = node.register(RateLimiter(RateLimiterConfig(mode=ratelimit_mode), limits=limits))
+    node.add_peer_handler(wire.RATELIMIT_ADMIN, _ratelimit_admin(limiter))
     if config.testing:  # the load generator of bench/ (peer_ring.testing.loadgen)
         from peer_ring.testing.loadgen import bench_op
 
         node.add_peer_handler(wire.BENCH, bench_op(kv))
     http: HttpServer | None = None
     resp: Any = None
+    grpc_server: Any = None
     await node.start()
     try:
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
+            from peer_ring.server.ratelimit_http import ratelimit_routes
+
             http = HttpServer(node, config.http)
+            http.app.add_routes(ratelimit_routes(limiter))
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         # serve clients once this node has learned the cluster and synced the
@@ -298,10 +339,16 @@ async def serve(
                 kv,
                 host=host,
                 port=port,
-                config=RespConfig(requirepass=requirepass),
+                config=RespConfig(requirepass=requirepass, throttler=limiter),
                 clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
             )
             await resp.start()
+        if grpc_api:
+            from peer_ring.server.grpc_api.server import RateLimitGrpcServer
+
+            ghost, gport = parse_address(grpc_api)
+            grpc_server = RateLimitGrpcServer(limiter, ghost, gport)
+            await grpc_server.start()
         print(
             json.dumps(
                 {
@@ -310,6 +357,7 @@ async def serve(
                     "address": node.address,
                     "resp": f"{resp.host}:{resp.port}" if resp else None,
                     "http": f"{http.host}:{http.port}" if http else None,
+                    "grpc": f"{grpc_server.host}:{grpc_server.port}" if grpc_server else None,
                     "pid": os.getpid(),
                 }
             ),
@@ -322,6 +370,8 @@ async def serve(
             http.stopping = True
         if resp is not None:
             await resp.close()
+        if grpc_server is not None:
+            await grpc_server.close()
         await node.stop()
         if http is not None:
             await http.close()

@@ -34,6 +34,7 @@ Frames (``->`` the answer)::
     ["leave"]                                             decommission (admin)
     ["kv", verb, key, ...]                                ``peer-ring kv`` (admin)
     ["bench", spec]                                       in-node load run (--testing)
+    ["ratelimit", "hit"|"stats", ...]                     ``peer-ring ratelimit`` (admin)
 
 Operations reserved for the node (:data:`NODE_OPS`) and for the framework's
 subsystems (:data:`FRAMEWORK_OPS`) cannot be taken by anything else
@@ -75,6 +76,7 @@ __all__ = [
     "NODE_OPS",
     "PING",
     "PROTOCOL_VERSION",
+    "RATELIMIT_ADMIN",
     "SERVICE",
     "STATUS",
     "TRANSFER_STREAM",
@@ -101,6 +103,7 @@ __all__ = [
     "ping_frame",
     "probe_frame",
     "pull_frame",
+    "ratelimit_frame",
     "service_frame",
     "status_frame",
     "tree_frame",
@@ -133,6 +136,7 @@ TRANSFER_STREAM: Final = "xf"
 LEAVE: Final = "leave"
 KV_ADMIN: Final = "kv"
 BENCH: Final = "bench"
+RATELIMIT_ADMIN: Final = "ratelimit"
 
 #: Dispatched by the node itself: no handler may be registered for them.
 NODE_OPS: Final = frozenset({PING, MEMBERS, STATUS, SERVICE, DUAL, COVER})
@@ -141,7 +145,7 @@ FRAMEWORK_OPS: Final = frozenset(
     {HINTED, HINT_DELIVERY, AE_TREE, AE_GET, XF_DONE, XF_FAIL, XF_PLAN, XF_AT}
 )
 #: Registered by ``peer_ring.runner`` for the CLI and benchmarks.
-ADMIN_OPS: Final = frozenset({LEAVE, KV_ADMIN, BENCH})
+ADMIN_OPS: Final = frozenset({LEAVE, KV_ADMIN, BENCH, RATELIMIT_ADMIN})
 
 
 class ServiceCommand(NamedTuple):
@@ -287,6 +291,12 @@ def kv_admin_frame(verb: str, key: bytes, *args: Any) -> list[Any]:
 def bench_frame(spec: dict[str, Any]) -> list[Any]:
     """``["bench", spec]``: a bounded load run inside a ``--testing`` node."""
     return [BENCH, spec]
+
+
+def ratelimit_frame(verb: str, *args: Any) -> list[Any]:
+    """``["ratelimit", verb, ...]``: ``peer-ring ratelimit hit`` (``hit``: key,
+    limit, period, hits, algorithm) and the limiter's figures (``stats``)."""
+    return [RATELIMIT_ADMIN, verb, *args]
 
 
 def decode_records(chunk: Any) -> list[tuple[bytes, Any]]:

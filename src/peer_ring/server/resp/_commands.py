@@ -1408,3 +1408,39 @@ def _find_spec(name: bytes) -> CommandSpec | None:
         parent = lookup(top)
         return None if parent is None else parent.subcommands.get(sub.lower())
     return lookup(name)
+
+
+# -- rate limiting (redis-cell) ---------------------------------------------------
+
+
+@command(
+    "cl.throttle",
+    -5,
+    "write fast",
+    keys=(1, 1, 1),
+    acl="@write @fast",
+    group="ratelimit",
+    summary="redis-cell's GCRA rate limit: [limited, limit, remaining, retry_after, reset_after].",
+    since="1.0.0",
+)
+async def cmd_cl_throttle(c: RespConnection, args: list[bytes]) -> bytes:
+    """``CL.THROTTLE key max_burst count period [quantity]``, decided at the
+    key's owner by the cluster's rate limiter (``docs/ratelimit.md``)."""
+    if len(args) > 6:
+        raise CommandError("ERR wrong number of arguments for 'cl.throttle' command")
+    throttler = c.server.config.throttler
+    if throttler is None:
+        raise CommandError("ERR CL.THROTTLE needs the rate limiter, which this node does not run")
+    try:
+        key = args[1].decode()
+    except UnicodeDecodeError:
+        raise CommandError("ERR CL.THROTTLE keys must be UTF-8") from None
+    nums = [parse_int(a) for a in args[2:]]
+    max_burst, count, period = nums[0], nums[1], nums[2]
+    quantity = nums[3] if len(nums) == 4 else 1
+    if count <= 0 or period <= 0:
+        raise CommandError("ERR count and period must be positive (zero rates are not supported)")
+    if max_burst < 0:
+        raise CommandError("ERR max_burst must not be negative")
+    reply = await throttler.throttle(key, max_burst, count, period, quantity)
+    return encode(list(reply), c.resp3)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 from peer_ring.errors import ConfigError
 
-__all__ = ["RespConfig"]
+__all__ = ["RespConfig", "Throttler"]
+
+
+class Throttler(Protocol):
+    """What ``CL.THROTTLE`` needs: the rate limiter's redis-cell call
+    (:meth:`peer_ring.apps.ratelimit.RateLimiter.throttle`)."""
+
+    def throttle(
+        self, key: str, max_burst: int, count: int, period: int, quantity: int = 1
+    ) -> Awaitable[tuple[int, int, int, int, int]]: ...
+
 
 _MIB = 1024 * 1024
 
@@ -55,6 +67,9 @@ class RespConfig:
     #: How long :meth:`RespServer.close` lets in-flight commands finish
     #: before cancelling them (seconds, on the server's clock).
     shutdown_grace: float = 5.0
+    #: The rate limiter ``CL.THROTTLE`` answers from (redis-cell's command);
+    #: ``None``: CL.THROTTLE answers ``-ERR`` (no limiter on this node).
+    throttler: Throttler | None = None
 
     def __post_init__(self) -> None:
         for name in (
