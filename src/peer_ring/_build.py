@@ -13,8 +13,9 @@ from importlib.machinery import EXTENSION_SUFFIXES
 __all__ = ["HOT_MODULES", "build"]
 
 #: The modules every RESP command and peer request passes through (measured
-#: with bench/profile_resp.py): the RESP parser, dispatch, commands (their callback forms) and reply encoder,
-#: the KV store and its local state, the quorum coordinator, versions and
+#: with bench/profile_resp.py): the RESP parser, dispatch, commands (their
+#: callback forms) and reply encoder, the KV store and its local state, the
+#: quorum coordinator, the app context, the wire module, versions and
 #: clocks, and the peer transport engine with every channel (a compiled class
 #: cannot be subclassed by an interpreted one, so all ChannelTransports go
 #: together).
