@@ -337,6 +337,7 @@ async def _exposition() -> str:
     (the KV store exports its own figures through ``AppContext.add_metrics``)."""
     from peer_ring import Node, NodeConfig
     from peer_ring.apps.kv import KVStore
+    from peer_ring.apps.ratelimit import RateLimiter
     from peer_ring.metrics import make_registry, render
     from peer_ring.runner import _resp_metrics
     from peer_ring.server.resp import RespServer
@@ -346,6 +347,7 @@ async def _exposition() -> str:
     config = NodeConfig.local("n1", listen="10.0.0.1:7400", transport="memory")
     node = Node(config, network=net)
     kv = node.register(KVStore())
+    node.register(RateLimiter())
     await node.start()
     try:
         registry, collector = make_registry(node)
