@@ -685,7 +685,8 @@ class RateLimiter(Service):
             yield Metric(name, "counter", text, float(self.stats[name]))
         for prefix, st in (("lease", self._lease.stats), ("global", self._global.stats)):
             for name, value in st.items():
-                yield Metric(f"{prefix}_{name}", "counter", f"{prefix} mode: {name}", float(value))
+                text = _MODE_HELP.get(f"{prefix}_{name}", f"{prefix} mode: {name}")
+                yield Metric(f"{prefix}_{name}", "counter", text, float(value))
         yield Metric("keys", "gauge", "Keys held here", float(sum(map(len, self._parts.values()))))
         yield Metric(
             "unreplicated",
@@ -979,3 +980,15 @@ class RateLimiter(Service):
                 shadowed=lim.shadow_mode and not resp.allowed,
             )
         return all(s.ok for s in statuses), statuses
+
+
+#: Written help texts of the lease and global modes' counters (``/metrics``).
+_MODE_HELP = {
+    "lease_local": "Lease mode: decisions made locally from a granted slice",
+    "lease_grants": "Lease mode: slices granted by this node as a key's owner",
+    "lease_granted_hits": "Lease mode: hits handed out in granted slices",
+    "lease_returned_hits": "Lease mode: unused hits returned to the owner",
+    "global_local": "Global mode: decisions answered locally",
+    "global_syncs": "Global mode: hits synced to the key's owner",
+    "global_sync_failures": "Global mode: syncs to the owner that failed",
+}
