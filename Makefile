@@ -10,7 +10,7 @@ APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
-	uncompile clean docs docs-serve docs-check protos
+	uncompile clean docs docs-serve docs-check docs-src protos
 
 venv: $(STAMP)
 
@@ -107,14 +107,22 @@ bench: $(COMPILED) system-deps
 # live reload. `make docs-check` is the strict build `make test` runs: a
 # broken link or anchor, a page missing from the navigation or a docstring
 # mkdocstrings cannot render fails it.
-docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+# The API reference is read from a copy of src/ without the compiled
+# extensions: griffe would inspect a module's .so instead of its source.
+DOCS_ENV = NO_MKDOCS_2_WARNING=1 PEER_RING_DOCS_SRC=build/docs-src
 
-docs-serve: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+docs-src:
+	@rm -rf build/docs-src && mkdir -p build && cp -r src build/docs-src
+	@find build/docs-src -name '*.so' -delete
 
-docs-check: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site-check
+docs: $(STAMP) docs-src
+	$(DOCS_ENV) $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP) docs-src
+	$(DOCS_ENV) $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-check: $(STAMP) docs-src
+	$(DOCS_ENV) $(VENV)/bin/mkdocs build --strict --site-dir build/site-check
 
 # Python modules of the gRPC APIs (gubernator's V1, Envoy's RateLimitService)
 # from the .proto files beside them. The generated modules are committed, so

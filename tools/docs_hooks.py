@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,10 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 
 TOOLS = Path(__file__).resolve().parent
-SRC = TOOLS.parent / "src"
+#: Where the reference reads the source: the Makefile's copy of src/ without
+#: compiled extensions (griffe would inspect a module's .so instead of its
+#: source), else src/.
+SRC = TOOLS.parent / os.environ.get("PEER_RING_DOCS_SRC", "src")
 
 API_PREFIX = "reference/api/"
 CLI_PAGE = "reference/cli.md"

@@ -9,9 +9,13 @@ comment extension), so a name this test accepts renders with a description.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib
 import importlib.util
 import pkgutil
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +43,23 @@ def _extensions() -> griffe.Extensions:
     return griffe.load_extensions(str(ROOT / "tools" / "griffe_docstrings.py"))
 
 
+@functools.cache
+def _source_root() -> str:
+    """A copy of the package's source without compiled extensions (griffe would
+    inspect a module's .so instead of its source in the compiled build)."""
+    package = Path(importlib.import_module("peer_ring").__file__ or "").parent
+    root = Path(tempfile.mkdtemp(prefix="peer-ring-docsrc-"))
+    shutil.copytree(
+        package, root / "peer_ring", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    return str(root)
+
+
 def _undocumented(module_name: str) -> list[str]:
     module = importlib.import_module(module_name)
     package = griffe.load(
         module_name,
-        search_paths=[str(Path(module.__file__ or "").parents[module_name.count(".") + 1])],
+        search_paths=[_source_root()],
         extensions=_extensions(),
         resolve_aliases=True,
         resolve_external=False,
