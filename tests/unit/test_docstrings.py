@@ -49,9 +49,9 @@ def _source_root() -> str:
     inspect a module's .so instead of its source in the compiled build)."""
     package = Path(importlib.import_module("peer_ring").__file__ or "").parent
     root = Path(tempfile.mkdtemp(prefix="peer-ring-docsrc-"))
-    shutil.copytree(
-        package, root / "peer_ring", ignore=shutil.ignore_patterns("*.so", "__pycache__")
-    )
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    skip = shutil.ignore_patterns("*.so", "__pycache__")
+    shutil.copytree(package, root / "peer_ring", ignore=skip)
     return str(root)
 
 
