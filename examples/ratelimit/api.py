@@ -29,11 +29,15 @@ from peer_ring.apps.ratelimit import RateLimited, RateLimiter
 from peer_ring.apps.ratelimit.middleware import aiohttp_middleware
 
 
+# --8<-- [start:api_key]
 def api_key(request: web.Request) -> str | None:
     """Count per API key; the health check is never limited."""
     if request.path == "/healthz":
         return None
     return request.headers.get("X-Api-Key") or f"ip:{request.remote}"
+
+
+# --8<-- [end:api_key]
 
 
 def build_app(limiter: RateLimiter) -> web.Application:
