@@ -654,11 +654,15 @@ class Node(Cluster):
     def _serve_service(self, message: list[Any], peer: PeerInfo) -> Any:
         """``["s", ...]``: a command for this node's replica of one key, fenced."""
         cmd, epoch = wire.parse_service(message)
-        fence = self._fence_check(epoch, [cmd.partition], peer)
+        ns, command, key, partition, payload, origin = cmd
+        if epoch is None or epoch == self.ring.epoch:  # the hot path: same view
+            return self.handle_local(ns, command, key, partition, payload, origin)
+        fence = self._fence_check(epoch, [partition], peer)
+        serve = partial(self.handle_local, ns, command, key, partition, payload, origin)
         if fence is False:
-            return self.handle_local(*cmd)
+            return serve()
         assert fence is not True
-        return self._after_sync(fence, epoch, [cmd.partition], partial(self.handle_local, *cmd))
+        return self._after_sync(fence, epoch, [partition], serve)
 
     def _serve_cover(self, message: list[Any], peer: PeerInfo) -> Any:
         """``["cv", ...]``: a coverage command for several partitions at once, fenced

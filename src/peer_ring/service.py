@@ -326,7 +326,7 @@ class AppContext(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def quorum(
+    def quorum(
         self,
         command: str,
         key: bytes,
@@ -339,8 +339,10 @@ class AppContext(abc.ABC):
         on_complete: CompleteCallback | None = None,
         sloppy: bool | None = None,
         applied: bool = False,
-    ) -> QuorumResult:
-        """:meth:`start_quorum` awaited: the result once ``quorum`` replicas answered.
+    ) -> Coroutine[Any, Any, QuorumResult]:
+        """:meth:`start_quorum` awaited (``await app.quorum(...)``): the result once
+        ``quorum`` replicas answered. Everything is sent when the coroutine first
+        runs.
 
         A round whose quorum was met before the other replicas answered
         also waits for them while the transport has a large backlog of
