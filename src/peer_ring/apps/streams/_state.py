@@ -166,8 +166,9 @@ class Group:
     def live_consumers(self) -> dict[bytes, Consumer]:
         return {n: c for n, c in self.consumers.items() if c[1]}
 
-    def merge(self, other: Group) -> bool:
-        """Join ``other`` into this group; True if anything changed."""
+    def merge(self, other: Group, floor: ID = MIN_ID) -> bool:
+        """Join ``other`` into this group (pending cells below the stream's
+        ``floor`` are gone); True if anything changed."""
         changed = False
         life = _lww(self.life, other.life)
         if life != self.life:
@@ -182,7 +183,7 @@ class Group:
             self.cursor = cursor
             changed = True
         for i, c in other.pel.items():
-            if c[0] < born:
+            if c[0] < born or i < floor:
                 continue
             cur = self.pel.get(i)
             new = _lww(cur, c)
@@ -297,11 +298,10 @@ class Stream:
             if mine is None:
                 mine = self.groups[name] = Group.from_wire(g.to_wire())
                 mine.prune()
+                mine.pel = {i: c for i, c in mine.pel.items() if i >= self.floor}
                 changed = True
-            elif mine.merge(g):
+            elif mine.merge(g, self.floor):
                 changed = True
-            if any(i < self.floor for i in g.pel):
-                full = True
         for p, (seq, i) in other.producers.items():
             cur_p = self.producers.get(p)
             if cur_p is None or (seq, i) > cur_p:
