@@ -38,6 +38,7 @@ import itertools
 import logging
 import os
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, cast
 
 from peer_ring.apps.kv.api import KVApi, KVCallbacks
@@ -108,7 +109,9 @@ class RespServer:
 
     ``port=0`` binds an ephemeral port; read :attr:`port` after
     :meth:`start`. ``clock`` gives TTL arithmetic (``time()``) and uptime
-    (``monotonic()``); it must be the clock the KV store uses.
+    (``monotonic()``); it must be the clock the KV store uses. ``apps`` maps
+    a namespace to another service whose commands the server offers
+    (``{"streams": Streams}`` enables the stream commands).
     """
 
     def __init__(
@@ -119,8 +122,11 @@ class RespServer:
         port: int = 6379,
         config: RespConfig | None = None,
         clock: Clock | None = None,
+        apps: Mapping[str, Any] | None = None,
     ) -> None:
         self.kv = kv
+        #: other services by namespace, for their commands (``streams``)
+        self.apps: dict[str, Any] = dict(apps or {})
         self.host = host
         self._port = port
         self.config = config if config is not None else RespConfig()
