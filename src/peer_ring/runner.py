@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from peer_ring.apps.kv.store import KVConfig, KVStore
+from peer_ring.apps.streams import Streams
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
@@ -460,6 +461,7 @@ async def serve(
     node.add_peer_handler("leave", _leave_op(node, stop))
     kv = _kv_store(config, conflicts)
     node.register(kv)
+    streams = node.register(Streams())
     node.add_peer_handler("kv", _kv_admin(kv))
     if config.testing:
         node.add_peer_handler("bench", _kv_bench(kv))
@@ -484,6 +486,7 @@ async def serve(
                 port=port,
                 config=RespConfig(requirepass=requirepass),
                 clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
+                apps={"streams": streams},
             )
             await resp.start()
         print(

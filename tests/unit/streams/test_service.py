@@ -40,6 +40,11 @@ async def cluster() -> AsyncIterator[Cluster]:
     await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
 
+def sid(text: str | None) -> tuple[int, ...]:
+    assert text is not None
+    return tuple(map(int, text.split("-")))
+
+
 def held(services: list[Streams], key: bytes) -> list[int]:
     """How many entries each node's replica of ``key`` holds."""
     out = []
@@ -53,7 +58,7 @@ def held(services: list[Streams], key: bytes) -> list[int]:
 async def test_an_acknowledged_add_is_held_by_w_replicas(cluster: Cluster) -> None:
     _, _, services = cluster
     ids = [await services[i % 3].add(b"orders", {"n": str(i)}) for i in range(20)]
-    assert ids == sorted(ids, key=lambda x: tuple(map(int, x.split("-"))))
+    assert ids == sorted(ids, key=sid)
     assert len(set(ids)) == 20
     assert sum(1 for n in held(services, b"orders") if n == 20) >= 2  # W = 2
     await wait_for(lambda: held(services, b"orders") == [20, 20, 20], message="all replicas")
@@ -141,7 +146,7 @@ async def test_ids_keep_growing_and_nothing_acknowledged_is_lost_when_the_leader
     rest = [s for k, s in enumerate(services) if k != idx]
     await wait_for(lambda: all(s.leader(p) != leader for s in rest), message="new leader")
     after = await rest[0].add(key, {"i": "new"})  # '*' after an explicit far-future ID
-    assert tuple(map(int, after.split("-"))) > tuple(map(int, before[-1].split("-")))
+    assert sid(after) > sid(before[-1])
     entries = await rest[1].range(key)
     assert [e.id for e in entries] == [*before, after]
     got = await rest[1].group(key, "g").read("w", count=100)
