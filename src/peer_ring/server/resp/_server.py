@@ -65,6 +65,13 @@ _QUEUED = b"+QUEUED\r\n"
 _OK = b"+OK\r\n"
 #: Commands that run immediately even inside MULTI.
 _MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "unwatch", "quit", "reset"})
+#: Commands a RESP2 connection may run while subscribed (Redis's rule).
+_SUBSCRIBED_OK = frozenset(
+    {
+        "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe",
+        "ping", "quit", "reset",
+    }
+)  # fmt: skip
 
 
 class RespStats:
@@ -265,6 +272,10 @@ class RespConnection(asyncio.Protocol):
         self._busy = False  # a fast-lane request is in flight
         self._held: list[bytes] = _NO_ARGS  # its arguments
         self._fast = server.fast
+        #: replies (and pushed frames) of the batch being executed, written at its end
+        self._out: list[bytes] = []
+        #: the pub/sub session while subscribed (``_pubsub.Session``), else None
+        self.pubsub: Any = None
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -325,6 +336,8 @@ class RespConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self.server.connections.pop(self.id, None)
+        if self.pubsub is not None:
+            self.pubsub.close()
         self._wake()
         if self._write_paused is not None and not self._write_paused.done():
             self._write_paused.set_result(None)
@@ -341,7 +354,12 @@ class RespConnection(asyncio.Protocol):
 
     def _start_fast(self, args: list[bytes] | RespProtocolError) -> bool:
         """Start a lone GET / plain SET through the callback API; False if not one."""
-        if args.__class__ is not list or not self.authenticated or self.multi is not None:
+        if (
+            args.__class__ is not list
+            or not self.authenticated
+            or self.multi is not None
+            or self.pubsub is not None
+        ):
             return False
         assert isinstance(args, list)
         server = self.server
@@ -421,7 +439,7 @@ class RespConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         loop = asyncio.get_running_loop()
-        out: list[bytes] = []
+        out = self._out
         stats = self.server.stats
         calls = stats.calls
         commands_get = COMMANDS.get
@@ -440,6 +458,7 @@ class RespConnection(asyncio.Protocol):
                             and not spec.subcommands
                             and self.authenticated
                             and self.multi is None
+                            and self.pubsub is None
                         ):
                             stats.commands_processed += 1
                             calls[spec.index] += 1
@@ -501,6 +520,11 @@ class RespConnection(asyncio.Protocol):
                 raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
             if spec.subcommands:
                 spec = _subcommand(spec, args)
+            if self.pubsub is not None and not self.resp3 and spec.name not in _SUBSCRIBED_OK:
+                raise CommandError(
+                    f"ERR Can't execute '{spec.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE "
+                    "/ PING / QUIT / RESET are allowed in this context"
+                )
             if self.multi is not None and spec.name not in _MULTI_CONTROL:
                 if "no_multi" in spec.flags:
                     raise CommandError("ERR Command not allowed inside a transaction")
@@ -524,6 +548,21 @@ class RespConnection(asyncio.Protocol):
         if not isinstance(exc, PeerRingError):
             log.exception("RESP command %r failed", args[0][:64])
         return error(map_error(exc))
+
+    def push(self, frame: bytes) -> None:
+        """Send ``frame``, which is not the reply to a request (a pub/sub message).
+
+        Written at once when the worker is idle; while it executes a batch,
+        queued behind the replies produced so far, so a frame never lands
+        inside or before the reply of a command that ran before it.
+        """
+        transport = self.transport
+        if self._lost or transport is None or transport.is_closing():
+            return
+        if self._waiter is not None:
+            transport.write(frame)
+        else:
+            self._out.append(frame)
 
     def set_protocol(self, resp3: bool) -> None:
         self.resp3 = resp3
