@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from peer_ring.apps.kv.store import KVConfig, KVStore
+from peer_ring.apps.pubsub import PubSub
 from peer_ring.apps.streams import Streams
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
@@ -462,6 +463,7 @@ async def serve(
     kv = _kv_store(config, conflicts)
     node.register(kv)
     streams = node.register(Streams())
+    pubsub = node.register(PubSub())
     node.add_peer_handler("kv", _kv_admin(kv))
     if config.testing:
         node.add_peer_handler("bench", _kv_bench(kv))
@@ -486,7 +488,7 @@ async def serve(
                 port=port,
                 config=RespConfig(requirepass=requirepass),
                 clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
-                apps={"streams": streams},
+                apps={"streams": streams, "pubsub": pubsub},
             )
             await resp.start()
         print(

@@ -79,10 +79,15 @@ class PubSubConfig:
     lease: float = 15.0
     #: Messages an embedded subscriber may have unread before it is dropped.
     buffer_messages: int = 10_000
+    #: Bytes a network subscriber (a RESP connection) may have unsent before it
+    #: is disconnected: Redis's pubsub output-buffer hard limit (32 MiB).
+    buffer_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.lease <= 0 or self.buffer_messages < 1:
-            raise InvalidRequest("PubSubConfig: lease > 0 and buffer_messages >= 1")
+        if self.lease <= 0 or self.buffer_messages < 1 or self.buffer_bytes < 1:
+            raise InvalidRequest(
+                "PubSubConfig: lease > 0, buffer_messages >= 1 and buffer_bytes >= 1"
+            )
 
 
 @dataclass(frozen=True, slots=True)
