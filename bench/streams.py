@@ -49,7 +49,7 @@ PEER_SUBNET = "127.78.0"
 REDIS_HOST = "127.78.1.1"
 NATS_HOSTS = ["127.78.2.1", "127.78.2.2", "127.78.2.3"]
 RESP_PORT = 6392
-FIELDS = {"payload": "x" * 64}
+FIELDS: dict[Any, Any] = {"payload": "x" * 64}
 
 
 async def closed_loop(
@@ -112,7 +112,7 @@ async def redis_like(
 
         async def consume(i: int) -> int:
             s = streams[i % len(streams)]
-            got = await conns[i].xreadgroup("g", f"c{i}", {s: ">"}, count=10)
+            got: Any = await conns[i].xreadgroup("g", f"c{i}", {s: ">"}, count=10)
             ids = [e[0] for _, rows_ in got for e in rows_] if got else []
             if ids:
                 await conns[i].xack(s, "g", *ids)
