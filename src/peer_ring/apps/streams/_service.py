@@ -127,6 +127,11 @@ class Streams(Service):
             return None if s is None else s.to_wire()
         if cmd == "wait":
             return self._wait(request)
+        if cmd == "flush":  # broadcast: every stream of this node
+            n = sum(len(p) for p in self._parts.values())
+            self._parts.clear()
+            self._synced.clear()
+            return n
         if cmd == "keys":  # coverage: every stream key of the given partitions
             return [k for p in request.payload for k in self._parts.get(p, {})]
         raise UnknownCommand(f"streams has no command {cmd!r}")
@@ -391,6 +396,12 @@ class Streams(Service):
         except StreamError as exc:  # pragma: no cover - raised at the leader
             raise StreamCommandError(exc.message) from None
         return None if got is None else f"{got[0]}-{got[1]}"
+
+    async def flush(self) -> None:
+        """Delete every stream of the cluster (FLUSHALL): each member drops its
+        replicas. Like the key-value store's flush, a member that is down
+        keeps its copies and hands them back when it returns."""
+        await self.app.broadcast("flush", None)
 
     async def length(self, key: bytes) -> int:
         """Number of entries (XLEN)."""
@@ -678,7 +689,7 @@ def _op_info(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now: i
         for name, g in sorted(s.groups.items()):
             if not g.alive:
                 continue
-            lag = _lag(s, g)
+            lag = S.lag(s, g)
             out.append(
                 [name, len(g.live_consumers()), len(g.pending()), _wid(g.last_id),
                  g.entries_read, lag]
@@ -695,16 +706,6 @@ def _op_info(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now: i
         inactive = -1 if cc[3] < 0 else max(0, now - cc[3])
         rows.append([cname, per.get(cname, 0), max(0, now - cc[2]), inactive])
     return rows, None, False
-
-
-def _lag(s: Stream, g: S.Group) -> int | None:
-    if len(s) == 0:
-        return 0
-    if g.last_id >= s.last_id:
-        return 0
-    if g.entries_read is not None and s.max_deleted < g.last_id:
-        return s.added - g.entries_read
-    return None
 
 
 def _op_exists(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now: int) -> Result:

@@ -629,13 +629,43 @@ def _touch(op: Op, name: bytes, g: Group, consumer: bytes, now_ms: int, active: 
     op.set_consumer(name, g, consumer, (op.ver, True, now_ms, act))
 
 
-def entries_read_after(s: Stream, g: Group, last: ID) -> int | None:
-    """Redis's estimate of a group's entries-read after delivering up to ``last``."""
-    if g.entries_read is not None and s.max_deleted < g.last_id:
-        return g.entries_read + len(s.range(successor(g.last_id), last))
-    if last == s.last_id:
+def has_tombstones(s: Stream, start: ID) -> bool:
+    """Whether an entry at or after ``start`` was deleted (Redis's
+    ``streamRangeHasTombstones`` up to the end of the stream)."""
+    if not s.ids or s.max_deleted == MIN_ID:
+        return False
+    return start <= s.max_deleted
+
+
+def estimate_entries_read(s: Stream, i: ID) -> int | None:
+    """How many entries were added up to ``i``, when that is knowable (Redis's
+    ``streamEstimateDistanceFromFirstEverEntry``); None when it is not."""
+    if not s.added:
+        return 0
+    if not s.ids and i <= s.last_id:
         return s.added
+    if i == s.last_id:
+        return s.added
+    if i > s.last_id:
+        return None
+    first = s.ids[0] if s.ids else MIN_ID
+    if s.max_deleted == MIN_ID or s.max_deleted < first:
+        if i < first:
+            return s.added - len(s.ids)
+        if i == first:
+            return s.added - len(s.ids) + 1
     return None
+
+
+def lag(s: Stream, g: Group) -> int | None:
+    """Entries of the stream the group has not read yet, when knowable (XINFO GROUPS)."""
+    if not s.added:
+        return 0
+    first = s.ids[0] if s.ids else MIN_ID
+    if g.entries_read is not None and not has_tombstones(s, g.last_id) and g.last_id >= first:
+        return s.added - g.entries_read
+    er = estimate_entries_read(s, g.last_id)
+    return None if er is None else s.added - er
 
 
 def read_new(
@@ -646,8 +676,14 @@ def read_new(
     op = Op(s)
     _touch(op, name, g, consumer, now_ms, active=bool(got))
     if got:
-        last = got[-1][0]
-        op.set_cursor(name, g, last, entries_read_after(s, g, last))
+        last, er = g.last_id, g.entries_read
+        for i, _ in got:  # Redis's per-entry counter update
+            if er is not None and not has_tombstones(s, i):
+                er += 1
+            else:
+                er = estimate_entries_read(s, i)
+            last = i
+        op.set_cursor(name, g, last, er)
         if not noack:
             for i, _ in got:
                 op.set_pel(name, g, i, (op.ver, consumer, now_ms, 1))

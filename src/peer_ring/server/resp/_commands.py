@@ -939,6 +939,9 @@ async def _flush(c: RespConnection, args: list[bytes]) -> bytes:
             "(RespConfig.allow_flush)"
         )
     await c.kv.flush()
+    streams = c.server.apps.get("streams")
+    if streams is not None:  # the streams keyspace too (docs/streams.md)
+        await streams.flush()
     return OK
 
 
