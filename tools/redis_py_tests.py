@@ -70,8 +70,8 @@ def main() -> int:
         code = 0
         for path, k in SUITES:
             cmd = [
-                sys.executable, "-m", "pytest", path, f"--redis-url={url}", "-p", "no:cacheprovider",
-                "-q", "-rfEs", "--timeout=60", "-o", "addopts=",
+                sys.executable, "-m", "pytest", path, f"--redis-url={url}",
+                "-p", "no:cacheprovider", "-q", "-rfEs", "--timeout=60", "-o", "addopts=",
             ]  # fmt: skip
             if k:
                 cmd += ["-k", k]
