@@ -178,3 +178,28 @@ async def test_a_joining_node_receives_streams_by_transfer(cluster: Cluster) -> 
             assert s.range(MIN_ID, MAX_ID)
     finally:
         await late.stop()
+
+
+async def test_entries_delivered_max_times_go_to_the_dead_letter_stream(cluster: Cluster) -> None:
+    _, _, services = cluster
+    group = services[0].group(b"work", "g")
+    await group.create("0")
+    await group.dead_letter(2, b"work:dead")
+    poison = await services[1].add(b"work", {"job": "poison"})
+    fine = await services[1].add(b"work", {"job": "fine"})
+    first = await services[2].group(b"work", "g").read("w1")  # delivery 1 of both
+    assert [e.id for e in first] == [poison, fine]
+    assert await first[1].ack()
+    again = await services[2].group(b"work", "g").pending("w1")  # delivery 2
+    assert [e.id for e in again] == [poison]
+    # a third delivery (claim) is refused: the entry goes to the dead letters
+    assert await services[0].group(b"work", "g").claim("w2", min_idle=0.0) == []
+    dead = await services[1].range(b"work:dead")
+    assert len(dead) == 1
+    assert dead[0].fields[b"source-id"] == poison.encode()
+    assert dead[0].fields[b"deliveries"] == b"2"
+    assert dead[0].fields[b"job"] == b"poison"
+    assert (await services[2].call(b"work", "pending", b"g", None))[0] == 0
+    assert sum(s.dead_lettered for s in services) == 1
+    with pytest.raises(StreamCommandError, match="another stream"):
+        await group.dead_letter(3, b"work")

@@ -104,6 +104,7 @@ class Streams(Service):
         self.deliveries = 0
         self.redeliveries = 0
         self.acks = 0
+        self.dead_lettered = 0
 
     def attach(self, app: AppContext) -> None:
         self._app = app
@@ -207,6 +208,8 @@ class Streams(Service):
         if fn is None:
             raise UnknownCommand(f"streams has no operation {op!r}")
         await self._sync(key, partition)
+        if op in _DELIVERING:
+            await self._dead_letter(key, partition, bytes(args[0]))
         part = self._parts.setdefault(partition, {})
         now = int(self.app.clock.time() * 1000)
         try:
@@ -221,6 +224,34 @@ class Streams(Service):
                 self._wake(key)
             await self._replicate(key, partition, delta)
         return reply
+
+    async def _dead_letter(self, key: bytes, partition: int, name: bytes) -> None:
+        """Move the group's pending entries delivered ``max_deliveries`` times to
+        its dead-letter stream (with where they came from), then acknowledge
+        them: at least once into the dead-letter stream, never lost."""
+        s = self._parts.get(partition, {}).get(key)
+        g = None if s is None else S.get_group(s, name)
+        if s is None or g is None or g.dlq[1] <= 0:
+            return
+        limit, target = g.dlq[1], g.dlq[2]
+        over = [(i, c) for i, c in g.pending() if c[3] >= limit]
+        if not over:
+            return
+        producer = b"dlq:" + key + b":" + name
+        base = s.ver * 1_000_000
+        for k, (i, c) in enumerate(over):
+            meta = [b"source-stream", key, b"source-group", name, b"source-id",
+                    S.format_id(i), b"deliveries", b"%d" % c[3]]  # fmt: skip
+            fields = s.entries.get(i) or []
+            await self.call(target, "add", meta + fields, b"*", False, None, [producer, base + k])
+        s = self._parts.get(partition, {}).get(key)
+        g = None if s is None else S.get_group(s, name)
+        if s is None or g is None:
+            return
+        n, delta = S.ack(s, name, g, [i for i, _ in over])
+        self.dead_lettered += n
+        if n:
+            await self._replicate(key, partition, delta)
 
     async def _sync(self, key: bytes, partition: int) -> None:
         app = self.app
@@ -316,6 +347,12 @@ class Streams(Service):
             self.redeliveries,
         )
         yield Metric("acks", "counter", "Pending entries acknowledged.", self.acks)
+        yield Metric(
+            "dead_lettered",
+            "counter",
+            "Pending entries moved to a dead-letter stream after their maximum deliveries.",
+            self.dead_lettered,
+        )
         yield Metric("streams", "gauge", "Stream replicas held.", len(streams))
         yield Metric("entries", "gauge", "Entries held in stream replicas.", sum(map(len, streams)))
         yield Metric(
@@ -570,6 +607,16 @@ def _op_gsetid(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now:
     return True, S.group_setid(s, bytes(name), g, cursor, entries_read), False
 
 
+def _op_gdlq(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now: int) -> Result:
+    name, max_deliveries, target = bytes(args[0]), int(args[1]), bytes(args[2])
+    if max_deliveries < 0:
+        raise StreamError("ERR max-deliveries must be >= 0")
+    if max_deliveries and (not target or target == key):
+        raise StreamError("ERR the dead-letter stream must be another stream")
+    s, g = _nogroup_setid(key, s, name)
+    return True, S.set_dead_letter(s, name, g, max_deliveries, target), False
+
+
 def _op_gcreatec(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now: int) -> Result:
     name, consumer = bytes(args[0]), bytes(args[1])
     s, g = _nogroup_setid(key, s, name)
@@ -714,6 +761,9 @@ def _op_exists(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now:
     return [True, [[n, _wid(g.last_id)] for n, g in s.groups.items() if g.alive]], None, False
 
 
+#: operations that deliver pending entries again (the dead-letter check runs first)
+_DELIVERING = frozenset({"rgroup", "claim", "autoclaim"})
+
 _OPS = {
     "add": _op_add,
     "len": _op_len,
@@ -725,6 +775,7 @@ _OPS = {
     "gdestroy": _op_gdestroy,
     "gsetid": _op_gsetid,
     "gcreatec": _op_gcreatec,
+    "gdlq": _op_gdlq,
     "gdelc": _op_gdelc,
     "rgroup": _op_rgroup,
     "ack": _op_ack,
@@ -786,6 +837,13 @@ class GroupHandle:
             if exist_ok and str(exc).startswith("BUSYGROUP"):
                 return False
             raise
+
+    async def dead_letter(self, max_deliveries: int, stream: bytes) -> None:
+        """Beyond Redis: an entry delivered ``max_deliveries`` times (first
+        delivery included) is moved to ``stream`` -- its fields preceded by
+        ``source-stream``, ``source-group``, ``source-id`` and ``deliveries``
+        -- and acknowledged here, instead of being delivered again (0: off)."""
+        await self.streams.call(self.key, "gdlq", self.name, max_deliveries, stream)
 
     async def read(
         self, consumer: str, count: int | None = 10, block: float | None = None

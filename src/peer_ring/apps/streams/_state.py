@@ -146,6 +146,8 @@ class Group:
     cursor: Cursor
     pel: dict[ID, Pel] = field(default_factory=dict)
     consumers: dict[bytes, Consumer] = field(default_factory=dict)
+    #: dead-letter settings: (ver, max deliveries (0: none), dead-letter stream key)
+    dlq: tuple[int, int, bytes] = (0, 0, b"")
 
     @property
     def alive(self) -> bool:
@@ -182,6 +184,10 @@ class Group:
         if cursor != self.cursor and cursor is not None and cursor[0] >= born:
             self.cursor = cursor
             changed = True
+        dlq = _lww(self.dlq, other.dlq)
+        if dlq != self.dlq and dlq is not None and dlq[0] >= born:
+            self.dlq = dlq
+            changed = True
         for i, c in other.pel.items():
             if c[0] < born or i < floor:
                 continue
@@ -205,11 +211,14 @@ class Group:
         born, alive = self.life
         if not alive:
             self.cursor = (born, 0, 0, -1)
+            self.dlq = (0, 0, b"")
             self.pel.clear()
             self.consumers.clear()
             return
         if self.cursor[0] < born:
             self.cursor = (born, 0, 0, -1)
+        if self.dlq[0] < born:
+            self.dlq = (0, 0, b"")
         self.pel = {i: c for i, c in self.pel.items() if c[0] >= born}
         self.consumers = {n: c for n, c in self.consumers.items() if c[0] >= born}
 
@@ -219,16 +228,18 @@ class Group:
             list(self.cursor),
             [[i[0], i[1], *c] for i, c in sorted(self.pel.items())],
             [[n, *c] for n, c in sorted(self.consumers.items())],
+            list(self.dlq),
         ]
 
     @classmethod
     def from_wire(cls, raw: Any) -> Group:
-        life, cursor, pel, consumers = raw
+        life, cursor, pel, consumers, dlq = raw
         g = cls((int(life[0]), bool(life[1])), (int(cursor[0]), *map(int, cursor[1:4])))  # type: ignore[arg-type]
         for ms, seq, ver, consumer, at, count in pel:
             g.pel[(int(ms), int(seq))] = (int(ver), consumer, int(at), int(count))
         for name, ver, alive, seen, active in consumers:
             g.consumers[bytes(name)] = (int(ver), bool(alive), int(seen), int(active))
+        g.dlq = (int(dlq[0]), int(dlq[1]), bytes(dlq[2]))
         return g
 
 
@@ -446,6 +457,10 @@ class Op:
         d = self._group_delta(name, g)
         d.life, d.cursor = g.life, g.cursor
 
+    def set_dlq(self, name: bytes, g: Group, max_deliveries: int, key: bytes) -> None:
+        g.dlq = (self.ver, max_deliveries, key)
+        self._group_delta(name, g).dlq = g.dlq
+
 
 @dataclass(frozen=True, slots=True)
 class Trim:
@@ -597,6 +612,14 @@ def group_destroy(s: Stream, name: bytes) -> tuple[int, Stream]:
 def group_setid(s: Stream, name: bytes, g: Group, last: ID, entries_read: int | None) -> Stream:
     op = Op(s)
     op.set_cursor(name, g, last, entries_read)
+    return op.finish()
+
+
+def set_dead_letter(s: Stream, name: bytes, g: Group, max_deliveries: int, key: bytes) -> Stream:
+    """Pending entries delivered ``max_deliveries`` times go to stream ``key``
+    instead of being delivered again (0: never)."""
+    op = Op(s)
+    op.set_dlq(name, g, max_deliveries, key)
     return op.finish()
 
 

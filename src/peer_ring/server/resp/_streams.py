@@ -574,6 +574,23 @@ async def cmd_xgroup_delconsumer(c: RespConnection, args: list[bytes]) -> bytes:
     return integer(await _call(c, args[2], "gdelc", args[3], args[4]))
 
 
+@command(
+    "deadletter",
+    6,
+    "write",
+    container="xgroup",
+    keys=(2, 2, 1),
+    acl="@write @stream @slow",
+    group="stream",
+    summary="peer-ring: move entries delivered max-deliveries times to another stream.",
+    since="7.2.0",
+)
+async def cmd_xgroup_deadletter(c: RespConnection, args: list[bytes]) -> bytes:
+    n = parse_int(args[4])
+    await _call(c, args[2], "gdlq", args[3], n, args[5])
+    return OK
+
+
 # -- XACK, XPENDING, XCLAIM, XAUTOCLAIM ----------------------------------------------------
 
 
