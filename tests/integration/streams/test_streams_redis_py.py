@@ -8,6 +8,9 @@ shapes and error texts.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from peer_ring.testing.cluster import LocalCluster
+from peer_ring.testing.faults import node_status
 from tests.conftest import wait_for
 from tests.integration._cluster import wait_one_ring
 
@@ -161,3 +165,34 @@ def _entries(reply: object, k: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
         if name == k.encode():
             return [tuple(e) for e in rows]
     return []
+
+
+async def test_peer_ring_status_shows_streams_groups_and_lag(
+    clients: list[aioredis.Redis], request: pytest.FixtureRequest, three: LocalCluster
+) -> None:
+    a, _, _ = clients
+    k = key(request, "status")
+    await a.xgroup_create(k, "g", id="0", mkstream=True)
+    for i in range(3):
+        await a.xadd(k, {"i": i})
+    await a.xreadgroup("g", "w", {k: ">"}, count=1)
+    rows = []
+    leaders = []
+    for name in ("n1", "n2", "n3"):
+        st = await node_status(three[name].address)
+        mine = [r for r in st.get("apps", {}).get("streams", {}).get("streams", []) if r[0] == k]
+        rows += mine
+        leaders += [name] * len(mine)
+    assert rows == [[k, 3, [["g", 1, 2]]]]  # led by exactly one node; 1 pending, lag 2
+    leader = leaders[0]
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "peer_ring", "status", "--node", three[leader].address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "streams led by this node" in out.stdout
+    assert k in out.stdout

@@ -490,6 +490,15 @@ class PubSub(Service):
             items.append((PATTERN if pat else SHARD if shard else CHANNEL, raw))
         return Subscription(self, items)
 
+    def status(self) -> dict[str, Any]:
+        """This node's local subscriptions (at most 100): kind, name, subscribers."""
+        names = {CHANNEL: "channel", SHARD: "shard channel", PATTERN: "pattern"}
+        rows = [
+            [names[kind], name.decode("utf-8", "replace"), len(subs)]
+            for (kind, name), subs in sorted(self._local.items())
+        ]
+        return {"subscriptions": rows[:100]} if rows else {}
+
     def _metrics(self) -> Iterable[Metric]:
         yield Metric(
             "publishes", "counter", "Messages published through this node.", self.publishes

@@ -334,6 +334,28 @@ class Streams(Service):
                 if waiters is not None and fut in waiters:
                     waiters.remove(fut)
 
+    def status(self) -> dict[str, Any]:
+        """Streams this node leads (at most 50): key, length, and per group
+        its pending entries and lag (None: unknown)."""
+        rows: list[Any] = []
+        me = self.app.node_id
+        for partition, part in sorted(self._parts.items()):
+            try:
+                if self.leader(partition) != me:
+                    continue
+            except PeerUnavailable:
+                continue
+            for key, s in sorted(part.items()):
+                groups = [
+                    [name.decode("utf-8", "replace"), len(g.pending()), S.lag(s, g)]
+                    for name, g in sorted(s.groups.items())
+                    if g.alive
+                ]
+                rows.append([key.decode("utf-8", "replace"), len(s), groups])
+                if len(rows) >= 50:
+                    return {"streams": rows, "truncated": True}
+        return {"streams": rows} if rows else {}
+
     def _metrics(self) -> Iterable[Metric]:
         streams = [s for part in self._parts.values() for s in part.values()]
         yield Metric("adds", "counter", "Entries added by this node as leader.", self.adds)
