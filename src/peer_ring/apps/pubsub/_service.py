@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from peer_ring.app import (
     AppContext,
     ClosedError,
+    ConnectionLost,
     InvalidRequest,
     Metric,
     NotOwner,
@@ -443,8 +444,10 @@ class PubSub(Service):
             try:
                 leader = self.leader(partition)
                 return int(await app.call_replica(leader, "pub", key, payload, partition=partition))
-            except (NotOwner, RingMismatch, PeerUnavailable):
-                if attempt == 20:
+            except (NotOwner, RingMismatch, PeerUnavailable) as exc:
+                # ConnectionLost: the leader may have delivered it already, and
+                # sending it again through another leader would break at most once
+                if attempt == 20 or isinstance(exc, ConnectionLost):
                     raise
                 await app.clock.sleep(min(0.01 * attempt, 0.2))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -43,6 +43,7 @@ from typing import Any
 from peer_ring.app import (
     AppContext,
     ClosedError,
+    ConnectionLost,
     InvalidRequest,
     Metric,
     NotOwner,
@@ -401,6 +402,8 @@ class Streams(Service):
             except (NotOwner, RingMismatch, PeerUnavailable) as exc:
                 if app.clock.monotonic() >= deadline or attempt >= 20:
                     raise
+                if isinstance(exc, ConnectionLost) and op not in _READ_ONLY:
+                    raise  # the leader may have applied it: a retry could apply it twice
                 log.debug("stream %r: %s; retrying", key[:64], exc)
                 await app.clock.sleep(min(0.01 * attempt, 0.2))
 
@@ -782,6 +785,9 @@ def _op_exists(svc: Streams, key: bytes, s: Stream | None, args: list[Any], now:
         return [False, None], None, False
     return [True, [[n, _wid(g.last_id)] for n, g in s.groups.items() if g.alive]], None, False
 
+
+#: operations that change nothing (retried at another leader after a lost connection)
+_READ_ONLY = frozenset({"len", "range", "read", "pending", "info", "exists"})
 
 #: operations that deliver pending entries again (the dead-letter check runs first)
 _DELIVERING = frozenset({"rgroup", "claim", "autoclaim"})
