@@ -10,7 +10,7 @@ APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
-	uncompile clean docs docs-serve docs-check docs-src protos
+	uncompile clean docs docs-serve docs-check docs-src protos redis-py-tests
 
 venv: $(STAMP)
 
@@ -91,6 +91,11 @@ test-pure: $(STAMP)
 
 quick: $(COMPILED)
 	$(PY) -m pytest -q -m "not slow and not integration" -p no:cacheprovider
+
+# redis-py's own pub/sub and stream tests (from its sdist on PyPI) against a
+# 3-node cluster, in a private network namespace; skips: tests/redis_py_skips.txt
+redis-py-tests: $(STAMP)
+	unshare -n sh -c 'ip link set lo up && exec $(PY) tools/redis_py_tests.py'
 
 chaos: $(COMPILED) system-deps
 	PEER_RING_CHAOS=1 $(PY) -m pytest -q tests/fault -p no:cacheprovider

@@ -334,10 +334,13 @@ def undocumented_fields() -> list[str]:
 
 async def _exposition() -> str:
     """The ``/metrics`` text of a node wired like ``peer-ring node --resp --http``
-    (the KV store exports its own figures through ``AppContext.add_metrics``)."""
+    (the KV store, streams and pub/sub export their own figures through
+    ``AppContext.add_metrics``)."""
     from peer_ring import Node, NodeConfig
     from peer_ring.apps.kv import KVStore
+    from peer_ring.apps.pubsub import PubSub
     from peer_ring.apps.ratelimit import RateLimiter
+    from peer_ring.apps.streams import Streams
     from peer_ring.metrics import make_registry, render
     from peer_ring.runner import _resp_metrics
     from peer_ring.server.resp import RespServer
@@ -348,6 +351,8 @@ async def _exposition() -> str:
     node = Node(config, network=net)
     kv = node.register(KVStore())
     node.register(RateLimiter())
+    node.register(Streams())
+    node.register(PubSub())
     await node.start()
     try:
         registry, collector = make_registry(node)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from peer_ring import __version__, wire
@@ -303,6 +304,24 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
                 f"{t.get('records_per_second', 0):,.0f}",
             )  # fmt: skip
         console.print(tt)
+    apps = st.get("apps") or {}
+    streams = (apps.get("streams") or {}).get("streams") or []
+    if streams:
+        stt = Table(title="streams led by this node")
+        for col in ("stream", "length", "group", "pending", "lag"):
+            stt.add_column(col, justify="left" if col in ("stream", "group") else "right")
+        for key, length, groups in streams:
+            for name, pending, lag in groups or [["-", "-", "-"]]:
+                stt.add_row(escape(key), str(length), escape(str(name)), str(pending), str(lag))
+        console.print(stt)
+    subs = (apps.get("pubsub") or {}).get("subscriptions") or []
+    if subs:
+        pt = Table(title="pub/sub subscriptions on this node")
+        for col in ("kind", "name", "subscribers"):
+            pt.add_column(col, justify="right" if col == "subscribers" else "left")
+        for kind, name, n in subs:
+            pt.add_row(kind, escape(name), str(n))  # user names are not rich markup
+        console.print(pt)
 
 
 # -- leave -------------------------------------------------------------------

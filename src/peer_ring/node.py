@@ -762,6 +762,9 @@ class Node(Cluster):
             "replicas": ring.replicas,
             "members": members,
             "services": sorted(self._services),
+            "apps": {
+                ns: info for ns, svc in sorted(self._services.items()) if (info := svc.status())
+            },
             "uptime": self.clock.monotonic() - self.started_at,
             "transfers": self.transfers.status(),
             "hints": self.hints.sizes(),

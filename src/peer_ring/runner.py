@@ -27,7 +27,9 @@ from typing import Any
 
 from peer_ring import wire
 from peer_ring.apps.kv.store import KVConfig, KVStore
+from peer_ring.apps.pubsub import PubSub
 from peer_ring.apps.ratelimit import Limits, RateLimiter, RateLimiterConfig
+from peer_ring.apps.streams import Streams
 from peer_ring.clock import SystemClock
 from peer_ring.config import NodeConfig
 from peer_ring.errors import ConfigError, InvalidRequest
@@ -312,6 +314,8 @@ async def serve(
     limits = Limits.from_file(ratelimit_limits) if ratelimit_limits else None
     limiter = node.register(RateLimiter(RateLimiterConfig(mode=ratelimit_mode), limits=limits))
     node.add_peer_handler(wire.RATELIMIT_ADMIN, _ratelimit_admin(limiter))
+    streams = node.register(Streams())
+    pubsub = node.register(PubSub())
     if config.testing:  # the load generator of bench/ (peer_ring.testing.loadgen)
         from peer_ring.testing.loadgen import bench_op
 
@@ -341,6 +345,7 @@ async def serve(
                 port=port,
                 config=RespConfig(requirepass=requirepass, throttler=limiter),
                 clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
+                apps={"streams": streams, "pubsub": pubsub},
             )
             await resp.start()
         if grpc_api:

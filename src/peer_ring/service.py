@@ -150,6 +150,15 @@ class Service(abc.ABC):
         """Number of records held for ``partition``."""
         return 0
 
+    def status(self) -> dict[str, Any]:
+        """What ``peer-ring status`` shows for this service on this node: a
+        small msgpack-encodable map of figures (counts, names), never data.
+
+        Called on the event loop for every status query; must be cheap and
+        bounded in size, must not block. Default: nothing (``{}``).
+        """
+        return {}
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Called when the node stops; release background tasks."""
 

@@ -16,6 +16,7 @@ The protocol is the Redis Serialization Protocol (RESP2, and RESP3 after
 
 # Public API
 # Importing the handlers fills the command table.
+from peer_ring.server.resp import _pubsub, _streams  # noqa: F401 - register their commands
 from peer_ring.server.resp._commands import REDIS_VERSION, parse_int
 from peer_ring.server.resp._config import RespConfig
 from peer_ring.server.resp._parser import RespParser, RespProtocolError, split_inline

@@ -75,6 +75,8 @@ def parse_int(arg: bytes, message: str = _NOT_INT) -> int:
 async def cmd_ping(c: RespConnection, args: list[bytes]) -> bytes:
     if len(args) > 2:
         raise CommandError("ERR wrong number of arguments for 'ping' command")
+    if c.pubsub is not None and not c.resp3:  # subscribed RESP2: ["pong", message]
+        return encode([b"pong", args[1] if len(args) == 2 else b""], False)
     return PONG if len(args) == 1 else bulk(args[1])
 
 
@@ -218,6 +220,8 @@ async def cmd_quit(c: RespConnection, args: list[bytes]) -> bytes:
     since="6.2.0",
 )
 async def cmd_reset(c: RespConnection, args: list[bytes]) -> bytes:
+    if c.pubsub is not None:  # leaves every channel and pattern
+        c.pubsub.close()
     c.set_protocol(False)
     c.name = b""
     c.multi = None
@@ -955,6 +959,9 @@ async def _flush(c: RespConnection, args: list[bytes]) -> bytes:
             "(RespConfig.allow_flush)"
         )
     await c.kv.flush()
+    streams = c.server.apps.get("streams")
+    if streams is not None:  # the streams keyspace too (docs/streams.md)
+        await streams.flush()
     return OK
 
 

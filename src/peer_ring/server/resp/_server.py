@@ -56,6 +56,19 @@ Invariants:
 * A client that disconnects mid-request loses only that request; a command
   already executing runs to completion (its reply is dropped), and so does
   the rest of a transaction whose EXEC began.
+
+Pushed frames (pub/sub messages and (un)subscribe confirmations,
+:meth:`RespConnection.push`) are not replies: a frame is written at once
+when nothing of the connection waits to be written and no command is
+executing (or the one executing is a blocking read, which may wait long);
+otherwise it is appended to the unwritten replies and leaves with them. So
+frames and replies leave in the order they were produced, a frame never
+lands inside a reply or ahead of the reply of a command that ran before it,
+and the replies of one read still leave in one write. While a RESP2
+connection is subscribed, :meth:`RespConnection._execute` refuses every
+command but (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PING, QUIT and RESET, and a
+subscribed connection never uses callback forms (its commands run on the
+worker, like blocking stream reads).
 """
 
 from __future__ import annotations
@@ -66,6 +79,7 @@ import itertools
 import logging
 import os
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, cast
 
 from peer_ring.apps.kv.api import KVApi, KVCallbacks
@@ -92,6 +106,13 @@ _QUEUED = b"+QUEUED\r\n"
 _OK = b"+OK\r\n"
 #: Commands that run immediately even inside MULTI.
 _MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "unwatch", "quit", "reset"})
+#: Commands a RESP2 connection may run while subscribed (Redis's rule).
+_SUBSCRIBED_OK = frozenset(
+    {
+        "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe",
+        "ping", "quit", "reset",
+    }
+)  # fmt: skip
 
 
 class RespStats:
@@ -138,7 +159,10 @@ class RespServer:
 
     ``port=0`` binds an ephemeral port; read :attr:`port` after
     :meth:`start`. ``clock`` gives TTL arithmetic (``time()``) and uptime
-    (``monotonic()``); it must be the clock the KV store uses.
+    (``monotonic()``); it must be the clock the KV store uses. ``apps`` maps
+    a namespace to another service whose commands the server offers
+    (``{"streams": Streams, "pubsub": PubSub}`` enables the stream and
+    pub/sub commands).
     """
 
     def __init__(
@@ -149,8 +173,11 @@ class RespServer:
         port: int = 6379,
         config: RespConfig | None = None,
         clock: Clock | None = None,
+        apps: Mapping[str, Any] | None = None,
     ) -> None:
         self.kv = kv
+        #: other services by namespace, for their commands (``streams``, ``pubsub``)
+        self.apps: dict[str, Any] = dict(apps or {})
         self.host = host
         self._port = port
         self.config = config if config is not None else RespConfig()
@@ -249,7 +276,8 @@ class RespConnection(asyncio.Protocol):
     Session state read by command handlers: ``resp3``, ``nil`` (the null
     reply of the negotiated protocol), ``authenticated``, ``name``,
     ``lib_name``, ``lib_ver``, ``id``, ``multi`` (queued requests inside
-    MULTI or None), ``callbacks`` (the store's callback API or None).
+    MULTI or None), ``callbacks`` (the store's callback API or None),
+    ``pubsub`` (the pub/sub session while subscribed, else None).
 
     Completion of the command in flight, for callback forms: :meth:`complete`
     with an encoded reply, or the adapters with the
@@ -297,6 +325,9 @@ class RespConnection(asyncio.Protocol):
         self._busy = False  # a command is in flight
         self._current: list[bytes] = _NO_ARGS  # its arguments
         self._pending: CommandSpec | None = None  # its coroutine handler, for the worker
+        self._blocking = False  # the worker awaits a blocking command (XREAD BLOCK)
+        #: the pub/sub session while subscribed (``_pubsub.Session``), else None
+        self.pubsub: Any = None
         self._advancing = False  # _advance is on the stack (a synchronous completion)
         self._waiter: asyncio.Future[None] | None = None  # the idle worker waits on it
         self._writing_paused = False
@@ -360,6 +391,8 @@ class RespConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self.server.connections.pop(self.id, None)
+        if self.pubsub is not None:
+            self.pubsub.close()
         self._wake()
 
     def pause_writing(self) -> None:
@@ -447,6 +480,11 @@ class RespConnection(asyncio.Protocol):
                 raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
             if spec.subcommands:
                 spec = _subcommand(spec, args)
+            if self.pubsub is not None and not self.resp3 and spec.name not in _SUBSCRIBED_OK:
+                raise CommandError(
+                    f"ERR Can't execute '{spec.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE "
+                    "/ PING / QUIT / RESET are allowed in this context"
+                )
             multi = self.multi
             if multi is not None and spec.name not in _MULTI_CONTROL:
                 if "no_multi" in spec.flags:
@@ -464,7 +502,7 @@ class RespConnection(asyncio.Protocol):
         self._busy = True
         self._current = args
         start = spec.start
-        if start is not None:
+        if start is not None and self.pubsub is None:
             try:
                 if start(self, args):
                     return
@@ -494,6 +532,24 @@ class RespConnection(asyncio.Protocol):
     def reply_ok(self, _: None, exc: BaseException | None) -> None:
         """Complete with ``+OK``, or the error."""
         self.complete(_OK if exc is None else self._failed(exc))
+
+    def push(self, frame: bytes) -> None:
+        """Send ``frame``, which is not the reply to a request (a pub/sub
+        message or confirmation), keeping the order of everything produced.
+
+        Written at once when no reply waits to be written and no command
+        executes (or the one executing is a blocking read); otherwise queued
+        behind the replies produced so far, to leave with them (see the
+        module docstring).
+        """
+        transport = self.transport
+        if self._lost or transport is None or transport.is_closing():
+            return
+        out = self._out
+        if out or (self._busy and not self._blocking):
+            out.append(frame)
+        else:
+            transport.write(frame)
 
     def run_next(self, requests: list[list[bytes]]) -> None:
         """Execute ``requests`` (an EXEC's transaction) right after the command
@@ -549,10 +605,12 @@ class RespConnection(asyncio.Protocol):
                 spec = self._pending
                 if spec is not None:
                     self._pending = None
+                    self._blocking = "blocking" in spec.flags
                     try:
                         reply = await spec.handler(self, self._current)
                     except Exception as exc:
                         reply = self._failed(exc)
+                    self._blocking = False
                     self.complete(reply)  # may hand this worker the next handler
                     continue
                 if (self.quit or self._lost) and not self._busy:

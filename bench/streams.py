@@ -1,0 +1,324 @@
+"""Streams and pub/sub, side by side: peer-ring, redis-server and NATS JetStream.
+
+Run (inside a private network namespace on a shared machine)::
+
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/streams.py'
+    .venv/bin/python bench/streams.py --seconds 5 --clients 32 --only peer-ring,redis
+
+In one run, with the same client concurrency (``--clients`` connections,
+each a closed loop):
+
+* **peer-ring**: a 3-node cluster, N=3, W=2 (``LocalCluster`` on 127.78.0.x,
+  RESP). Acknowledged ``XADD`` (unpipelined) over ``--streams`` streams;
+  consuming the same entries through one consumer group per stream
+  (``XREADGROUP COUNT 10`` + ``XACK``); ``PUBLISH`` fan-out to 10 subscribers
+  spread over the 3 nodes: messages delivered per second and the
+  publish-to-delivery latency (p50/p99).
+* **redis-server** (``--save '' --appendonly no``, 127.78.1.1): the same,
+  plus ``XADD`` pipelined 16 deep.
+* **NATS JetStream**: three ``nats-server -js`` on 127.78.2.x in one
+  cluster, a stream with 3 replicas; acknowledged publishes (``js.publish``)
+  and a pull consumer fetching 10 and acking each.
+
+Targets (issue 15): peer-ring's acknowledged XADD >= 0.25x redis-server's
+unpipelined XADD and >= 1x JetStream's acknowledged publishes; consuming
+through a group >= the same; PUBLISH with subscribers on all 3 nodes >=
+20,000 messages/s delivered with p99 <= 10 ms. Prints a table and writes
+``bench/results/streams.json``. Every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from _util import console, percentiles, table, write_results
+from peer_ring.testing.cluster import LocalCluster
+
+PEER_SUBNET = "127.78.0"
+REDIS_HOST = "127.78.1.1"
+NATS_HOSTS = ["127.78.2.1", "127.78.2.2", "127.78.2.3"]
+RESP_PORT = 6392
+FIELDS: dict[Any, Any] = {"payload": "x" * 64}
+
+
+async def closed_loop(
+    clients: int, seconds: float, op: Callable[[int], Awaitable[int]]
+) -> tuple[float, list[float]]:
+    """``clients`` loops calling ``op(i)`` (which returns how many items it did)
+    for ``seconds``; items per second and each call's latency."""
+    done = 0
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def loop(i: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            done += await op(i)
+            lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(i) for i in range(clients)))
+    return done / (time.perf_counter() - t0), lat
+
+
+async def redis_like(
+    name: str, hosts: list[str], port: int, args: argparse.Namespace, pipelined: bool
+) -> list[dict[str, Any]]:
+    """XADD, group consumption and PUBLISH fan-out against RESP ``hosts``."""
+    rows: list[dict[str, Any]] = []
+    conns = [
+        aioredis.Redis(host=hosts[i % len(hosts)], port=port, socket_timeout=30)
+        for i in range(args.clients)
+    ]
+    streams = [f"bench:{k}" for k in range(args.streams)]
+    try:
+        for s in streams:
+            with contextlib.suppress(Exception):
+                await conns[0].xgroup_create(s, "g", id="0", mkstream=True)
+
+        async def xadd(i: int) -> int:
+            await conns[i].xadd(streams[i % len(streams)], FIELDS)
+            return 1
+
+        rate, lat = await closed_loop(args.clients, args.seconds, xadd)
+        rows.append(
+            {"system": name, "case": "XADD acknowledged", "per_s": rate, **percentiles(lat)}
+        )
+        if pipelined:
+
+            async def xadd16(i: int) -> int:
+                pipe = conns[i].pipeline(transaction=False)
+                for _ in range(16):
+                    pipe.xadd(streams[i % len(streams)], FIELDS)
+                await pipe.execute()
+                return 16
+
+            rate, lat = await closed_loop(args.clients, args.seconds, xadd16)
+            rows.append(
+                {"system": name, "case": "XADD pipelined x16", "per_s": rate, **percentiles(lat)}
+            )
+
+        async def consume(i: int) -> int:
+            s = streams[i % len(streams)]
+            got: Any = await conns[i].xreadgroup("g", f"c{i}", {s: ">"}, count=10)
+            ids = [e[0] for _, rows_ in got for e in rows_] if got else []
+            if ids:
+                await conns[i].xack(s, "g", *ids)
+            return len(ids)
+
+        rate, lat = await closed_loop(args.clients, args.seconds, consume)
+        rows.append(
+            {"system": name, "case": "group consume + ack", "per_s": rate, **percentiles(lat)}
+        )
+        rows.append(await fanout(name, hosts, port, args))
+    finally:
+        for c in conns:
+            await c.aclose()
+    return rows
+
+
+async def fanout(
+    name: str, hosts: list[str], port: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """PUBLISH with 10 subscribers spread over ``hosts``: deliveries/s, latency."""
+    subs = [aioredis.Redis(host=hosts[i % len(hosts)], port=port) for i in range(10)]
+    pss = [s.pubsub() for s in subs]
+    for ps in pss:
+        await ps.subscribe("bench-fanout")
+        await ps.get_message(timeout=5.0)
+    lat: list[float] = []
+    delivered = 0
+    stop_at = time.perf_counter() + args.seconds
+
+    async def listen(ps: Any) -> None:
+        nonlocal delivered
+        while time.perf_counter() < stop_at + 1.0:
+            msg = await ps.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if msg is not None:
+                delivered += 1
+                lat.append(time.perf_counter() - float(msg["data"]))
+
+    listeners = [asyncio.create_task(listen(ps)) for ps in pss]
+    pubs = [aioredis.Redis(host=hosts[i % len(hosts)], port=port) for i in range(args.clients)]
+
+    async def publish(i: int) -> int:
+        await pubs[i].publish("bench-fanout", repr(time.perf_counter()))
+        return 1
+
+    t0 = time.perf_counter()
+    published, _ = await closed_loop(args.clients, args.seconds, publish)
+    await asyncio.gather(*listeners)
+    elapsed = time.perf_counter() - t0
+    for c in [*pubs, *subs]:
+        await c.aclose()
+    return {
+        "system": name,
+        "case": "PUBLISH to 10 subscribers (deliveries)",
+        "per_s": delivered / elapsed,
+        "published_per_s": published,
+        **percentiles(lat),
+    }
+
+
+async def jetstream(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Three clustered nats-server -js, a 3-replica stream: publish and pull-consume."""
+    import nats  # nats-py; imported here so the other parts run without it
+
+    if shutil.which("nats-server") is None:
+        console.print("[yellow]nats-server not installed: JetStream skipped")
+        return []
+    routes = ",".join(f"nats://{h}:6222" for h in NATS_HOSTS)
+    procs = []
+    for k, h in enumerate(NATS_HOSTS):
+        cmd = [
+            "nats-server", "-js", "-sd", str(tmp / f"js{k}"), "-n", f"js{k}", "-a", h, "-p", "4222",
+            "--cluster", f"nats://{h}:6222", "--cluster_name", "bench", "--routes", routes,
+        ]  # fmt: skip
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+    rows: list[dict[str, Any]] = []
+    try:
+        ncs = []
+        for i in range(args.clients):
+            for _ in range(100):
+                try:
+                    ncs.append(
+                        await nats.connect(
+                            f"nats://{NATS_HOSTS[i % 3]}:4222",
+                            error_cb=_quiet,
+                            max_reconnect_attempts=0,
+                        )
+                    )
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)  # servers starting
+        js = [nc.jetstream() for nc in ncs]
+        for _ in range(100):  # the meta leader is elected a moment after start
+            try:
+                await js[0].add_stream(name="bench", subjects=["bench.*"], num_replicas=3)
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+
+        async def pub(i: int) -> int:
+            await js[i].publish(f"bench.{i % args.streams}", b"x" * 64)
+            return 1
+
+        rate, lat = await closed_loop(args.clients, args.seconds, pub)
+        rows.append(
+            {
+                "system": "JetStream R3",
+                "case": "publish acknowledged",
+                "per_s": rate,
+                **percentiles(lat),
+            }
+        )
+        subs = [await j.pull_subscribe("bench.*", durable="g") for j in js]
+
+        async def consume(i: int) -> int:
+            try:
+                msgs = await subs[i].fetch(10, timeout=1.0)
+            except Exception:
+                return 0
+            for m in msgs:
+                await m.ack()
+            return len(msgs)
+
+        rate, lat = await closed_loop(args.clients, args.seconds, consume)
+        rows.append(
+            {
+                "system": "JetStream R3",
+                "case": "pull consume + ack",
+                "per_s": rate,
+                **percentiles(lat),
+            }
+        )
+        for nc in ncs:
+            await nc.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 10)
+            except TimeoutError:
+                p.kill()
+    return rows
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: connection attempts while the servers start are expected."""
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--only", default="peer-ring,redis,jetstream")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    rows: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    if "peer-ring" in only:
+        with LocalCluster(
+            3, subnet=PEER_SUBNET, resp_port=RESP_PORT, artefacts=tmp / "peer-ring",
+            extra_args=["--log-level", "WARNING"],
+        ) as cluster:  # fmt: skip
+            hosts = [cluster[n].ip for n in ("n1", "n2", "n3")]
+            rows += await redis_like("peer-ring N3 W2", hosts, RESP_PORT, args, pipelined=False)
+    if "redis" in only and shutil.which("redis-server"):
+        proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--bind", REDIS_HOST, "--port", str(RESP_PORT), "--save", "",
+            "--appendonly", "no", stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            probe = aioredis.Redis(host=REDIS_HOST, port=RESP_PORT)
+            for _ in range(100):
+                with contextlib.suppress(Exception):
+                    await probe.ping()
+                    break
+                await asyncio.sleep(0.05)  # starting
+            await probe.aclose()
+            rows += await redis_like("redis-server", [REDIS_HOST], RESP_PORT, args, pipelined=True)
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
+    if "jetstream" in only:
+        rows += await jetstream(args, tmp)
+    console.print(
+        table(
+            "streams and pub/sub",
+            ["system", "case", "per_s", "p50", "p99"],
+            [
+                [
+                    r["system"],
+                    r["case"],
+                    f"{r['per_s']:.0f}",
+                    f"{r['p50'] * 1e3:.2f} ms",
+                    f"{r['p99'] * 1e3:.2f} ms",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    write_results("streams", {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,583 @@
+"""Cluster-wide publish/subscribe routed through each channel's owner, not broadcast.
+
+Invariants and design (``docs/pubsub.md``):
+
+* **Subscription registry.** For every channel (and shard channel) the N
+  owners of its partition keep a registry: which nodes have local
+  subscribers, how many, until when (a lease). A node registers when its
+  first local subscriber arrives -- at the channel's leader (the first live
+  owner) first, then at W owners -- and before ``SUBSCRIBE`` answers, so a
+  message published after the answer reaches the new subscriber. It
+  refreshes its registrations every ``lease / 3`` seconds (this also
+  repopulates owners after a ring change or a restart) and withdraws them
+  when its last local subscriber leaves; a crashed node's entries expire
+  after ``lease``. Cells merge by the registering node's stamp (a counter
+  that only grows), so hinted handoff, transfer and anti-entropy apply.
+* **Publishing.** ``PUBLISH`` goes to the channel's leader, which numbers
+  the message (a per-channel sequence, so an embedded subscriber sees gaps)
+  and sends it only to the nodes its registry lists; each delivers to its
+  local subscribers. The receiver count is the sum of their answers: a
+  cluster-wide count.
+* **Patterns** can match any channel, so they cannot live with one channel's
+  owners: every node tells every member its own pattern table (on change and
+  every ``lease / 3``); the publishing node matches the channel against the
+  tables and sends the message directly to the nodes with a match. Patterns
+  are few; messages never go to nodes without a matching subscriber.
+* **Delivery** is at most once per subscriber; with no fault, each
+  subscriber gets a publisher's messages on a channel exactly once and in
+  publish order (one publisher awaits each publish before the next). A
+  node failure loses the messages in flight to it; a leader change can lose
+  messages published before the new leader learned a registration (at most
+  one refresh period).
+* **Slow subscribers.** Each subscriber has a bounded buffer
+  (``PubSubConfig.buffer_messages`` for embedded ones; network surfaces
+  bound theirs in bytes); when it is full the subscriber is dropped, with a
+  log line and the ``slow_subscribers_dropped`` metric. Never unbounded
+  memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from peer_ring.app import (
+    AppContext,
+    ClosedError,
+    ConnectionLost,
+    InvalidRequest,
+    Metric,
+    NotOwner,
+    PeerRingError,
+    PeerUnavailable,
+    Record,
+    Request,
+    RingMismatch,
+    Service,
+    UnknownCommand,
+)
+from peer_ring.apps.pubsub._glob import glob_match, is_pattern
+
+__all__ = ["Message", "PubSub", "PubSubConfig", "SlowSubscriber", "Subscriber", "Subscription"]
+
+log = logging.getLogger("peer_ring.apps.pubsub")
+
+#: Subscription kinds: a channel, a shard channel (SSUBSCRIBE), a pattern.
+CHANNEL, SHARD, PATTERN = "c", "s", "p"
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubConfig:
+    """Settings of the pub/sub service."""
+
+    #: Seconds a registration lives unless refreshed (every ``lease / 3``).
+    #: Longer: fewer refresh messages, but a crashed node is sent messages
+    #: for longer; shorter: more refresh traffic. Node clocks must agree to
+    #: well within it.
+    lease: float = 15.0
+    #: Messages an embedded subscriber may have unread before it is dropped.
+    buffer_messages: int = 10_000
+    #: Bytes a network subscriber (a RESP connection) may have unsent before it
+    #: is disconnected: Redis's pubsub output-buffer hard limit (32 MiB).
+    buffer_bytes: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.lease <= 0 or self.buffer_messages < 1 or self.buffer_bytes < 1:
+            raise InvalidRequest(
+                "PubSubConfig: lease > 0, buffer_messages >= 1 and buffer_bytes >= 1"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One delivered message.
+
+    ``seq`` numbers the messages of one channel at the leader that routed
+    them (``leader``): consecutive numbers from the same leader mean nothing
+    was missed in between. Pattern deliveries carry ``pattern`` and seq 0.
+    """
+
+    kind: str  # "message", "pmessage" or "smessage"
+    channel: bytes
+    data: bytes
+    pattern: bytes | None = None
+    seq: int = 0
+    leader: str = ""
+
+
+class Subscriber(Protocol):
+    """A local receiver of messages (an embedded subscription, a RESP connection)."""
+
+    def deliver(self, message: Message) -> bool:
+        """Take ``message`` without blocking; False when the subscriber could not
+        (its buffer is full): it is then dropped and gets nothing more."""
+
+
+class SlowSubscriber(PeerRingError):
+    """Raised by an embedded subscription's iterator after it was dropped because
+    its buffer filled up (it read too slowly); the messages already buffered
+    were delivered first."""
+
+    code = "SLOW_SUBSCRIBER"
+
+
+def regkey(kind: str, channel: bytes) -> bytes:
+    """The key a channel's registry lives under (shard channels apart)."""
+    return (b"s:" if kind == SHARD else b"c:") + channel
+
+
+class PubSub(Service):
+    """The pub/sub service (replica side: registry; node side: local
+    subscribers and delivery; client side: publish and subscribe)."""
+
+    namespace = "pubsub"
+    read_commands = frozenset({"regstate"})
+
+    def __init__(self, config: PubSubConfig | None = None) -> None:
+        self.config = config or PubSubConfig()
+        self._app: AppContext | None = None
+        #: partition -> regkey -> node -> [stamp, count, expires_at]
+        self._reg: dict[int, dict[bytes, dict[str, list[Any]]]] = {}
+        self._synced: dict[bytes, tuple[str, ...]] = {}
+        self._seq: dict[bytes, int] = {}
+        #: local subscribers: (kind, name) -> subscribers
+        self._local: dict[tuple[str, bytes], set[Subscriber]] = {}
+        #: other nodes' pattern tables: node -> (stamp, {pattern: count}, expires_at)
+        self._remote_pats: dict[str, tuple[int, dict[bytes, int], float]] = {}
+        self._stamp = 0
+        self.publishes = 0
+        self.deliveries = 0
+        self.dropped = 0
+
+    def attach(self, app: AppContext) -> None:
+        self._app = app
+        app.add_metrics(self._metrics)
+        app.spawn(self._refresh_loop, "pubsub-refresh")
+
+    @property
+    def app(self) -> AppContext:
+        if self._app is None:
+            raise ClosedError("PubSub is not registered on a node")
+        return self._app
+
+    def _next_stamp(self) -> int:
+        self._stamp = max(self._stamp + 1, int(self.app.clock.time() * 1e6))
+        return self._stamp
+
+    # -- replica side --------------------------------------------------------------
+    def handle(self, request: Request) -> Any:
+        cmd = request.command
+        if cmd == "deliver":
+            kind, channel, data, seq, leader = request.payload
+            return self._deliver_local(kind, channel, data, None, seq, leader)
+        if cmd == "pdeliver":
+            channel, data = request.payload
+            return self._deliver_local(PATTERN, channel, data, None, 0, "")
+        if cmd == "reg":
+            node, stamp, count, expires = request.payload
+            self._merge_cell(request.partition, request.key, str(node), [stamp, count, expires])
+            return True
+        if cmd == "regstate":
+            return self._reg.get(request.partition, {}).get(request.key)
+        if cmd == "pub":
+            return self._route(request)
+        if cmd == "pats":
+            node, stamp, pats, expires = request.payload
+            cur = self._remote_pats.get(node)
+            if cur is None or stamp > cur[0]:
+                self._remote_pats[node] = (stamp, {bytes(p): int(c) for p, c in pats}, expires)
+            return True
+        if cmd == "chans":  # coverage: [partitions, kind, pattern or None]
+            parts, kind, pattern = request.payload
+            return self._channels(parts, kind, pattern)
+        if cmd == "numsub":
+            return self._count(request.partition, request.key)
+        raise UnknownCommand(f"pubsub has no command {cmd!r}")
+
+    def _merge_cell(self, partition: int, key: bytes, node: str, cell: list[Any]) -> bool:
+        entry = self._reg.setdefault(partition, {}).setdefault(key, {})
+        cur = entry.get(node)
+        if cur is None or cell[0] > cur[0]:
+            entry[node] = list(cell)
+            return True
+        return False
+
+    def _live(self, partition: int, key: bytes) -> dict[str, int]:
+        now = self.app.clock.time()
+        entry = self._reg.get(partition, {}).get(key, {})
+        return {n: c[1] for n, c in entry.items() if c[1] > 0 and c[2] > now}
+
+    def _count(self, partition: int, key: bytes) -> int:
+        return sum(self._live(partition, key).values())
+
+    def _channels(self, parts: Sequence[int], kind: str, pattern: bytes | None) -> list[Any]:
+        prefix = b"s:" if kind == SHARD else b"c:"
+        out = []
+        for p in parts:
+            for key in self._reg.get(p, {}):
+                if key.startswith(prefix):
+                    n = self._count(p, key)
+                    name = key[2:]
+                    if n and (pattern is None or glob_match(pattern, name)):
+                        out.append([name, n])
+        return out
+
+    async def _route(self, request: Request) -> int:
+        """At the channel's leader: number the message, send it to the nodes
+        with subscribers; the number of receivers."""
+        kind, channel, data = request.payload
+        key, partition = request.key, request.partition
+        if self.leader(partition) != self.app.node_id:
+            self._synced.pop(key, None)
+            raise NotOwner(f"{self.app.node_id} does not lead pubsub partition {partition}")
+        await self._sync(key, partition)
+        seq = self._seq[key] = self._seq.get(key, 0) + 1
+        nodes = self._live(partition, key)
+        if not nodes:
+            return 0
+        app = self.app
+        payload = [kind, channel, data, seq, app.node_id]
+        futs = [app.call_replica(n, "deliver", key, payload, partition=-1) for n in sorted(nodes)]
+        answers = await asyncio.gather(*futs, return_exceptions=True)
+        total = 0
+        for node, answer in zip(sorted(nodes), answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.debug("pubsub: delivery to %s failed: %r", node, answer)
+            else:
+                total += int(answer)
+        return total
+
+    async def _sync(self, key: bytes, partition: int) -> None:
+        app = self.app
+        owners = app.owners(partition)
+        if self._synced.get(key) == owners:
+            return
+        answers = await app.call_owners("regstate", key, None, partition=partition)
+        for answer in answers.values():
+            if isinstance(answer, dict):
+                for node, cell in answer.items():
+                    self._merge_cell(partition, key, str(node), cell)
+        self._synced[key] = owners
+
+    def export_partition(self, partition: int) -> Iterator[Record]:
+        return iter([(k, dict(v)) for k, v in self._reg.get(partition, {}).items()])
+
+    def import_records(self, partition: int, records: Sequence[Record]) -> int:
+        changed = 0
+        for key, cells in records:
+            if not isinstance(cells, dict):
+                raise InvalidRequest(
+                    "a pubsub registry record maps node -> [stamp, count, expires]"
+                )
+            for node, cell in cells.items():
+                if self._merge_cell(partition, key, str(node), list(cell)):
+                    changed += 1
+        return changed
+
+    def digest(self, partition: int) -> dict[bytes, bytes]:
+        return {
+            k: repr(sorted((n, c[0]) for n, c in v.items())).encode()[:64]
+            for k, v in self._reg.get(partition, {}).items()
+        }
+
+    def read_records(self, partition: int, keys: Iterable[bytes]) -> list[Record]:
+        part = self._reg.get(partition, {})
+        return [(k, dict(part[k])) for k in keys if k in part]
+
+    def drop_partition(self, partition: int) -> int:
+        dropped = self._reg.pop(partition, {})
+        for k in dropped:
+            self._synced.pop(k, None)
+        return len(dropped)
+
+    def partition_size(self, partition: int) -> int:
+        return len(self._reg.get(partition, {}))
+
+    # -- local delivery --------------------------------------------------------------
+    def _deliver_local(
+        self, kind: str, channel: bytes, data: bytes, _: Any, seq: int, leader: str
+    ) -> int:
+        n = 0
+        if kind == PATTERN:
+            for (k, pat), subs in list(self._local.items()):
+                if k == PATTERN and glob_match(pat, channel):
+                    msg = Message("pmessage", channel, data, pat, 0, "")
+                    n += self._give(subs, msg)
+            return n
+        msg = Message("smessage" if kind == SHARD else "message", channel, data, None, seq, leader)
+        targets = self._local.get((kind, channel))
+        return self._give(targets, msg) if targets else 0
+
+    def _give(self, subs: set[Subscriber], msg: Message) -> int:
+        n = 0
+        for sub in list(subs):
+            if sub.deliver(msg):
+                n += 1
+            else:
+                self.dropped += 1
+        self.deliveries += n
+        return n
+
+    # -- subscribing (node side) ------------------------------------------------------
+    def leader(self, partition: int) -> str:
+        app = self.app
+        for node in app.owners(partition):
+            if app.is_up(node):
+                return node
+        raise PeerUnavailable(f"no owner of partition {partition} is up")
+
+    async def add_local(self, kind: str, name: bytes, sub: Subscriber) -> None:
+        """Register ``sub`` for channel/shard channel/pattern ``name`` (kind
+        ``c``/``s``/``p``); returns once publishers anywhere will reach it."""
+        subs = self._local.setdefault((kind, name), set())
+        if sub in subs:
+            return
+        subs.add(sub)
+        if kind == PATTERN:
+            await self._announce_patterns()
+        else:
+            await self._register(kind, name, first=True)
+
+    async def remove_local(self, kind: str, name: bytes, sub: Subscriber) -> None:
+        subs = self._local.get((kind, name))
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._local[(kind, name)]
+        try:
+            if kind == PATTERN:
+                await self._announce_patterns()
+            else:
+                await self._register(kind, name, first=False)
+        except PeerRingError as exc:  # the lease will expire it
+            log.debug("pubsub: withdrawing %r failed: %s", name[:64], exc)
+
+    def drop_subscriber(self, sub: Subscriber) -> list[tuple[str, bytes]]:
+        """Remove ``sub`` from every local subscription at once (no awaiting:
+        registrations left behind are withdrawn by the next refresh); what it had."""
+        had = []
+        for (kind, name), subs in list(self._local.items()):
+            if sub in subs:
+                subs.discard(sub)
+                had.append((kind, name))
+                if not subs:
+                    del self._local[(kind, name)]
+        if had:
+            self.app.spawn(self._refresh_once, "pubsub-withdraw")
+        return had
+
+    async def _register(self, kind: str, name: bytes, first: bool) -> None:
+        app = self.app
+        key = regkey(kind, name)
+        partition = app.partition_for(key)
+        count = len(self._local.get((kind, name), ()))
+        payload = [app.node_id, self._next_stamp(), count, app.clock.time() + self.config.lease]
+        if first:  # the leader must know before SUBSCRIBE answers
+            for _ in range(5):
+                try:
+                    await app.call_replica(
+                        self.leader(partition), "reg", key, payload, partition=partition
+                    )
+                    break
+                except (NotOwner, RingMismatch, PeerUnavailable):
+                    await app.clock.sleep(0.02)
+        await app.quorum("reg", key, payload, quorum=app.write_quorum, partition=partition)
+
+    async def _announce_patterns(self) -> None:
+        app = self.app
+        pats = [[name, len(s)] for (k, name), s in self._local.items() if k == PATTERN]
+        payload = [app.node_id, self._next_stamp(), pats, app.clock.time() + self.config.lease]
+        self.handle(Request("pats", b"", -1, payload, app.node_id))
+        await app.broadcast("pats", payload)
+
+    async def _refresh_once(self) -> None:
+        for kind, name in [k for k in self._local if k[0] != PATTERN]:
+            try:
+                await self._register(kind, name, first=False)
+            except PeerRingError as exc:
+                log.debug("pubsub: refresh of %r failed: %s", name[:64], exc)
+        try:
+            await self._announce_patterns()
+        except PeerRingError as exc:
+            log.debug("pubsub: pattern refresh failed: %s", exc)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.app.clock.sleep(self.config.lease / 3)
+            await self._refresh_once()
+
+    # -- publishing (client side) ------------------------------------------------------
+    async def publish(self, channel: bytes | str, data: bytes | str, *, shard: bool = False) -> int:
+        """Send ``data`` to every subscriber of ``channel`` in the cluster (pattern
+        subscribers too, unless ``shard``); the number of receivers."""
+        ch = channel.encode() if isinstance(channel, str) else bytes(channel)
+        msg = data.encode() if isinstance(data, str) else bytes(data)
+        app = self.app
+        kind = SHARD if shard else CHANNEL
+        key = regkey(kind, ch)
+        partition = app.partition_for(key)
+        self.publishes += 1
+        waits: list[asyncio.Future[Any]] = []
+        if not shard:
+            now = app.clock.time()
+            mine = any(k == PATTERN and glob_match(p, ch) for k, p in self._local)
+            if mine:
+                waits.append(
+                    app.call_replica(app.node_id, "pdeliver", b"", [ch, msg], partition=-1)
+                )
+            for node, (_, pats, expires) in self._remote_pats.items():
+                if node != app.node_id and expires > now and any(glob_match(p, ch) for p in pats):
+                    waits.append(app.call_replica(node, "pdeliver", b"", [ch, msg], partition=-1))
+        total = await self._route_call(key, partition, [kind, ch, msg])
+        for answer in await asyncio.gather(*waits, return_exceptions=True):
+            if not isinstance(answer, BaseException):
+                total += int(answer)
+        return total
+
+    async def _route_call(self, key: bytes, partition: int, payload: list[Any]) -> int:
+        app = self.app
+        for attempt in range(1, 21):
+            try:
+                leader = self.leader(partition)
+                return int(await app.call_replica(leader, "pub", key, payload, partition=partition))
+            except (NotOwner, RingMismatch, PeerUnavailable) as exc:
+                # ConnectionLost: the leader may have delivered it already, and
+                # sending it again through another leader would break at most once
+                if attempt == 20 or isinstance(exc, ConnectionLost):
+                    raise
+                await app.clock.sleep(min(0.01 * attempt, 0.2))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def numsub(self, channel: bytes, *, shard: bool = False) -> int:
+        """Subscribers of ``channel`` in the cluster (pattern subscribers not counted)."""
+        app = self.app
+        key = regkey(SHARD if shard else CHANNEL, channel)
+        partition = app.partition_for(key)
+        return int(
+            await app.call_replica(self.leader(partition), "numsub", key, None, partition=partition)
+        )
+
+    async def channels(self, pattern: bytes | None = None, *, shard: bool = False) -> list[bytes]:
+        """Channels with at least one subscriber anywhere (optionally matching ``pattern``)."""
+        kind = SHARD if shard else CHANNEL
+        answers = await self.app.coverage("chans", lambda parts: [parts, kind, pattern])
+        return sorted({bytes(name) for answer in answers for name, _ in answer})
+
+    def numpat(self) -> int:
+        """Pattern subscriptions in the cluster (from every node's pattern table)."""
+        now = self.app.clock.time()
+        total = sum(len(s) for (k, _), s in self._local.items() if k == PATTERN)
+        for node, (_, pats, expires) in self._remote_pats.items():
+            if node != self.app.node_id and expires > now:
+                total += sum(pats.values())
+        return total
+
+    def subscribe(
+        self, *names: bytes | str, pattern: bool | None = None, shard: bool = False
+    ) -> Subscription:
+        """A subscription to channels (or patterns: ``pattern=True``, or names with
+        glob characters when ``pattern`` is None). Use as ``async for msg in
+        pubsub.subscribe("orders.*")`` or ``async with ... as sub``."""
+        if not names:
+            raise InvalidRequest("subscribe needs at least one channel or pattern")
+        items = []
+        for n in names:
+            raw = n.encode() if isinstance(n, str) else bytes(n)
+            pat = is_pattern(raw) if pattern is None else pattern
+            if shard and pat:
+                raise InvalidRequest("shard channels have no patterns")
+            items.append((PATTERN if pat else SHARD if shard else CHANNEL, raw))
+        return Subscription(self, items)
+
+    def status(self) -> dict[str, Any]:
+        """This node's local subscriptions (at most 100): kind, name, subscribers."""
+        names = {CHANNEL: "channel", SHARD: "shard channel", PATTERN: "pattern"}
+        rows = [
+            [names[kind], name.decode("utf-8", "replace"), len(subs)]
+            for (kind, name), subs in sorted(self._local.items())
+        ]
+        return {"subscriptions": rows[:100]} if rows else {}
+
+    def _metrics(self) -> Iterable[Metric]:
+        yield Metric(
+            "publishes", "counter", "Messages published through this node.", self.publishes
+        )
+        yield Metric(
+            "deliveries", "counter", "Messages handed to local subscribers.", self.deliveries
+        )
+        yield Metric(
+            "slow_subscribers_dropped",
+            "counter",
+            "Subscribers dropped because their bounded buffer was full.",
+            self.dropped,
+        )
+        yield Metric(
+            "subscriptions",
+            "gauge",
+            "Local channel, shard channel and pattern subscriptions.",
+            sum(len(s) for s in self._local.values()),
+        )
+
+
+class Subscription:
+    """Embedded subscriber: a bounded queue of :class:`Message`; see :meth:`PubSub.subscribe`."""
+
+    def __init__(self, pubsub: PubSub, items: list[tuple[str, bytes]]) -> None:
+        self._pubsub = pubsub
+        self._items = items
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(pubsub.config.buffer_messages)
+        self._started = False
+        self.dropped = False
+
+    def deliver(self, message: Message) -> bool:
+        if self.dropped:
+            return False
+        try:
+            self._queue.put_nowait(message)
+            return True
+        except asyncio.QueueFull:
+            self.dropped = True
+            self._pubsub.drop_subscriber(self)
+            log.warning(
+                "pubsub: dropped a slow embedded subscriber of %r (%d messages unread)",
+                [n for _, n in self._items][:4],
+                self._queue.qsize(),
+            )
+            return False
+
+    async def start(self) -> None:
+        """Register every channel and pattern; publishes after this reach it."""
+        if not self._started:
+            self._started = True
+            for kind, name in self._items:
+                await self._pubsub.add_local(kind, name, self)
+
+    async def close(self) -> None:
+        """Unsubscribe from everything."""
+        for kind, name in self._items:
+            await self._pubsub.remove_local(kind, name, self)
+
+    async def get(self) -> Message:
+        """The next message (waits); :class:`SlowSubscriber` once dropped and drained."""
+        if self.dropped and self._queue.empty():
+            raise SlowSubscriber("this subscriber was dropped: its buffer filled up")
+        return await self._queue.get()
+
+    async def __aenter__(self) -> Subscription:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        await self.start()
+        try:
+            while True:
+                yield await self.get()
+        finally:
+            await self.close()

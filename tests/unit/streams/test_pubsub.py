@@ -1,0 +1,146 @@
+"""The PubSub service on three in-memory nodes: routing through the channel's
+leader (no broadcast), cluster-wide counts, patterns, order, slow subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from peer_ring import Node, NodeConfig, ReplicationConfig
+from peer_ring.app import Request
+from peer_ring.apps.pubsub import Message, PubSub, PubSubConfig, SlowSubscriber, glob_match
+from peer_ring.transport.memory import MemoryNetwork
+from tests.conftest import wait_for
+
+
+class CountingPubSub(PubSub):
+    """Counts the replica commands this node receives."""
+
+    def __init__(self, config: PubSubConfig | None = None) -> None:
+        super().__init__(config)
+        self.seen: dict[str, int] = {}
+
+    def handle(self, request: Request) -> Any:
+        self.seen[request.command] = self.seen.get(request.command, 0) + 1
+        return super().handle(request)
+
+
+def config(i: int) -> NodeConfig:
+    return NodeConfig.local(
+        f"n{i}",
+        listen=f"10.3.0.{i}:7400",
+        transport="memory",
+        seeds=("10.3.0.1:7400",),
+        replication=ReplicationConfig(partitions=32, replicas=2),
+    )
+
+
+Cluster = tuple[list[Node], list[CountingPubSub]]
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    net = MemoryNetwork()
+    nodes = [Node(config(i), network=net) for i in (1, 2, 3, 4)]
+    services = [n.register(CountingPubSub(PubSubConfig(buffer_messages=5))) for n in nodes]
+    await asyncio.gather(*(n.start() for n in nodes))
+    await wait_for(lambda: all(len(n.members) == 4 for n in nodes), message="membership")
+    await asyncio.gather(*(n.wait_ready() for n in nodes))
+    yield nodes, services
+    await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def test_messages_reach_subscribers_on_other_nodes_in_order_with_counts(
+    cluster: Cluster,
+) -> None:
+    _, ps = cluster
+    sub = ps[2].subscribe("orders")
+    pat = ps[3].subscribe("ord*")
+    async with sub, pat:
+        assert await ps[0].publish("orders", "m0") == 2  # cluster-wide receiver count
+        got = [await sub.get()]
+        pgot = [await pat.get()]
+        for i in range(1, 4):
+            assert await ps[i % 4].publish("orders", f"m{i}") == 2
+            got.append(await sub.get())
+            pgot.append(await pat.get())
+        assert [m.data for m in got] == [b"m0", b"m1", b"m2", b"m3"]
+        assert [m.seq for m in got] == [got[0].seq + k for k in range(4)]  # no gap
+        assert {m.leader for m in got} == {got[0].leader}
+        assert [(m.kind, m.pattern, m.channel) for m in pgot[:1]] == [
+            ("pmessage", b"ord*", b"orders")
+        ]
+        assert await ps[1].publish("other", "x") == 0
+        assert await ps[0].numsub(b"orders") == 1
+        assert await ps[1].channels() == [b"orders"]
+        assert await ps[1].channels(b"x*") == []
+        await wait_for(lambda: ps[0].numpat() == 1, message="pattern tables")
+    assert await ps[0].publish("orders", "after") == 0  # unsubscribed everywhere
+
+
+async def test_publishing_is_routed_not_broadcast(cluster: Cluster) -> None:
+    _, ps = cluster
+    async with ps[1].subscribe("quiet") as sub:
+        for s in ps:
+            s.seen.clear()
+        for _ in range(10):
+            assert await ps[0].publish("quiet", "x") == 1
+            assert (await sub.get()).data == b"x"
+        delivered = [s.seen.get("deliver", 0) for s in ps]
+        assert delivered == [0, 10, 0, 0]  # only the subscriber's node gets the messages
+        routed = [s.seen.get("pub", 0) for s in ps]
+        assert sum(routed) == 10
+        assert max(routed) == 10  # one leader numbered them all
+
+
+async def test_a_slow_subscriber_is_dropped_not_buffered_without_bound(cluster: Cluster) -> None:
+    _, ps = cluster
+    slow = ps[2].subscribe("firehose")
+    await slow.start()
+    for i in range(5):
+        assert await ps[0].publish("firehose", f"{i}") == 1
+    assert await ps[0].publish("firehose", "overflow") == 0  # buffer of 5 full: dropped
+    assert ps[2].dropped == 1
+    assert [(await slow.get()).data for _ in range(5)] == [b"0", b"1", b"2", b"3", b"4"]
+    with pytest.raises(SlowSubscriber):
+        await slow.get()
+    assert await ps[1].publish("firehose", "later") == 0
+    await slow.close()
+
+
+async def test_async_for_subscription_unsubscribes_when_the_loop_ends(cluster: Cluster) -> None:
+    _, ps = cluster
+    got: list[Message] = []
+    ready = asyncio.Event()
+
+    async def reader() -> None:
+        sub = ps[3].subscribe("loop.*")
+        await sub.start()
+        ready.set()
+        async for msg in sub:
+            got.append(msg)
+            if len(got) == 2:
+                break
+
+    task = asyncio.create_task(reader())
+    await ready.wait()
+    await wait_for(lambda: ps[0].numpat() == 1, message="pattern known")
+    assert await ps[0].publish("loop.a", "1") == 1
+    assert await ps[1].publish("loop.b", "2") == 1
+    await task
+    assert [m.channel for m in got] == [b"loop.a", b"loop.b"]
+    assert await ps[0].publish("loop.c", "3") == 0
+
+
+def test_redis_glob_patterns() -> None:
+    assert glob_match(b"h?llo", b"hello")
+    assert glob_match(b"h*llo", b"heeeello")
+    assert glob_match(b"h[ae]llo", b"hallo")
+    assert not glob_match(b"h[^e]llo", b"hello")
+    assert glob_match(b"h[a-b]llo", b"hbllo")
+    assert glob_match(b"a\\*b", b"a*b")
+    assert not glob_match(b"a\\*b", b"axb")
+    assert not glob_match(b"news.*", b"news")
