@@ -19,6 +19,7 @@ from peer_ring.transport.memory import MemoryNetwork
 JOBS = b"jobs"
 
 
+# --8<-- [start:worker]
 async def worker(
     streams: Streams,
     name: str,
@@ -40,6 +41,8 @@ async def worker(
             all_done.set()
 
 
+# --8<-- [end:worker]
+# --8<-- [start:rescue]
 async def rescue(streams: Streams, name: str, done: list[bytes], idle: float) -> None:
     """Claim jobs pending longer than ``idle`` seconds (a dead worker's) and finish them."""
     entries: list[Entry] = await streams.group(JOBS, "workers").claim(name, min_idle=idle)
@@ -48,6 +51,7 @@ async def rescue(streams: Streams, name: str, done: list[bytes], idle: float) ->
         await entry.ack()
 
 
+# --8<-- [end:rescue]
 async def main(jobs: int = 30) -> list[bytes]:
     net = MemoryNetwork()
     nodes = [
