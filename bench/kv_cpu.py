@@ -1,0 +1,96 @@
+"""CPU per embedded KV operation, in one process: a load-insensitive A/B figure.
+
+Three nodes on the in-memory network (``MemoryNetwork``) in this process,
+N=3 R=W=2, run a fixed number of ``get`` and ``put`` operations with a fixed
+number outstanding; the figure is the process's CPU time (user+system) per
+operation. Nothing else shares the measured process, so a busy machine
+slows the run but changes its CPU per operation little (caches and
+frequency aside) -- unlike throughput over loopback, which swings by tens of
+percent when other processes compete for the two cores.
+
+Uses only the public API, so the same file measures an older build too::
+
+    OLD/.venv/bin/python bench/kv_cpu.py --label old
+    .venv/bin/python bench/kv_cpu.py --label new
+
+(alternate the two a few times; ``--rounds`` repeats inside one run and
+reports the median). Bounded: ``--ops`` per mix and round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+from peer_ring import Node, NodeConfig, ReplicationConfig
+from peer_ring.apps.kv import KVStore
+from peer_ring.transport.memory import MemoryNetwork
+
+
+async def cluster() -> tuple[list[Node], list[KVStore]]:
+    net = MemoryNetwork()
+    nodes = [
+        Node(
+            NodeConfig.local(
+                f"n{i}",
+                listen=f"10.7.0.{i}:7400",
+                transport="memory",
+                seeds=("10.7.0.1:7400",),
+                replication=ReplicationConfig(partitions=256, replicas=3),
+            ),
+            network=net,
+        )
+        for i in (1, 2, 3)
+    ]
+    stores = [n.register(KVStore()) for n in nodes]
+    await asyncio.gather(*(n.start() for n in nodes))
+    await asyncio.gather(*(n.wait_ready() for n in nodes))
+    return nodes, stores
+
+
+async def run(stores: list[KVStore], mix: str, ops: int, outstanding: int) -> float:
+    """CPU µs per operation of ``ops`` operations, ``outstanding`` at a time."""
+    keys = [f"k{i}".encode() for i in range(2000)]
+    value = b"v" * 100
+    todo = iter(range(ops))
+
+    async def worker(w: int) -> None:
+        store = stores[w % len(stores)]
+        for i in todo:
+            key = keys[i % len(keys)]
+            if mix == "put":
+                await store.put(key, value)
+            else:
+                await store.get(key)
+
+    start = time.process_time()
+    await asyncio.gather(*(worker(w) for w in range(outstanding)))
+    return (time.process_time() - start) / ops * 1e6
+
+
+async def main(a: argparse.Namespace) -> dict[str, float]:
+    nodes, stores = await cluster()
+    try:
+        await run(stores, "put", 4000, a.outstanding)  # preload and warm up
+        out: dict[str, list[float]] = {"put": [], "get": []}
+        for _ in range(a.rounds):
+            for mix in ("put", "get"):
+                out[mix].append(await run(stores, mix, a.ops, a.outstanding))
+        return {f"{mix} cpu_us_per_op": statistics.median(v) for mix, v in out.items()}
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ops", type=int, default=20_000, help="operations per mix and round")
+    ap.add_argument("--outstanding", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--label", default="")
+    args = ap.parse_args()
+    if not (1 <= args.ops <= 1_000_000 and 1 <= args.rounds <= 20):
+        ap.error("--ops 1..1e6, --rounds 1..20")
+    print(json.dumps({"label": args.label, **asyncio.run(main(args))}))
