@@ -18,6 +18,7 @@ from peer_ring.transport._core import ChannelTransport, FaultInjector
 from peer_ring.transport.base import (
     AnswerCallback,
     Packed,
+    PeerAuthConfig,
     PeerInfo,
     PeerObserver,
     RequestHandler,
@@ -46,6 +47,7 @@ __all__ = [
     "MemoryNetwork",
     "MemoryTransport",
     "Packed",
+    "PeerAuthConfig",
     "PeerInfo",
     "PeerObserver",
     "RequestHandler",

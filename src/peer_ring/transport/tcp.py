@@ -20,7 +20,8 @@ from typing import Any, cast
 from peer_ring.errors import ConfigError, FrameTooLarge, PeerUnavailable
 from peer_ring.membership.base import parse_address
 from peer_ring.transport._core import ChannelTransport, FaultInjector, FrameConn, FrameReceiver
-from peer_ring.transport.tls import client_context, server_context
+from peer_ring.transport.auth import cert_names
+from peer_ring.transport.tls import TlsMaterial
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,12 @@ class _TcpConn(asyncio.Protocol, FrameConn):
         transport = self.transport
         return self.out_bytes + (transport.get_write_buffer_size() if transport else 0)
 
+    def peer_names(self) -> frozenset[str] | None:
+        transport = self.transport
+        if transport is None or transport.get_extra_info("sslcontext") is None:
+            return None
+        return cert_names(transport.get_extra_info("peercert"))
+
     def close(self) -> None:
         if self.closed:
             return
@@ -160,8 +167,14 @@ class TcpTransport(ChannelTransport):
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
         if self.config.tls is not None:
-            self._server_ssl = server_context(self.config.tls)
-            self._client_ssl = client_context(self.config.tls)
+            self.tls_material = TlsMaterial(self.config.tls)
+            self._server_ssl = self.tls_material.server
+            self._client_ssl = self.tls_material.client
+
+    def _tls_reloaded(self) -> None:
+        # the server context was updated in place; new dials take the new client one
+        assert self.tls_material is not None
+        self._client_ssl = self.tls_material.client
 
     async def _listen(self) -> None:
         host, port = parse_address(self._address)
