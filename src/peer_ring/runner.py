@@ -26,7 +26,7 @@ from typing import Any
 
 from peer_ring.apps.kv.store import KVConfig, KVStore
 from peer_ring.clock import SystemClock
-from peer_ring.config import NodeConfig
+from peer_ring.config import NodeConfig, security_warnings
 from peer_ring.errors import ConfigError, InvalidRequest
 from peer_ring.membership.base import Discovery, parse_address
 from peer_ring.membership.static import StaticDiscovery
@@ -452,6 +452,8 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     if clock_offset and not config.testing:
         raise ConfigError("--clock-offset is a fault-injection tool: it needs --testing")
+    for warning in security_warnings(config):
+        log.warning(warning)
     node = Node(
         config,
         discovery=build_discovery(config, discovery),
@@ -468,7 +470,10 @@ async def serve(
     await node.start()
     try:
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
-            http = HttpServer(node, config.http)
+            auth = config.transport_config.auth
+            http = HttpServer(
+                node, config.http, admin_token=auth.admin_token if auth is not None else None
+            )
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         # serve clients once this node has learned the cluster and synced the

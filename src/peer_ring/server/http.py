@@ -9,11 +9,20 @@
   ``GET`` shows, ``POST {"drop": {addr: p}, "delay": {addr: s}}`` sets and
   ``DELETE`` heals the transport fault rules. Without the flag it answers
   403, so a production node can never be partitioned over HTTP.
+
+With an admin token configured (``PeerAuthConfig.admin_token``), ``/status``
+and ``/admin/*`` need ``Authorization: Bearer <token>`` (401 without it);
+with a ``metrics_token``, ``/metrics`` needs that one (or the admin token).
+The probes ``/healthz`` and ``/readyz`` stay open: kubelets do not
+authenticate. Tokens are compared in constant time.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -29,9 +38,20 @@ if TYPE_CHECKING:
 class HttpServer:
     """Serves the endpoints above for one node."""
 
-    def __init__(self, node: Node, address: str) -> None:
+    def __init__(
+        self,
+        node: Node,
+        address: str,
+        *,
+        admin_token: str | None = None,
+        metrics_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.node = node
         self.host, self.port = parse_address(address)
+        self.admin_token = admin_token
+        self.metrics_token = metrics_token
+        self.ssl_context = ssl_context
         self.registry, self.collector = make_registry(node)
         self.stopping = False
         self._runner: web.AppRunner | None = None
@@ -40,9 +60,9 @@ class HttpServer:
             [
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
-                web.get("/metrics", self._metrics),
-                web.get("/status", self._status),
-                web.route("*", "/admin/faults", self._faults),
+                web.get("/metrics", self._guard(self._metrics, metrics=True)),
+                web.get("/status", self._guard(self._status)),
+                web.route("*", "/admin/faults", self._guard(self._faults)),
             ]
         )
         self.app = app
@@ -50,7 +70,9 @@ class HttpServer:
     async def start(self) -> None:
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -64,6 +86,34 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _guard(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]], metrics: bool = False
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """``handler`` behind the admin token (metrics: behind the metrics token
+        when one is set, else open)."""
+
+        async def guarded(request: web.Request) -> web.Response:
+            if metrics:
+                tokens = [t for t in (self.metrics_token, self.admin_token) if t]
+                if self.metrics_token is None:
+                    tokens = []
+            else:
+                tokens = [self.admin_token] if self.admin_token else []
+            if tokens:
+                scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+                ok = scheme.lower() == "bearer" and any(
+                    hmac.compare_digest(value.encode(), t.encode()) for t in tokens
+                )
+                if not ok:
+                    return web.json_response(
+                        {"error": "this endpoint needs Authorization: Bearer <admin token>"},
+                        status=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="peer-ring"'},
+                    )
+            return await handler(request)
+
+        return guarded
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
