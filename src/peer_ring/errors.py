@@ -119,6 +119,15 @@ class NotAuthorized(PeerRingError):
     code = "NOPERM"
 
 
+class OutOfMemory(PeerRingError):
+    """A write was refused because the node holds ``maxmemory`` bytes of data
+    and its policy may not (``noeviction``) or cannot (nothing evictable)
+    free room. Reads and deletes are still served; retry after deleting keys
+    or raising the limit. Nothing was written."""
+
+    code = "OOM"
+
+
 class QuorumNotReached(PeerRingError):
     """Fewer replicas than required acknowledged an operation.
 
@@ -215,6 +224,7 @@ for _cls in (
     FrameTooLarge,
     AuthenticationFailed,
     NotAuthorized,
+    OutOfMemory,
     NotOwner,
     RingMismatch,
     InvalidRequest,

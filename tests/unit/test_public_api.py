@@ -31,8 +31,9 @@ EXPECTED_APP = {
     "RoundListener", "Service",
     "HLC", "Clock", "ManualClock", "SkewPolicy", "SystemClock",
     "DigestIndex",
-    "ClosedError", "ConfigError", "InvalidRequest", "NotOwner", "Overloaded", "PeerRingError",
-    "PeerUnavailable", "QuorumNotReached", "RemoteError", "RequestTimeout", "RingMismatch",
+    "ClosedError", "ConfigError", "InvalidRequest", "NotOwner", "OutOfMemory", "Overloaded",
+    "PeerRingError", "PeerUnavailable", "QuorumNotReached", "RemoteError", "RequestTimeout",
+    "RingMismatch",
     "TransportError", "UnknownCommand", "register_error",
 }  # fmt: skip
 
