@@ -82,6 +82,17 @@ def main() -> None:
     show_default=True,
     help="KV conflict mode: last-writer-wins by hybrid logical clock, or siblings.",
 )
+@click.option(
+    "--maxmemory",
+    help="Bytes of data this node may hold (100mb, 1gb; 0: no limit) [Redis maxmemory].",
+)
+@click.option(
+    "--maxmemory-policy",
+    type=click.Choice(["noeviction", "allkeys-lru", "volatile-ttl"]),
+    default="noeviction",
+    show_default=True,
+    help="At maxmemory: refuse writes with -OOM, or evict (least recently used / soonest TTL).",
+)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file.")
 @click.option(
     "--preset", type=click.Choice(["local", "lan", "wan"]), default="lan", show_default=True
@@ -126,6 +137,7 @@ def node(**opts: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     try:
         discovery = _discovery_options(opts)
+        maxmemory = _maxmemory(opts.get("maxmemory"))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     sys.exit(
@@ -134,9 +146,19 @@ def node(**opts: Any) -> None:
             discovery,
             requirepass=opts["requirepass"],
             conflicts=opts["conflicts"],
+            maxmemory=maxmemory,
+            maxmemory_policy=opts["maxmemory_policy"],
             clock_offset=opts["clock_offset"],
         )
     )
+
+
+def _maxmemory(text: str | None) -> int:
+    if not text:
+        return 0
+    from peer_ring.apps.kv._memory import parse_size
+
+    return parse_size(text)
 
 
 def _discovery_options(opts: dict[str, Any]) -> DiscoveryOptions:

@@ -123,7 +123,9 @@ def _swim(config: NodeConfig, o: dict[str, Any]) -> Discovery:
     return gated
 
 
-def _kv_store(config: NodeConfig, conflicts: str) -> KVStore:
+def _kv_store(
+    config: NodeConfig, conflicts: str, maxmemory: int = 0, policy: str = "noeviction"
+) -> KVStore:
     """The replicated KV store service of a node process.
 
     Served over RESP, whose SET is a blind write: ``conflicts="lww"`` (the
@@ -131,7 +133,9 @@ def _kv_store(config: NodeConfig, conflicts: str) -> KVStore:
     clock timestamps, which is what Redis clients expect; ``"siblings"``
     keeps concurrent blind writes as siblings (reads still return the newest).
     """
-    return KVStore(config=KVConfig(conflicts=conflicts))
+    return KVStore(
+        config=KVConfig(conflicts=conflicts, maxmemory=maxmemory, maxmemory_policy=policy)
+    )
 
 
 def _leave_op(node: Node, stop: asyncio.Event) -> Any:
@@ -435,6 +439,8 @@ async def serve(
     *,
     requirepass: str | None = None,
     conflicts: str = "lww",
+    maxmemory: int = 0,
+    maxmemory_policy: str = "noeviction",
     clock_offset: float = 0.0,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -460,7 +466,7 @@ async def serve(
         clock=SystemClock(offset=clock_offset) if clock_offset else None,
     )
     node.add_peer_handler("leave", _leave_op(node, stop))
-    kv = _kv_store(config, conflicts)
+    kv = _kv_store(config, conflicts, maxmemory, maxmemory_policy)
     node.register(kv)
     node.add_peer_handler("kv", _kv_admin(kv))
     if config.testing:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import peer_ring
 from peer_ring._build import build
+from peer_ring.apps.kv._memory import MemoryBudget
 from peer_ring.apps.kv.local import compile_glob
 from peer_ring.server.resp._reply import (
     OK,
@@ -987,6 +988,19 @@ def _used_memory() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _memory_budget(c: RespConnection) -> MemoryBudget | None:
+    """The replica's memory budget when the served store keeps one (KVStore)."""
+    budget = getattr(c.kv, "memory", None)
+    return budget if isinstance(budget, MemoryBudget) else None
+
+
+def _human(n: int) -> str:
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n}B"
+
+
 async def _info_text(c: RespConnection, sections: set[str]) -> str:
     server = c.server
     stats = server.stats
@@ -1023,8 +1037,26 @@ async def _info_text(c: RespConnection, sections: set[str]) -> str:
             "",
         ]
     if want("memory"):
-        used = _used_memory()
-        lines += ["# Memory", f"used_memory:{used}", f"used_memory_rss:{used}", ""]
+        rss = _used_memory()
+        budget = _memory_budget(c)
+        if budget is None:
+            lines += ["# Memory", f"used_memory:{rss}", f"used_memory_rss:{rss}", ""]
+        else:
+            # used_memory: the data this node holds, as maxmemory counts it
+            lines += [
+                "# Memory",
+                f"used_memory:{budget.used}",
+                f"used_memory_human:{_human(budget.used)}",
+                f"used_memory_rss:{rss}",
+                f"used_memory_rss_human:{_human(rss)}",
+                f"used_memory_dataset:{budget.used}",
+                f"maxmemory:{budget.maxmemory}",
+                f"maxmemory_human:{_human(budget.maxmemory)}",
+                f"maxmemory_policy:{budget.policy}",
+                f"evicted_keys:{budget.evicted}",
+                f"oom_rejections:{budget.oom_rejections}",
+                "",
+            ]
     if want("stats"):
         lines += [
             "# Stats",
@@ -1033,6 +1065,7 @@ async def _info_text(c: RespConnection, sections: set[str]) -> str:
             f"rejected_connections:{stats.rejected_connections}",
             f"total_error_replies:{stats.error_replies}",
             f"protocol_errors:{stats.protocol_errors}",
+            f"evicted_keys:{(b.evicted if (b := _memory_budget(c)) is not None else 0)}",
             "",
         ]
     if want("replication"):
@@ -1068,7 +1101,8 @@ def _config_params(c: RespConnection) -> dict[str, str]:
         "save": "",
         "appendonly": "no",
         "databases": "1",
-        "maxmemory": "0",
+        "maxmemory": str(b.maxmemory if (b := _memory_budget(c)) is not None else 0),
+        "maxmemory-policy": b.policy if b is not None else "noeviction",
         "maxclients": str(cfg.max_clients),
         "proto-max-bulk-len": str(c.server.max_bulk),
         "client-query-buffer-limit": str(cfg.max_request_size),

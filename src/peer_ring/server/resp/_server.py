@@ -46,6 +46,7 @@ from peer_ring.errors import (
     ClosedError,
     InvalidRequest,
     NotOwner,
+    OutOfMemory,
     PeerRingError,
     QuorumNotReached,
     RingMismatch,
@@ -201,6 +202,8 @@ def map_error(exc: BaseException) -> str:
     timeout, unreachable or overloaded peers, ring change); for writes the
     outcome is unknown. ``ERR``: the request is invalid or the server closing.
     """
+    if isinstance(exc, OutOfMemory):  # Redis's exact text: clients match on it
+        return "OOM command not allowed when used memory > 'maxmemory'."
     if isinstance(exc, QuorumNotReached):
         return f"TRYAGAIN {exc} (a write may or may not have been applied)"
     if isinstance(exc, TransportError | NotOwner | RingMismatch):
