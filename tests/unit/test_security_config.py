@@ -3,6 +3,7 @@ and the HTTP surface's tokens (aiohttp on 127.0.0.1: run in a namespace)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -128,4 +129,31 @@ async def test_http_admin_endpoints_need_the_token_and_probes_stay_open() -> Non
             async with session.get(f"{base}/admin/faults", headers=good) as r:
                 assert r.status == 403  # authorised; fault injection itself is off
     finally:
+        await http.close()
+
+
+async def test_http_cuts_off_a_slowloris_and_refuses_clients_past_the_limit() -> None:
+    node = Node(NodeConfig(node_id="n1", transport="memory"), network=MemoryNetwork())
+    http = HttpServer(node, "127.0.0.1:0", max_clients=2, request_timeout=0.3)
+    await http.start()
+    writers = []
+    try:
+        slow_r, slow_w = await asyncio.open_connection("127.0.0.1", http.port)
+        writers.append(slow_w)
+        slow_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        await slow_w.drain()
+        ok_r, ok_w = await asyncio.open_connection("127.0.0.1", http.port)
+        writers.append(ok_w)
+        ok_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await ok_r.readline()).startswith(b"HTTP/1.1 200")
+        third_r, third_w = await asyncio.open_connection("127.0.0.1", http.port)
+        writers.append(third_w)
+        assert await asyncio.wait_for(third_r.read(), 5) == b""  # past max_clients: closed
+        assert http.guard.rejected == 1
+        # the slowloris is cut off by the deadline (a timer, not this test's sleep)
+        assert await asyncio.wait_for(slow_r.read(), 5) == b""
+        assert http.guard.timed_out == 1
+    finally:
+        for w in writers:
+            w.close()
         await http.close()

@@ -15,21 +15,28 @@ and ``/admin/*`` need ``Authorization: Bearer <token>`` (401 without it);
 with a ``metrics_token``, ``/metrics`` needs that one (or the admin token).
 The probes ``/healthz`` and ``/readyz`` stay open: kubelets do not
 authenticate. Tokens are compared in constant time.
+
+Limits: at most ``max_clients`` connections, idle keep-alive connections
+closed after ``idle_timeout``, a request that does not arrive (headers) or
+finish (body and handler) within ``request_timeout`` cut off, bodies of at
+most 1 MiB (see ``peer_ring.server._http_limits``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
 from peer_ring.errors import ConfigError
 from peer_ring.membership.base import parse_address
 from peer_ring.metrics import make_registry, render
+from peer_ring.server._http_limits import ConnectionGuard, deadline_middleware
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
@@ -46,16 +53,25 @@ class HttpServer:
         admin_token: str | None = None,
         metrics_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_clients: int = 1024,
+        idle_timeout: float = 15.0,
+        request_timeout: float = 10.0,
     ) -> None:
         self.node = node
         self.host, self.port = parse_address(address)
         self.admin_token = admin_token
         self.metrics_token = metrics_token
         self.ssl_context = ssl_context
+        self.idle_timeout = idle_timeout
+        #: most connections, slow-request cut-off (see _http_limits)
+        self.guard = ConnectionGuard(max_clients, request_timeout)
+        self._listener: asyncio.AbstractServer | None = None
         self.registry, self.collector = make_registry(node)
         self.stopping = False
         self._runner: web.AppRunner | None = None
-        app = web.Application()
+        app = web.Application(
+            client_max_size=1024 * 1024, middlewares=[deadline_middleware(self.guard)]
+        )
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -68,21 +84,28 @@ class HttpServer:
         self.app = app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None)
+        # keepalive_timeout: aiohttp closes a connection idle between requests
+        runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.idle_timeout)
         await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
-        )
+        assert runner.server is not None
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(
+                self.guard.factory(runner.server), self.host, self.port,
+                ssl=self.ssl_context, reuse_address=True,
+            )  # fmt: skip
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(f"cannot serve HTTP on {self.host}:{self.port}: {exc}") from exc
-        if self.port == 0 and runner.addresses:
-            self.port = int(runner.addresses[0][1])
+        if self.port == 0:
+            sockets = cast(Any, self._listener).sockets
+            self.port = int(sockets[0].getsockname()[1])
         self._runner = runner
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1066,6 +1066,7 @@ async def _info_text(c: RespConnection, sections: set[str]) -> str:
             f"total_error_replies:{stats.error_replies}",
             f"protocol_errors:{stats.protocol_errors}",
             f"evicted_keys:{(b.evicted if (b := _memory_budget(c)) is not None else 0)}",
+            *(f"closed_{why}_clients:{n}" for why, n in server.watchdog.closed.items()),
             "",
         ]
     if want("replication"):
@@ -1106,7 +1107,8 @@ def _config_params(c: RespConnection) -> dict[str, str]:
         "maxclients": str(cfg.max_clients),
         "proto-max-bulk-len": str(c.server.max_bulk),
         "client-query-buffer-limit": str(cfg.max_request_size),
-        "timeout": "0",
+        "timeout": str(int(cfg.timeout)),
+        "client-output-buffer-limit": f"normal {cfg.output_buffer_limit} 0 0",
         "port": str(c.server.port),
         "bind": c.server.host,
     }

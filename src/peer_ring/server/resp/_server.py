@@ -53,6 +53,7 @@ from peer_ring.errors import (
     TransportError,
 )
 from peer_ring.server.resp._config import RespConfig
+from peer_ring.server.resp._limits import Watchdog
 from peer_ring.server.resp._parser import RespParser, RespProtocolError
 from peer_ring.server.resp._reply import NIL2, NIL3, error
 from peer_ring.server.resp._table import ALL_SPECS, COMMANDS, CommandError, CommandSpec, lookup
@@ -135,6 +136,8 @@ class RespServer:
         self._ids = itertools.count(1)
         #: the store's callback API, for the fast lane (None: worker only)
         self.fast: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
+        #: idle, slow-request and output-buffer limits (_limits.py)
+        self.watchdog = Watchdog(self)
         self.get_spec = COMMANDS.get(b"get")
         self.set_spec = COMMANDS.get(b"set")
         limits = kv.limits
@@ -158,6 +161,7 @@ class RespServer:
         sockets = cast(Any, self._server).sockets  # a list under uvloop, a tuple in typeshed
         self._port = sockets[0].getsockname()[1]
         self.started_at = self.clock.monotonic()
+        self.watchdog.start()
 
     async def close(self) -> None:
         """Stop accepting, let in-flight commands finish (up to
@@ -165,6 +169,7 @@ class RespServer:
         if self.closing:
             return
         self.closing = True
+        await self.watchdog.stop()
         if self._server is not None:
             self._server.close()
         conns = list(self.connections.values())
@@ -262,6 +267,8 @@ class RespConnection(asyncio.Protocol):
         self._busy = False  # a fast-lane request is in flight
         self._held: list[bytes] = _NO_ARGS  # its arguments
         self._fast = server.fast
+        #: watchdog ticks of the last input and of the last request boundary
+        self.input_tick = self.progress_tick = server.watchdog.tick
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -289,6 +296,9 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lost or self.quit:
             return
+        tick = self.input_tick = self.server.watchdog.tick
+        if not self.parser.buffered:  # a new request begins
+            self.progress_tick = tick
         try:
             requests = self.parser.feed(data)
         except RespProtocolError as exc:
@@ -299,6 +309,7 @@ class RespConnection(asyncio.Protocol):
                 self._wake()
             return
         if requests:
+            self.progress_tick = tick
             waiter = self._waiter
             idle = waiter is not None and not waiter.done() and not self._busy
             if (
@@ -325,6 +336,12 @@ class RespConnection(asyncio.Protocol):
         self._wake()
         if self._write_paused is not None and not self._write_paused.done():
             self._write_paused.set_result(None)
+
+    def running(self) -> bool:
+        """A command of this client executes (waiting for the client to read
+        its replies does not count: the watchdog may close such a client)."""
+        paused = self._write_paused
+        return self._busy or (self._waiter is None and (paused is None or paused.done()))
 
     def pause_writing(self) -> None:
         if self._write_paused is None or self._write_paused.done():
