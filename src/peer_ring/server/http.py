@@ -168,11 +168,30 @@ class HttpServer:
         if request.method != "POST":
             return web.json_response({"error": "use GET, POST or DELETE"}, status=405)
         try:
-            body: Any = await request.json()
-            drop = {str(k): float(v) for k, v in dict(body.get("drop", {})).items()}
-            delay = {str(k): float(v) for k, v in dict(body.get("delay", {})).items()}
-        except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            drop, delay = parse_fault_spec(await request.json())
+        except (json.JSONDecodeError, ValueError) as exc:
             return web.json_response({"error": f"bad fault spec: {exc}"}, status=400)
         faults.drop.update(drop)
         faults.delay.update(delay)
         return web.json_response(faults.snapshot())
+
+
+def parse_fault_spec(body: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """``{"drop": {addr: p}, "delay": {addr: s}}`` from a JSON body -> (drop, delay);
+    ValueError for anything else (a fuzz target: tests/fuzz)."""
+    if not isinstance(body, dict) or set(body) - {"drop", "delay"}:
+        raise ValueError('expected {"drop": {address: p}, "delay": {address: seconds}}')
+    out: list[dict[str, float]] = []
+    for name, hi in (("drop", 1.0), ("delay", 60.0)):
+        rules = body.get(name, {})
+        if not isinstance(rules, dict):
+            raise ValueError(f"{name} must map addresses to numbers")
+        parsed: dict[str, float] = {}
+        for addr, value in rules.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name}[{addr!r}] must be a number")
+            if not 0.0 <= float(value) <= hi:
+                raise ValueError(f"{name}[{addr!r}] must be in [0, {hi}]")
+            parsed[str(addr)] = float(value)
+        out.append(parsed)
+    return out[0], out[1]

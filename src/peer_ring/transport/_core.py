@@ -387,7 +387,7 @@ class _Peer(FrameReceiver):
                 self.core._notify(self.address, True, None)
             else:
                 raise ProtocolError(f"unexpected frame kind {kind} on a request channel")
-        except (ProtocolError, IndexError, TypeError) as exc:
+        except (ProtocolError, IndexError, TypeError, ValueError) as exc:
             err = exc if isinstance(exc, ProtocolError) else ProtocolError(f"bad answer: {exc}")
             self._channel_error(err)
 
@@ -585,12 +585,14 @@ class _Session(FrameReceiver):
                 raise ProtocolError(
                     f"unexpected frame kind {kind}" + (" before handshake" if peer is None else "")
                 )
-        except (IndexError, TypeError, KeyError) as exc:
+        except (IndexError, TypeError, KeyError, ValueError) as exc:
             self.fatal(ProtocolError(f"malformed frame: {exc!r}"))
         except ProtocolError as exc:
             self.fatal(exc)
 
     def _hello(self, frame: list[Any]) -> None:
+        if len(frame) < 5:
+            raise ProtocolError("malformed HELLO: fewer than 5 fields")
         _, version, cluster, node_id, address = frame[:5]
         if version != self.core.protocol_version:
             raise VersionMismatch(
