@@ -53,6 +53,19 @@ def main() -> None:
 @click.option("--resp", help="Serve the Redis protocol on HOST:PORT.")
 @click.option("--http", help="Serve /healthz, /readyz, /metrics, /status on HOST:PORT.")
 @click.option("--requirepass", help="Password for RESP clients (AUTH).")
+@click.option("--resp-tls", help="Also serve RESP over TLS on HOST:PORT [Redis tls-port].")
+@click.option("--resp-tls-cert", help="Certificate of --resp-tls (PEM).")
+@click.option("--resp-tls-key", help="Key of --resp-tls-cert (PEM).")
+@click.option(
+    "--resp-tls-ca", help="CA of RESP clients: with it, client certificates are required."
+)
+@click.option(
+    "--users-file",
+    type=click.Path(dir_okay=False),
+    help="RESP users: 'user NAME on #SHA256 +@read ...' lines [Redis aclfile].",
+)
+@click.option("--resp-timeout", type=float, help="Close RESP clients idle this long [0: never].")
+@click.option("--maxclients", type=int, help="Most RESP connections per port [10000].")
 @click.option("--tls-cert", help="Peer TLS certificate (PEM; must name --id). Turns on mTLS.")
 @click.option("--tls-key", help="Private key of --tls-cert (PEM).")
 @click.option("--tls-ca", help="CA bundle that signs every peer's certificate (PEM).")
@@ -145,12 +158,32 @@ def node(**opts: Any) -> None:
             config,
             discovery,
             requirepass=opts["requirepass"],
+            resp_options=_resp_options(opts),
             conflicts=opts["conflicts"],
             maxmemory=maxmemory,
             maxmemory_policy=opts["maxmemory_policy"],
             clock_offset=opts["clock_offset"],
         )
     )
+
+
+def _resp_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """RespConfig fields and the --resp-tls address and files from the flags."""
+    out: dict[str, Any] = {}
+    if opts.get("users_file"):
+        out["users_file"] = opts["users_file"]
+    if opts.get("resp_timeout") is not None:
+        out["timeout"] = opts["resp_timeout"]
+    if opts.get("maxclients") is not None:
+        out["max_clients"] = opts["maxclients"]
+    if opts.get("resp_tls"):
+        out["tls_address"] = opts["resp_tls"]
+        out["tls_files"] = {
+            "cert": opts.get("resp_tls_cert"),
+            "key": opts.get("resp_tls_key"),
+            "ca": opts.get("resp_tls_ca"),
+        }
+    return out
 
 
 def _maxmemory(text: str | None) -> int:

@@ -438,6 +438,7 @@ async def serve(
     discovery: DiscoveryOptions | None = None,
     *,
     requirepass: str | None = None,
+    resp_options: Mapping[str, Any] | None = None,
     conflicts: str = "lww",
     maxmemory: int = 0,
     maxmemory_policy: str = "noeviction",
@@ -473,6 +474,7 @@ async def serve(
         node.add_peer_handler("bench", _kv_bench(kv))
     http: HttpServer | None = None
     resp: Any = None
+    resp_tls: Any = None
     await node.start()
     try:
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
@@ -485,18 +487,31 @@ async def serve(
         # serve clients once this node has learned the cluster and synced the
         # partitions it owns (a restarted replica is empty; see bootstrap)
         await node.bootstrap.done.wait()
-        if config.resp:
+        ropts = dict(resp_options or {})
+        resp_tls_address = ropts.pop("tls_address", None)
+        resp_tls_files = ropts.pop("tls_files", None)
+        if config.resp or resp_tls_address:
             from peer_ring.server.resp import RespConfig, RespServer
 
-            host, port = parse_address(config.resp)
-            resp = RespServer(
-                kv,
-                host=host,
-                port=port,
-                config=RespConfig(requirepass=requirepass),
-                clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
-            )
-            await resp.start()
+            rconfig = RespConfig(requirepass=requirepass, **ropts)
+            for address, tls in ((config.resp, None), (resp_tls_address, resp_tls_files)):
+                if not address:
+                    continue
+                host, port = parse_address(address)
+                server = RespServer(
+                    kv,
+                    host=host,
+                    port=port,
+                    config=rconfig,
+                    clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
+                    ssl_context=None if tls is None else _resp_ssl(tls),
+                )
+                await server.start()
+                if resp is None:
+                    resp = server
+                else:
+                    resp_tls = server
+                    resp_tls.acl = resp.acl  # one set of users: ACL SETUSER on either port
         print(
             json.dumps(
                 {
@@ -504,6 +519,7 @@ async def serve(
                     "id": node.id,
                     "address": node.address,
                     "resp": f"{resp.host}:{resp.port}" if resp else None,
+                    "resp_tls": f"{resp_tls.host}:{resp_tls.port}" if resp_tls else None,
                     "http": f"{http.host}:{http.port}" if http else None,
                     "pid": os.getpid(),
                 }
@@ -517,10 +533,28 @@ async def serve(
             http.stopping = True
         if resp is not None:
             await resp.close()
+        if resp_tls is not None:
+            await resp_tls.close()
         await node.stop()
         if http is not None:
             await http.close()
         print(json.dumps({"event": "stopped", "id": node.id}), flush=True)
+
+
+def _resp_ssl(files: Mapping[str, str | None]) -> Any:
+    """The RESP TLS context [Redis ``tls-cert-file``/``tls-key-file``/
+    ``tls-ca-cert-file``]: with a CA, clients must present a certificate it
+    signed (``tls-auth-clients yes``)."""
+    import ssl
+
+    from peer_ring.transport.base import TLSConfig
+    from peer_ring.transport.tls import server_context
+
+    cert, key, ca = files.get("cert"), files.get("key"), files.get("ca")
+    if not cert or not key:
+        raise ConfigError("--resp-tls needs --resp-tls-cert and --resp-tls-key")
+    ctx: ssl.SSLContext = server_context(TLSConfig(cert, key, ca, require_client_cert=bool(ca)))
+    return ctx
 
 
 def install_event_loop_policy() -> str:

@@ -77,7 +77,9 @@ def secure(
     token_file.write_text(TOKEN + "\n")
     per_node = {
         name: ["--tls-cert", str(pki.dir / f"{name}.pem"),
-               "--tls-key", str(pki.dir / f"{name}.key"), "--tls-ca", pki.ca, "--tls-reload", "0.2"]
+               "--tls-key", str(pki.dir / f"{name}.key"), "--tls-ca", pki.ca, "--tls-reload", "0.2",
+               "--resp-tls", f"{ips[name]}:6380", "--resp-tls-cert", str(pki.dir / f"{name}.pem"),
+               "--resp-tls-key", str(pki.dir / f"{name}.key")]
         for name in ips
     }  # fmt: skip
     cluster = LocalCluster(
@@ -96,8 +98,9 @@ def secure(
 
 
 def _redis_cli(host: str, *args: str) -> str:
+    port = () if "-p" in args else ("-p", "6379")
     out = subprocess.run(
-        ["redis-cli", "-h", host, "-p", "6379", *args],
+        ["redis-cli", "-h", host, *port, *args],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     return out.stdout + out.stderr
@@ -135,8 +138,13 @@ async def test_the_transcript_is_refused_at_every_step(secure: Secure) -> None:
     put = s.cli("kv", "put", "secret-key", "hacked", "--node", c["n1"].address,
                 creds=("--admin-token-file", s.token_file))  # fmt: skip
     assert put.returncode == 1
-    # 3. nothing was written
-    assert _redis_cli(c["n2"].ip, "-a", "s3cret", "--no-auth-warning", "get", "secret-key") == "\n"
+    # 3. nothing was written (read over RESP with TLS, as Redis's tls-port)
+    tls = ("--tls", "--cacert", s.pki.ca, "-p", "6380")
+    assert (
+        _redis_cli(c["n2"].ip, *tls, "-a", "s3cret", "--no-auth-warning", "get", "secret-key")
+        == "\n"
+    )
+    assert "NOAUTH" in _redis_cli(c["n2"].ip, *tls, "get", "secret-key")
     # 4. leave with no credentials, and with a member certificate only
     left = s.cli("leave", "--node", c["n3"].address, "--timeout", "10")
     assert left.returncode == 1

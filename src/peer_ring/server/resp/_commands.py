@@ -13,7 +13,6 @@ FLUSHALL delete the whole cluster's keys.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import platform
 import resource
@@ -23,6 +22,8 @@ import peer_ring
 from peer_ring._build import build
 from peer_ring.apps.kv._memory import MemoryBudget
 from peer_ring.apps.kv.local import compile_glob
+from peer_ring.errors import ConfigError
+from peer_ring.server.resp._acl import ALL
 from peer_ring.server.resp._reply import (
     OK,
     ONE,
@@ -91,11 +92,18 @@ async def cmd_echo(c: RespConnection, args: list[bytes]) -> bytes:
     return bulk(args[1])
 
 
-def _check_password(c: RespConnection, user: bytes, password: bytes) -> bool:
-    required = c.server.config.requirepass
-    if required is None:
-        return user == b"default"
-    return user == b"default" and hmac.compare_digest(password, required.encode())
+def _login(c: RespConnection, user: bytes, password: bytes) -> None:
+    """Authenticate ``c`` as ``user`` (WRONGPASS otherwise). A user with every
+    permission runs on the fast paths; a restricted one is checked per command."""
+    name = user.decode("utf-8", "replace")
+    found = c.server.acl.authenticate(name, password)
+    if found is None:
+        raise CommandError(_WRONGPASS)
+    c.user = name
+    if found.perms >= ALL:
+        c.authenticated, c.perms = True, None
+    else:
+        c.authenticated, c.perms = False, frozenset(found.perms)
 
 
 @command(
@@ -109,15 +117,14 @@ def _check_password(c: RespConnection, user: bytes, password: bytes) -> bool:
 async def cmd_auth(c: RespConnection, args: list[bytes]) -> bytes:
     if len(args) > 3:
         raise CommandError(_SYNTAX)
-    if len(args) == 2 and c.server.config.requirepass is None:
+    default = c.server.acl.users.get("default")
+    if len(args) == 2 and (default is None or default.nopass):
         raise CommandError(
             "ERR AUTH <password> called without any password configured for the default "
             "user. Are you sure your configuration is correct?"
         )
     user, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
-    if not _check_password(c, user, password):
-        raise CommandError(_WRONGPASS)
-    c.authenticated = True
+    _login(c, user, password)
     return OK
 
 
@@ -156,10 +163,8 @@ async def cmd_hello(c: RespConnection, args: list[bytes]) -> bytes:
                 f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'"
             )
     if auth is not None:
-        if not _check_password(c, *auth):
-            raise CommandError(_WRONGPASS)
-        c.authenticated = True
-    if not c.authenticated:
+        _login(c, *auth)
+    if not c.authenticated and c.perms is None:
         raise CommandError(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
             "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
@@ -223,7 +228,8 @@ async def cmd_reset(c: RespConnection, args: list[bytes]) -> bytes:
     c.name = b""
     c.multi = None
     c.multi_dirty = False
-    c.authenticated = c.server.config.requirepass is None
+    c.authenticated = c.server.acl.open
+    c.user, c.perms = "default", None
     return b"+RESET\r\n"
 
 
@@ -1424,3 +1430,81 @@ def _find_spec(name: bytes) -> CommandSpec | None:
         parent = lookup(top)
         return None if parent is None else parent.subcommands.get(sub.lower())
     return lookup(name)
+
+
+# -- ACL -------------------------------------------------------------------
+
+
+@command("acl", -2, "", acl="@slow", group="server", summary="Users and their permissions.")
+async def cmd_acl(c: RespConnection, args: list[bytes]) -> bytes:
+    raise AssertionError("dispatched to subcommands")  # pragma: no cover
+
+
+@command("whoami", 2, "noscript loading stale", container="acl", group="server",
+         summary="The user this connection is authenticated as.", since="6.0.0")  # fmt: skip
+async def cmd_acl_whoami(c: RespConnection, args: list[bytes]) -> bytes:
+    return bulk(c.user.encode())
+
+
+@command("list", 2, "admin noscript loading stale", container="acl", group="server",
+         summary="Every user as ACL rules (password hashes, never passwords).",
+         since="6.0.0")  # fmt: skip
+async def cmd_acl_list(c: RespConnection, args: list[bytes]) -> bytes:
+    users = c.server.acl.users
+    return encode([users[n].describe().encode() for n in sorted(users)], c.resp3)
+
+
+@command("users", 2, "admin noscript loading stale", container="acl", group="server",
+         summary="The user names.", since="6.0.0")  # fmt: skip
+async def cmd_acl_users(c: RespConnection, args: list[bytes]) -> bytes:
+    return encode([n.encode() for n in sorted(c.server.acl.users)], c.resp3)
+
+
+@command("setuser", -3, "admin noscript loading stale", container="acl", group="server",
+         summary="Create or change a user with ACL rules (on, >password, +@read...).",
+         since="6.0.0")  # fmt: skip
+async def cmd_acl_setuser(c: RespConnection, args: list[bytes]) -> bytes:
+    name = args[2].decode("utf-8", "replace")
+    try:
+        c.server.acl.setuser(name, [a.decode("utf-8", "replace") for a in args[3:]])
+    except ConfigError as exc:
+        raise CommandError(f"ERR Error in ACL SETUSER modifier: {exc}") from exc
+    return OK
+
+
+@command("deluser", -3, "admin noscript loading stale", container="acl", group="server",
+         summary="Delete users (not the default user).", since="6.0.0")  # fmt: skip
+async def cmd_acl_deluser(c: RespConnection, args: list[bytes]) -> bytes:
+    users = c.server.acl.users
+    names = [a.decode("utf-8", "replace") for a in args[2:]]
+    if "default" in names:
+        raise CommandError("ERR The 'default' user cannot be removed")
+    return integer(sum(users.pop(n, None) is not None for n in names))
+
+
+@command("kill", -3, "admin noscript loading stale", container="client", group="connection",
+         summary="Close connections: CLIENT KILL ID id | ADDR ip:port | USER name.",
+         since="2.4.0")  # fmt: skip
+async def cmd_client_kill(c: RespConnection, args: list[bytes]) -> bytes:
+    if len(args) % 2 != 0:
+        raise CommandError(_SYNTAX)
+    filters = {args[i].upper(): args[i + 1].decode("utf-8", "replace")
+               for i in range(2, len(args), 2)}  # fmt: skip
+    if not filters.keys() <= {b"ID", b"ADDR", b"USER"}:
+        raise CommandError(_SYNTAX)
+    killed = 0
+    for conn in list(c.server.connections.values()):
+        if (
+            (b"ID" in filters and str(conn.id) != filters[b"ID"])
+            or (b"ADDR" in filters and conn.addr != filters[b"ADDR"])
+            or (b"USER" in filters and conn.user != filters[b"USER"])
+        ):
+            continue
+        killed += 1
+        if conn is c:
+            c.quit = True  # after this reply, as Redis does
+        elif conn.transport is not None:
+            conn.transport.close()
+    if not killed and b"ID" in filters and len(filters) == 1:
+        raise CommandError("ERR No such client")
+    return integer(killed)

@@ -49,6 +49,9 @@ class RespConfig:
     #: Password of the ``default`` user [``requirepass``]. ``None``: no
     #: authentication; every connection starts authenticated.
     requirepass: str | None = None
+    #: A users file [``aclfile``]: ``user <name> <rules...>`` lines (see
+    #: ``peer_ring.server.resp._acl``); users beyond ``default``.
+    users_file: str | None = None
     #: Whether FLUSHDB/FLUSHALL are allowed. They delete every key of the
     #: *cluster*, so production deployments may want them off.
     allow_flush: bool = True

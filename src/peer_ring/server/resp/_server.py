@@ -37,6 +37,7 @@ import contextlib
 import itertools
 import logging
 import os
+import ssl
 from collections import deque
 from typing import Any, cast
 
@@ -52,6 +53,7 @@ from peer_ring.errors import (
     RingMismatch,
     TransportError,
 )
+from peer_ring.server.resp._acl import Acl
 from peer_ring.server.resp._config import RespConfig
 from peer_ring.server.resp._limits import Watchdog
 from peer_ring.server.resp._parser import RespParser, RespProtocolError
@@ -121,8 +123,11 @@ class RespServer:
         port: int = 6379,
         config: RespConfig | None = None,
         clock: Clock | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.kv = kv
+        #: TLS for every connection (``--resp-tls``); None: plaintext
+        self.ssl_context = ssl_context
         self.host = host
         self._port = port
         self.config = config if config is not None else RespConfig()
@@ -136,6 +141,8 @@ class RespServer:
         self._ids = itertools.count(1)
         #: the store's callback API, for the fast lane (None: worker only)
         self.fast: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
+        #: users and their permissions (_acl.py)
+        self.acl = Acl.from_config(self.config)
         #: idle, slow-request and output-buffer limits (_limits.py)
         self.watchdog = Watchdog(self)
         self.get_spec = COMMANDS.get(b"get")
@@ -156,8 +163,9 @@ class RespServer:
             raise InvalidRequest("RespServer already started")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: RespConnection(self), self.host, self._port, reuse_address=True
-        )
+            lambda: RespConnection(self), self.host, self._port, reuse_address=True,
+            ssl=self.ssl_context,
+        )  # fmt: skip
         sockets = cast(Any, self._server).sockets  # a list under uvloop, a tuple in typeshed
         self._port = sockets[0].getsockname()[1]
         self.started_at = self.clock.monotonic()
@@ -247,7 +255,11 @@ class RespConnection(asyncio.Protocol):
         self.queue: deque[list[bytes] | RespProtocolError] = deque()
         self.resp3 = False
         self.nil = NIL2
-        self.authenticated = cfg.requirepass is None
+        self.authenticated = server.acl.open
+        #: the AUTH user; ``perms`` its permissions when restricted (then
+        #: ``authenticated`` stays False and every command is checked in dispatch)
+        self.user = "default"
+        self.perms: frozenset[str] | None = None
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
@@ -507,7 +519,7 @@ class RespConnection(asyncio.Protocol):
             if spec is None:
                 raise CommandError(_unknown_command(args))
             stats.calls[spec.index] += 1
-            if not self.authenticated and not spec.no_auth:
+            if not self.authenticated and not spec.no_auth and self.perms is None:
                 raise CommandError("NOAUTH Authentication required.")
             n = len(args)
             arity = spec.arity
@@ -515,6 +527,8 @@ class RespConnection(asyncio.Protocol):
                 raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
             if spec.subcommands:
                 spec = _subcommand(spec, args)
+            if self.perms is not None:
+                Acl.check(self.user, self.perms, spec)
             if self.multi is not None and spec.name not in _MULTI_CONTROL:
                 if "no_multi" in spec.flags:
                     raise CommandError("ERR Command not allowed inside a transaction")
