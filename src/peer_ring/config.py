@@ -348,6 +348,8 @@ def security_warnings(config: NodeConfig) -> list[str]:
 DISCOVERY_KEYS = (
     "backend", "etcd", "etcd_prefix", "zookeeper", "zk_path", "k8s_namespace",
     "k8s_service", "gossip", "gossip_key", "gossip_label",
+    "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file",
+    "zk_ca", "zk_cert", "zk_key", "zk_digest_file",
 )  # fmt: skip
 
 

@@ -61,14 +61,29 @@ def build_discovery(config: NodeConfig, opts: DiscoveryOptions) -> Discovery:
 
         if not o.get("etcd"):
             raise ConfigError("--discovery etcd needs --etcd http://HOST:PORT[,...]")
-        return EtcdDiscovery(EtcdConfig.from_options(o["etcd"], o.get("etcd_prefix")))
+        security: dict[str, Any] = {
+            "ca_file": o.get("etcd_ca"), "cert_file": o.get("etcd_cert"),
+            "key_file": o.get("etcd_key"), "username": o.get("etcd_user"),
+        }  # fmt: skip
+        if o.get("etcd_password_file"):
+            from peer_ring.config import read_secret
+
+            security["password"] = read_secret(o["etcd_password_file"], "etcd password")
+        return EtcdDiscovery(EtcdConfig.from_options(o["etcd"], o.get("etcd_prefix"), **security))
     if backend == "zookeeper":
         from peer_ring.membership.zookeeper import ZooKeeperConfig, ZooKeeperDiscovery
 
         if not o.get("zookeeper"):
             raise ConfigError("--discovery zookeeper needs --zookeeper HOST:PORT[,...]")
         hosts = tuple(h.strip() for h in str(o["zookeeper"]).split(",") if h.strip())
-        zk_kwargs: dict[str, Any] = {"hosts": hosts}
+        zk_kwargs: dict[str, Any] = {
+            "hosts": hosts, "ca_file": o.get("zk_ca"), "cert_file": o.get("zk_cert"),
+            "key_file": o.get("zk_key"),
+        }  # fmt: skip
+        if o.get("zk_digest_file"):
+            from peer_ring.config import read_secret
+
+            zk_kwargs["digest"] = read_secret(o["zk_digest_file"], "ZooKeeper digest")
         if o.get("zk_path"):
             zk_kwargs["path"] = o["zk_path"]
         return ZooKeeperDiscovery(ZooKeeperConfig(**zk_kwargs))
