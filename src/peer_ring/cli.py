@@ -64,6 +64,13 @@ def main() -> None:
     type=click.Path(dir_okay=False),
     help="RESP users: 'user NAME on #SHA256 +@read ...' lines [Redis aclfile].",
 )
+@click.option("--http-tls-cert", help="Serve --http over TLS with this certificate (PEM).")
+@click.option("--http-tls-key", help="Key of --http-tls-cert.")
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(dir_okay=False),
+    help="/metrics needs 'Authorization: Bearer TOKEN' with the token in this file.",
+)
 @click.option("--resp-timeout", type=float, help="Close RESP clients idle this long [0: never].")
 @click.option("--maxclients", type=int, help="Most RESP connections per port [10000].")
 @click.option("--tls-cert", help="Peer TLS certificate (PEM; must name --id). Turns on mTLS.")
@@ -185,6 +192,12 @@ def _resp_options(opts: dict[str, Any]) -> dict[str, Any]:
         out["timeout"] = opts["resp_timeout"]
     if opts.get("maxclients") is not None:
         out["max_clients"] = opts["maxclients"]
+    if opts.get("http_tls_cert") or opts.get("http_tls_key"):
+        out["http_tls"] = {"cert": opts.get("http_tls_cert"), "key": opts.get("http_tls_key")}
+    if opts.get("metrics_token_file"):
+        from peer_ring.config import read_secret
+
+        out["metrics_token"] = read_secret(opts["metrics_token_file"], "metrics token")
     if opts.get("resp_tls"):
         out["tls_address"] = opts["resp_tls"]
         out["tls_files"] = {

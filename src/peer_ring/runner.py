@@ -492,17 +492,21 @@ async def serve(
     resp_tls: Any = None
     await node.start()
     try:
+        ropts = dict(resp_options or {})
+        http_tls = ropts.pop("http_tls", None)
+        metrics_token = ropts.pop("metrics_token", None)
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
             auth = config.transport_config.auth
             http = HttpServer(
-                node, config.http, admin_token=auth.admin_token if auth is not None else None
-            )
+                node, config.http, admin_token=auth.admin_token if auth is not None else None,
+                metrics_token=metrics_token,
+                ssl_context=None if http_tls is None else _resp_ssl({**http_tls, "ca": None}),
+            )  # fmt: skip
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         # serve clients once this node has learned the cluster and synced the
         # partitions it owns (a restarted replica is empty; see bootstrap)
         await node.bootstrap.done.wait()
-        ropts = dict(resp_options or {})
         resp_tls_address = ropts.pop("tls_address", None)
         resp_tls_files = ropts.pop("tls_files", None)
         if config.resp or resp_tls_address:
@@ -567,7 +571,9 @@ def _resp_ssl(files: Mapping[str, str | None]) -> Any:
 
     cert, key, ca = files.get("cert"), files.get("key"), files.get("ca")
     if not cert or not key:
-        raise ConfigError("--resp-tls needs --resp-tls-cert and --resp-tls-key")
+        raise ConfigError(
+            "TLS needs a certificate and its key (--resp-tls-cert/--resp-tls-key, --http-tls-cert/--http-tls-key)"
+        )
     ctx: ssl.SSLContext = server_context(TLSConfig(cert, key, ca, require_client_cert=bool(ca)))
     return ctx
 

@@ -157,3 +157,31 @@ async def test_http_cuts_off_a_slowloris_and_refuses_clients_past_the_limit() ->
         for w in writers:
             w.close()
         await http.close()
+
+
+async def test_http_over_tls_with_a_metrics_token(tmp_path: Path) -> None:
+    import ssl
+
+    from peer_ring.runner import _resp_ssl
+    from peer_ring.testing.pki import TestPKI
+
+    pki = TestPKI(tmp_path)
+    pki.issue("http", ips=("127.0.0.1",))
+    ctx = _resp_ssl({"cert": str(tmp_path / "http.pem"), "key": str(tmp_path / "http.key")})
+    node = Node(NodeConfig(node_id="n1", transport="memory"), network=MemoryNetwork())
+    http = HttpServer(node, "127.0.0.1:0", metrics_token="metrics-token-0123", ssl_context=ctx)
+    await http.start()
+    client_ctx = ssl.create_default_context(cafile=pki.ca)
+    base = f"https://127.0.0.1:{http.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/healthz", ssl=client_ctx) as r:
+                assert r.status == 200
+            async with session.get(f"{base}/metrics", ssl=client_ctx) as r:
+                assert r.status == 401
+            auth = {"Authorization": "Bearer metrics-token-0123"}
+            async with session.get(f"{base}/metrics", ssl=client_ctx, headers=auth) as r:
+                assert r.status == 200
+                assert "peer_ring" in await r.text()
+    finally:
+        await http.close()
