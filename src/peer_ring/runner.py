@@ -572,7 +572,8 @@ def _resp_ssl(files: Mapping[str, str | None]) -> Any:
     cert, key, ca = files.get("cert"), files.get("key"), files.get("ca")
     if not cert or not key:
         raise ConfigError(
-            "TLS needs a certificate and its key (--resp-tls-cert/--resp-tls-key, --http-tls-cert/--http-tls-key)"
+            "TLS needs a certificate and its key "
+            "(--resp-tls-cert/--resp-tls-key, --http-tls-cert/--http-tls-key)"
         )
     ctx: ssl.SSLContext = server_context(TLSConfig(cert, key, ca, require_client_cert=bool(ca)))
     return ctx
