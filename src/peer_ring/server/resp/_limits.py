@@ -25,14 +25,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sized
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from peer_ring.server.resp._server import RespConnection, RespServer
+from peer_ring.clock import Clock
+from peer_ring.server.resp._config import RespConfig
 
 log = logging.getLogger("peer_ring.server.resp")
 
 __all__ = ["Watchdog"]
+
+
+class _Parser(Protocol):
+    @property
+    def buffered(self) -> int: ...
+
+
+class RespConnection(Protocol):
+    """What the watchdog reads of a connection (``_server.RespConnection``;
+    structural, so this module does not import the server: no cycle)."""
+
+    id: int
+    addr: str
+    input_tick: int
+    progress_tick: int
+
+    @property
+    def transport(self) -> Any: ...
+
+    @property
+    def parser(self) -> _Parser: ...
+
+    @property
+    def queue(self) -> Sized: ...
+
+    def running(self) -> bool: ...
+
+
+class RespServer(Protocol):
+    """What the watchdog reads of its server (``_server.RespServer``)."""
+
+    @property
+    def config(self) -> RespConfig: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def connections(self) -> Mapping[int, Any]: ...
 
 
 class Watchdog:
@@ -71,6 +111,7 @@ class Watchdog:
     def check(self) -> None:
         """One pass over the connections (the task calls it every tick)."""
         tick, interval = self.tick, self.interval
+        conn: RespConnection
         for conn in list(self.server.connections.values()):
             transport = conn.transport
             if transport is None or transport.is_closing():
