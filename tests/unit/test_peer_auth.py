@@ -243,6 +243,9 @@ async def test_an_admin_certificate_makes_an_admin(net: Any, pki: TestPKI) -> No
     n1 = await net("n1", _mtls(pki, "n1"))
     cli = await net("cli-1", _mtls(pki, "peer-ring-admin"))
     assert await cli.request(n1.address, "hi") == ["hi", "cli-1", False, True]
+    # claiming the admin name itself (what the CLI announces) is no membership either
+    named = await net("peer-ring-admin", _mtls(pki, "peer-ring-admin"))
+    assert await named.request(n1.address, "hi") == ["hi", "peer-ring-admin", False, True]
 
 
 async def test_mtls_and_cluster_secret_together_need_both(net: Any, pki: TestPKI) -> None:

@@ -610,10 +610,12 @@ class _Session(FrameReceiver):
             names = self.conn.peer_names() if self.conn is not None else None
             if not names:
                 raise AuthenticationFailed(f"{node_id} at {address} sent no verified certificate")
-            cert_member = names_match(node_id, names)
             auth = core.config.auth
             admin_names = (auth or _NO_AUTH).admin_names
             cert_admin = not names.isdisjoint(admin_names)
+            # admin names are not node ids: an admin certificate claiming its
+            # own name is an admin, never a member
+            cert_member = names_match(node_id, names) and node_id not in admin_names
             if not cert_member and not cert_admin:
                 raise AuthenticationFailed(
                     f"the certificate of {address} names {', '.join(sorted(names))}, "
