@@ -294,11 +294,21 @@ class _Peer(FrameReceiver):
     async def _connect(self) -> None:
         core = self.core
         self.lost_while_connecting = False
+        # not asyncio.wait_for: on 3.11 a dial finishing as the timeout fires
+        # loses its channel unclosed; here a late channel is closed instead
+        opening = core.loop.create_task(core._open(self.address, self))
         try:
-            conn = await asyncio.wait_for(
-                core._open(self.address, self), core.config.connect_timeout
-            )
+            try:
+                done, _ = await asyncio.wait({opening}, timeout=core.config.connect_timeout)
+            except asyncio.CancelledError:
+                _abandon(opening)
+                raise
+            if not done:
+                _abandon(opening)
+                raise TimeoutError
+            conn = opening.result()
             if self.lost_while_connecting:  # it died before this task resumed
+                conn.close()
                 raise PeerUnavailable(f"connection to {self.address} lost while connecting")
         except BaseException as exc:
             self.connecting = None
@@ -1108,6 +1118,17 @@ class ChannelTransport(Transport):
 
 def _no_handler(message: Any, peer: PeerInfo) -> Any:
     raise PeerRingError("this node has no request handler yet")
+
+
+def _abandon(opening: asyncio.Task[FrameConn]) -> None:
+    """Cancel a dial; if it completes anyway, close the channel it made."""
+    opening.cancel()
+    opening.add_done_callback(_close_late)
+
+
+def _close_late(opening: asyncio.Task[FrameConn]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -43,6 +43,8 @@ class _TcpConn(asyncio.Protocol, FrameConn):
         self.loop = asyncio.get_running_loop()
         self.on_accept: Callable[[_TcpConn], FrameReceiver] | None = None
         self.on_lost: Callable[[_TcpConn], None] | None = None
+        #: resolved when the socket is gone (a TLS close ends after its alert)
+        self.lost: asyncio.Future[None] = self.loop.create_future()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,6 +104,8 @@ class _TcpConn(asyncio.Protocol, FrameConn):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        if not self.lost.done():
+            self.lost.set_result(None)
         receiver, self.receiver = self.receiver, None
         if self.on_lost is not None:
             self.on_lost(self)
@@ -164,6 +168,7 @@ class TcpTransport(ChannelTransport):
         super().__init__(node_id, address, config, faults=faults)
         self._server: asyncio.Server | None = None
         self._accepted: set[_TcpConn] = set()
+        self._dialed: set[_TcpConn] = set()
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
         if self.config.tls is not None:
@@ -217,6 +222,8 @@ class TcpTransport(ChannelTransport):
             raise PeerUnavailable(f"TLS handshake with {address} failed: {exc}") from exc
         except OSError as exc:
             raise PeerUnavailable(f"connect to {address} failed: {exc.strerror or exc}") from exc
+        self._dialed.add(conn)
+        conn.lost.add_done_callback(lambda _: self._dialed.discard(conn))
         return conn
 
     async def _shutdown(self) -> None:
@@ -224,7 +231,16 @@ class TcpTransport(ChannelTransport):
             self._server.close()
         for conn in list(self._accepted):
             conn.close()
+        # give closing channels (TLS sends its close alert first) a moment to
+        # release their sockets before the loop may end
+        closing = [c for c in (*self._accepted, *self._dialed) if not c.lost.done()]
+        if closing:
+            await asyncio.wait([c.lost for c in closing], timeout=1.0)
+            for c in closing:
+                if not c.lost.done() and c.transport is not None:
+                    c.transport.abort()
         self._accepted.clear()
+        self._dialed.clear()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

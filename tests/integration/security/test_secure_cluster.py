@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,56 @@ async def test_a_renewed_certificate_is_served_without_restart(secure: Secure) -
     await wait_for(renewed, timeout=15, interval=0.2, message="the renewed certificate served")
     assert n2.pid == pid
     await _members_up(s)
+
+
+@pytest.fixture(scope="module")
+def secret_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
+    """Three tcp nodes with a cluster secret and an admin token, no PKI."""
+    d = tmp_path_factory.mktemp("secret")
+    (d / "cluster-secret").write_text("a-cluster-secret-for-the-test-0123\n")
+    (d / "admin-token").write_text(TOKEN + "\n")
+    cluster = LocalCluster(
+        3,
+        subnet="127.0.22",
+        port=7000,
+        extra_args=[
+            "--cluster-secret-file",
+            str(d / "cluster-secret"),
+            "--admin-token-file",
+            str(d / "admin-token"),
+        ],
+        artefacts=d / "logs",
+        start_timeout=60.0,
+    )
+    with cluster:
+        yield cluster, d
+
+
+async def test_a_cluster_secret_without_pki_admits_members_and_refuses_strangers(
+    secret_cluster: tuple[LocalCluster, Path],
+) -> None:
+    c, d = secret_cluster
+    token = PeerAuthConfig(admin_token=TOKEN)
+
+    async def three() -> bool:
+        st = await request_once(c["n1"].address, ["st"], timeout=3.0, auth=token)
+        return len(st["members"]) == 3 and {m["state"] for m in st["members"]} == {"up"}
+
+    await wait_for(three, timeout=30, interval=0.3, message="three members with the secret")
+    # a stranger without the secret, or with a wrong one, gets nothing
+    with pytest.raises(AuthenticationFailed):
+        await request_once(c["n2"].address, ["p"], timeout=3.0)
+    wrong = PeerAuthConfig(cluster_secret="not-the-cluster-secret-0123")
+    with pytest.raises(AuthenticationFailed):
+        await request_once(c["n2"].address, ["p"], timeout=3.0, auth=wrong)
+    # the token makes an admin: the CLI's kv works with it, not without
+    base = ["kv", "put", "k", "v", "--node", c["n3"].address]
+    assert _peer_ring(*base).returncode == 1
+    ok = _peer_ring(*base, "--admin-token-file", str(d / "admin-token"))
+    assert ok.returncode == 0, ok.stderr
+
+
+def _peer_ring(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEER_RING_")}
+    return subprocess.run([sys.executable, "-m", "peer_ring", *args], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)  # fmt: skip
