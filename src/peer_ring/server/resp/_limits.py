@@ -4,8 +4,10 @@ One :class:`Watchdog` per server wakes every ``RespConfig.watchdog_interval``
 seconds (on the server's clock, so tests drive it with a ManualClock) and
 closes connections that:
 
-* are **idle** -- nothing received for ``RespConfig.timeout`` seconds and no
-  command running or queued [Redis ``timeout``; 0 disables];
+* are **idle** -- nothing received for ``RespConfig.timeout`` seconds, no
+  command running (a blocking read counts as running) or queued, and not
+  subscribed to pub/sub channels [Redis ``timeout``, which exempts blocked
+  and pub/sub clients too; 0 disables];
 * hold a **slow request** -- a request begun but not completed for
   ``RespConfig.request_timeout`` seconds: a slowloris client trickling one
   byte at a time cannot keep a connection (and its buffers) for ever;
@@ -58,6 +60,9 @@ class RespConnection(Protocol):
 
     @property
     def queue(self) -> Sized: ...
+
+    @property
+    def subscribed(self) -> bool: ...
 
     def running(self) -> bool: ...
 
@@ -128,6 +133,7 @@ class Watchdog:
                 and not partial
                 and not conn.queue
                 and not conn.running()
+                and not conn.subscribed
                 and (tick - conn.input_tick) * interval >= self.timeout
             ):
                 self._close(conn, "idle")

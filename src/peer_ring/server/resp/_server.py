@@ -355,7 +355,9 @@ class RespConnection(asyncio.Protocol):
         self._queued_bytes = 0
         self._max_pipeline_bytes = cfg.max_pipeline_bytes
         #: watchdog ticks of the last input and of the last request boundary
+        #: (a request parsed or completed: see ``complete``)
         self.input_tick = self.progress_tick = server.watchdog.tick
+        self._watchdog = server.watchdog
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -429,6 +431,11 @@ class RespConnection(asyncio.Protocol):
         only waits for its client to read its replies is not running: the
         watchdog may close it."""
         return self._busy or self._next < len(self._batch) or bool(self._txn)
+
+    @property
+    def subscribed(self) -> bool:
+        """In pub/sub mode: the watchdog never idle-closes it (as Redis)."""
+        return self.pubsub is not None
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -555,6 +562,9 @@ class RespConnection(asyncio.Protocol):
         """Complete the command in flight with its encoded reply."""
         self._busy = False
         self._current = _NO_ARGS  # do not keep a large value alive
+        # a request boundary: a partial request parsed behind this one (or
+        # unread while reading was paused for it) is not the client's delay
+        self.progress_tick = self._watchdog.tick
         self._out.append(reply)
         self._advance()
 
