@@ -13,6 +13,12 @@ on/off switch, and permissions among three levels:
 Connection and server-information commands (PING, HELLO, QUIT, INFO, ACL
 WHOAMI, CLIENT SETNAME...) are open to every authenticated user.
 
+Pub/sub (Redis has a separate ``@pubsub`` category and, since 7.0, no
+channel access for new users): ``PUBLISH``/``SPUBLISH`` deliver data to
+other clients, so they need ``write``; ``(P|S)SUBSCRIBE`` and the
+``PUBSUB`` introspection read data, so they need ``read``; the
+unsubscribe commands stay open, so any user can always leave.
+
 Rules (``ACL SETUSER`` and the users file, a subset of Redis's): ``on``,
 ``off``, ``>password``, ``<password`` (remove), ``#<sha256 hex>``,
 ``nopass``, ``resetpass``, ``+@read``, ``+@write``, ``+@admin``, ``+@all``
@@ -55,10 +61,19 @@ def hash_password(password: str | bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+_PUBSUB_WRITE = frozenset({"publish", "spublish"})
+_PUBSUB_READ = frozenset({"subscribe", "psubscribe", "ssubscribe"})
+
+
 def needed(spec: CommandSpec) -> str | None:
     """The permission level ``spec`` needs (None: any authenticated user)."""
-    if spec.name in _ADMIN_COMMANDS or "admin" in spec.flags:
+    name = spec.name
+    if name in _ADMIN_COMMANDS or "admin" in spec.flags:
         return "admin"
+    if name in _PUBSUB_WRITE:
+        return "write"
+    if name in _PUBSUB_READ or name.startswith("pubsub|"):
+        return "read"
     if "write" in spec.flags:
         return "write"
     if "readonly" in spec.flags:
