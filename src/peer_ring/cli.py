@@ -197,6 +197,7 @@ def node(**opts: Any) -> None:
     try:
         discovery = _discovery_options(opts)
         maxmemory = _maxmemory(opts.get("maxmemory"))
+        resp_options = _resp_options(opts)  # reads the token files: a clear error
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     warning = quorum_warning(config.replication, sloppy=config.handoff.sloppy)
@@ -207,7 +208,7 @@ def node(**opts: Any) -> None:
             config,
             discovery,
             requirepass=opts["requirepass"],
-            resp_options=_resp_options(opts),
+            resp_options=resp_options,
             conflicts=opts["conflicts"],
             maxmemory=maxmemory,
             maxmemory_policy=opts["maxmemory_policy"],
@@ -441,14 +442,15 @@ def _creds(kw: dict[str, Any]) -> dict[str, Any]:
 @_credential_opts
 def status(address: str, transport: str, as_json: bool, timeout: float, **kw: Any) -> None:
     """Show the members a node sees, their state and ownership, and the ring epoch."""
+    creds = _creds(kw)
     try:
-        st = asyncio.run(_query(address, wire.status_frame(), transport, timeout, _creds(kw)))
+        st = asyncio.run(_query(address, wire.status_frame(), transport, timeout, creds))
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] cannot query {address}: {exc}")
         sys.exit(1)
-    try:  # the rate limiter's figures (None from a node without one)
+    try:  # the rate limiter's figures (None from a node without one); an admin op
         st["ratelimit"] = asyncio.run(
-            _query(address, wire.ratelimit_frame("stats"), transport, timeout)
+            _query(address, wire.ratelimit_frame("stats"), transport, timeout, creds)
         )
     except PeerRingError:
         st["ratelimit"] = None
@@ -661,6 +663,7 @@ def ratelimit() -> None:
 )
 @_transport_opt
 @_timeout_opt
+@_credential_opts
 def ratelimit_hit(
     key: str,
     limit: int,
@@ -670,6 +673,7 @@ def ratelimit_hit(
     address: str,
     transport: str,
     timeout: float,
+    **kw: Any,
 ) -> None:
     """Count HITS against KEY; prints the decision as JSON.
 
@@ -677,7 +681,7 @@ def ratelimit_hit(
     """
     message = wire.ratelimit_frame("hit", key, limit, period, hits, algorithm)
     try:
-        d = asyncio.run(_query(address, message, transport, timeout))
+        d = asyncio.run(_query(address, message, transport, timeout, _creds(kw)))
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
