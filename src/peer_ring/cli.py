@@ -78,6 +78,12 @@ def main() -> None:
     type=click.Path(dir_okay=False),
     help="/metrics needs 'Authorization: Bearer TOKEN' with the token in this file.",
 )
+@click.option(
+    "--ratelimit-token-file",
+    type=click.Path(dir_okay=False),
+    help="POST /v1/GetRateLimits needs 'Authorization: Bearer TOKEN' with the token in this "
+    "file (default: open, like RESP without a password).",
+)
 @click.option("--resp-timeout", type=float, help="Close RESP clients idle this long [0: never].")
 @click.option("--maxclients", type=int, help="Most RESP connections per port [10000].")
 @click.option("--tls-cert", help="Peer TLS certificate (PEM; must name --id). Turns on mTLS.")
@@ -236,6 +242,10 @@ def _resp_options(opts: dict[str, Any]) -> dict[str, Any]:
         from peer_ring.config import read_secret
 
         out["metrics_token"] = read_secret(opts["metrics_token_file"], "metrics token")
+    if opts.get("ratelimit_token_file"):
+        from peer_ring.config import read_secret
+
+        out["ratelimit_token"] = read_secret(opts["ratelimit_token_file"], "rate limiter token")
     if opts.get("resp_tls"):
         out["tls_address"] = opts["resp_tls"]
         out["tls_files"] = {

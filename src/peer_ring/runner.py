@@ -353,6 +353,7 @@ async def serve(
         ropts = dict(resp_options or {})
         http_tls = ropts.pop("http_tls", None)
         metrics_token = ropts.pop("metrics_token", None)
+        ratelimit_token = ropts.pop("ratelimit_token", None)
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
             from peer_ring.server.ratelimit_http import ratelimit_routes
 
@@ -362,7 +363,7 @@ async def serve(
                 metrics_token=metrics_token,
                 ssl_context=None if http_tls is None else _resp_ssl({**http_tls, "ca": None}),
             )  # fmt: skip
-            http.app.add_routes(ratelimit_routes(limiter))
+            http.app.add_routes(ratelimit_routes(limiter, token=ratelimit_token))
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         # serve clients once this node has learned the cluster and synced the

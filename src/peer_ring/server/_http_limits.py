@@ -18,12 +18,26 @@ limit is hit.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["ConnectionGuard", "GuardedProtocol", "deadline_middleware"]
+__all__ = ["MAX_BODY", "ConnectionGuard", "GuardedProtocol", "bearer_ok", "deadline_middleware"]
+
+#: Largest request body of the HTTP surface (bytes), every route: aiohttp's
+#: ``client_max_size`` for ``request.json()``, and the cap of handlers that
+#: read ``request.content`` themselves (the rate limiter's API).
+MAX_BODY = 1024 * 1024
+
+
+def bearer_ok(request: web.Request, tokens: list[str]) -> bool:
+    """``Authorization: Bearer <one of tokens>`` (compared in constant time)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(
+        hmac.compare_digest(value.encode(), t.encode()) for t in tokens
+    )
 
 
 class ConnectionGuard:

@@ -25,7 +25,6 @@ most 1 MiB (see ``peer_ring.server._http_limits``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -36,7 +35,12 @@ from aiohttp import web
 from peer_ring.errors import ConfigError
 from peer_ring.membership.base import parse_address
 from peer_ring.metrics import make_registry, render
-from peer_ring.server._http_limits import ConnectionGuard, deadline_middleware
+from peer_ring.server._http_limits import (
+    MAX_BODY,
+    ConnectionGuard,
+    bearer_ok,
+    deadline_middleware,
+)
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
@@ -70,7 +74,7 @@ class HttpServer:
         self.stopping = False
         self._runner: web.AppRunner | None = None
         app = web.Application(
-            client_max_size=1024 * 1024, middlewares=[deadline_middleware(self.guard)]
+            client_max_size=MAX_BODY, middlewares=[deadline_middleware(self.guard)]
         )
         app.add_routes(
             [
@@ -123,17 +127,12 @@ class HttpServer:
                     tokens = []
             else:
                 tokens = [self.admin_token] if self.admin_token else []
-            if tokens:
-                scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-                ok = scheme.lower() == "bearer" and any(
-                    hmac.compare_digest(value.encode(), t.encode()) for t in tokens
+            if tokens and not bearer_ok(request, tokens):
+                return web.json_response(
+                    {"error": "this endpoint needs Authorization: Bearer <admin token>"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="peer-ring"'},
                 )
-                if not ok:
-                    return web.json_response(
-                        {"error": "this endpoint needs Authorization: Bearer <admin token>"},
-                        status=401,
-                        headers={"WWW-Authenticate": 'Bearer realm="peer-ring"'},
-                    )
             return await handler(request)
 
         return guarded
