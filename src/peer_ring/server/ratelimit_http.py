@@ -56,10 +56,23 @@ _NS_PER_MS: Final = 1_000_000
 _INT64: Final = (1 << 63) - 1
 
 
+def _decimal(raw: str) -> int | None:
+    """An ASCII decimal string as protojson writes int64 (``"-12"``), else
+    None: ``str.isdigit`` also accepts ``"²"`` and other scripts' digits,
+    which ``int`` refuses or reads, and very long strings ``int`` refuses."""
+    if 0 < len(raw) <= 20 and raw.isascii():
+        digits = raw[1:] if raw[0] == "-" else raw
+        if digits.isdigit():
+            return int(raw)
+    return None
+
+
 def _int(d: dict[str, Any], name: str, default: int = 0) -> int:
     raw = d.get(name, default)
-    if type(raw) is str and raw.lstrip("-").isdigit():
-        raw = int(raw)
+    if type(raw) is str:
+        number = _decimal(raw)
+        if number is not None:
+            raw = number
     if type(raw) is not int:
         raise InvalidRequest(f"{name} must be an integer (or a decimal string), got {raw!r:.40}")
     if not -_INT64 - 1 <= raw <= _INT64:
@@ -71,8 +84,9 @@ def _enum_value(raw: Any, enum: type[Algorithm] | type[Behavior], name: str) -> 
     if type(raw) is int:
         return raw
     if type(raw) is str:
-        if raw.isdigit():
-            return int(raw)
+        number = _decimal(raw)
+        if number is not None:
+            return number
         total = 0
         for part in raw.split(","):
             member = enum.__members__.get(part.strip().upper())
