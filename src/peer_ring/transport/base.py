@@ -223,9 +223,12 @@ class TransportConfig:
     stream_window: int = 8
     #: Cluster name sent in the handshake; set from ``NodeConfig.cluster``.
     cluster: str = "peer-ring"
-    #: TLS for peer channels; None: plaintext. Settable from Python only
-    #: today: no flag or config-file key switches it on yet (issue 17).
+    #: TLS for peer channels (``--tls-cert/--tls-key/--tls-ca`` or
+    #: ``[node.tls]``: mutual TLS); None: plaintext.
     tls: TLSConfig | None = None
+    #: Peer authentication and authorisation: cluster secrets, admin names
+    #: and token (``--cluster-secret-file``, ``--admin-token-file`` or
+    #: ``[node.auth]``; see docs/security.md); None: every peer is trusted.
     auth: PeerAuthConfig | None = None
 
     def __post_init__(self) -> None:

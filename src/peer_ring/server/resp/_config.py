@@ -68,7 +68,8 @@ class RespConfig:
     #: *cluster*, so production deployments may want them off.
     allow_flush: bool = True
     #: Close a client after this many seconds without input while no command
-    #: of it runs [``timeout``]; 0 never closes idle clients.
+    #: of it runs [``timeout``]; 0 never closes idle clients. As in Redis,
+    #: clients subscribed to pub/sub or blocked in a read are never idle.
     timeout: float = 0.0
     #: Close a client whose request has been incomplete this long (a
     #: slowloris trickling bytes) -- seconds; the watchdog's tick rounds it.
