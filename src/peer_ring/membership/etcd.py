@@ -109,10 +109,13 @@ class EtcdConfig:
     #: (``--etcd-ca``), and this node's client certificate and key when etcd
     #: runs with ``--client-cert-auth`` (``--etcd-cert``/``--etcd-key``).
     ca_file: str | None = None
+    #: This node's client certificate for etcd (``--etcd-cert``, PEM), with ``key_file``.
     cert_file: str | None = None
+    #: The private key of ``cert_file`` (``--etcd-key``).
     key_file: str | None = None
     #: etcd authentication (``--etcd-user``, password from ``--etcd-password-file``).
     username: str | None = None
+    #: The etcd user's password (read from ``--etcd-password-file``; never a flag).
     password: str | None = None
 
     def __post_init__(self) -> None:

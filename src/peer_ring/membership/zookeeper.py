@@ -93,7 +93,9 @@ class ZooKeeperConfig:
     #: TLS to ZooKeeper's ``secureClientPort`` (``--zk-ca``, and
     #: ``--zk-cert``/``--zk-key`` when it requires client certificates).
     ca_file: str | None = None
+    #: This node's client certificate for ZooKeeper (``--zk-cert``, PEM).
     cert_file: str | None = None
+    #: The private key of ``cert_file`` (``--zk-key``).
     key_file: str | None = None
     #: ``user:password`` for digest authentication (``--zk-digest-file``); the
     #: znodes this node creates then carry an ACL granting only that identity.

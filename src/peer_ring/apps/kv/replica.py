@@ -184,6 +184,12 @@ class KVConfig:
         ``maxmemory_samples`` how many keys volatile-ttl compares. See
         ``peer_ring.apps.kv._memory`` for what is counted and what is never
         refused.
+    maxmemory_policy: what a write does above ``maxmemory``
+        [``maxmemory-policy``]: ``noeviction`` refuses it with OutOfMemory
+        (RESP ``-OOM``); ``allkeys-lru`` evicts the least recently used keys,
+        ``volatile-ttl`` the keys with a TTL nearest to expiry, until it fits.
+    maxmemory_samples: keys sampled per eviction by ``volatile-ttl``
+        [``maxmemory-samples``].
     """
 
     conflicts: str | MergeFunction = "siblings"
