@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from peer_ring import NodeConfig
+from peer_ring import NodeConfig, wire
 from peer_ring.errors import AuthenticationFailed, NotAuthorized, PeerUnavailable
 from peer_ring.node import Node
 from peer_ring.testing.pki import TestPKI
@@ -149,8 +149,10 @@ def _bare_node() -> Node:
     return Node(NodeConfig(node_id="n1", transport="memory"), network=MemoryNetwork())
 
 
-@pytest.mark.parametrize("op", ["leave", "kv", "bench", "st"])
+@pytest.mark.parametrize("op", ["leave", "kv", "bench", "ratelimit", "st"])
 async def test_admin_operations_need_an_admin(op: str) -> None:
+    # "ratelimit": the rate limiter's admin op (peer-ring ratelimit, status figures)
+    assert op in wire.ADMIN_REQUIRED
     node = _bare_node()
     member = PeerInfo("n2", "n2:1", member=True, admin=False)
     with pytest.raises(NotAuthorized, match="admin credential"):
