@@ -55,7 +55,7 @@ from typing import Any
 from _util import console, percentiles, progress, table, write_results
 from peer_ring import wire
 from peer_ring.testing.cluster import LocalCluster
-from peer_ring.transport.base import TransportConfig
+from peer_ring.transport.base import TLSConfig, TransportConfig
 from peer_ring.transport.tcp import TcpTransport
 
 SUBNET = "127.77.0"
@@ -65,9 +65,45 @@ MIXES: dict[str, float] = {"read-heavy": 0.95, "write-heavy": 0.5, "put": 0.0, "
 KEY_BYTES = 11  # b"k" + 10 digits
 
 
+#: ``--security mtls``: the directory of the run's throwaway PKI (None: plaintext).
+SECURITY: dict[str, str | None] = {"pki": None}
+
+
+def _pki() -> str:
+    """Certificates for mTLS runs: one per node id of the largest cluster, and
+    the admin certificate the bench client uses (``bench`` and ``st`` are admin
+    operations once peers authenticate)."""
+    import tempfile
+
+    from peer_ring.testing.pki import TestPKI
+
+    pki = TestPKI(tempfile.mkdtemp(prefix="bench-kv-pki-"))
+    for i in range(1, 17):
+        pki.issue(f"n{i}", ips=(f"{SUBNET}.{i + 1}",))
+    pki.issue("peer-ring-admin")
+    return str(pki.dir)
+
+
+def _client_tls() -> TLSConfig | None:
+    d = SECURITY["pki"]
+    if d is None:
+        return None
+    return TLSConfig.mutual(f"{d}/peer-ring-admin.pem", f"{d}/peer-ring-admin.key",
+                            f"{d}/ca.pem", reload_interval=None)  # fmt: skip
+
+
 def cluster(size: int, replicas: int = 3, *, resp: bool = False, port: int = 7500) -> LocalCluster:
-    """A ``--testing`` cluster with R=W=min(2, N) on 127.77.0.x."""
+    """A ``--testing`` cluster with R=W=min(2, N) on 127.77.0.x (mTLS between
+    the nodes when ``SECURITY["pki"]`` is set)."""
     q = str(min(2, replicas))
+    d = SECURITY["pki"]
+    per_node = None
+    if d is not None:
+        per_node = {
+            f"n{i}": ["--tls-cert", f"{d}/n{i}.pem", "--tls-key", f"{d}/n{i}.key",
+                      "--tls-ca", f"{d}/ca.pem"]
+            for i in range(1, size + 1)
+        }  # fmt: skip
     return LocalCluster(
         size,
         subnet=SUBNET,
@@ -75,13 +111,16 @@ def cluster(size: int, replicas: int = 3, *, resp: bool = False, port: int = 750
         replicas=replicas,
         resp_port=6390 if resp else None,
         extra_args=["--testing", "--read-quorum", q, "--write-quorum", q, "--log-level", "WARNING"],
+        per_node_args=per_node,
     )
 
 
 async def _bench_all(
     addresses: list[str], specs: list[dict[str, Any]], timeout: float
 ) -> list[Any]:
-    client = TcpTransport("bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=timeout))
+    client = TcpTransport(
+        "bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=timeout, tls=_client_tls())
+    )
     await client.start()
     try:
         pairs = zip(addresses, specs, strict=True)
@@ -95,7 +134,9 @@ async def _bench_all(
 
 
 async def _wait_ring(addresses: list[str], deadline: float) -> None:
-    client = TcpTransport("bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=2.0))
+    client = TcpTransport(
+        "bench-kv", "127.0.0.1:0", TransportConfig(request_timeout=2.0, tls=_client_tls())
+    )
     await client.start()
     try:
         while True:
@@ -268,9 +309,10 @@ def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     The kept row also lists every run's ops/s and p99 (``ops_s_runs``,
     ``p99_ms_runs``, in run order) so the spread can be shown.
     """
-    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["nodes"], r["concurrency"], r["mix"]), []).append(r)
+        key = (r.get("security", "plain"), r["nodes"], r["concurrency"], r["mix"])
+        groups.setdefault(key, []).append(r)
     out = []
     for group in groups.values():
         ranked = sorted(group, key=lambda r: r["ops_s"])
@@ -283,10 +325,11 @@ def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") -> None:
-    cols = ["nodes", "mix", "outstanding", "ops/s", "gets/s", "puts/s", "p50 ms", "p99 ms",
-            "p99.9 ms", "CPU µs/op", "errors"]  # fmt: skip
+    cols = ["security", "nodes", "mix", "outstanding", "ops/s", "gets/s", "puts/s", "p50 ms",
+            "p99 ms", "p99.9 ms", "CPU µs/op", "errors"]  # fmt: skip
     data = [
-        (r["nodes"], r["mix"], r["concurrency"], r["ops_s"], r["gets_s"], r["puts_s"],
+        (r.get("security", "plain"), r["nodes"], r["mix"], r["concurrency"], r["ops_s"],
+         r["gets_s"], r["puts_s"],
          r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"], sum(r["errors"].values()))
         for r in rows
     ]  # fmt: skip
@@ -483,6 +526,10 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=200_000, help="keys loaded (memory)")
     ap.add_argument("--profile", metavar="DIR", help="cProfile each node per case into DIR")
     ap.add_argument(
+        "--security", default="plain",
+        help="embedded part: plain, mtls (nodes authenticate by certificate) or plain,mtls",
+    )  # fmt: skip
+    ap.add_argument(
         "--runs", type=int, default=1, help="repeat the embedded sweep; keep the median ops/s"
     )
     ap.add_argument(
@@ -492,16 +539,23 @@ def main() -> None:
     everything = not (args.embedded or args.resp or args.memory)
     results: dict[str, Any] = {}
     if everything or args.embedded:
-        rows = embedded(
-            [int(x) for x in args.sizes.split(",")],
-            [int(x) for x in args.concurrency.split(",")],
-            [m for m in args.mixes.split(",") if m],
-            args.seconds,
-            args.warmup,
-            args.keyspace,
-            args.profile,
-            max(1, args.runs),
-        )
+        rows = []
+        for mode in args.security.split(","):
+            if mode not in ("plain", "mtls"):
+                ap.error("--security takes plain, mtls or plain,mtls")
+            SECURITY["pki"] = _pki() if mode == "mtls" else None
+            part = embedded(
+                [int(x) for x in args.sizes.split(",")],
+                [int(x) for x in args.concurrency.split(",")],
+                [m for m in args.mixes.split(",") if m],
+                args.seconds,
+                args.warmup,
+                args.keyspace,
+                args.profile,
+                max(1, args.runs),
+            )
+            rows += [dict(r, security=mode) for r in part]
+        SECURITY["pki"] = None
         results["embedded"] = rows
         print_embedded(rows)
     if everything or args.resp:

@@ -8,6 +8,10 @@ outstanding for ``--seconds`` after a warm-up, on one channel. The client is
 closed-loop and callback-driven (``request_future`` + a done callback issues
 the next request), so the numbers are the transport's, not a task scheduler's.
 
+``--security plain,mtls`` runs every case without and with mutual TLS
+(certificates from a throwaway CA made for the run, the node-id check on),
+so the cost of TLS is read off one table.
+
 Reported per case: requests/s, p50/p99/p99.9 latency (from issuing to the
 future resolving), CPU per request in the server process (from
 ``/proc/PID/stat``) and in this process. Prints a rich table and writes
@@ -31,7 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from _util import console, percentiles, progress, table, write_results
-from peer_ring.transport import TransportConfig, create_transport
+from peer_ring.transport import TLSConfig, TransportConfig, create_transport
 
 PAYLOAD = b"x" * 100
 TARGETS = {
@@ -53,25 +57,58 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 # -- server process ----------------------------------------------------------
 
 
-async def _serve(kind: str, address: str) -> None:
-    server = create_transport(kind, "bench-server", address, TransportConfig())
+def _tls(tls_dir: str | None, name: str) -> TLSConfig | None:
+    """mTLS material of ``name`` made by :func:`make_pki` (None: plaintext)."""
+    if not tls_dir:
+        return None
+    return TLSConfig.mutual(f"{tls_dir}/{name}.pem", f"{tls_dir}/{name}.key",
+                            f"{tls_dir}/ca.pem", reload_interval=None)  # fmt: skip
+
+
+def make_pki(host: str) -> str:
+    import tempfile
+
+    from peer_ring.testing.pki import TestPKI
+
+    pki = TestPKI(tempfile.mkdtemp(prefix="bench-pki-"))
+    pki.issue("bench-server", ips=(host,))
+    pki.issue("bench-client")
+    return str(pki.dir)
+
+
+async def _serve(kind: str, address: str, tls_dir: str | None = None) -> None:
+    server = create_transport(
+        kind, "bench-server", address, TransportConfig(tls=_tls(tls_dir, "bench-server"))
+    )
     server.set_handler(lambda message, peer: message)
     await server.start()
     print("READY", server.address, flush=True)
     await asyncio.Event().wait()
 
 
-def serve(kind: str, loop: str, address: str) -> None:
+def serve(kind: str, loop: str, address: str, tls_dir: str | None = None) -> None:
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        runner.run(_serve(kind, address))
+        runner.run(_serve(kind, address, tls_dir))
 
 
 class Server:
     """The echo server subprocess; stopped by its PID."""
 
-    def __init__(self, kind: str, loop: str, host: str) -> None:
+    def __init__(self, kind: str, loop: str, host: str, tls_dir: str | None = None) -> None:
+        self.tls_dir = tls_dir
+        tls = ["--tls-dir", tls_dir] if tls_dir else []
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", kind, "--loop", loop, "--address", f"{host}:0"],
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                kind,
+                "--loop",
+                loop,
+                "--address",
+                f"{host}:0",
+                *tls,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -103,6 +140,7 @@ class Server:
 
 @dataclass
 class Result:
+    security: str
     transport: str
     loop: str
     outstanding: int
@@ -158,7 +196,7 @@ async def measure(
     warmup: float,
     tick: Callable[[float], None],
 ) -> Result:
-    cfg = TransportConfig(request_timeout=30.0)
+    cfg = TransportConfig(request_timeout=30.0, tls=_tls(server.tls_dir, "bench-client"))
     client = create_transport(kind, "bench-client", "127.0.0.1:0", cfg)
     await client.start()
     try:
@@ -204,6 +242,7 @@ async def measure(
     elapsed = marks["t1"] - marks["t0"]
     pct = percentiles(x / 1e6 for x in driver.latencies)
     return Result(
+        security="mtls" if server.tls_dir else "plain",
         transport=kind,
         loop=loop_name,
         outstanding=outstanding,
@@ -238,6 +277,8 @@ def main() -> None:
     ap.add_argument("--transports", default="tcp,grpc")
     ap.add_argument("--loops", default="asyncio,uvloop")
     ap.add_argument("--outstanding", default="1,128")
+    ap.add_argument("--security", default="plain", help="plain, mtls or both: plain,mtls")
+    ap.add_argument("--tls-dir", help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.2", help="loopback address of the server")
     ap.add_argument("--output", default="transport", help="results file name (no .json)")
     ap.add_argument("--serve", metavar="KIND", help=argparse.SUPPRESS)
@@ -245,7 +286,7 @@ def main() -> None:
     ap.add_argument("--address", default="127.0.0.2:0", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(args.serve, args.loop, args.address)
+        serve(args.serve, args.loop, args.address, args.tls_dir)
         return
     if not args.host.startswith("127."):
         ap.error("--host must be a loopback address (127.0.0.0/8)")
@@ -253,50 +294,55 @@ def main() -> None:
     loops = args.loops.split(",")
     depths = [int(x) for x in args.outstanding.split(",")]
     per_case = args.warmup + args.seconds
-    total = per_case * len(kinds) * len(loops) * len(depths) * args.runs
+    modes = args.security.split(",")
+    if not set(modes) <= {"plain", "mtls"}:
+        ap.error("--security takes plain, mtls or plain,mtls")
+    tls_dir = make_pki(args.host) if "mtls" in modes else None
+    total = per_case * len(kinds) * len(loops) * len(depths) * args.runs * len(modes)
     results: list[Result] = []
     runs: list[Result] = []
     with progress() as bar:
         overall = bar.add_task("all cases", total=total)
         done = 0.0
-        for loop_name in loops:
-            for kind in kinds:
-                server = Server(kind, loop_name, args.host)
-                try:
-                    for depth in depths:
-                        attempts: list[Result] = []
-                        for run in range(args.runs):
-                            name = f"{kind} {loop_name} x{depth}"
-                            if args.runs > 1:
-                                name += f" run {run + 1}"
-                            task = bar.add_task(name, total=per_case)
+        cases = [(m, loop, k) for m in modes for loop in loops for k in kinds]
+        for mode, loop_name, kind in cases:
+            server = Server(kind, loop_name, args.host, tls_dir if mode == "mtls" else None)
+            try:
+                for depth in depths:
+                    attempts: list[Result] = []
+                    for run in range(args.runs):
+                        name = f"{kind} {mode} {loop_name} x{depth}"
+                        if args.runs > 1:
+                            name += f" run {run + 1}"
+                        task = bar.add_task(name, total=per_case)
 
-                            def tick(t: float, task: Any = task, base: float = done) -> None:
-                                bar.update(task, completed=t)
-                                bar.update(overall, completed=base + t)
+                        def tick(t: float, task: Any = task, base: float = done) -> None:
+                            bar.update(task, completed=t)
+                            bar.update(overall, completed=base + t)
 
-                            with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-                                r = runner.run(
-                                    measure(
-                                        kind,
-                                        loop_name,
-                                        server,
-                                        depth,
-                                        args.seconds,
-                                        args.warmup,
-                                        tick,
-                                    )
+                        with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
+                            r = runner.run(
+                                measure(
+                                    kind,
+                                    loop_name,
+                                    server,
+                                    depth,
+                                    args.seconds,
+                                    args.warmup,
+                                    tick,
                                 )
-                            done += per_case
-                            attempts.append(r)
-                        runs.extend(attempts)
-                        attempts.sort(key=lambda x: x.rps)
-                        results.append(attempts[len(attempts) // 2])
-                finally:
-                    server.stop()
+                            )
+                        done += per_case
+                        attempts.append(r)
+                    runs.extend(attempts)
+                    attempts.sort(key=lambda x: x.rps)
+                    results.append(attempts[len(attempts) // 2])
+            finally:
+                server.stop()
     rows = [
         (
             r.transport,
+            r.security,
             r.loop,
             r.outstanding,
             r.rps,
@@ -318,6 +364,7 @@ def main() -> None:
             title,
             [
                 "transport",
+                "security",
                 "loop",
                 "outstanding",
                 "req/s",

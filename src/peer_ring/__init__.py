@@ -3,10 +3,12 @@
 from peer_ring.clock import Clock, ManualClock, SystemClock
 from peer_ring.config import HandoffConfig, NodeConfig, ReplicationConfig
 from peer_ring.errors import (
+    AuthenticationFailed,
     ClosedError,
     ConfigError,
     DiscoveryError,
     InvalidRequest,
+    NotAuthorized,
     NotOwner,
     Overloaded,
     PeerRingError,
@@ -32,12 +34,13 @@ from peer_ring.service import (
     RoundListener,
     Service,
 )
-from peer_ring.transport.base import TLSConfig, TransportConfig
+from peer_ring.transport.base import PeerAuthConfig, TLSConfig, TransportConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AppContext",
+    "AuthenticationFailed",
     "Clock",
     "ClosedError",
     "ConfigError",
@@ -52,8 +55,10 @@ __all__ = [
     "Metric",
     "Node",
     "NodeConfig",
+    "NotAuthorized",
     "NotOwner",
     "Overloaded",
+    "PeerAuthConfig",
     "PeerRingError",
     "PeerUnavailable",
     "ProtocolError",

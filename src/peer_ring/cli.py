@@ -60,12 +60,71 @@ def main() -> None:
 @click.option("--resp", help="Serve the Redis protocol on HOST:PORT.")
 @click.option("--http", help="Serve /healthz, /readyz, /metrics, /status on HOST:PORT.")
 @click.option("--requirepass", help="Password for RESP clients (AUTH).")
+@click.option("--resp-tls", help="Also serve RESP over TLS on HOST:PORT [Redis tls-port].")
+@click.option("--resp-tls-cert", help="Certificate of --resp-tls (PEM).")
+@click.option("--resp-tls-key", help="Key of --resp-tls-cert (PEM).")
+@click.option(
+    "--resp-tls-ca", help="CA of RESP clients: with it, client certificates are required."
+)
+@click.option(
+    "--users-file",
+    type=click.Path(dir_okay=False),
+    help="RESP users: 'user NAME on #SHA256 +@read ...' lines [Redis aclfile].",
+)
+@click.option("--http-tls-cert", help="Serve --http over TLS with this certificate (PEM).")
+@click.option("--http-tls-key", help="Key of --http-tls-cert.")
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(dir_okay=False),
+    help="/metrics needs 'Authorization: Bearer TOKEN' with the token in this file.",
+)
+@click.option(
+    "--ratelimit-token-file",
+    type=click.Path(dir_okay=False),
+    help="POST /v1/GetRateLimits needs 'Authorization: Bearer TOKEN' with the token in this "
+    "file (default: open, like RESP without a password).",
+)
+@click.option("--resp-timeout", type=float, help="Close RESP clients idle this long [0: never].")
+@click.option("--maxclients", type=int, help="Most RESP connections per port [10000].")
+@click.option("--tls-cert", help="Peer TLS certificate (PEM; must name --id). Turns on mTLS.")
+@click.option("--tls-key", help="Private key of --tls-cert (PEM).")
+@click.option("--tls-ca", help="CA bundle that signs every peer's certificate (PEM).")
+@click.option("--tls-reload", type=float, help="Seconds between checks for renewed TLS files [30].")
+@click.option(
+    "--cluster-secret-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the shared cluster secret (peers prove it; the non-PKI alternative).",
+)
+@click.option(
+    "--cluster-secret",
+    envvar="PEER_RING_CLUSTER_SECRET",
+    help="The shared cluster secret (prefer the file or the environment variable).",
+)
+@click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the admin token (leave, kv, status details need it or an admin cert).",
+)
+@click.option(
+    "--admin-token", envvar="PEER_RING_ADMIN_TOKEN", help="The admin token (prefer the file)."
+)
 @click.option(
     "--conflicts",
     type=click.Choice(["lww", "siblings"]),
     default="lww",
     show_default=True,
     help="KV conflict mode: last-writer-wins by hybrid logical clock, or siblings.",
+)
+@click.option(
+    "--maxmemory",
+    help="Bytes of data this node may hold (100mb, 1gb; 0: no limit) [Redis maxmemory].",
+)
+@click.option(
+    "--maxmemory-policy",
+    type=click.Choice(["noeviction", "allkeys-lru", "volatile-ttl"]),
+    default="noeviction",
+    show_default=True,
+    help="At maxmemory: refuse writes with -OOM, or evict (least recently used / soonest TTL).",
 )
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file.")
 @click.option(
@@ -78,8 +137,17 @@ def main() -> None:
 )
 @click.option("--etcd", help="etcd endpoints http://HOST:PORT[,...].")
 @click.option("--etcd-prefix", help="etcd key prefix of this cluster.")
+@click.option("--etcd-ca", help="CA of etcd's certificate (https:// endpoints).")
+@click.option("--etcd-cert", help="Client certificate for etcd (--client-cert-auth).")
+@click.option("--etcd-key", help="Key of --etcd-cert.")
+@click.option("--etcd-user", help="etcd user (etcd authentication).")
+@click.option("--etcd-password-file", help="File holding the etcd user's password.")
 @click.option("--zookeeper", help="ZooKeeper servers HOST:PORT[,...].")
 @click.option("--zk-path", help="ZooKeeper base path of this cluster.")
+@click.option("--zk-ca", help="CA of ZooKeeper's certificate (TLS client port).")
+@click.option("--zk-cert", help="Client certificate for ZooKeeper.")
+@click.option("--zk-key", help="Key of --zk-cert.")
+@click.option("--zk-digest-file", help="File holding USER:PASSWORD for ZooKeeper digest auth.")
 @click.option("--k8s-namespace", help="Kubernetes namespace of the headless Service.")
 @click.option("--k8s-service", help="Kubernetes headless Service name.")
 @click.option("--gossip", help="SWIM gossip bind address HOST:PORT (--discovery swim).")
@@ -134,6 +202,8 @@ def node(**opts: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     try:
         discovery = _discovery_options(opts)
+        maxmemory = _maxmemory(opts.get("maxmemory"))
+        resp_options = _resp_options(opts)  # reads the token files: a clear error
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     warning = quorum_warning(config.replication, sloppy=config.handoff.sloppy)
@@ -144,7 +214,10 @@ def node(**opts: Any) -> None:
             config,
             discovery,
             requirepass=opts["requirepass"],
+            resp_options=resp_options,
             conflicts=opts["conflicts"],
+            maxmemory=maxmemory,
+            maxmemory_policy=opts["maxmemory_policy"],
             clock_offset=opts["clock_offset"],
             misbehave=opts["misbehave"],
             ratelimit_limits=opts["ratelimit_limits"],
@@ -152,6 +225,43 @@ def node(**opts: Any) -> None:
             grpc_api=opts["grpc_api"],
         )
     )
+
+
+def _resp_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """RespConfig fields and the --resp-tls address and files from the flags."""
+    out: dict[str, Any] = {}
+    if opts.get("users_file"):
+        out["users_file"] = opts["users_file"]
+    if opts.get("resp_timeout") is not None:
+        out["timeout"] = opts["resp_timeout"]
+    if opts.get("maxclients") is not None:
+        out["max_clients"] = opts["maxclients"]
+    if opts.get("http_tls_cert") or opts.get("http_tls_key"):
+        out["http_tls"] = {"cert": opts.get("http_tls_cert"), "key": opts.get("http_tls_key")}
+    if opts.get("metrics_token_file"):
+        from peer_ring.config import read_secret
+
+        out["metrics_token"] = read_secret(opts["metrics_token_file"], "metrics token")
+    if opts.get("ratelimit_token_file"):
+        from peer_ring.config import read_secret
+
+        out["ratelimit_token"] = read_secret(opts["ratelimit_token_file"], "rate limiter token")
+    if opts.get("resp_tls"):
+        out["tls_address"] = opts["resp_tls"]
+        out["tls_files"] = {
+            "cert": opts.get("resp_tls_cert"),
+            "key": opts.get("resp_tls_key"),
+            "ca": opts.get("resp_tls_ca"),
+        }
+    return out
+
+
+def _maxmemory(text: str | None) -> int:
+    if not text:
+        return 0
+    from peer_ring.apps.kv._memory import parse_size
+
+    return parse_size(text)
 
 
 def _discovery_options(opts: dict[str, Any]) -> DiscoveryOptions:
@@ -192,7 +302,7 @@ def _node_config(opts: dict[str, Any]) -> NodeConfig:
         base = NodeConfig.from_file(opts["config_file"], **flags)
         if rep:
             base = _replace(base, replication=_replication(_asdict(base.replication), rep))
-        return base
+        return _with_security(base, opts)
     if "node_id" not in flags:
         raise ConfigError("--id is required (or node_id in --config)")
     if rep:
@@ -200,7 +310,39 @@ def _node_config(opts: dict[str, Any]) -> NodeConfig:
     preset = opts.get("preset") or "lan"
     node_id = flags.pop("node_id")
     factory = {"local": NodeConfig.local, "lan": NodeConfig.lan, "wan": NodeConfig.wan}[preset]
-    return factory(node_id, **flags)
+    return _with_security(factory(node_id, **flags), opts)
+
+
+def _with_security(config: NodeConfig, opts: dict[str, Any]) -> NodeConfig:
+    """Apply --tls-* (mutual TLS) and the secret flags over the config file's tables."""
+    from peer_ring.config import read_secret
+    from peer_ring.transport.base import PeerAuthConfig, TLSConfig
+
+    tc = config.transport_config
+    given = [f for f in ("tls_cert", "tls_key", "tls_ca") if opts.get(f)]
+    if given:
+        if len(given) != 3:
+            raise ConfigError("--tls-cert, --tls-key and --tls-ca go together")
+        reload = opts.get("tls_reload")
+        tc = _replace(
+            tc,
+            tls=TLSConfig.mutual(
+                opts["tls_cert"], opts["tls_key"], opts["tls_ca"],
+                reload_interval=30.0 if reload is None else (reload or None),
+            ),
+        )  # fmt: skip
+    elif opts.get("tls_reload") is not None and tc.tls is not None:
+        tc = _replace(tc, tls=_replace(tc.tls, reload_interval=opts["tls_reload"] or None))
+    secrets: dict[str, Any] = {}
+    for name in ("cluster_secret", "admin_token"):
+        if opts.get(f"{name}_file"):
+            secrets[name] = read_secret(opts[f"{name}_file"], name.replace("_", " "))
+        elif opts.get(name):
+            secrets[name] = opts[name]
+    if secrets:
+        tc = _replace(tc, auth=_replace(tc.auth or PeerAuthConfig(), **secrets))
+    new: NodeConfig = _replace(config, transport_config=tc)
+    return new
 
 
 def _replication(base: dict[str, Any], flags: dict[str, Any]) -> ReplicationConfig:
@@ -229,10 +371,77 @@ def _replace(obj: Any, **kw: Any) -> Any:
 # -- status ------------------------------------------------------------------
 
 
-async def _query(address: str, message: Any, transport: str, timeout: float) -> Any:
+async def _query(
+    address: str, message: Any, transport: str, timeout: float, creds: dict[str, Any] | None = None
+) -> Any:
     from peer_ring.transport import request_once
 
-    return await request_once(address, message, transport=transport, timeout=timeout)
+    return await request_once(
+        address, message, transport=transport, timeout=timeout, **_client_credentials(creds or {})
+    )
+
+
+def _client_credentials(creds: dict[str, Any]) -> dict[str, Any]:
+    """``request_once`` keywords from the client flags (--tls-*, --admin-token*)."""
+    from peer_ring.config import read_secret
+    from peer_ring.transport.base import PeerAuthConfig, TLSConfig
+
+    out: dict[str, Any] = {}
+    given = [f for f in ("tls_cert", "tls_key", "tls_ca") if creds.get(f)]
+    if given and len(given) != 3:
+        raise click.UsageError("--tls-cert, --tls-key and --tls-ca go together")
+    if given:
+        out["tls"] = TLSConfig(creds["tls_cert"], creds["tls_key"], creds["tls_ca"])
+    token = creds.get("admin_token")
+    if creds.get("admin_token_file"):
+        try:
+            token = read_secret(creds["admin_token_file"], "admin token")
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+    if token:
+        try:
+            out["auth"] = PeerAuthConfig(admin_token=token)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+    if creds.get("cluster"):
+        out["cluster"] = creds["cluster"]
+    return out
+
+
+_CLIENT_CREDENTIALS = (
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "admin_token",
+    "admin_token_file",
+    "cluster",
+)
+
+
+def _credential_opts(f: Any) -> Any:
+    """Flags (and environment variables) with which status, leave and kv
+    authenticate: an admin client certificate, or the admin token."""
+    for opt in reversed(
+        [
+            click.option("--tls-cert", envvar="PEER_RING_TLS_CERT",
+                         help="Client certificate (PEM): an admin certificate, or any "
+                         "certificate of the cluster CA together with --admin-token."),
+            click.option("--tls-key", envvar="PEER_RING_TLS_KEY", help="Key of --tls-cert."),
+            click.option("--tls-ca", envvar="PEER_RING_TLS_CA", help="CA of the nodes."),
+            click.option("--admin-token", envvar="PEER_RING_ADMIN_TOKEN",
+                         help="Admin token (better: the environment variable or the file)."),
+            click.option("--admin-token-file", envvar="PEER_RING_ADMIN_TOKEN_FILE",
+                         type=click.Path(dir_okay=False), help="File holding the admin token."),
+            click.option("--cluster", envvar="PEER_RING_CLUSTER", default="peer-ring",
+                         show_default=True, help="Cluster name of the nodes."),
+        ]
+    ):  # fmt: skip
+        f = opt(f)
+    return f
+
+
+def _creds(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: kw.pop(k, None) for k in _CLIENT_CREDENTIALS}
 
 
 @main.command()
@@ -240,16 +449,18 @@ async def _query(address: str, message: Any, transport: str, timeout: float) -> 
 @click.option("--transport", type=click.Choice(["tcp", "grpc"]), default="tcp")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @click.option("--timeout", type=float, default=3.0, show_default=True)
-def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
+@_credential_opts
+def status(address: str, transport: str, as_json: bool, timeout: float, **kw: Any) -> None:
     """Show the members a node sees, their state and ownership, and the ring epoch."""
+    creds = _creds(kw)
     try:
-        st = asyncio.run(_query(address, wire.status_frame(), transport, timeout))
+        st = asyncio.run(_query(address, wire.status_frame(), transport, timeout, creds))
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] cannot query {address}: {exc}")
         sys.exit(1)
-    try:  # the rate limiter's figures (None from a node without one)
+    try:  # the rate limiter's figures (None from a node without one); an admin op
         st["ratelimit"] = asyncio.run(
-            _query(address, wire.ratelimit_frame("stats"), transport, timeout)
+            _query(address, wire.ratelimit_frame("stats"), transport, timeout, creds)
         )
     except PeerRingError:
         st["ratelimit"] = None
@@ -331,14 +542,17 @@ def status(address: str, transport: str, as_json: bool, timeout: float) -> None:
 @click.option("--node", "address", required=True, help="The leaving node's --listen address.")
 @click.option("--transport", type=click.Choice(["tcp", "grpc"]), default="tcp")
 @click.option("--timeout", type=float, default=600.0, show_default=True)
-def leave(address: str, transport: str, timeout: float) -> None:
+@_credential_opts
+def leave(address: str, transport: str, timeout: float, **kw: Any) -> None:
     """Decommission a node: it hands its partitions over, leaves the ring, exits.
 
     (SIGTERM is not a leave: a stopped node keeps its place until --dead-after.)
     """
     with console.status(f"{address} is handing its partitions over..."):
         try:
-            result = asyncio.run(_query(address, wire.leave_frame(), transport, timeout))
+            result = asyncio.run(
+                _query(address, wire.leave_frame(), transport, timeout, _creds(kw))
+            )
         except PeerRingError as exc:
             err_console.print(f"[red]error:[/red] leave of {address} failed: {exc}")
             sys.exit(1)
@@ -356,9 +570,11 @@ def kv() -> None:
     """Read and write the key-value store through any node."""
 
 
-def _kv_call(address: str, message: list[Any], transport: str, timeout: float) -> Any:
+def _kv_call(
+    address: str, message: list[Any], transport: str, timeout: float, kw: dict[str, Any]
+) -> Any:
     try:
-        return asyncio.run(_query(address, message, transport, timeout))
+        return asyncio.run(_query(address, message, transport, timeout, _creds(kw)))
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
@@ -374,9 +590,10 @@ _timeout_opt = click.option("--timeout", type=float, default=5.0, show_default=T
 @_node_opt
 @_transport_opt
 @_timeout_opt
-def kv_get(key: str, address: str, transport: str, timeout: float) -> None:
+@_credential_opts
+def kv_get(key: str, address: str, transport: str, timeout: float, **kw: Any) -> None:
     """Print KEY's value (exit 1 with a message when it is missing)."""
-    result = _kv_call(address, wire.kv_admin_frame("get", key.encode()), transport, timeout)
+    result = _kv_call(address, wire.kv_admin_frame("get", key.encode()), transport, timeout, kw)
     if result is None:
         err_console.print(f"(nil): {key!r} not found")
         sys.exit(1)
@@ -393,14 +610,25 @@ def kv_get(key: str, address: str, transport: str, timeout: float) -> None:
 @_node_opt
 @_transport_opt
 @_timeout_opt
+@_credential_opts
 def kv_put(
-    key: str, value: str, ttl: float | None, address: str, transport: str, timeout: float
+    key: str,
+    value: str,
+    ttl: float | None,
+    address: str,
+    transport: str,
+    timeout: float,
+    **kw: Any,
 ) -> None:
     """Store VALUE under KEY (acknowledged by a write quorum)."""
     if ttl is not None and ttl <= 0:
         raise click.UsageError("--ttl must be > 0 seconds")
     _kv_call(
-        address, wire.kv_admin_frame("put", key.encode(), value.encode(), ttl), transport, timeout
+        address,
+        wire.kv_admin_frame("put", key.encode(), value.encode(), ttl),
+        transport,
+        timeout,
+        kw,
     )
     click.echo("OK")
 
@@ -410,9 +638,10 @@ def kv_put(
 @_node_opt
 @_transport_opt
 @_timeout_opt
-def kv_del(key: str, address: str, transport: str, timeout: float) -> None:
+@_credential_opts
+def kv_del(key: str, address: str, transport: str, timeout: float, **kw: Any) -> None:
     """Delete KEY; prints 1 if it existed, else 0."""
-    existed = _kv_call(address, wire.kv_admin_frame("del", key.encode()), transport, timeout)
+    existed = _kv_call(address, wire.kv_admin_frame("del", key.encode()), transport, timeout, kw)
     click.echo("1" if existed else "0")
 
 
@@ -444,6 +673,7 @@ def ratelimit() -> None:
 )
 @_transport_opt
 @_timeout_opt
+@_credential_opts
 def ratelimit_hit(
     key: str,
     limit: int,
@@ -453,6 +683,7 @@ def ratelimit_hit(
     address: str,
     transport: str,
     timeout: float,
+    **kw: Any,
 ) -> None:
     """Count HITS against KEY; prints the decision as JSON.
 
@@ -460,7 +691,7 @@ def ratelimit_hit(
     """
     message = wire.ratelimit_frame("hit", key, limit, period, hits, algorithm)
     try:
-        d = asyncio.run(_query(address, message, transport, timeout))
+        d = asyncio.run(_query(address, message, transport, timeout, _creds(kw)))
     except PeerRingError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)

@@ -24,7 +24,7 @@ from typing import Any
 from peer_ring.errors import ConfigError
 from peer_ring.membership.base import parse_address
 from peer_ring.membership.failure import FailureDetectorConfig
-from peer_ring.transport.base import TransportConfig
+from peer_ring.transport.base import PeerAuthConfig, TLSConfig, TransportConfig
 
 TRANSPORTS = ("tcp", "grpc", "memory")
 
@@ -305,9 +305,14 @@ class NodeConfig:
         """Build from a mapping shaped like the TOML config file (see docs)."""
         known = {f.name for f in fields(cls)}
         flat: dict[str, Any] = {}
+        security: dict[str, Any] = {}
         for key, value in data.items():
             key = key.replace("-", "_")
-            if key == "replication":
+            if key == "tls":
+                security["tls"] = tls_from_table(value)
+            elif key == "auth":
+                security["auth"] = auth_from_table(value)
+            elif key == "replication":
                 flat[key] = ReplicationConfig(**_sub(value, ReplicationConfig, key))
             elif key == "transport_config":
                 flat[key] = TransportConfig(**_sub(value, TransportConfig, key))
@@ -326,6 +331,9 @@ class NodeConfig:
         flat.update({k: v for k, v in overrides.items() if v is not None})
         if "node_id" not in flat:
             raise ConfigError("node_id is required")
+        if security:
+            tc = flat.get("transport_config", TransportConfig())
+            flat["transport_config"] = replace(tc, **security)
         return cls(**flat)
 
     @classmethod
@@ -340,10 +348,100 @@ class NodeConfig:
         return cls.from_mapping(node, **overrides)
 
 
+#: Keys of the ``[node.tls]`` table.
+TLS_KEYS = ("cert", "key", "ca", "require_client_cert", "check_hostname", "reload_interval")
+#: Keys of the ``[node.auth]`` table (``*_file``: read the secret from a file).
+AUTH_KEYS = (
+    "cluster_secret", "cluster_secret_file", "admin_token", "admin_token_file", "admin_names",
+)  # fmt: skip
+
+
+def _table(value: Any, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config section {name!r} must be a table")
+    table = {k.replace("-", "_"): v for k, v in value.items()}
+    unknown = set(table) - set(keys)
+    if unknown:
+        raise ConfigError(f"unknown keys in [{name}]: {', '.join(sorted(unknown))}")
+    return table
+
+
+def tls_from_table(value: Any) -> TLSConfig:
+    """``[node.tls]``: ``cert``, ``key``, ``ca`` (paths), ``reload_interval``
+    (seconds, 0 for never), and ``require_client_cert`` (default true: peers
+    authenticate each other by certificate, mutual TLS)."""
+    t = _table(value, "tls", TLS_KEYS)
+    missing = [k for k in ("cert", "key", "ca") if not t.get(k)]
+    if missing:
+        raise ConfigError(f"[tls] needs {', '.join(missing)} (file paths)")
+    reload_interval = t.get("reload_interval", 30.0)
+    return TLSConfig(
+        cert_file=str(t["cert"]),
+        key_file=str(t["key"]),
+        ca_file=str(t["ca"]),
+        require_client_cert=bool(t.get("require_client_cert", True)),
+        check_hostname=bool(t.get("check_hostname", False)),
+        reload_interval=float(reload_interval) if reload_interval else None,
+    )
+
+
+def read_secret(path: str | Path, what: str) -> str:
+    """A secret kept in a file (a mounted Kubernetes Secret): its first line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc}") from exc
+    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ConfigError(f"the {what} file {path} is empty")
+    return secret
+
+
+def auth_from_table(value: Any) -> PeerAuthConfig:
+    """``[node.auth]``: ``cluster_secret`` and ``admin_token`` (or their
+    ``*_file`` forms, preferred: the config file then holds no secret) and
+    ``admin_names`` (certificate names that are admins)."""
+    t = _table(value, "auth", AUTH_KEYS)
+    out: dict[str, Any] = {}
+    for name in ("cluster_secret", "admin_token"):
+        if t.get(f"{name}_file"):
+            out[name] = read_secret(t[f"{name}_file"], name.replace("_", " "))
+        elif t.get(name):
+            out[name] = str(t[name])
+    if "admin_names" in t:
+        names = t["admin_names"]
+        out["admin_names"] = tuple(names.split(",") if isinstance(names, str) else names)
+    return PeerAuthConfig(**out)
+
+
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def security_warnings(config: NodeConfig) -> list[str]:
+    """What a node should warn about at start: a peer port reachable beyond
+    this machine with neither mutual TLS nor a cluster secret."""
+    host, _ = parse_address(config.listen) if config.transport != "memory" else ("", 0)
+    if not host or host.startswith(_LOOPBACK):
+        return []
+    tc = config.transport_config
+    mtls = tc.tls is not None and tc.tls.require_client_cert
+    secret = tc.auth is not None and bool(tc.auth.cluster_secret)
+    if mtls or secret:
+        return []
+    return [
+        f"the peer port {config.listen} is not on loopback and peers are not "
+        "authenticated: anyone who reaches it can read and write every key and "
+        "change the cluster. Configure mutual TLS (--tls-cert/--tls-key/--tls-ca "
+        "or [node.tls]) or a cluster secret (--cluster-secret-file or [node.auth])."
+    ]
+
+
 #: Keys of the ``[node.discovery]`` table (the same names as the CLI flags).
 DISCOVERY_KEYS = (
     "backend", "etcd", "etcd_prefix", "zookeeper", "zk_path", "k8s_namespace",
     "k8s_service", "gossip", "gossip_key", "gossip_label",
+    "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file",
+    "zk_ca", "zk_cert", "zk_key", "zk_digest_file",
 )  # fmt: skip
 
 

@@ -108,6 +108,39 @@ class FrameTooLarge(ProtocolError):
     code = "FRAME_TOO_LARGE"
 
 
+class AuthenticationFailed(ProtocolError):
+    """A peer channel was refused because one side could not prove who it is.
+
+    Raised for a client certificate that does not name the node id its owner
+    claims, a wrong or missing cluster secret, or a peer that skipped the
+    authentication the other side requires. Retrying with the same
+    credentials fails the same way; unlike :class:`NotAuthorized` the channel
+    never opened.
+    """
+
+    code = "AUTH"
+
+
+class NotAuthorized(PeerRingError):
+    """The peer is authenticated but its credentials do not allow this operation.
+
+    A member node asking for an admin operation (``leave``, ``kv``, status
+    details) without an admin credential gets this; so does a client with
+    only an admin credential asking for a replica command.
+    """
+
+    code = "NOPERM"
+
+
+class OutOfMemory(PeerRingError):
+    """A write was refused because the node holds ``maxmemory`` bytes of data
+    and its policy may not (``noeviction``) or cannot (nothing evictable)
+    free room. Reads and deletes are still served; retry after deleting keys
+    or raising the limit. Nothing was written."""
+
+    code = "OOM"
+
+
 class QuorumNotReached(PeerRingError):
     """Fewer replicas than required acknowledged an operation.
 
@@ -203,6 +236,9 @@ for _cls in (
     ProtocolError,
     VersionMismatch,
     FrameTooLarge,
+    AuthenticationFailed,
+    NotAuthorized,
+    OutOfMemory,
     NotOwner,
     RingMismatch,
     InvalidRequest,

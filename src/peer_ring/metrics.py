@@ -28,6 +28,7 @@ TRANSPORT_COUNTERS: dict[str, str] = {
     "oneway_in": "One-way messages (no answer expected) received from peers",
     "timeouts": "Requests to peers that got no answer before their deadline",
     "protocol_errors": "Malformed frames or handshakes received (the channel was closed)",
+    "auth_failures": "Peer channels refused because the other end failed authentication",
 }
 
 #: Kind (``counter`` or ``gauge``) and HELP text of each figure of

@@ -53,6 +53,7 @@ from peer_ring.errors import (
     ClosedError,
     ConfigError,
     InvalidRequest,
+    NotAuthorized,
     NotOwner,
     PeerRingError,
     PeerUnavailable,
@@ -355,6 +356,8 @@ class Node(Cluster):
         self._stream_handlers[kind] = handler
 
     async def _dispatch_stream(self, header: Any, peer: PeerInfo) -> StreamSink:
+        if not peer.member:
+            raise NotAuthorized(f"{peer.node_id} is not an authenticated member: stream refused")
         if type(header) is not list or not header or type(header[0]) is not str:
             raise InvalidRequest("a stream header must be a non-empty array naming its kind")
         handler = self._stream_handlers.get(header[0])
@@ -680,6 +683,8 @@ class Node(Cluster):
         if type(message) is not list or not message:
             raise InvalidRequest("peer message must be a non-empty array")
         op = message[0]
+        if not (peer.member and peer.admin):  # authentication is on: check roles
+            _authorize(op, peer)
         if op == wire.SERVICE:
             return self._serve_service(message, peer)
         if op == wire.DUAL:
@@ -782,6 +787,22 @@ class Node(Cluster):
     def raise_if_stopped(self) -> None:
         if self._stopped:
             raise ClosedError("node stopped")
+
+
+def _authorize(op: Any, peer: PeerInfo) -> None:
+    """Raise NotAuthorized unless ``peer``'s proven roles allow ``op``
+    (``wire.ADMIN_REQUIRED``: admin; ping: anyone; the rest: a member)."""
+    if type(op) is str and op in wire.ADMIN_REQUIRED:
+        if not peer.admin:
+            raise NotAuthorized(
+                f"{op!r} needs an admin credential (admin certificate or admin token); "
+                f"{peer.node_id} at {peer.address} has none"
+            )
+        return
+    if op != wire.PING and not peer.member:
+        raise NotAuthorized(
+            f"{peer.node_id} at {peer.address} is not an authenticated member: {op!r} refused"
+        )
 
 
 __all__ = ["Node", "PeerRingError", "build_transport"]

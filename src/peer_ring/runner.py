@@ -31,7 +31,7 @@ from peer_ring.apps.pubsub import PubSub
 from peer_ring.apps.ratelimit import Limits, RateLimiter, RateLimiterConfig
 from peer_ring.apps.streams import Streams
 from peer_ring.clock import SystemClock
-from peer_ring.config import NodeConfig
+from peer_ring.config import NodeConfig, security_warnings
 from peer_ring.errors import ConfigError, InvalidRequest
 from peer_ring.membership.base import Discovery, parse_address
 from peer_ring.membership.static import StaticDiscovery
@@ -66,14 +66,29 @@ def build_discovery(config: NodeConfig, opts: DiscoveryOptions) -> Discovery:
 
         if not o.get("etcd"):
             raise ConfigError("--discovery etcd needs --etcd http://HOST:PORT[,...]")
-        return EtcdDiscovery(EtcdConfig.from_options(o["etcd"], o.get("etcd_prefix")))
+        security: dict[str, Any] = {
+            "ca_file": o.get("etcd_ca"), "cert_file": o.get("etcd_cert"),
+            "key_file": o.get("etcd_key"), "username": o.get("etcd_user"),
+        }  # fmt: skip
+        if o.get("etcd_password_file"):
+            from peer_ring.config import read_secret
+
+            security["password"] = read_secret(o["etcd_password_file"], "etcd password")
+        return EtcdDiscovery(EtcdConfig.from_options(o["etcd"], o.get("etcd_prefix"), **security))
     if backend == "zookeeper":
         from peer_ring.membership.zookeeper import ZooKeeperConfig, ZooKeeperDiscovery
 
         if not o.get("zookeeper"):
             raise ConfigError("--discovery zookeeper needs --zookeeper HOST:PORT[,...]")
         hosts = tuple(h.strip() for h in str(o["zookeeper"]).split(",") if h.strip())
-        zk_kwargs: dict[str, Any] = {"hosts": hosts}
+        zk_kwargs: dict[str, Any] = {
+            "hosts": hosts, "ca_file": o.get("zk_ca"), "cert_file": o.get("zk_cert"),
+            "key_file": o.get("zk_key"),
+        }  # fmt: skip
+        if o.get("zk_digest_file"):
+            from peer_ring.config import read_secret
+
+            zk_kwargs["digest"] = read_secret(o["zk_digest_file"], "ZooKeeper digest")
         if o.get("zk_path"):
             zk_kwargs["path"] = o["zk_path"]
         return ZooKeeperDiscovery(ZooKeeperConfig(**zk_kwargs))
@@ -161,7 +176,9 @@ def _swim(config: NodeConfig, o: dict[str, Any]) -> Discovery:
     return gated
 
 
-def _kv_store(config: NodeConfig, conflicts: str) -> KVStore:
+def _kv_store(
+    config: NodeConfig, conflicts: str, maxmemory: int = 0, policy: str = "noeviction"
+) -> KVStore:
     """The replicated KV store service of a node process.
 
     Served over RESP, whose SET is a blind write: ``conflicts="lww"`` (the
@@ -169,7 +186,9 @@ def _kv_store(config: NodeConfig, conflicts: str) -> KVStore:
     clock timestamps, which is what Redis clients expect; ``"siblings"``
     keeps concurrent blind writes as siblings (reads still return the newest).
     """
-    return KVStore(config=KVConfig(conflicts=conflicts))
+    return KVStore(
+        config=KVConfig(conflicts=conflicts, maxmemory=maxmemory, maxmemory_policy=policy)
+    )
 
 
 def _leave_op(node: Node, stop: asyncio.Event) -> Any:
@@ -261,7 +280,10 @@ async def serve(
     discovery: DiscoveryOptions | None = None,
     *,
     requirepass: str | None = None,
+    resp_options: Mapping[str, Any] | None = None,
     conflicts: str = "lww",
+    maxmemory: int = 0,
+    maxmemory_policy: str = "noeviction",
     clock_offset: float = 0.0,
     misbehave: str | None = None,
     ratelimit_limits: str | None = None,
@@ -295,13 +317,15 @@ async def serve(
         raise ConfigError("--clock-offset is a fault-injection tool: it needs --testing")
     if misbehave and not config.testing:
         raise ConfigError("--misbehave is a fault-injection tool: it needs --testing")
+    for warning in security_warnings(config):
+        log.warning(warning)
     node = Node(
         config,
         discovery=build_discovery(config, discovery),
         clock=SystemClock(offset=clock_offset) if clock_offset else None,
     )
     node.add_peer_handler(wire.LEAVE, _leave_op(node, stop))
-    kv = _kv_store(config, conflicts)
+    kv = _kv_store(config, conflicts, maxmemory, maxmemory_policy)
     if misbehave:
         from peer_ring._misbehave import Misbehaving, parse_spec
 
@@ -322,32 +346,54 @@ async def serve(
         node.add_peer_handler(wire.BENCH, bench_op(kv))
     http: HttpServer | None = None
     resp: Any = None
+    resp_tls: Any = None
     grpc_server: Any = None
     await node.start()
     try:
+        ropts = dict(resp_options or {})
+        http_tls = ropts.pop("http_tls", None)
+        metrics_token = ropts.pop("metrics_token", None)
+        ratelimit_token = ropts.pop("ratelimit_token", None)
         if config.http:  # first: /healthz and /metrics while bootstrapping, /readyz 503
             from peer_ring.server.ratelimit_http import ratelimit_routes
 
-            http = HttpServer(node, config.http)
-            http.app.add_routes(ratelimit_routes(limiter))
+            auth = config.transport_config.auth
+            http = HttpServer(
+                node, config.http, admin_token=auth.admin_token if auth is not None else None,
+                metrics_token=metrics_token,
+                ssl_context=None if http_tls is None else _resp_ssl({**http_tls, "ca": None}),
+            )  # fmt: skip
+            http.app.add_routes(ratelimit_routes(limiter, token=ratelimit_token))
             await http.start()
             http.collector.extra.append(partial(_resp_metrics, lambda: resp))
         # serve clients once this node has learned the cluster and synced the
         # partitions it owns (a restarted replica is empty; see bootstrap)
         await node.bootstrap.done.wait()
-        if config.resp:
+        resp_tls_address = ropts.pop("tls_address", None)
+        resp_tls_files = ropts.pop("tls_files", None)
+        if config.resp or resp_tls_address:
             from peer_ring.server.resp import RespConfig, RespServer
 
-            host, port = parse_address(config.resp)
-            resp = RespServer(
-                kv,
-                host=host,
-                port=port,
-                config=RespConfig(requirepass=requirepass, throttler=limiter),
-                clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
-                apps={"streams": streams, "pubsub": pubsub},
-            )
-            await resp.start()
+            rconfig = RespConfig(requirepass=requirepass, throttler=limiter, **ropts)
+            for address, tls in ((config.resp, None), (resp_tls_address, resp_tls_files)):
+                if not address:
+                    continue
+                host, port = parse_address(address)
+                server = RespServer(
+                    kv,
+                    host=host,
+                    port=port,
+                    config=rconfig,
+                    clock=node.clock,  # TTL arithmetic must use the store's (possibly offset) clock
+                    apps={"streams": streams, "pubsub": pubsub},
+                    ssl_context=None if tls is None else _resp_ssl(tls),
+                )
+                await server.start()
+                if resp is None:
+                    resp = server
+                else:
+                    resp_tls = server
+                    resp_tls.acl = resp.acl  # one set of users: ACL SETUSER on either port
         if grpc_api:
             from peer_ring.server.grpc_api.server import RateLimitGrpcServer
 
@@ -361,6 +407,7 @@ async def serve(
                     "id": node.id,
                     "address": node.address,
                     "resp": f"{resp.host}:{resp.port}" if resp else None,
+                    "resp_tls": f"{resp_tls.host}:{resp_tls.port}" if resp_tls else None,
                     "http": f"{http.host}:{http.port}" if http else None,
                     "grpc": f"{grpc_server.host}:{grpc_server.port}" if grpc_server else None,
                     "pid": os.getpid(),
@@ -375,12 +422,33 @@ async def serve(
             http.stopping = True
         if resp is not None:
             await resp.close()
+        if resp_tls is not None:
+            await resp_tls.close()
         if grpc_server is not None:
             await grpc_server.close()
         await node.stop()
         if http is not None:
             await http.close()
         print(json.dumps({"event": "stopped", "id": node.id}), flush=True)
+
+
+def _resp_ssl(files: Mapping[str, str | None]) -> Any:
+    """The RESP TLS context [Redis ``tls-cert-file``/``tls-key-file``/
+    ``tls-ca-cert-file``]: with a CA, clients must present a certificate it
+    signed (``tls-auth-clients yes``)."""
+    import ssl
+
+    from peer_ring.transport.base import TLSConfig
+    from peer_ring.transport.tls import server_context
+
+    cert, key, ca = files.get("cert"), files.get("key"), files.get("ca")
+    if not cert or not key:
+        raise ConfigError(
+            "TLS needs a certificate and its key "
+            "(--resp-tls-cert/--resp-tls-key, --http-tls-cert/--http-tls-key)"
+        )
+    ctx: ssl.SSLContext = server_context(TLSConfig(cert, key, ca, require_client_cert=bool(ca)))
+    return ctx
 
 
 def install_event_loop_policy() -> str:

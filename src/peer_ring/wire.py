@@ -40,6 +40,9 @@ Operations reserved for the node (:data:`NODE_OPS`) and for the framework's
 subsystems (:data:`FRAMEWORK_OPS`) cannot be taken by anything else
 (``Node.add_peer_handler`` refuses them); admin operations
 (:data:`ADMIN_OPS`) are registered by the process that runs the node.
+Authorisation (when peer authentication is configured): :data:`ADMIN_REQUIRED`
+needs an admin credential, ``PING`` any authenticated peer, everything else a
+proven member (see ``peer_ring.transport.auth``).
 
 Version history (:data:`PROTOCOL_VERSION`, checked in every connection's
 handshake: a peer with another version is refused with
@@ -62,6 +65,7 @@ from peer_ring.errors import InvalidRequest
 
 __all__ = [
     "ADMIN_OPS",
+    "ADMIN_REQUIRED",
     "AE_GET",
     "AE_TREE",
     "BENCH",
@@ -146,6 +150,10 @@ FRAMEWORK_OPS: Final = frozenset(
 )
 #: Registered by ``peer_ring.runner`` for the CLI and benchmarks.
 ADMIN_OPS: Final = frozenset({LEAVE, KV_ADMIN, BENCH, RATELIMIT_ADMIN})
+#: What needs an admin credential once peer authentication is configured: the
+#: admin operations and the status details. ``PING`` is open to any
+#: authenticated peer; every other operation needs a proven member.
+ADMIN_REQUIRED: Final = ADMIN_OPS | {STATUS}
 
 
 class ServiceCommand(NamedTuple):

@@ -42,7 +42,7 @@ def test_kubectl_renders_the_kustomization() -> None:
     kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
     assert sorted(kinds) == sorted(
         ["ServiceAccount", "Role", "RoleBinding", "Service", "Service", "StatefulSet",
-         "PodDisruptionBudget"]
+         "PodDisruptionBudget", "Issuer", "Issuer", "Certificate", "Certificate"]
     )  # fmt: skip
 
 
@@ -63,4 +63,9 @@ def test_the_statefulset_command_line_is_a_valid_node_configuration() -> None:
     assert discovery.options["k8s_namespace"] == "shop"
     assert discovery.options["k8s_service"] == "peer-ring"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"peer": 7100, "resp": 6379, "http": 8080}
+    assert ports == {"peer": 7100, "resp": 6379, "resp-tls": 6380, "http": 8080}
+    # mutual TLS between the nodes (cert-manager's CSI driver mounts the files)
+    tls = config.transport_config.tls
+    assert tls is not None
+    assert tls.require_client_cert
+    assert tls.cert_file == "/etc/peer-ring/tls/tls.crt"

@@ -12,10 +12,12 @@ from peer_ring import wire
 from peer_ring.service import AppContext
 
 EXPECTED = {
-    "AppContext", "Clock", "ClosedError", "ConfigError", "Discovery", "DiscoveryError",
+    "AppContext", "AuthenticationFailed", "Clock", "ClosedError", "ConfigError", "Discovery",
+    "DiscoveryError",
     "FailureDetectorConfig", "HandoffConfig", "InvalidRequest", "ManualClock", "Member",
     "MemberState", "Metric",
-    "Node", "NodeConfig", "NotOwner", "Overloaded", "PeerRingError", "PeerUnavailable",
+    "Node", "NodeConfig", "NotAuthorized", "NotOwner", "Overloaded", "PeerAuthConfig",
+    "PeerRingError", "PeerUnavailable",
     "ProtocolError", "QuorumNotReached", "QuorumResult", "Record", "RemoteError",
     "ReplicationConfig", "Request", "RequestTimeout", "RingMismatch", "RoundListener", "Service",
     "SystemClock", "TLSConfig", "TransportConfig", "TransportError", "UnknownCommand",
@@ -29,8 +31,8 @@ EXPECTED_APP = {
     "RoundListener", "Service",
     "HLC", "Clock", "ManualClock", "SkewPolicy", "SystemClock",
     "DigestIndex",
-    "ClosedError", "ConfigError", "ConnectionLost", "InvalidRequest", "NotOwner", "Overloaded",
-    "PeerRingError",
+    "ClosedError", "ConfigError", "ConnectionLost", "InvalidRequest", "NotOwner", "OutOfMemory",
+    "Overloaded", "PeerRingError",
     "PeerUnavailable", "QuorumNotReached", "RemoteError", "RequestTimeout", "RingMismatch",
     "TransportError", "UnknownCommand", "register_error",
 }  # fmt: skip

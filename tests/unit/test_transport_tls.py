@@ -1,7 +1,8 @@
 """TLS and mutual TLS on the ``tcp`` and ``grpc`` transports.
 
 Certificates are made here with ``cryptography``: two unrelated CAs, node
-certificates with the IP SAN 127.0.0.1 signed by the cluster CA, and an
+certificates (node id ``node``: CN ``node.peer-ring``, whose first label names
+it) with the IP SAN 127.0.0.1 signed by the cluster CA, and an
 intruder's certificate signed by the other CA. With mTLS the server must
 refuse clients without a certificate or with one from the other CA -- the
 request fails with a TransportError -- and keep serving good clients.
@@ -176,7 +177,7 @@ def _node_tls(pki: Pki, mutual: bool) -> TLSConfig:
 
 
 async def _server(make: Make, tls: TLSConfig) -> ChannelTransport:
-    srv = make(tls, "server")
+    srv = make(tls, "node")
     srv.set_handler(echo)
     await srv.start()
     return srv
@@ -191,7 +192,7 @@ async def _ask(make: Make, tls: TLSConfig | None, address: str, node_id: str) ->
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mtls"])
 async def test_requests_work_over_tls(make: Make, pki: Pki, mutual: bool) -> None:
     srv = await _server(make, _node_tls(pki, mutual))
-    assert await _ask(make, _node_tls(pki, mutual), srv.address, "good") == ["hi", "good"]
+    assert await _ask(make, _node_tls(pki, mutual), srv.address, "node") == ["hi", "node"]
 
 
 async def test_mtls_refuses_certificate_from_another_ca(make: Make, pki: Pki) -> None:
@@ -200,14 +201,14 @@ async def test_mtls_refuses_certificate_from_another_ca(make: Make, pki: Pki) ->
     intruder = TLSConfig(pki.intruder_cert, pki.intruder_key, pki.ca)
     with pytest.raises(PeerUnavailable):
         await _ask(make, intruder, srv.address, "intruder")
-    assert await _ask(make, _node_tls(pki, True), srv.address, "good") == ["hi", "good"]
+    assert await _ask(make, _node_tls(pki, True), srv.address, "node") == ["hi", "node"]
 
 
 async def test_tls_server_refuses_plaintext_peer(make: Make, pki: Pki) -> None:
     srv = await _server(make, _node_tls(pki, True))
     with pytest.raises(PeerUnavailable):
         await _ask(make, None, srv.address, "plain")
-    assert await _ask(make, _node_tls(pki, True), srv.address, "good") == ["hi", "good"]
+    assert await _ask(make, _node_tls(pki, True), srv.address, "node") == ["hi", "node"]
 
 
 async def test_client_refuses_server_from_another_ca(make: Make, pki: Pki) -> None:
@@ -247,20 +248,18 @@ async def _grpc_exchange_without_certificate(address: str, ca: str) -> None:
 
 
 async def test_mtls_tcp_refuses_tls_client_without_certificate(pki: Pki) -> None:
-    srv = create_transport(
-        "tcp", "server", "127.0.0.1:0", TransportConfig(tls=_node_tls(pki, True))
-    )
+    srv = create_transport("tcp", "node", "127.0.0.1:0", TransportConfig(tls=_node_tls(pki, True)))
     srv.set_handler(echo)
     await srv.start()
     try:
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
             await _tls_exchange_without_certificate(srv.address, pki.ca)
         good = create_transport(
-            "tcp", "good", "127.0.0.1:0", TransportConfig(tls=_node_tls(pki, True))
+            "tcp", "node", "127.0.0.1:0", TransportConfig(tls=_node_tls(pki, True))
         )
         await good.start()
         try:
-            assert await good.request(srv.address, "hi") == ["hi", "good"]
+            assert await good.request(srv.address, "hi") == ["hi", "node"]
         finally:
             await good.close()
     finally:
@@ -269,17 +268,17 @@ async def test_mtls_tcp_refuses_tls_client_without_certificate(pki: Pki) -> None
 
 async def test_mtls_grpc_refuses_tls_client_without_certificate(pki: Pki) -> None:
     tls = _node_tls(pki, True)
-    srv = create_transport("grpc", "server", "127.0.0.1:0", TransportConfig(tls=tls))
+    srv = create_transport("grpc", "node", "127.0.0.1:0", TransportConfig(tls=tls))
     srv.set_handler(echo)
     await srv.start()
     try:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await _grpc_exchange_without_certificate(srv.address, pki.ca)
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
-        good = create_transport("grpc", "good", "127.0.0.1:0", TransportConfig(tls=tls))
+        good = create_transport("grpc", "node", "127.0.0.1:0", TransportConfig(tls=tls))
         await good.start()
         try:
-            assert await good.request(srv.address, "hi") == ["hi", "good"]
+            assert await good.request(srv.address, "hi") == ["hi", "node"]
         finally:
             await good.close()
     finally:

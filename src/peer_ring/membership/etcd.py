@@ -72,10 +72,10 @@ log = logging.getLogger(__name__)
 
 def _parse_endpoint(url: str) -> tuple[str, int]:
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme != "http":
-        raise ConfigError(f"etcd endpoint {url!r}: only http:// is supported (aetcd has no TLS)")
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"etcd endpoint {url!r}: use http:// or https://")
     if not parts.hostname or parts.port is None:
-        raise ConfigError(f"etcd endpoint {url!r} is not http://HOST:PORT")
+        raise ConfigError(f"etcd endpoint {url!r} is not http(s)://HOST:PORT")
     return parts.hostname, parts.port
 
 
@@ -105,6 +105,18 @@ class EtcdConfig:
     retry_initial: float = 0.2
     #: Upper bound of the retry delay.
     retry_max: float = 5.0
+    #: TLS (``https://`` endpoints): the CA that signed etcd's certificate
+    #: (``--etcd-ca``), and this node's client certificate and key when etcd
+    #: runs with ``--client-cert-auth`` (``--etcd-cert``/``--etcd-key``).
+    ca_file: str | None = None
+    #: This node's client certificate for etcd (``--etcd-cert``, PEM), with ``key_file``.
+    cert_file: str | None = None
+    #: The private key of ``cert_file`` (``--etcd-key``).
+    key_file: str | None = None
+    #: etcd authentication (``--etcd-user``, password from ``--etcd-password-file``).
+    username: str | None = None
+    #: The etcd user's password (read from ``--etcd-password-file``; never a flag).
+    password: str | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -120,6 +132,16 @@ class EtcdConfig:
                 raise ConfigError(f"etcd {name} must be > 0")
         if self.retry_max < self.retry_initial:
             raise ConfigError("etcd retry_max must be >= retry_initial")
+        https = {urlsplit(u if "://" in u else f"http://{u}").scheme == "https"
+                 for u in self.endpoints}  # fmt: skip
+        if len(https) != 1:
+            raise ConfigError("etcd endpoints must be all http:// or all https://")
+        if True in https and self.ca_file is None:
+            raise ConfigError(
+                "https:// etcd endpoints need --etcd-ca (the CA of etcd's certificate)"
+            )
+        if (self.username is None) != (self.password is None):
+            raise ConfigError("etcd authentication needs both a user and a password")
 
     @classmethod
     def from_options(cls, etcd: str, prefix: str | None = None, **kwargs: Any) -> EtcdConfig:
@@ -236,7 +258,15 @@ class EtcdDiscovery(Discovery):
 
         url = self.config.endpoints[self._endpoint_index % len(self.config.endpoints)]
         host, port = _parse_endpoint(url)
-        return aetcd.Client(host=host, port=port)
+        cfg = self.config
+        if url.startswith("https://"):
+            from peer_ring.membership._etcd_tls import TlsEtcdClient
+
+            return TlsEtcdClient(
+                host, port, ca=cfg.ca_file, cert=cfg.cert_file, key=cfg.key_file,
+                username=cfg.username, password=cfg.password,
+            )  # fmt: skip
+        return aetcd.Client(host=host, port=port, username=cfg.username, password=cfg.password)
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None

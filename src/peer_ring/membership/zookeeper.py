@@ -90,10 +90,26 @@ class ZooKeeperConfig:
     retry_initial: float = 0.2
     #: Upper bound of the retry delay.
     retry_max: float = 5.0
+    #: TLS to ZooKeeper's ``secureClientPort`` (``--zk-ca``, and
+    #: ``--zk-cert``/``--zk-key`` when it requires client certificates).
+    ca_file: str | None = None
+    #: This node's client certificate for ZooKeeper (``--zk-cert``, PEM).
+    cert_file: str | None = None
+    #: The private key of ``cert_file`` (``--zk-key``).
+    key_file: str | None = None
+    #: ``user:password`` for digest authentication (``--zk-digest-file``); the
+    #: znodes this node creates then carry an ACL granting only that identity.
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         if not self.hosts:
             raise ConfigError("zookeeper: at least one HOST:PORT is required")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("zookeeper TLS: a client certificate needs its key")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ConfigError("zookeeper TLS needs --zk-ca")
+        if self.digest is not None and ":" not in self.digest:
+            raise ConfigError("zookeeper digest auth needs user:password")
         for host in self.hosts:
             parse_address(host)
         if not self.path.startswith("/") or self.path.rstrip("/") == "" or "//" in self.path:
@@ -213,7 +229,18 @@ class ZooKeeperDiscovery(Discovery):
         from kazoo.client import KazooClient
 
         cfg = self.config
+        security: dict[str, Any] = {}
+        if cfg.ca_file is not None:
+            security.update(use_ssl=True, verify_certs=True, ca=cfg.ca_file,
+                            certfile=cfg.cert_file, keyfile=cfg.key_file)  # fmt: skip
+        if cfg.digest is not None:
+            from kazoo.security import make_digest_acl
+
+            user, _, password = cfg.digest.partition(":")
+            security["auth_data"] = [("digest", cfg.digest)]
+            security["default_acl"] = [make_digest_acl(user, password, all=True)]
         client = KazooClient(
+            **security,
             hosts=",".join(cfg.hosts),
             timeout=cfg.session_timeout,
             connection_retry={

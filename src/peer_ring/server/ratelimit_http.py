@@ -15,6 +15,14 @@ request of the batch; nothing of the batch is counted) -- stricter than
 gubernator, which answers a bad item inside a 200 with ``error`` set and
 status ``UNDER_LIMIT``. A request whose owner cannot be reached gets
 ``status: OVER_LIMIT`` and ``error`` set in a 200 (never a silent allow).
+
+It is an application API, like RESP: open unless ``token`` is given
+(``--ratelimit-token-file``), then ``POST /v1/GetRateLimits`` needs
+``Authorization: Bearer <token>`` (401 without it; ``/v1/HealthCheck``
+stays open, like ``/healthz``). The node's admin and metrics tokens do not
+apply to it. The HTTP server's limits do: most clients, request timeout,
+and bodies of at most :data:`MAX_BODY` (1 MiB, the server's own
+``client_max_size``; 413 above it).
 """
 
 from __future__ import annotations
@@ -33,19 +41,38 @@ from peer_ring.apps.ratelimit import (
     check_request,
 )
 from peer_ring.errors import InvalidRequest
+from peer_ring.server._http_limits import MAX_BODY, bearer_ok
 
-__all__ = ["MAX_BODY", "ratelimit_routes", "request_from_json", "response_to_json"]
+__all__ = [
+    "MAX_BODY",
+    "BadBody",
+    "ratelimit_routes",
+    "request_from_json",
+    "requests_from_body",
+    "response_to_json",
+]
 
-#: Largest request body accepted (bytes).
-MAX_BODY: Final = 4 * 1024 * 1024
 _NS_PER_MS: Final = 1_000_000
 _INT64: Final = (1 << 63) - 1
 
 
+def _decimal(raw: str) -> int | None:
+    """An ASCII decimal string as protojson writes int64 (``"-12"``), else
+    None: ``str.isdigit`` also accepts ``"²"`` and other scripts' digits,
+    which ``int`` refuses or reads, and very long strings ``int`` refuses."""
+    if 0 < len(raw) <= 20 and raw.isascii():
+        digits = raw[1:] if raw[0] == "-" else raw
+        if digits.isdigit():
+            return int(raw)
+    return None
+
+
 def _int(d: dict[str, Any], name: str, default: int = 0) -> int:
     raw = d.get(name, default)
-    if type(raw) is str and raw.lstrip("-").isdigit():
-        raw = int(raw)
+    if type(raw) is str:
+        number = _decimal(raw)
+        if number is not None:
+            raw = number
     if type(raw) is not int:
         raise InvalidRequest(f"{name} must be an integer (or a decimal string), got {raw!r:.40}")
     if not -_INT64 - 1 <= raw <= _INT64:
@@ -57,8 +84,9 @@ def _enum_value(raw: Any, enum: type[Algorithm] | type[Behavior], name: str) -> 
     if type(raw) is int:
         return raw
     if type(raw) is str:
-        if raw.isdigit():
-            return int(raw)
+        number = _decimal(raw)
+        if number is not None:
+            return number
         total = 0
         for part in raw.split(","):
             member = enum.__members__.get(part.strip().upper())
@@ -116,6 +144,36 @@ def response_to_json(r: RateLimitResponse) -> dict[str, Any]:
     return out
 
 
+class BadBody(InvalidRequest):
+    """A ``GetRateLimits`` body that is not valid; ``index``: the first bad
+    request of the batch (None: the body itself is wrong)."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def requests_from_body(raw: bytes, max_batch: int) -> list[RateLimitRequest]:
+    """The validated requests of a ``GetRateLimits`` JSON body; BadBody for
+    anything else (a fuzz target: tests/fuzz)."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadBody(f"body is not JSON: {exc}") from None
+    if type(body) is not dict or type(body.get("requests")) is not list:
+        raise BadBody('expected {"requests": [...]}')
+    items = body["requests"]
+    if len(items) > max_batch:
+        raise BadBody(f"a batch holds at most {max_batch} requests, got {len(items)}")
+    reqs = []
+    for i, item in enumerate(items):
+        try:
+            reqs.append(request_from_json(item))
+        except InvalidRequest as exc:
+            raise BadBody(f"requests[{i}]: {exc}", i) from None
+    return reqs
+
+
 def _bad(message: str, index: int | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message, "code": 3, "message": message}
     if index is not None:
@@ -123,32 +181,34 @@ def _bad(message: str, index: int | None = None) -> web.Response:
     return web.json_response(body, status=400)
 
 
-def ratelimit_routes(limiter: RateLimiter) -> list[web.RouteDef]:
-    """Routes to add to the node's HTTP app before it starts."""
+def _too_large() -> web.Response:
+    message = f"body larger than {MAX_BODY} bytes"
+    return web.json_response({"error": message, "code": 3, "message": message}, status=413)
+
+
+def ratelimit_routes(limiter: RateLimiter, token: str | None = None) -> list[web.RouteDef]:
+    """Routes to add to the node's HTTP app before it starts; ``token``: the
+    bearer token ``GetRateLimits`` needs (None: open, see the module)."""
+    tokens = [token] if token else []
 
     async def get_rate_limits(request: web.Request) -> web.Response:
+        if tokens and not bearer_ok(request, tokens):  # before reading any body
+            return web.json_response(
+                {"error": "GetRateLimits needs Authorization: Bearer <token>",
+                 "code": 16, "message": "unauthenticated"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="peer-ring"'},
+            )  # fmt: skip
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return _bad(f"body larger than {MAX_BODY} bytes")
+            return _too_large()
+        try:  # the whole body (content.read(n) may return the first segment only),
+            raw = await request.read()  # at most the server's client_max_size (MAX_BODY)
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large()
         try:
-            raw = await request.content.read(MAX_BODY + 1)
-            if len(raw) > MAX_BODY:
-                return _bad(f"body larger than {MAX_BODY} bytes")
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _bad(f"body is not JSON: {exc}")
-        if type(body) is not dict or type(body.get("requests")) is not list:
-            return _bad('expected {"requests": [...]}')
-        items = body["requests"]
-        if len(items) > limiter.config.max_batch:
-            return _bad(
-                f"a batch holds at most {limiter.config.max_batch} requests, got {len(items)}"
-            )
-        reqs = []
-        for i, item in enumerate(items):
-            try:
-                reqs.append(request_from_json(item))
-            except InvalidRequest as exc:
-                return _bad(f"requests[{i}]: {exc}", i)
+            reqs = requests_from_body(raw, limiter.config.max_batch)
+        except BadBody as exc:
+            return _bad(str(exc), exc.index)
         answers = await limiter.hit_many(reqs)
         return web.json_response({"responses": [response_to_json(a) for a in answers]})
 

@@ -100,6 +100,7 @@ class LocalCluster:
         seeds: int = 1,
         transport: str = "tcp",
         extra_args: list[str] | None = None,
+        per_node_args: dict[str, list[str]] | None = None,
         artefacts: str | Path | None = None,
         start_timeout: float = 20.0,
     ) -> None:
@@ -123,6 +124,7 @@ class LocalCluster:
             if http_port:
                 args += ["--http", f"{ip}:{http_port}"]
             args += list(extra_args or [])
+            args += list((per_node_args or {}).get(name, []))
             self.nodes[name] = NodeProcess(
                 name, ip, port, args, self.dir / f"{name}.log", resp_port, http_port
             )

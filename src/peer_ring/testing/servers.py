@@ -212,7 +212,12 @@ class _Process(abc.ABC):
 
 
 class EtcdServer(_Process):
-    """A single-member etcd on ``host:client_port`` (peer port ``peer_port``)."""
+    """A single-member etcd on ``host:client_port`` (peer port ``peer_port``).
+
+    With ``tls=(cert, key, ca)`` clients speak TLS (``https://``) and must
+    present a certificate signed by ``ca`` (``--client-cert-auth``); the
+    health probe uses ``cert``/``key`` as its own client certificate.
+    """
 
     kind = "etcd"
 
@@ -224,15 +229,18 @@ class EtcdServer(_Process):
         client_port: int | None = None,
         peer_port: int | None = None,
         start_timeout: float = 20.0,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         super().__init__(base_dir, host, start_timeout)
         self.client_port = client_port or free_port(host)
         self.peer_port = peer_port or free_port(host)
+        self.tls = tls
 
     @property
     def endpoint(self) -> str:
-        """``http://HOST:PORT``, the form ``--etcd`` takes."""
-        return f"http://{self.host}:{self.client_port}"
+        """``http(s)://HOST:PORT``, the form ``--etcd`` takes."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     def _data_dir(self) -> Path:
         return self.base_dir / "data"
@@ -252,11 +260,22 @@ class EtcdServer(_Process):
             "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-level", "warn",
-        ]  # fmt: skip
+        ] + ([] if self.tls is None else [
+            "--cert-file", self.tls[0], "--key-file", self.tls[1],
+            "--trusted-ca-file", self.tls[2], "--client-cert-auth",
+        ])  # fmt: skip
 
     def _healthy(self) -> bool:
+        context = None
+        if self.tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.tls[2])
+            context.load_cert_chain(self.tls[0], self.tls[1])
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1.0) as resp:
+            with urllib.request.urlopen(
+                f"{self.endpoint}/health", timeout=1.0, context=context
+            ) as resp:
                 body = json.loads(resp.read())
         except (OSError, ValueError, urllib.error.URLError):
             return False
@@ -268,6 +287,9 @@ class ZooKeeperServer(_Process):
 
     ``min_session_timeout`` (seconds) lets tests use short sessions; the
     server's tick is a quarter of it so the negotiated timeout can be that low.
+    With ``tls=(cert, key, ca)`` it also serves a TLS client port
+    (:attr:`secure_hosts`, client certificates signed by ``ca`` required;
+    Netty, PEM key and trust stores); the plain port stays for the probe.
     """
 
     kind = "zookeeper"
@@ -280,10 +302,18 @@ class ZooKeeperServer(_Process):
         client_port: int | None = None,
         min_session_timeout: float = 1.0,
         start_timeout: float = 30.0,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         super().__init__(base_dir, host, start_timeout)
         self.client_port = client_port or free_port(host)
         self.min_session_timeout = min_session_timeout
+        self.tls = tls
+        self.secure_port = free_port(host) if tls else None
+
+    @property
+    def secure_hosts(self) -> str:
+        """``HOST:PORT`` of the TLS client port."""
+        return f"{self.host}:{self.secure_port}"
 
     @property
     def hosts(self) -> str:
@@ -313,11 +343,37 @@ class ZooKeeperServer(_Process):
                     "admin.enableServer=false",
                     "4lw.commands.whitelist=ruok,srvr,stat,mntr",
                     "forceSync=no",
+                    *self._tls_lines(conf),
                     "",
                 ]
             )
         )
         (conf / "log4j.properties").write_text("log4j.rootLogger=WARN, CONSOLE\n")
+
+    def _netty_jars(self) -> list[str]:
+        """Netty's codec and resolver: the TLS port needs them, and Debian's
+        zookeeper.jar manifest does not list them."""
+        if self.tls is None:
+            return []
+        jars = [ZOOKEEPER_JAR.parent / f"netty-{n}.jar" for n in ("codec", "resolver")]
+        return [str(j) for j in jars if j.exists()]
+
+    def _tls_lines(self, conf: Path) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key, ca = self.tls
+        keystore = conf / "keystore.pem"  # ZooKeeper's PEM store: key and chain in one file
+        keystore.write_bytes(Path(key).read_bytes() + Path(cert).read_bytes())
+        return [
+            f"secureClientPort={self.secure_port}",
+            f"secureClientPortAddress={self.host}",
+            "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+            f"ssl.keyStore.location={keystore}",
+            "ssl.keyStore.type=PEM",
+            f"ssl.trustStore.location={ca}",
+            "ssl.trustStore.type=PEM",
+            "ssl.clientAuth=need",
+        ]
 
     def _command(self) -> list[str]:
         conf = self._conf_dir()
@@ -327,7 +383,7 @@ class ZooKeeperServer(_Process):
             "-XX:+UseSerialGC",
             "-XX:TieredStopAtLevel=1",
             "-cp",
-            f"{conf}{os.pathsep}{ZOOKEEPER_JAR}",
+            os.pathsep.join([str(conf), str(ZOOKEEPER_JAR), *self._netty_jars()]),
             "org.apache.zookeeper.server.quorum.QuorumPeerMain",
             str(conf / "zoo.cfg"),
         ]

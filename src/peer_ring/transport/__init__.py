@@ -18,6 +18,7 @@ from peer_ring.transport._core import ChannelTransport, FaultInjector
 from peer_ring.transport.base import (
     AnswerCallback,
     Packed,
+    PeerAuthConfig,
     PeerInfo,
     PeerObserver,
     RequestHandler,
@@ -46,6 +47,7 @@ __all__ = [
     "MemoryNetwork",
     "MemoryTransport",
     "Packed",
+    "PeerAuthConfig",
     "PeerInfo",
     "PeerObserver",
     "RequestHandler",
@@ -106,23 +108,50 @@ async def request_once(
     timeout: float = 5.0,
     connect_timeout: float | None = None,
     name: str | None = None,
+    tls: TLSConfig | None = None,
+    auth: PeerAuthConfig | None = None,
+    cluster: str = "peer-ring",
 ) -> Any:
     """Send one request to the node at ``address`` from a short-lived client and
     return the answer (the CLI, scripts and test harnesses talk to nodes so).
 
     ``timeout`` bounds the answer; connecting is bounded by ``connect_timeout``
     (default: ``timeout``, at most 5 s), so a dead address fails fast even when
-    the answer may take long (a decommission).
+    the answer may take long (a decommission). ``tls`` and ``auth`` are the
+    client's credentials (an admin certificate, the admin token); with a
+    certificate and no ``name``, the client announces the certificate's CN.
     """
     import os
 
     cfg = TransportConfig(
         request_timeout=timeout,
         connect_timeout=connect_timeout or min(timeout, 5.0),
-    )
+        tls=None if tls is None else TLSConfig(
+            tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert,
+            tls.check_hostname, reload_interval=None,
+        ),
+        auth=auth,
+        cluster=cluster,
+    )  # fmt: skip
+    if name is None and tls is not None:
+        name = _common_name(tls.cert_file)
     client = create_transport(transport, name or f"client-{os.getpid()}", "127.0.0.1:0", cfg)
     await client.start()
     try:
         return await client.request(address, message, timeout)
     finally:
         await client.close()
+
+
+def _common_name(cert_file: str) -> str | None:
+    """The subject CN of a PEM certificate (None when it has none or cannot be read)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError):
+        return None  # the transport reports unreadable material as a ConfigError
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else None

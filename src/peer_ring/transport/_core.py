@@ -19,7 +19,10 @@ injection for tests, and health notifications for the failure detector.
 
 Wire frames (msgpack arrays)::
 
-    [HELLO, version, cluster, node_id, address]   first frame of a channel
+    [HELLO, version, cluster, node_id, address, nonce]
+                                                  first frame of a channel
+    [CHALLENGE, node_id, nonce, proof | nil]      the acceptor asks for secrets
+    [AUTH, {"m": member proof, "a": admin proof}] the dialer's answer to it
     [HELLO_OK, version, node_id]                  the acceptor's answer
     [REQ, rid, message]                           request
     [RESP, rid, answer]                           answer to rid
@@ -29,6 +32,17 @@ Wire frames (msgpack arrays)::
 
 A channel carries requests one way only (dialer -> acceptor) and answers the
 other way, so each pair of talking nodes has up to two channels.
+
+Authentication (``peer_ring.transport.auth``): under mutual TLS the acceptor
+refuses a HELLO whose node id the client certificate does not name; with a
+cluster secret or an admin token configured it answers HELLO with CHALLENGE
+and opens the channel only after a valid AUTH. The dialer refuses an
+acceptor that skips the challenge while the dialer has a cluster secret, or
+whose TLS certificate does not name the id in HELLO_OK. What the peer proved
+travels with every request as :class:`PeerInfo` ``member``/``admin``; the
+node decides what each operation needs. The nonce and the two extra frame
+kinds are ignored by nodes without authentication configured, so the
+protocol version did not change.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import random
 import types
 from collections import deque
@@ -49,6 +64,7 @@ import msgpack
 from mypy_extensions import mypyc_attr
 
 from peer_ring.errors import (
+    AuthenticationFailed,
     ClosedError,
     ConnectionLost,
     FrameTooLarge,
@@ -62,9 +78,18 @@ from peer_ring.errors import (
     error_from_wire,
     error_to_wire,
 )
+from peer_ring.transport.auth import (
+    NONCE_SIZE,
+    admin_proof,
+    member_proof,
+    names_match,
+    server_proof,
+    verify,
+)
 from peer_ring.transport.base import (
     AnswerCallback,
     Packed,
+    PeerAuthConfig,
     PeerInfo,
     PeerObserver,
     RequestHandler,
@@ -73,11 +98,14 @@ from peer_ring.transport.base import (
     Transport,
     TransportConfig,
 )
+from peer_ring.transport.tls import TlsMaterial
 from peer_ring.wire import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 
 HELLO, HELLO_OK, REQ, RESP, ERR, ONEWAY, STREAM = 4, 5, 0, 1, 2, 3, 6
+CHALLENGE, AUTH = 7, 8
+_NO_AUTH = PeerAuthConfig()
 S_OPEN, S_CHUNK, S_FINISH, S_ABORT = 0, 1, 2, 3
 
 _AWAITABLE = (types.CoroutineType, asyncio.Future)
@@ -115,6 +143,11 @@ class FrameConn(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close the channel; the receiver's ``closed`` is called."""
+
+    def peer_names(self) -> frozenset[str] | None:
+        """Names (CN, DNS/URI SANs) of the other end's *verified* certificate;
+        an empty set under TLS without one, None on a channel without TLS."""
+        return None
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -223,6 +256,8 @@ class _Peer(FrameReceiver):
         self.last_error: BaseException | None = None
         self.healthy = True
         self.lost_while_connecting = False
+        self.nonce = b""
+        self.challenged = False
 
     # -- sending ---------------------------------------------------------
     def write(self, frame: bytes) -> None:
@@ -260,11 +295,21 @@ class _Peer(FrameReceiver):
     async def _connect(self) -> None:
         core = self.core
         self.lost_while_connecting = False
+        # not asyncio.wait_for: on 3.11 a dial finishing as the timeout fires
+        # loses its channel unclosed; here a late channel is closed instead
+        opening = core.loop.create_task(core._open(self.address, self))
         try:
-            conn = await asyncio.wait_for(
-                core._open(self.address, self), core.config.connect_timeout
-            )
+            try:
+                done, _ = await asyncio.wait({opening}, timeout=core.config.connect_timeout)
+            except asyncio.CancelledError:
+                _abandon(opening)
+                raise
+            if not done:
+                _abandon(opening)
+                raise TimeoutError
+            conn = opening.result()
             if self.lost_while_connecting:  # it died before this task resumed
+                conn.close()
                 raise PeerUnavailable(f"connection to {self.address} lost while connecting")
         except BaseException as exc:
             self.connecting = None
@@ -277,15 +322,20 @@ class _Peer(FrameReceiver):
             core._notify(self.address, False, err)
             return
         self.conn = conn
+        self.nonce = os.urandom(NONCE_SIZE)
+        self.challenged = False
         conn.write(
-            _pack([HELLO, core.protocol_version, core.config.cluster, core.node_id, core.address])
-        )
+            _pack(
+                [HELLO, core.protocol_version, core.config.cluster, core.node_id, core.address,
+                 self.nonce]
+            )
+        )  # fmt: skip
         self.connecting = None
 
     def _set_backoff(self, err: BaseException) -> None:
         cfg = self.core.config
         self.backoff = min(cfg.reconnect_max, max(cfg.reconnect_min, self.backoff * 2))
-        if isinstance(err, VersionMismatch):
+        if isinstance(err, (VersionMismatch, AuthenticationFailed)):
             self.backoff = cfg.reconnect_max
         self.retry_at = self.core.loop.time() + self.backoff
         self.last_error = err
@@ -321,12 +371,15 @@ class _Peer(FrameReceiver):
                 if p is not None:
                     self.pending.pop(rid, None)
                     p.fail(error_from_wire(code, text))
+            elif kind == CHALLENGE and not self.ready:
+                self._answer_challenge(frame)
             elif kind == HELLO_OK:
                 if frame[1] != self.core.protocol_version:
                     raise VersionMismatch(
                         f"{self.address} speaks peer protocol {frame[1]}, "
                         f"we speak {self.core.protocol_version}"
                     )
+                self._check_acceptor(str(frame[2]))
                 self.ready = True
                 self.backoff = 0.0
                 self.last_error = None
@@ -345,9 +398,53 @@ class _Peer(FrameReceiver):
                 self.core._notify(self.address, True, None)
             else:
                 raise ProtocolError(f"unexpected frame kind {kind} on a request channel")
-        except (ProtocolError, IndexError, TypeError) as exc:
+        except (ProtocolError, IndexError, TypeError, ValueError) as exc:
             err = exc if isinstance(exc, ProtocolError) else ProtocolError(f"bad answer: {exc}")
             self._channel_error(err)
+
+    def _answer_challenge(self, frame: list[Any]) -> None:
+        """``[CHALLENGE, server_id, nonce, proof]``: check the acceptor's proof of
+        the cluster secret (when we know it), then prove ours and the admin token."""
+        core = self.core
+        server_id, server_nonce, proof = str(frame[1]), frame[2], frame[3]
+        if type(server_nonce) is not bytes or len(server_nonce) != NONCE_SIZE:
+            raise ProtocolError("malformed authentication challenge")
+        auth = core.config.auth
+        cluster = core.config.cluster
+        answer: dict[str, bytes] = {}
+        if auth is not None and auth.cluster_secret:
+            expected = server_proof(auth.cluster_secret, cluster, server_id, self.nonce,
+                                    server_nonce)  # fmt: skip
+            if not verify(expected, proof):
+                raise AuthenticationFailed(
+                    f"{self.address} ({server_id}) does not know the cluster secret"
+                )
+            answer["m"] = member_proof(auth.cluster_secret, cluster, core.node_id, server_id,
+                                       self.nonce, server_nonce)  # fmt: skip
+        if auth is not None and auth.admin_token:
+            answer["a"] = admin_proof(auth.admin_token, cluster, core.node_id, server_id,
+                                      self.nonce, server_nonce)  # fmt: skip
+        self.challenged = True
+        if self.conn is not None:
+            self.conn.write(_pack([AUTH, answer]))
+
+    def _check_acceptor(self, server_id: str) -> None:
+        """HELLO_OK from ``server_id``: refuse an acceptor that skipped the
+        challenge our cluster secret requires, or whose certificate names
+        someone else."""
+        auth = self.core.config.auth
+        if auth is not None and auth.cluster_secret and not self.challenged:
+            raise AuthenticationFailed(
+                f"{self.address} ({server_id}) did not ask for the cluster secret; "
+                "refusing an unauthenticated peer"
+            )
+        conn = self.conn
+        names = conn.peer_names() if conn is not None else None
+        if names and not names_match(server_id, names):
+            raise AuthenticationFailed(
+                f"{self.address} claims to be {server_id!r} but its certificate names "
+                f"{', '.join(sorted(names))}"
+            )
 
     def fatal(self, exc: PeerRingError) -> None:
         self._channel_error(exc)
@@ -405,6 +502,9 @@ class _Session(FrameReceiver):
         self.conn: FrameConn | None = conn
         self.peer: PeerInfo | None = None
         self.streams: dict[int, _StreamState] = {}
+        #: (node_id, address, client nonce, our nonce, cert member, cert admin)
+        #: between CHALLENGE and AUTH
+        self.challenge: tuple[str, str, bytes, bytes, bool, bool] | None = None
 
     def _write(self, frame: bytes) -> None:
         conn = self.conn
@@ -451,6 +551,8 @@ class _Session(FrameReceiver):
         else:
             log.warning("closing channel from %s: %s", self.peer, exc)
         self.core.stats["protocol_errors"] += 1
+        if isinstance(exc, AuthenticationFailed):
+            self.core.stats["auth_failures"] += 1
         self._error(0, exc)
         conn = self.conn
         if conn is not None:
@@ -495,18 +597,22 @@ class _Session(FrameReceiver):
                     task.add_done_callback(self.core._tasks.discard)
             elif kind == STREAM and peer is not None:
                 self._stream(frame[1], frame[2], frame[3], frame[4], peer)
-            elif kind == HELLO and peer is None:
+            elif kind == HELLO and peer is None and self.challenge is None:
                 self._hello(frame)
+            elif kind == AUTH and peer is None and self.challenge is not None:
+                self._auth(frame)
             else:
                 raise ProtocolError(
                     f"unexpected frame kind {kind}" + (" before handshake" if peer is None else "")
                 )
-        except (IndexError, TypeError, KeyError) as exc:
+        except (IndexError, TypeError, KeyError, ValueError) as exc:
             self.fatal(ProtocolError(f"malformed frame: {exc!r}"))
         except ProtocolError as exc:
             self.fatal(exc)
 
     def _hello(self, frame: list[Any]) -> None:
+        if len(frame) < 5:
+            raise ProtocolError("malformed HELLO: fewer than 5 fields")
         _, version, cluster, node_id, address = frame[:5]
         if version != self.core.protocol_version:
             raise VersionMismatch(
@@ -517,7 +623,76 @@ class _Session(FrameReceiver):
             raise ProtocolError(
                 f"peer {node_id} belongs to cluster {cluster!r}, not {self.core.config.cluster!r}"
             )
-        self.peer = PeerInfo(str(node_id), str(address))
+        core = self.core
+        node_id, address = str(node_id), str(address)
+        cert_member = cert_admin = False
+        if core.requires_client_cert:
+            names = self.conn.peer_names() if self.conn is not None else None
+            if not names:
+                raise AuthenticationFailed(f"{node_id} at {address} sent no verified certificate")
+            auth = core.config.auth
+            admin_names = (auth or _NO_AUTH).admin_names
+            cert_admin = not names.isdisjoint(admin_names)
+            # admin names are not node ids: an admin certificate claiming its
+            # own name is an admin, never a member
+            cert_member = names_match(node_id, names) and node_id not in admin_names
+            if not cert_member and not cert_admin:
+                raise AuthenticationFailed(
+                    f"the certificate of {address} names {', '.join(sorted(names))}, "
+                    f"not the node id {node_id!r} it claims"
+                )
+        auth = core.config.auth
+        if auth is not None and (auth.cluster_secret or auth.admin_token):
+            nonce = frame[5] if len(frame) > 5 else None
+            if type(nonce) is not bytes or len(nonce) != NONCE_SIZE:
+                raise AuthenticationFailed(
+                    f"{node_id} at {address} did not offer peer authentication, which "
+                    "this node requires"
+                )
+            ours = os.urandom(NONCE_SIZE)
+            self.challenge = (node_id, address, nonce, ours, cert_member, cert_admin)
+            proof = (
+                server_proof(auth.cluster_secret, core.config.cluster, core.node_id, nonce, ours)
+                if auth.cluster_secret
+                else None
+            )
+            self._write(_pack([CHALLENGE, core.node_id, ours, proof]))
+            return
+        if core.authenticates:
+            self._open_session(node_id, address, cert_member, cert_admin)
+        else:
+            self._open_session(node_id, address, True, True)
+
+    def _auth(self, frame: list[Any]) -> None:
+        """``[AUTH, {"m": proof, "a": proof}]``: the answer to our challenge."""
+        assert self.challenge is not None
+        node_id, address, theirs, ours, cert_member, cert_admin = self.challenge
+        proofs = frame[1]
+        if type(proofs) is not dict:
+            raise ProtocolError("malformed authentication answer")
+        core = self.core
+        auth = core.config.auth
+        assert auth is not None
+        cluster = core.config.cluster
+        member = cert_member or not core.requires_client_cert
+        if auth.cluster_secret:
+            expected = member_proof(auth.cluster_secret, cluster, node_id, core.node_id,
+                                    theirs, ours)  # fmt: skip
+            member = member and verify(expected, proofs.get("m"))
+        admin = cert_admin
+        if auth.admin_token:
+            expected = admin_proof(auth.admin_token, cluster, node_id, core.node_id, theirs, ours)
+            admin = admin or verify(expected, proofs.get("a"))
+        if not member and not admin:
+            raise AuthenticationFailed(
+                f"{node_id} at {address} failed peer authentication "
+                "(wrong or missing cluster secret or admin token)"
+            )
+        self.challenge = None
+        self._open_session(node_id, address, member, admin)
+
+    def _open_session(self, node_id: str, address: str, member: bool, admin: bool) -> None:
+        self.peer = PeerInfo(node_id, address, member, admin)
         self._write(_pack([HELLO_OK, self.core.protocol_version, self.core.node_id]))
 
     async def _finish(self, rid: int, awaitable: Any) -> None:
@@ -655,7 +830,18 @@ class ChannelTransport(Transport):
             "oneway_in": 0,
             "timeouts": 0,
             "protocol_errors": 0,
+            "auth_failures": 0,
         }
+        #: TLS contexts with reload (set by implementations that use TLS)
+        self.tls_material: TlsMaterial | None = None
+        tls = self.config.tls
+        #: mutual TLS: accepted channels must show a certificate naming their id
+        self.requires_client_cert = tls is not None and tls.require_client_cert
+        auth = self.config.auth
+        #: some peer credential is configured: members are not admins by default
+        self.authenticates = self.requires_client_cert or (
+            auth is not None and bool(auth.cluster_secret or auth.admin_token)
+        )
         self.loop: asyncio.AbstractEventLoop
         try:
             self.loop = asyncio.get_running_loop()
@@ -684,6 +870,30 @@ class ChannelTransport(Transport):
         self.loop = asyncio.get_running_loop()
         self._closing = False
         await self._listen()
+        tls = self.config.tls
+        if self.tls_material is not None and tls is not None and tls.reload_interval:
+            task = self.loop.create_task(self._watch_tls(tls.reload_interval))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _watch_tls(self, interval: float) -> None:
+        """Poll the TLS files; reload them when they change (see TlsMaterial)."""
+        material = self.tls_material
+        assert material is not None
+        while True:
+            await asyncio.sleep(interval)
+            self.reload_tls()
+
+    def reload_tls(self) -> bool:
+        """Reload the TLS files now if they changed; True when reloaded."""
+        material = self.tls_material
+        if material is None or not material.check():
+            return False
+        self._tls_reloaded()
+        return True
+
+    def _tls_reloaded(self) -> None:
+        """New TLS material was loaded; implementations refresh what they cache."""
 
     async def close(self) -> None:
         if self._closing:
@@ -918,6 +1128,17 @@ class ChannelTransport(Transport):
 
 def _no_handler(message: Any, peer: PeerInfo) -> Any:
     raise PeerRingError("this node has no request handler yet")
+
+
+def _abandon(opening: asyncio.Task[FrameConn]) -> None:
+    """Cancel a dial; if it completes anyway, close the channel it made."""
+    opening.cancel()
+    opening.add_done_callback(_close_late)
+
+
+def _close_late(opening: asyncio.Task[FrameConn]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

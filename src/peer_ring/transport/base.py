@@ -46,10 +46,20 @@ from peer_ring.errors import ConfigError, PeerRingError
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
-    """Who sent a message, as announced in the connection handshake."""
+    """Who sent a message, as announced and proven in the connection handshake.
+
+    ``member`` is True when the peer proved it is a member node (a client
+    certificate naming ``node_id``, the cluster secret, or -- with no peer
+    authentication configured -- anyone); ``admin`` when it proved an admin
+    credential (an admin certificate or the admin token; with no
+    authentication configured, anyone). The node authorises operations on
+    these two flags (see ``peer_ring.node``).
+    """
 
     node_id: str
     address: str
+    member: bool = True
+    admin: bool = True
 
 
 #: Request handler: ``handler(message, peer) -> answer | awaitable answer``.
@@ -105,6 +115,55 @@ class TLSConfig:
     #: Also check that the peer's certificate names the host dialled (off:
     #: nodes are addressed by IP and identified by the CA).
     check_hostname: bool = False
+    #: Seconds between checks of the three files' modification times; a
+    #: change reloads them for new connections (rotation without restart, as
+    #: cert-manager renews a Secret). None: never reload.
+    reload_interval: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        if self.reload_interval is not None and self.reload_interval <= 0:
+            raise ConfigError("tls.reload_interval must be > 0 seconds (or None)")
+
+    @classmethod
+    def mutual(cls, cert_file: str, key_file: str, ca_file: str, **kw: Any) -> TLSConfig:
+        """Mutual TLS as nodes use it: client certificates required and
+        verified against ``ca_file``."""
+        return cls(cert_file, key_file, ca_file, require_client_cert=True, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuthConfig:
+    """Credentials of the peer handshake besides TLS (secrets as text).
+
+    ``cluster_secret`` -- every member knows it; a node proves it with an
+    HMAC over both sides' fresh nonces (and checks the other side's proof),
+    so it never crosses the wire. The alternative to mTLS for clusters
+    without a PKI; with both configured, a member needs both.
+    ``admin_token`` -- on a node, the token that grants admin operations
+    (``leave``, ``kv``, ``bench``, status details); on a client (the CLI),
+    the token it proves, the same way. ``admin_names`` -- certificate names
+    (CN or DNS SAN) that make a TLS client an admin.
+
+    Once any peer credential is configured (this or mTLS), members are no
+    longer admins by default and unauthenticated peers are refused.
+    """
+
+    cluster_secret: str | None = None
+    admin_token: str | None = None
+    admin_names: tuple[str, ...] = ("peer-ring-admin",)
+
+    def __post_init__(self) -> None:
+        for name in ("cluster_secret", "admin_token"):
+            value = getattr(self, name)
+            if value is not None and len(value) < 16:
+                raise ConfigError(f"auth.{name} must be at least 16 characters")
+
+    def __repr__(self) -> str:  # never print secrets into logs
+        return (
+            f"PeerAuthConfig(cluster_secret={'***' if self.cluster_secret else None}, "
+            f"admin_token={'***' if self.admin_token else None}, "
+            f"admin_names={self.admin_names!r})"
+        )
 
 
 #: ``callback(answer, None)`` or ``callback(None, error)``: how a request ends.
@@ -164,9 +223,13 @@ class TransportConfig:
     stream_window: int = 8
     #: Cluster name sent in the handshake; set from ``NodeConfig.cluster``.
     cluster: str = "peer-ring"
-    #: TLS for peer channels; None: plaintext. Settable from Python only
-    #: today: no flag or config-file key switches it on yet (issue 17).
+    #: TLS for peer channels (``--tls-cert/--tls-key/--tls-ca`` or
+    #: ``[node.tls]``: mutual TLS); None: plaintext.
     tls: TLSConfig | None = None
+    #: Peer authentication and authorisation: cluster secrets, admin names
+    #: and token (``--cluster-secret-file``, ``--admin-token-file`` or
+    #: ``[node.auth]``; see docs/security.md); None: every peer is trusted.
+    auth: PeerAuthConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("request_timeout", "connect_timeout", "reconnect_min", "reconnect_max"):

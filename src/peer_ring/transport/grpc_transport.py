@@ -46,8 +46,9 @@ import grpc.aio
 from peer_ring.errors import ConfigError, FrameTooLarge, PeerUnavailable, ProtocolError
 from peer_ring.membership.base import format_address, parse_address
 from peer_ring.transport._core import ChannelTransport, FaultInjector, FrameConn, FrameReceiver
-from peer_ring.transport.base import TLSConfig, TransportConfig
-from peer_ring.transport.tls import client_context, server_context
+from peer_ring.transport.auth import node_names
+from peer_ring.transport.base import TransportConfig
+from peer_ring.transport.tls import TlsMaterial
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +261,18 @@ class _ClientConn(_GrpcConn):
 class _ServerConn(_GrpcConn):
     """The acceptor's end: lives as long as the RPC handler that owns it."""
 
-    def __init__(self, max_frame: int, context: Any) -> None:
+    def __init__(self, max_frame: int, context: Any, tls: bool = False) -> None:
         super().__init__(max_frame, None)
         self.context = context
+        self.tls = tls
         self.reader: asyncio.Task[None] | None = None
+
+    def peer_names(self) -> frozenset[str] | None:
+        if not self.tls:
+            return None
+        ctx = self.context.auth_context() or {}
+        names = [*ctx.get("x509_common_name", ()), *ctx.get("x509_subject_alternative_name", ())]
+        return node_names(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
     async def _send(self, msg: bytes) -> None:
         await self.context.write(msg)
@@ -360,7 +369,13 @@ class GrpcTransport(ChannelTransport):
         self._server_creds: grpc.ServerCredentials | None = None
         self._client_creds: grpc.ChannelCredentials | None = None
         if self.config.tls is not None:
-            self._server_creds, self._client_creds = _credentials(self.config.tls)
+            material = self.tls_material = TlsMaterial(self.config.tls)
+            self._server_creds, self._client_creds = _credentials(material)
+
+    def _tls_reloaded(self) -> None:
+        # the server's credentials fetch the new files at the next handshake
+        assert self.tls_material is not None
+        _, self._client_creds = _credentials(self.tls_material, server=False)
 
     # -- ChannelTransport ------------------------------------------------
     async def _listen(self) -> None:
@@ -396,7 +411,7 @@ class GrpcTransport(ChannelTransport):
         ``request_iterator`` is unused: gRPC forbids mixing it with
         ``context.read()``/``context.write()``, which this uses.
         """
-        conn = _ServerConn(self.config.max_frame_size, context)
+        conn = _ServerConn(self.config.max_frame_size, context, self._server_creds is not None)
         self._accepted.add(conn)
         try:
             conn.receiver = self._accept(conn)
@@ -464,12 +479,13 @@ async def _wait_ready(channel: grpc.aio.Channel, address: str) -> None:
         state = channel.get_state(try_to_connect=True)
 
 
-def _credentials(tls: TLSConfig) -> tuple[grpc.ServerCredentials, grpc.ChannelCredentials]:
-    # Build the ssl contexts too: they validate the files (key matches
-    # certificate, PEM parses) with a clear ConfigError, which gRPC would
-    # only report later as an opaque handshake failure.
-    server_context(tls)
-    client_context(tls)
+def _credentials(
+    material: TlsMaterial, server: bool = True
+) -> tuple[grpc.ServerCredentials, grpc.ChannelCredentials]:
+    # TlsMaterial built ssl contexts from the files already: they validate
+    # them (key matches certificate, PEM parses) with a clear ConfigError,
+    # which gRPC would only report later as an opaque handshake failure.
+    tls = material.tls
     if tls.ca_file is None:
         raise ConfigError(
             "the grpc transport needs tls.ca_file: gRPC always verifies the server certificate"
@@ -477,10 +493,31 @@ def _credentials(tls: TLSConfig) -> tuple[grpc.ServerCredentials, grpc.ChannelCr
     cert = _read_file(tls.cert_file)
     key = _read_file(tls.key_file)
     ca = _read_file(tls.ca_file)
-    server = grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=tls.require_client_cert
-    )
     client = grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
-    return server, client
+    if not server:
+        return grpc.ssl_server_credentials([(key, cert)]), client
+    served = [material.reloads]
+
+    def fetch() -> Any:
+        """Called by gRPC (on its own thread) before each handshake: new
+        material when the files were reloaded since, else None (keep)."""
+        if served[0] == material.reloads:
+            return None
+        served[0] = material.reloads
+        try:
+            return grpc.ssl_server_certificate_configuration(
+                [(_read_file(tls.key_file), _read_file(tls.cert_file))],
+                root_certificates=_read_file(tls.ca_file or ""),
+            )
+        except ConfigError:
+            log.warning("TLS files unreadable during reload; keeping the old ones")
+            return None
+
+    creds = grpc.dynamic_ssl_server_credentials(
+        grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca),
+        fetch,
+        require_client_authentication=tls.require_client_cert,
+    )
+    return creds, client

@@ -20,7 +20,8 @@ from typing import Any, cast
 from peer_ring.errors import ConfigError, FrameTooLarge, PeerUnavailable
 from peer_ring.membership.base import parse_address
 from peer_ring.transport._core import ChannelTransport, FaultInjector, FrameConn, FrameReceiver
-from peer_ring.transport.tls import client_context, server_context
+from peer_ring.transport.auth import cert_names
+from peer_ring.transport.tls import TlsMaterial
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class _TcpConn(asyncio.Protocol, FrameConn):
         self.loop = asyncio.get_running_loop()
         self.on_accept: Callable[[_TcpConn], FrameReceiver] | None = None
         self.on_lost: Callable[[_TcpConn], None] | None = None
+        #: resolved when the socket is gone (a TLS close ends after its alert)
+        self.lost: asyncio.Future[None] = self.loop.create_future()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,6 +104,8 @@ class _TcpConn(asyncio.Protocol, FrameConn):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        if not self.lost.done():
+            self.lost.set_result(None)
         receiver, self.receiver = self.receiver, None
         if self.on_lost is not None:
             self.on_lost(self)
@@ -132,6 +137,12 @@ class _TcpConn(asyncio.Protocol, FrameConn):
         transport = self.transport
         return self.out_bytes + (transport.get_write_buffer_size() if transport else 0)
 
+    def peer_names(self) -> frozenset[str] | None:
+        transport = self.transport
+        if transport is None or transport.get_extra_info("sslcontext") is None:
+            return None
+        return cert_names(transport.get_extra_info("peercert"))
+
     def close(self) -> None:
         if self.closed:
             return
@@ -157,11 +168,18 @@ class TcpTransport(ChannelTransport):
         super().__init__(node_id, address, config, faults=faults)
         self._server: asyncio.Server | None = None
         self._accepted: set[_TcpConn] = set()
+        self._dialed: set[_TcpConn] = set()
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
         if self.config.tls is not None:
-            self._server_ssl = server_context(self.config.tls)
-            self._client_ssl = client_context(self.config.tls)
+            self.tls_material = TlsMaterial(self.config.tls)
+            self._server_ssl = self.tls_material.server
+            self._client_ssl = self.tls_material.client
+
+    def _tls_reloaded(self) -> None:
+        # the server context was updated in place; new dials take the new client one
+        assert self.tls_material is not None
+        self._client_ssl = self.tls_material.client
 
     async def _listen(self) -> None:
         host, port = parse_address(self._address)
@@ -204,6 +222,8 @@ class TcpTransport(ChannelTransport):
             raise PeerUnavailable(f"TLS handshake with {address} failed: {exc}") from exc
         except OSError as exc:
             raise PeerUnavailable(f"connect to {address} failed: {exc.strerror or exc}") from exc
+        self._dialed.add(conn)
+        conn.lost.add_done_callback(lambda _: self._dialed.discard(conn))
         return conn
 
     async def _shutdown(self) -> None:
@@ -211,7 +231,16 @@ class TcpTransport(ChannelTransport):
             self._server.close()
         for conn in list(self._accepted):
             conn.close()
+        # give closing channels (TLS sends its close alert first) a moment to
+        # release their sockets before the loop may end
+        closing = [c for c in (*self._accepted, *self._dialed) if not c.lost.done()]
+        if closing:
+            await asyncio.wait([c.lost for c in closing], timeout=1.0)
+            for c in closing:
+                if not c.lost.done() and c.transport is not None:
+                    c.transport.abort()
         self._accepted.clear()
+        self._dialed.clear()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

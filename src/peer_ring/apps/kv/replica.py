@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ from peer_ring.app import (
     DigestIndex,
     InvalidRequest,
     Metric,
+    OutOfMemory,
     QuorumNotReached,
     QuorumResult,
     Record,
@@ -128,6 +130,7 @@ from peer_ring.app import (
     UnknownCommand,
 )
 from peer_ring.apps.kv import _state as st
+from peer_ring.apps.kv._memory import MemoryBudget
 from peer_ring.apps.kv._state import EMPTY, Entries, Item, Stored, pack, unpack
 from peer_ring.apps.kv.api import Limits
 from peer_ring.apps.kv.local import compile_glob
@@ -175,6 +178,18 @@ class KVConfig:
         blind write -- no context -- adds a sibling, so a key written blindly
         over and over would otherwise grow without bound). Tombstones that
         are not the newest sibling are always dropped.
+    maxmemory: bytes of state this replica may hold before writes need room
+        (0: no limit); ``maxmemory_policy`` says how room is made
+        (``noeviction``, ``allkeys-lru``, ``volatile-ttl``) and
+        ``maxmemory_samples`` how many keys volatile-ttl compares. See
+        ``peer_ring.apps.kv._memory`` for what is counted and what is never
+        refused.
+    maxmemory_policy: what a write does above ``maxmemory``
+        [``maxmemory-policy``]: ``noeviction`` refuses it with OutOfMemory
+        (RESP ``-OOM``); ``allkeys-lru`` evicts the least recently used keys,
+        ``volatile-ttl`` the keys with a TTL nearest to expiry, until it fits.
+    maxmemory_samples: keys sampled per eviction by ``volatile-ttl``
+        [``maxmemory-samples``].
     """
 
     conflicts: str | MergeFunction = "siblings"
@@ -187,8 +202,12 @@ class KVConfig:
     read_repair: bool = True
     prune: vv.PruneConfig = field(default_factory=vv.PruneConfig)
     max_siblings: int | None = 16
+    maxmemory: int = 0
+    maxmemory_policy: str = "noeviction"
+    maxmemory_samples: int = 5
 
     def __post_init__(self) -> None:
+        MemoryBudget(self.maxmemory, self.maxmemory_policy, self.maxmemory_samples)  # validates
         if isinstance(self.conflicts, str):
             if self.conflicts not in _MODES:
                 raise ConfigError(
@@ -256,6 +275,10 @@ class KVReplica(Service):
         #: Statistics: states dropped by sweeps, read repairs sent.
         self.swept = 0
         self.repairs = 0
+        #: bytes held, maxmemory and eviction counts
+        self.memory = MemoryBudget(
+            self.config.maxmemory, self.config.maxmemory_policy, self.config.maxmemory_samples
+        )
 
     # -- lifecycle ----------------------------------------------------------
     def attach(self, app: AppContext) -> None:
@@ -285,7 +308,13 @@ class KVReplica(Service):
             Metric(
                 "swept", "counter", "KV states dropped by the expiry/tombstone sweep", self.swept
             ),
-        ]
+            Metric("memory_used_bytes", "gauge", "KV state bytes held (maxmemory accounting)",
+                   self.memory.used),
+            Metric("evicted_keys", "counter", "KV keys evicted by the maxmemory policy",
+                   self.memory.evicted),
+            Metric("oom_rejections", "counter", "KV writes refused at maxmemory",
+                   self.memory.oom_rejections),
+        ]  # fmt: skip
 
     @property
     def actor(self) -> str:
@@ -314,7 +343,8 @@ class KVReplica(Service):
         ``get`` -> state or nil; ``merge`` state -> bool (a visible value was
         there before); ``coord_put`` [value, expires_at, context, n, w,
         timeout] -> bool (a future); ``scan`` [partitions, match] -> keys;
-        ``count`` partitions -> int; ``flush`` -> int; ``sweep`` -> int.
+        ``count`` partitions -> int; ``flush`` -> int; ``sweep`` -> int;
+        ``evict`` state -> bool (dropped: see :meth:`_make_room`).
         """
         command = request.command
         if command == "get":
@@ -322,11 +352,19 @@ class KVReplica(Service):
             if part is None:
                 return None
             stored = part.get(request.key)
-            return None if stored is None else unpack(stored)
+            if stored is None:
+                return None
+            if self.memory.lru is not None:
+                self.memory.touch(request.key, request.partition)
+            return unpack(stored)
         if command == "merge":
+            if self.memory.full and self.memory.refuses_merge() and _has_value(request.payload):
+                self._make_room(request.key)
             return self._merge(request.partition, request.key, request.payload)
         if command == "coord_put":
             return self._coord_put(request.partition, request.key, request.payload)
+        if command == "evict":
+            return self._evicted(request.partition, request.key, request.payload)
         if command == "scan":
             return self._scan_local(request.payload)
         if command == "count":
@@ -346,7 +384,15 @@ class KVReplica(Service):
     def _store(
         self, partition: int, part: dict[bytes, Stored], key: bytes, entries: Entries
     ) -> None:
-        part[key] = pack(entries)
+        new = pack(entries)
+        memory = self.memory
+        memory.stored(key, part.get(key), new)
+        part[key] = new
+        if memory.lru is not None:
+            if _has_value(entries):
+                memory.touch(key, partition)
+            else:
+                memory.lru.pop(key, None)
         if st.mortal(entries):
             cands = self._mortal.get(partition)
             if cands is None:
@@ -433,6 +479,8 @@ class KVReplica(Service):
         """Store the new version on this replica; return (a live value was
         there, the new state to replicate). With ``want_existed=False`` (a
         plain SET, whose reply does not say) the first is not computed: False."""
+        if value is not None and self.memory.full:
+            self._make_room(key)
         part = self._part(partition)
         stored = part.get(key)
         current = EMPTY if stored is None else unpack(stored)
@@ -455,6 +503,94 @@ class KVReplica(Service):
             entries = self._compact(new.entries)
         self._store(partition, part, key, entries)
         return existed, entries
+
+    def _make_room(self, key: bytes) -> None:
+        """At maxmemory, before a write of ``key``: evict by the policy until the
+        budget has room, or raise OutOfMemory (noeviction, nothing evictable,
+        or evictions that free too little). An eviction drops the victim here
+        and sends ``evict`` with the dropped state to the key's other replicas
+        (W=1, in the background: a cache decision, not a client's write)."""
+        memory = self.memory
+        if memory.policy != "noeviction":
+            for _ in range(_EVICT_PER_WRITE):
+                victim = self._victim(key)
+                if victim is None:
+                    break
+                partition, vkey = victim
+                entries = self._drop(partition, vkey)
+                if entries is None:
+                    continue
+                self.app.start_quorum(
+                    "evict", vkey, entries, quorum=1, partition=partition, applied=True,
+                    listener=_ignore_round,
+                )  # fmt: skip
+                memory.evicted += 1
+                if not memory.full:
+                    return
+        memory.oom_rejections += 1
+        raise OutOfMemory(
+            f"command not allowed when used memory > 'maxmemory' ({memory.used} of "
+            f"{memory.maxmemory} bytes held, policy {memory.policy})"
+        )
+
+    def _drop(self, partition: int, key: bytes) -> Entries | None:
+        """Remove ``key``'s state from this replica; return it (None if absent)."""
+        part = self._parts.get(partition)
+        stored = None if part is None else part.pop(key, None)
+        if stored is None:
+            return None
+        self.memory.removed(key, stored)
+        return unpack(stored)
+
+    def _evicted(self, partition: int, key: bytes, payload: Any) -> bool:
+        """``evict`` from the replica that evicted ``key``: drop this replica's
+        state unless it holds a write the evicted state has not seen (a write
+        that raced the eviction survives)."""
+        part = self._parts.get(partition)
+        stored = None if part is None else part.get(key)
+        if stored is None:
+            return False
+        current = unpack(stored)
+        evicted = st.decode_entries(payload)
+        if current != evicted and not vv.supersedes(vv.DVVSet(evicted), vv.DVVSet(current)):
+            return False
+        return self._drop(partition, key) is not None
+
+    def _victim(self, key: bytes) -> tuple[int, bytes] | None:
+        """The next key to evict (never ``key`` itself), or None."""
+        memory = self.memory
+        lru = memory.lru
+        if lru is not None:
+            for vkey, partition in list(itertools.islice(lru.items(), _LRU_SCAN)):
+                part = self._parts.get(partition)
+                stored = None if part is None else part.get(vkey)
+                if vkey == key:
+                    continue
+                del lru[vkey]
+                if stored is not None and _has_value(unpack(stored)):
+                    return partition, vkey
+            return None
+        # volatile-ttl: the soonest expiry among sampled live keys with a TTL
+        now = self._clock().time()
+        best: tuple[float, int, bytes] | None = None
+        seen = 0
+        for partition, cands in self._mortal.items():
+            part = self._parts.get(partition)
+            if part is None:
+                continue
+            for vkey in cands:
+                stored = part.get(vkey)
+                if stored is None or vkey == key:
+                    continue
+                item = st.live_item(unpack(stored), now)
+                if item is None or item[0] is None or item[1] is None:
+                    continue
+                if best is None or item[1] < best[0]:
+                    best = (item[1], partition, vkey)
+                seen += 1
+                if seen >= memory.samples:
+                    return best[1], best[2]
+        return None if best is None else (best[1], best[2])
 
     def _merge_round(
         self,
@@ -517,6 +653,7 @@ class KVReplica(Service):
         dropped = sum(len(p) for p in self._parts.values())
         self._parts.clear()
         self._mortal.clear()
+        self.memory.reset()
         return dropped
 
     # -- replica side: maintenance ------------------------------------------
@@ -553,6 +690,7 @@ class KVReplica(Service):
                 cands.discard(key)
             elif st.reclaimable(entries, now, grace):
                 del part[key]
+                self.memory.removed(key, stored)
                 cands.discard(key)
                 dropped += 1
         if not cands:
@@ -686,7 +824,11 @@ class KVReplica(Service):
         part = self._parts.pop(partition, None)
         self._mortal.pop(partition, None)
         self._digests.pop(partition, None)
-        return 0 if part is None else len(part)
+        if part is None:
+            return 0
+        for key, stored in part.items():
+            self.memory.removed(key, stored)
+        return len(part)
 
     def partition_size(self, partition: int) -> int:
         part = self._parts.get(partition)
@@ -744,6 +886,25 @@ class KVReplica(Service):
         if type(q) is not int or q < 1:
             raise InvalidRequest(f"{what} quorum must be a positive integer, got {q!r}")
         return q
+
+
+#: Most evictions one write may cause before it is refused instead.
+_EVICT_PER_WRITE: Final = 64
+#: Most LRU entries looked at to find one live key.
+_LRU_SCAN: Final = 256
+
+
+def _ignore_round(result: QuorumResult | None, exc: BaseException | None) -> None:
+    """Eviction rounds are fire-and-forget: the tombstone is stored here already."""
+
+
+def _has_value(payload: Any) -> bool:
+    """A state (or a merge payload) carries at least one value, not only tombstones."""
+    try:
+        entries = st.decode_entries(payload) if type(payload) is not tuple else payload
+    except InvalidRequest:
+        return True  # let the merge itself reject it with its own error
+    return any(item[0] is not None for _, _, items in entries for item in items)
 
 
 def _written(

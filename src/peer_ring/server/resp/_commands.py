@@ -13,7 +13,6 @@ FLUSHALL delete the whole cluster's keys.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import platform
 import resource
@@ -21,7 +20,10 @@ from typing import TYPE_CHECKING
 
 import peer_ring
 from peer_ring._build import build
+from peer_ring.apps.kv._memory import MemoryBudget
 from peer_ring.apps.kv.local import compile_glob
+from peer_ring.errors import ConfigError
+from peer_ring.server.resp._acl import ALL
 from peer_ring.server.resp._reply import (
     OK,
     ONE,
@@ -92,11 +94,18 @@ async def cmd_echo(c: RespConnection, args: list[bytes]) -> bytes:
     return bulk(args[1])
 
 
-def _check_password(c: RespConnection, user: bytes, password: bytes) -> bool:
-    required = c.server.config.requirepass
-    if required is None:
-        return user == b"default"
-    return user == b"default" and hmac.compare_digest(password, required.encode())
+def _login(c: RespConnection, user: bytes, password: bytes) -> None:
+    """Authenticate ``c`` as ``user`` (WRONGPASS otherwise). A user with every
+    permission runs on the fast paths; a restricted one is checked per command."""
+    name = user.decode("utf-8", "replace")
+    found = c.server.acl.authenticate(name, password)
+    if found is None:
+        raise CommandError(_WRONGPASS)
+    c.user = name
+    if found.perms >= ALL:
+        c.authenticated, c.perms = True, None
+    else:
+        c.authenticated, c.perms = False, frozenset(found.perms)
 
 
 @command(
@@ -110,15 +119,14 @@ def _check_password(c: RespConnection, user: bytes, password: bytes) -> bool:
 async def cmd_auth(c: RespConnection, args: list[bytes]) -> bytes:
     if len(args) > 3:
         raise CommandError(_SYNTAX)
-    if len(args) == 2 and c.server.config.requirepass is None:
+    default = c.server.acl.users.get("default")
+    if len(args) == 2 and (default is None or default.nopass):
         raise CommandError(
             "ERR AUTH <password> called without any password configured for the default "
             "user. Are you sure your configuration is correct?"
         )
     user, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
-    if not _check_password(c, user, password):
-        raise CommandError(_WRONGPASS)
-    c.authenticated = True
+    _login(c, user, password)
     return OK
 
 
@@ -157,10 +165,8 @@ async def cmd_hello(c: RespConnection, args: list[bytes]) -> bytes:
                 f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'"
             )
     if auth is not None:
-        if not _check_password(c, *auth):
-            raise CommandError(_WRONGPASS)
-        c.authenticated = True
-    if not c.authenticated:
+        _login(c, *auth)
+    if not c.authenticated and c.perms is None:
         raise CommandError(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
             "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
@@ -226,7 +232,8 @@ async def cmd_reset(c: RespConnection, args: list[bytes]) -> bytes:
     c.name = b""
     c.multi = None
     c.multi_dirty = False
-    c.authenticated = c.server.config.requirepass is None
+    c.authenticated = c.server.acl.open
+    c.user, c.perms = "default", None
     return b"+RESET\r\n"
 
 
@@ -1014,6 +1021,19 @@ def _used_memory() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _memory_budget(c: RespConnection) -> MemoryBudget | None:
+    """The replica's memory budget when the served store keeps one (KVStore)."""
+    budget = getattr(c.kv, "memory", None)
+    return budget if isinstance(budget, MemoryBudget) else None
+
+
+def _human(n: int) -> str:
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n}B"
+
+
 async def _info_text(c: RespConnection, sections: set[str]) -> str:
     server = c.server
     stats = server.stats
@@ -1050,8 +1070,26 @@ async def _info_text(c: RespConnection, sections: set[str]) -> str:
             "",
         ]
     if want("memory"):
-        used = _used_memory()
-        lines += ["# Memory", f"used_memory:{used}", f"used_memory_rss:{used}", ""]
+        rss = _used_memory()
+        budget = _memory_budget(c)
+        if budget is None:
+            lines += ["# Memory", f"used_memory:{rss}", f"used_memory_rss:{rss}", ""]
+        else:
+            # used_memory: the data this node holds, as maxmemory counts it
+            lines += [
+                "# Memory",
+                f"used_memory:{budget.used}",
+                f"used_memory_human:{_human(budget.used)}",
+                f"used_memory_rss:{rss}",
+                f"used_memory_rss_human:{_human(rss)}",
+                f"used_memory_dataset:{budget.used}",
+                f"maxmemory:{budget.maxmemory}",
+                f"maxmemory_human:{_human(budget.maxmemory)}",
+                f"maxmemory_policy:{budget.policy}",
+                f"evicted_keys:{budget.evicted}",
+                f"oom_rejections:{budget.oom_rejections}",
+                "",
+            ]
     if want("stats"):
         lines += [
             "# Stats",
@@ -1060,6 +1098,8 @@ async def _info_text(c: RespConnection, sections: set[str]) -> str:
             f"rejected_connections:{stats.rejected_connections}",
             f"total_error_replies:{stats.error_replies}",
             f"protocol_errors:{stats.protocol_errors}",
+            f"evicted_keys:{(b.evicted if (b := _memory_budget(c)) is not None else 0)}",
+            *(f"closed_{why}_clients:{n}" for why, n in server.watchdog.closed.items()),
             "",
         ]
     if want("replication"):
@@ -1095,11 +1135,13 @@ def _config_params(c: RespConnection) -> dict[str, str]:
         "save": "",
         "appendonly": "no",
         "databases": "1",
-        "maxmemory": "0",
+        "maxmemory": str(b.maxmemory if (b := _memory_budget(c)) is not None else 0),
+        "maxmemory-policy": b.policy if b is not None else "noeviction",
         "maxclients": str(cfg.max_clients),
         "proto-max-bulk-len": str(c.server.max_bulk),
         "client-query-buffer-limit": str(cfg.max_request_size),
-        "timeout": "0",
+        "timeout": str(int(cfg.timeout)),
+        "client-output-buffer-limit": f"normal {cfg.output_buffer_limit} 0 0",
         "port": str(c.server.port),
         "bind": c.server.host,
     }
@@ -1451,3 +1493,81 @@ async def cmd_cl_throttle(c: RespConnection, args: list[bytes]) -> bytes:
         raise CommandError("ERR max_burst must not be negative")
     reply = await throttler.throttle(key, max_burst, count, period, quantity)
     return encode(list(reply), c.resp3)
+
+
+# -- ACL -------------------------------------------------------------------
+
+
+@command("acl", -2, "", acl="@slow", group="server", summary="Users and their permissions.")
+async def cmd_acl(c: RespConnection, args: list[bytes]) -> bytes:
+    raise AssertionError("dispatched to subcommands")  # pragma: no cover
+
+
+@command("whoami", 2, "noscript loading stale", container="acl", group="server",
+         summary="The user this connection is authenticated as.", since="6.0.0")  # fmt: skip
+async def cmd_acl_whoami(c: RespConnection, args: list[bytes]) -> bytes:
+    return bulk(c.user.encode())
+
+
+@command("list", 2, "admin noscript loading stale", container="acl", group="server",
+         summary="Every user as ACL rules (password hashes, never passwords).",
+         since="6.0.0")  # fmt: skip
+async def cmd_acl_list(c: RespConnection, args: list[bytes]) -> bytes:
+    users = c.server.acl.users
+    return encode([users[n].describe().encode() for n in sorted(users)], c.resp3)
+
+
+@command("users", 2, "admin noscript loading stale", container="acl", group="server",
+         summary="The user names.", since="6.0.0")  # fmt: skip
+async def cmd_acl_users(c: RespConnection, args: list[bytes]) -> bytes:
+    return encode([n.encode() for n in sorted(c.server.acl.users)], c.resp3)
+
+
+@command("setuser", -3, "admin noscript loading stale", container="acl", group="server",
+         summary="Create or change a user with ACL rules (on, >password, +@read...).",
+         since="6.0.0")  # fmt: skip
+async def cmd_acl_setuser(c: RespConnection, args: list[bytes]) -> bytes:
+    name = args[2].decode("utf-8", "replace")
+    try:
+        c.server.acl.setuser(name, [a.decode("utf-8", "replace") for a in args[3:]])
+    except ConfigError as exc:
+        raise CommandError(f"ERR Error in ACL SETUSER modifier: {exc}") from exc
+    return OK
+
+
+@command("deluser", -3, "admin noscript loading stale", container="acl", group="server",
+         summary="Delete users (not the default user).", since="6.0.0")  # fmt: skip
+async def cmd_acl_deluser(c: RespConnection, args: list[bytes]) -> bytes:
+    users = c.server.acl.users
+    names = [a.decode("utf-8", "replace") for a in args[2:]]
+    if "default" in names:
+        raise CommandError("ERR The 'default' user cannot be removed")
+    return integer(sum(users.pop(n, None) is not None for n in names))
+
+
+@command("kill", -3, "admin noscript loading stale", container="client", group="connection",
+         summary="Close connections: CLIENT KILL ID id | ADDR ip:port | USER name.",
+         since="2.4.0")  # fmt: skip
+async def cmd_client_kill(c: RespConnection, args: list[bytes]) -> bytes:
+    if len(args) % 2 != 0:
+        raise CommandError(_SYNTAX)
+    filters = {args[i].upper(): args[i + 1].decode("utf-8", "replace")
+               for i in range(2, len(args), 2)}  # fmt: skip
+    if not filters.keys() <= {b"ID", b"ADDR", b"USER"}:
+        raise CommandError(_SYNTAX)
+    killed = 0
+    for conn in list(c.server.connections.values()):
+        if (
+            (b"ID" in filters and str(conn.id) != filters[b"ID"])
+            or (b"ADDR" in filters and conn.addr != filters[b"ADDR"])
+            or (b"USER" in filters and conn.user != filters[b"USER"])
+        ):
+            continue
+        killed += 1
+        if conn is c:
+            c.quit = True  # after this reply, as Redis does
+        elif conn.transport is not None:
+            conn.transport.close()
+    if not killed and b"ID" in filters and len(filters) == 1:
+        raise CommandError("ERR No such client")
+    return integer(killed)

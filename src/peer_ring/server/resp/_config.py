@@ -61,9 +61,26 @@ class RespConfig:
     #: Password of the ``default`` user [``requirepass``]. ``None``: no
     #: authentication; every connection starts authenticated.
     requirepass: str | None = None
+    #: A users file [``aclfile``]: ``user <name> <rules...>`` lines (see
+    #: ``peer_ring.server.resp._acl``); users beyond ``default``.
+    users_file: str | None = None
     #: Whether FLUSHDB/FLUSHALL are allowed. They delete every key of the
     #: *cluster*, so production deployments may want them off.
     allow_flush: bool = True
+    #: Close a client after this many seconds without input while no command
+    #: of it runs [``timeout``]; 0 never closes idle clients. As in Redis,
+    #: clients subscribed to pub/sub or blocked in a read are never idle.
+    timeout: float = 0.0
+    #: Close a client whose request has been incomplete this long (a
+    #: slowloris trickling bytes) -- seconds; the watchdog's tick rounds it.
+    request_timeout: float = 30.0
+    #: Close a client with more unread reply bytes than this
+    #: [``client-output-buffer-limit normal``]; 0: no limit (the execution of
+    #: its requests still pauses above ``write_buffer_high``).
+    output_buffer_limit: int = 64 * _MIB
+    #: Seconds between two passes of the connection watchdog (the resolution
+    #: of the three limits above).
+    watchdog_interval: float = 1.0
     #: How long :meth:`RespServer.close` lets in-flight commands finish
     #: before cancelling them (seconds, on the server's clock).
     shutdown_grace: float = 5.0
@@ -84,6 +101,10 @@ class RespConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"RespConfig.{name} must be a positive integer, got {value!r}")
+        if self.timeout < 0 or self.output_buffer_limit < 0:
+            raise ConfigError("RespConfig.timeout and output_buffer_limit must be >= 0")
+        if not self.request_timeout > 0 or not self.watchdog_interval > 0:
+            raise ConfigError("RespConfig.request_timeout and watchdog_interval must be > 0")
         if self.shutdown_grace < 0:
             raise ConfigError(f"RespConfig.shutdown_grace must be >= 0, got {self.shutdown_grace}")
         if self.requirepass is not None and not self.requirepass:

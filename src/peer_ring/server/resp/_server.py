@@ -78,6 +78,7 @@ import contextlib
 import itertools
 import logging
 import os
+import ssl
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, cast
@@ -88,12 +89,15 @@ from peer_ring.errors import (
     ClosedError,
     InvalidRequest,
     NotOwner,
+    OutOfMemory,
     PeerRingError,
     QuorumNotReached,
     RingMismatch,
     TransportError,
 )
+from peer_ring.server.resp._acl import Acl
 from peer_ring.server.resp._config import RespConfig
+from peer_ring.server.resp._limits import Watchdog
 from peer_ring.server.resp._parser import RespParser, RespProtocolError
 from peer_ring.server.resp._reply import NIL2, NIL3, error
 from peer_ring.server.resp._table import ALL_SPECS, COMMANDS, CommandError, CommandSpec, lookup
@@ -174,10 +178,13 @@ class RespServer:
         config: RespConfig | None = None,
         clock: Clock | None = None,
         apps: Mapping[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.kv = kv
         #: other services by namespace, for their commands (``streams``, ``pubsub``)
         self.apps: dict[str, Any] = dict(apps or {})
+        #: TLS for every connection (``--resp-tls``); None: plaintext
+        self.ssl_context = ssl_context
         self.host = host
         self._port = port
         self.config = config if config is not None else RespConfig()
@@ -192,6 +199,10 @@ class RespServer:
         #: the store's callback API, used by commands' callback forms (None:
         #: every command runs as a coroutine handler)
         self.callbacks: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
+        #: users and their permissions (_acl.py)
+        self.acl = Acl.from_config(self.config)
+        #: idle, slow-request and output-buffer limits (_limits.py)
+        self.watchdog = Watchdog(self)
         limits = kv.limits
         self.max_bulk = min(
             self.config.max_bulk_len, max(limits.max_value_size, limits.max_key_size)
@@ -208,11 +219,13 @@ class RespServer:
             raise InvalidRequest("RespServer already started")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: RespConnection(self), self.host, self._port, reuse_address=True
-        )
+            lambda: RespConnection(self), self.host, self._port, reuse_address=True,
+            ssl=self.ssl_context,
+        )  # fmt: skip
         sockets = cast(Any, self._server).sockets  # a list under uvloop, a tuple in typeshed
         self._port = sockets[0].getsockname()[1]
         self.started_at = self.clock.monotonic()
+        self.watchdog.start()
 
     async def close(self) -> None:
         """Stop accepting, let in-flight commands finish (up to
@@ -220,6 +233,7 @@ class RespServer:
         if self.closing:
             return
         self.closing = True
+        await self.watchdog.stop()
         if self._server is not None:
             self._server.close()
         conns = list(self.connections.values())
@@ -257,6 +271,8 @@ def map_error(exc: BaseException) -> str:
     timeout, unreachable or overloaded peers, ring change); for writes the
     outcome is unknown. ``ERR``: the request is invalid or the server closing.
     """
+    if isinstance(exc, OutOfMemory):  # Redis's exact text: clients match on it
+        return "OOM command not allowed when used memory > 'maxmemory'."
     if isinstance(exc, QuorumNotReached):
         return f"TRYAGAIN {exc} (a write may or may not have been applied)"
     if isinstance(exc, TransportError | NotOwner | RingMismatch):
@@ -308,7 +324,11 @@ class RespConnection(asyncio.Protocol):
         self.queue: deque[list[list[bytes]] | RespProtocolError] = deque()
         self.resp3 = False
         self.nil = NIL2
-        self.authenticated = cfg.requirepass is None
+        self.authenticated = server.acl.open
+        #: the AUTH user; ``perms`` its permissions when restricted (then
+        #: ``authenticated`` stays False and every command is checked in dispatch)
+        self.user = "default"
+        self.perms: frozenset[str] | None = None
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
@@ -334,6 +354,10 @@ class RespConnection(asyncio.Protocol):
         self._reading_paused = False
         self._queued_bytes = 0
         self._max_pipeline_bytes = cfg.max_pipeline_bytes
+        #: watchdog ticks of the last input and of the last request boundary
+        #: (a request parsed or completed: see ``complete``)
+        self.input_tick = self.progress_tick = server.watchdog.tick
+        self._watchdog = server.watchdog
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -361,6 +385,9 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lost or self.quit:
             return
+        tick = self.input_tick = self.server.watchdog.tick
+        if not self.parser.buffered:  # a new request begins
+            self.progress_tick = tick
         try:
             requests = self.parser.feed(data)
         except RespProtocolError as exc:
@@ -371,6 +398,7 @@ class RespConnection(asyncio.Protocol):
             self._advance()
             return
         if requests:
+            self.progress_tick = tick
             self._receive(requests)
             self._queued_bytes += len(data)
             if self._queued_bytes > self._max_pipeline_bytes:
@@ -394,6 +422,20 @@ class RespConnection(asyncio.Protocol):
         if self.pubsub is not None:
             self.pubsub.close()
         self._wake()
+
+    def running(self) -> bool:
+        """A command of this client is in flight (a blocking read included, as
+        Redis does not idle-close a blocked client) or received requests wait
+        to start (the unstarted rest of the read being executed, or of an
+        EXEC's transaction; later reads are in ``queue``). A connection that
+        only waits for its client to read its replies is not running: the
+        watchdog may close it."""
+        return self._busy or self._next < len(self._batch) or bool(self._txn)
+
+    @property
+    def subscribed(self) -> bool:
+        """In pub/sub mode: the watchdog never idle-closes it (as Redis)."""
+        return self.pubsub is not None
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -472,7 +514,9 @@ class RespConnection(asyncio.Protocol):
             if spec is None:
                 raise CommandError(_unknown_command(args))
             stats.calls[spec.index] += 1
-            if not self.authenticated and not spec.no_auth:
+            # restricted users (``perms`` set) stay unauthenticated for the
+            # fast check and are checked per command below
+            if not self.authenticated and not spec.no_auth and self.perms is None:
                 raise CommandError("NOAUTH Authentication required.")
             n = len(args)
             arity = spec.arity
@@ -480,6 +524,8 @@ class RespConnection(asyncio.Protocol):
                 raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
             if spec.subcommands:
                 spec = _subcommand(spec, args)
+            if self.perms is not None:  # on the resolved subcommand, before any start
+                Acl.check(self.user, self.perms, spec)
             if self.pubsub is not None and not self.resp3 and spec.name not in _SUBSCRIBED_OK:
                 raise CommandError(
                     f"ERR Can't execute '{spec.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE "
@@ -516,6 +562,9 @@ class RespConnection(asyncio.Protocol):
         """Complete the command in flight with its encoded reply."""
         self._busy = False
         self._current = _NO_ARGS  # do not keep a large value alive
+        # a request boundary: a partial request parsed behind this one (or
+        # unread while reading was paused for it) is not the client's delay
+        self.progress_tick = self._watchdog.tick
         self._out.append(reply)
         self._advance()
 
@@ -647,7 +696,7 @@ class RespConnection(asyncio.Protocol):
             f"idle=0 flags={flags} db=0 sub=0 psub=0 ssub=0 multi="
             f"{-1 if self.multi is None else len(self.multi)} qbuf={self.parser.buffered} "
             f"argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r "
-            f"cmd={self.last_command} user=default redir=-1 resp={3 if self.resp3 else 2} "
+            f"cmd={self.last_command} user={self.user} redir=-1 resp={3 if self.resp3 else 2} "
             f"lib-name={self.lib_name.decode('utf-8', 'replace')} "
             f"lib-ver={self.lib_ver.decode('utf-8', 'replace')}"
         )
