@@ -129,6 +129,10 @@ def decode_frame(data: bytes | memoryview) -> list[Any]:
     return frame
 
 
+# Subclassed by every channel implementation, and by test doubles that drive
+# a session without sockets (the peer fuzz targets): an interpreted class may
+# subclass it in the compiled build.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameConn(abc.ABC):
     """One established channel, as an implementation provides it."""
 
