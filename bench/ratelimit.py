@@ -9,6 +9,11 @@ Side by side in one run, the same client concurrency, one hot key:
   (127.77.2.2-4): clients spread over the nodes send RESP ``CL.THROTTLE``
   with the same client library (redis-py asyncio), each decision made at the
   key's owner.
+* peer-ring ``exact`` embedded in the application's process, the way the
+  limiter is meant to be deployed: that process is one node (TCP) of a
+  3-node cluster whose other two nodes are processes (127.77.2.5-6), and the
+  hot key is owned by another process, so every decision takes one peer
+  round trip.
 * peer-ring ``lease`` in one process: a 3-node cluster on the memory
   transport, the clients embedded (``limiter.hit(..., mode="lease")``) on
   one node; decisions come from the node's quota slices.
@@ -197,6 +202,59 @@ async def bench_embedded(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         await asyncio.gather(*(n.stop() for n in nodes))
 
 
+# -- peer-ring exact, embedded in one node of a 3-node TCP cluster ------------------------
+
+
+async def bench_exact_tcp(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedding the limiter is made for: the application's process is a
+    node (TCP transport) of a 3-node cluster whose other two nodes are
+    processes; the hot key is chosen so that its owner is one of the *other*
+    processes, so every decision crosses the network once (the worst case)."""
+    from peer_ring import Node, NodeConfig, ReplicationConfig
+    from peer_ring.apps.ratelimit import RateLimiter, RateLimiterConfig
+    from peer_ring.testing.cluster import LocalCluster
+
+    with LocalCluster(2, subnet="127.77.2", first_ip=5, port=7400, partitions=256) as cluster:
+        node = Node(
+            NodeConfig.local(
+                "app",
+                listen="127.77.2.8:7400",
+                transport="tcp",
+                seeds=(cluster.nodes["n1"].address,),
+                replication=ReplicationConfig(partitions=256, replicas=3),
+            )
+        )
+        lim = node.register(RateLimiter(RateLimiterConfig(mode="exact")))
+        await node.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(node.members) < 3:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the embedded node did not see 3 members in 30 s")
+                await asyncio.sleep(0.05)
+            await node.wait_ready()
+            key = next(
+                f"hot{i}"
+                for i in range(1000)
+                if lim.primary_of(f"default_hot{i}".encode()) not in (None, node.id)
+            )
+            checker = AccuracyChecker(args.limit, 1_000_000_000)
+            clock = lim.app.clock
+
+            async def decide() -> bool:
+                d = await lim.hit(key, limit=args.limit, period=1, algorithm="fixed_window")
+                checker.record(round(clock.time() * 1e9), d.allowed)
+                return d.allowed
+
+            out = await closed_loop(decide, args.concurrency, args.warmup, args.seconds)
+            report = checker.report()
+            out["accuracy"] = str(report)
+            out["over_admitted"] = max(0, report.worst_over)
+            return out
+        finally:
+            await node.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     if "limits" in args.cases:
@@ -222,6 +280,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2)  # membership settles (the nodes print ready once synced)
             ips = [n.ip for n in cluster.nodes.values()]
             rows["peer-ring exact, 3 processes (RESP)"] = await bench_exact_resp(args, ips)
+    if "exact-tcp" in args.cases:
+        console.print("peer-ring exact, embedded in a node of a 3-node TCP cluster ...")
+        rows["peer-ring exact, embedded node + 2 processes (TCP)"] = await bench_exact_tcp(args)
     if "embedded" in args.cases:
         for mode in ("lease", "exact"):
             console.print(f"peer-ring {mode}, embedded ...")
@@ -237,8 +298,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=1000, help="hits per second on the hot key")
     ap.add_argument(
         "--cases",
-        default="limits,exact,embedded",
-        help="comma-separated subset of limits,exact,embedded",
+        default="limits,exact,exact-tcp,embedded",
+        help="comma-separated subset of limits,exact,exact-tcp,embedded",
     )
     args = ap.parse_args()
     args.cases = set(args.cases.split(","))

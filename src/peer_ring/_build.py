@@ -36,6 +36,9 @@ HOT_MODULES = (
     "peer_ring.transport.memory",
     "peer_ring.transport.grpc_transport",
     "peer_ring.node",
+    "peer_ring.cluster",
+    "peer_ring._appcontext",
+    "peer_ring.wire",
     "peer_ring.membership.failure",
 )
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from peer_ring.clock import Clock
 from peer_ring.config import NodeConfig
 from peer_ring.membership.base import Member
@@ -41,6 +43,7 @@ RingListener = Callable[[Ring, Ring], None]
 PeerHandler = Callable[[list[Any], PeerInfo], Any]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # test doubles may subclass it
 class Cluster:
     """What the replication subsystems may use of their node (see the module docstring).
 

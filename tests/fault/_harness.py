@@ -54,6 +54,8 @@ CHAOS = os.environ.get("PEER_RING_CHAOS") == "1"
 PARTITIONS = 64
 REPLICAS = 3
 MODES: tuple[ConflictMode, ...] = ("lww", "siblings")
+#: The rate limiter's modes its fault scenarios run in (``test_ratelimit_accuracy``).
+LIMITER_MODES: tuple[str, ...] = ("exact", "lease")
 _subnets = itertools.count(1)
 _OCTET = 150 + os.getpid() % 100
 #: Every report of this run, for the terminal summary (conftest.py).

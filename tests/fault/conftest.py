@@ -1,6 +1,7 @@
 """Fixtures of the fault-injection scenarios (see ``_harness.py``), and the run's summary.
 
-Every scenario is parametrized over both KV conflict modes. ``make chaos``
+Every scenario is parametrized over both KV conflict modes (the rate
+limiter's over both limiter modes). ``make chaos``
 (``PEER_RING_CHAOS=1``) and ``PEER_RING_FAULT_MODES=both`` run every scenario
 in both; the regular suite, which must stay fast, runs each scenario in one
 mode, alternating down the file (about half in each), and says so in the
@@ -17,7 +18,11 @@ from typing import Any
 import pytest
 
 from peer_ring.testing.checker import ConflictMode
-from tests.fault._harness import CHAOS, MODES, REPORTS, Scenario, make_scenario
+from tests.fault._harness import CHAOS, LIMITER_MODES, MODES, REPORTS, Scenario, make_scenario
+
+#: Parameters the regular suite alternates down a file instead of running every
+#: value: the KV conflict mode, and the rate limiter's mode.
+ALTERNATED: dict[str, tuple[str, ...]] = {"mode": MODES, "limiter_mode": LIMITER_MODES}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,13 +35,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is None or "mode" not in callspec.params or here not in item.path.parents:
+        param = next((p for p in ALTERNATED if callspec and p in callspec.params), None)
+        if callspec is None or param is None or here not in item.path.parents:
             keep.append(item)
             continue
-        others = sorted((k, str(v)) for k, v in callspec.params.items() if k != "mode")
+        values = ALTERNATED[param]
+        others = sorted((k, str(v)) for k, v in callspec.params.items() if k != param)
         base = (item.path.name, f"{getattr(item, 'originalname', item.name)}{others}")
         index = bases.setdefault(base, len(bases))
-        (keep if callspec.params["mode"] == MODES[index % len(MODES)] else dropped).append(item)
+        (keep if callspec.params[param] == values[index % len(values)] else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

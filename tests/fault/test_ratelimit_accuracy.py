@@ -8,7 +8,9 @@ joining, the owner decommissioned. The checker
 admitted more than L plus the documented bound (0 without a fault; for a
 crash, ``max_unreplicated`` decisions of one hit: 64 with the defaults) and
 the test fails when the cluster stopped admitting (fewer than L admitted).
-Each scenario runs in ``exact`` and in ``lease`` mode (``--ratelimit-mode``).
+Each scenario runs in ``exact`` and in ``lease`` mode (``--ratelimit-mode``)
+under ``make chaos``; the regular suite alternates the mode down the file
+(exact, lease, exact, lease), as it does the KV conflict modes.
 In lease mode a node that dies holding a slice only under-admits, and slices
 still held at the end are not admitted: the lower check is then ``L`` minus
 what the surviving nodes' slices could hold.
@@ -35,6 +37,7 @@ from peer_ring.server.grpc_api.protos import gubernator_pb2_grpc as gpb_grpc
 from peer_ring.testing.cluster import LocalCluster
 from peer_ring.testing.ratelimit_checker import AccuracyChecker
 from tests.conftest import wait_for
+from tests.fault._harness import LIMITER_MODES
 from tests.integration._cluster import status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -142,9 +145,16 @@ def owner_of(cluster: LocalCluster, names: list[str]) -> str:
     return max(names, key=lambda n: decisions_of(cluster[n].ip))
 
 
-@pytest.fixture(params=["exact", "lease"])
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = make_cluster(tmp_path, "127.0.45", mode=request.param)
+@pytest.fixture(params=LIMITER_MODES)
+def limiter_mode(request: pytest.FixtureRequest) -> str:
+    """The limiter's mode; the regular suite alternates it down the file (conftest)."""
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, limiter_mode: str) -> Iterator[LocalCluster]:
+    c = make_cluster(tmp_path, "127.0.45", mode=limiter_mode)
     try:
         c.start(["n1", "n2", "n3"])
         asyncio.run(wait_one_ring_of(c, ["n1", "n2", "n3"]))
