@@ -74,8 +74,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-#: Seconds the console waits for another member's status before showing it
-#: as unreachable for this round.
+#: Most seconds the console waits for another member's status (at most one
+#: interval) before showing it as unreachable for this round.
 STATUS_TIMEOUT = 1.5
 
 #: Seconds a decommission may take (the transfers of everything the node holds).
@@ -203,7 +203,7 @@ class Console:
             return str(member["state"])
         try:
             answer = await self.node.transport.request(
-                member["address"], wire.status_frame(), STATUS_TIMEOUT
+                member["address"], wire.status_frame(), min(STATUS_TIMEOUT, self.interval)
             )
         except PeerRingError as exc:
             return f"{type(exc).__name__}: {exc}"

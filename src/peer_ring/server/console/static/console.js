@@ -10,6 +10,8 @@ const TOKEN_KEY = "peer-ring-console-token";
 const COLOURS = ["#3558d4", "#2e9e6b", "#c2408a", "#e08a00", "#7b52c7", "#159aa8",
   "#b5452f", "#6b8e23", "#d35fb7", "#4b6584", "#a17c00", "#2f6f4f"];
 
+const FINISHED_SHOWN = 12;  // finished transfers listed (newest first)
+
 const state = { snap: null, history: [], ringKey: "", retry: 1000, pending: null };
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +37,10 @@ function num(v, digits = 0) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   return Number(v).toLocaleString("en", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
-function ms(v) { return v === null || v === undefined ? "–" : num(v, v < 10 ? 2 : 1); }
+function ms(v) {
+  if (v === null || v === undefined) return "–";
+  return num(v, v < 1 ? 3 : v < 10 ? 2 : 1);
+}
 function bytes(v) {
   if (!v) return "0 B";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -210,7 +215,13 @@ function renderTransfers(snap) {
     return el("li", { "data-target": to, "data-running": s.running, "data-done": s.done, "data-failed": s.failed },
       `to ${to}: ${s.running} running, ${s.done} done${s.failed ? `, ${s.failed} failed` : ""}`);
   }));
-  const rows = snap.transfers.map((t) => {
+  // every running transfer, and the latest finished ones (the summary counts them all)
+  const running = snap.transfers.filter((t) => t.state === "running");
+  const finished = snap.transfers.filter((t) => t.state !== "running")
+    .sort((a, b) => a.ago - b.ago).slice(0, FINISHED_SHOWN);
+  const more = snap.transfers.length - running.length - finished.length;
+  $("transfers-more").textContent = more > 0 ? `and ${more} more finished in the last minute` : "";
+  const rows = running.concat(finished).map((t) => {
     const frac = t.state === "done" ? 1 : t.total ? Math.min(t.records / t.total, 1) : 0;
     const bar = el("div", { class: "bar" }, el("span"), el("em", {},
       t.state === "running" ? `${num(t.records)} / ${num(t.total)}` : t.state));
