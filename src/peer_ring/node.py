@@ -789,7 +789,7 @@ class Node(Cluster):
         ``LATENCY_WINDOW`` seconds (``peer_ring.replication.coordinator``)."""
         coordinator = self.coordinator
         stats: dict[str, int] = getattr(self.transport, "stats", {})
-        now = coordinator.running_loop().time()
+        now = self.clock.monotonic()
         return {
             "rounds": coordinator.rounds,
             "requests_in": stats.get("requests_in", 0),

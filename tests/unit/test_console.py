@@ -139,6 +139,15 @@ async def test_snapshot_shows_members_ring_load_and_apps_of_every_node(
     assert snap["services"] == ["kv"]
 
 
+async def test_one_quorum_round_in_eight_is_timed(pair: list[tuple[Node, KVStore]]) -> None:
+    (n1, kv1), _ = pair
+    for i in range(16):
+        await kv1.put(b"k%d" % i, b"v")
+    load = n1.load()
+    assert load["rounds"] == 16
+    assert load["latency"]["samples"] == 2
+
+
 async def test_events_stream_outlives_the_request_deadline(
     pair: list[tuple[Node, KVStore]],
 ) -> None:

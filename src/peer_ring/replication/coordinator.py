@@ -64,7 +64,7 @@ class LatencySamples:
     __slots__ = ("samples",)
 
     def __init__(self, size: int = 4096) -> None:
-        #: (loop time at the outcome, seconds taken, quorum reached)
+        #: (node clock's monotonic time at the outcome, seconds taken, quorum reached)
         self.samples: deque[tuple[float, float, bool]] = deque(maxlen=size)
 
     def add(self, at: float, seconds: float, ok: bool) -> None:
@@ -396,7 +396,7 @@ class Coordinator:
         self.rounds += 1
         started = -1.0
         if not self.rounds & self.sample_mask:  # a sampled round: time it
-            started = loop.time()
+            started = cluster.clock.monotonic()
             if listener is not None:
                 listener = partial(self._timed_listener, listener, started)
         rnd = Round(loop, targets, quorum, listener, on_complete)
@@ -467,12 +467,12 @@ class Coordinator:
         result: QuorumResult | None,
         exc: BaseException | None,
     ) -> None:
-        now = self.running_loop().time()
+        now = self.cluster.clock.monotonic()
         self.latency.add(now, now - started, exc is None)
         listener(result, exc)
 
     def _timed_done(self, started: float, fut: asyncio.Future[QuorumResult]) -> None:
-        now = self.running_loop().time()
+        now = self.cluster.clock.monotonic()
         ok = not fut.cancelled() and fut.exception() is None
         self.latency.add(now, now - started, ok)
 
