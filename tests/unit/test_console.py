@@ -312,9 +312,32 @@ def test_snapshot_merges_transfers_and_marks_their_partitions_moving() -> None:
         (2, "running"),
         (1, "done"),
     ]
+    assert snap["transfer_summary"] == {"n3": {"running": 1, "done": 1, "failed": 0}}
+    assert snap["transfers_finished"] == 1
     assert snap["ring"] == {"nodes": ["n1", "n2"], "owners": [0, 1, 0, -1], "moving": [2, 3]}
     assert snap["nodes"]["n3"] == {"reachable": False, "error": "down"}
     assert snap["nodes"]["n2"]["reachable"] is True
+
+
+def test_snapshot_lists_the_newest_finished_transfers_and_counts_them_all() -> None:
+    rows = [
+        {"namespace": "kv", "partition": p, "from": "n1", "to": "n2", "records": 1, "total": 1,
+         "outcome": "failed" if p == 0 else "done", "ago": float(p)}
+        for p in range(40)
+    ]  # fmt: skip
+    snap = build(
+        _status("n1", 0, transfers_recent=rows),
+        {},
+        preference_lists=[("n1",)],
+        holders_moving=set(),
+        rates=Rates(),
+        now=1.0,
+        interval=1.0,
+        actions={"enabled": False, "why": "x"},
+    )
+    assert [t["partition"] for t in snap["transfers"]] == list(range(12))  # newest first
+    assert snap["transfers_finished"] == 40
+    assert snap["transfer_summary"] == {"n2": {"running": 0, "done": 39, "failed": 1}}
 
 
 def test_ring_picture_indexes_owners_by_sorted_id() -> None:

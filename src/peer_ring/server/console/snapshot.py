@@ -23,6 +23,10 @@ __all__ = ["SNAPSHOT_VERSION", "Rates", "build", "ring_picture"]
 #: Bumped when a field of the snapshot changes meaning (the page checks it).
 SNAPSHOT_VERSION = 1
 
+#: Finished transfers (done or failed, in the last minute) the snapshot lists,
+#: newest first; ``transfer_summary`` counts them all per receiving node.
+FINISHED_SHOWN = 12
+
 #: Counters of ``Node.load`` turned into ``<name>_per_second``.
 RATE_COUNTERS = ("rounds", "requests_in", "requests_out")
 
@@ -140,7 +144,17 @@ def build(
             moving.add(int(t["partition"]))
         for t in st.get("transfers_recent") or []:
             transfers.append({**t, "state": t.get("outcome", "done")})
-    transfers.sort(key=lambda t: (t["state"] != "running", str(t.get("to")), t["partition"]))
+    summary: dict[str, dict[str, int]] = {}
+    for t in transfers:
+        counts = summary.setdefault(str(t.get("to")), {"running": 0, "done": 0, "failed": 0})
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    running = sorted(
+        (t for t in transfers if t["state"] == "running"),
+        key=lambda t: (str(t.get("to")), t["partition"]),
+    )
+    finished = sorted(
+        (t for t in transfers if t["state"] != "running"), key=lambda t: t.get("ago") or 0.0
+    )
     return {
         "version": SNAPSHOT_VERSION,
         "node": me,
@@ -155,6 +169,9 @@ def build(
         "members": list(local.get("members") or []),
         "services": list(local.get("services") or []),
         "ring": ring_picture(preference_lists, moving),
-        "transfers": transfers,
+        # every running transfer, the newest finished ones; the summary counts all
+        "transfers": running + finished[:FINISHED_SHOWN],
+        "transfers_finished": len(finished),
+        "transfer_summary": dict(sorted(summary.items())),
         "nodes": nodes,
     }

@@ -10,8 +10,6 @@ const TOKEN_KEY = "peer-ring-console-token";
 const COLOURS = ["#3558d4", "#2e9e6b", "#c2408a", "#e08a00", "#7b52c7", "#159aa8",
   "#b5452f", "#6b8e23", "#d35fb7", "#4b6584", "#a17c00", "#2f6f4f"];
 
-const FINISHED_SHOWN = 12;  // finished transfers listed (newest first)
-
 const state = { snap: null, history: [], ringKey: "", retry: 1000, pending: null };
 
 const $ = (id) => document.getElementById(id);
@@ -205,21 +203,16 @@ function renderRing(snap, colours) {
 }
 
 function renderTransfers(snap) {
-  const byTarget = {};
-  for (const t of snap.transfers) {
-    const s = (byTarget[t.to] ||= { running: 0, done: 0, failed: 0 });
-    s[t.state] = (s[t.state] || 0) + 1;
-  }
-  $("transfer-summary").replaceChildren(...Object.keys(byTarget).sort().map((to) => {
-    const s = byTarget[to];
+  const summary = snap.transfer_summary;
+  $("transfer-summary").replaceChildren(...Object.keys(summary).map((to) => {
+    const s = summary[to];
     return el("li", { "data-target": to, "data-running": s.running, "data-done": s.done, "data-failed": s.failed },
       `to ${to}: ${s.running} running, ${s.done} done${s.failed ? `, ${s.failed} failed` : ""}`);
   }));
-  // every running transfer, and the latest finished ones (the summary counts them all)
+  // every running transfer and the newest finished ones (the summary counts them all)
   const running = snap.transfers.filter((t) => t.state === "running");
-  const finished = snap.transfers.filter((t) => t.state !== "running")
-    .sort((a, b) => a.ago - b.ago).slice(0, FINISHED_SHOWN);
-  const more = snap.transfers.length - running.length - finished.length;
+  const finished = snap.transfers.filter((t) => t.state !== "running");
+  const more = snap.transfers_finished - finished.length;
   $("transfers-more").textContent = more > 0 ? `and ${more} more finished in the last minute` : "";
   const rows = running.concat(finished).map((t) => {
     const frac = t.state === "done" ? 1 : t.total ? Math.min(t.records / t.total, 1) : 0;
