@@ -84,8 +84,8 @@ async def test_console_follows_join_decommission_and_crash_in_a_browser(tmp_path
     SHOTS.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
-    # the old members send at 300 records/s in chunks of 50: a join takes seconds
-    slow = _config(tmp_path, "slow", max_records_per_second=300.0, chunk_records=50)
+    # the old members send at 300 records/s in chunks of 10: a join takes seconds
+    slow = _config(tmp_path, "slow", max_records_per_second=300.0, chunk_records=10)
     fast = _config(tmp_path, "fast")
     cluster = LocalCluster(
         4,
