@@ -352,6 +352,12 @@ function openDialog(id) {
   $("dialog-text").textContent =
     `${id} hands every partition it holds to the other owners, leaves the ring and exits. ` +
     "This cannot be undone from here: the node has to be started again to rejoin.";
+  const snap = state.snap;
+  const left = snap ? snap.members.filter((m) => m.id !== id).length : 0;
+  if (snap && left < snap.replicas) {
+    $("dialog-text").textContent += ` Only ${left} members would remain for N=${snap.replicas} ` +
+      "replicas: every key would then have fewer copies than configured.";
+  }
   $("dialog-token").value = token();
   $("dialog-form").dataset.node = id;
   $("action-result").textContent = "";
