@@ -1,12 +1,12 @@
 # peer-ring -- `make demo` and `make test` work on a fresh machine: they create
 # the virtualenv, install the package, and install the system packages the
-# tests need (redis-tools, etcd-server, zookeeper) when they are missing.
+# tests need (redis-tools, etcd-server, zookeeper, chromium) when they are missing.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
-APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
+APT_PACKAGES = redis-tools redis-server etcd-server zookeeper chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
@@ -17,7 +17,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' wheel  # setup.py's build_ext runs here
-	$(PY) -m pip install -q -e '.[dev,all,docs]'
+	@# playwright drives Debian's chromium (the console's browser test): never a browser download
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install -q -e '.[dev,all,docs]'
 	@touch $(STAMP)
 
 # The hot path compiled by mypyc (setup.py lists the modules) into C
@@ -51,6 +52,7 @@ system-deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

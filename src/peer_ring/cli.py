@@ -58,7 +58,9 @@ def main() -> None:
 @click.option("--write-quorum", "-w", type=int, help="Default W.")
 @click.option("--zone", help="Zone of this node (replicas spread over zones).")
 @click.option("--resp", help="Serve the Redis protocol on HOST:PORT.")
-@click.option("--http", help="Serve /healthz, /readyz, /metrics, /status on HOST:PORT.")
+@click.option(
+    "--http", help="Serve the web console (/), /healthz, /readyz, /metrics, /status on HOST:PORT."
+)
 @click.option("--requirepass", help="Password for RESP clients (AUTH).")
 @click.option("--resp-tls", help="Also serve RESP over TLS on HOST:PORT [Redis tls-port].")
 @click.option("--resp-tls-cert", help="Certificate of --resp-tls (PEM).")

@@ -233,8 +233,9 @@ class NodeConfig:
     #: Address ``HOST:PORT`` of the Redis protocol server (node processes
     #: only); None: no RESP server.
     resp: str | None = None
-    #: Address ``HOST:PORT`` of ``/healthz``, ``/readyz``, ``/metrics`` and
-    #: ``/status`` (node processes only); None: no HTTP server.
+    #: Address ``HOST:PORT`` of the web console (``/``), ``/healthz``,
+    #: ``/readyz``, ``/metrics`` and ``/status`` (node processes only); None:
+    #: no HTTP server.
     http: str | None = None
     #: Seconds a stop may take before remaining work is cancelled.
     stop_timeout: float = 5.0

@@ -89,6 +89,9 @@ __all__ = ["Node", "PeerHandler", "RingListener", "build_transport"]
 
 S = TypeVar("S", bound=Service)
 
+#: Seconds of sampled quorum rounds behind the latency percentiles of ``Node.load``.
+LATENCY_WINDOW = 10.0
+
 
 def build_transport(
     config: NodeConfig,
@@ -772,7 +775,26 @@ class Node(Cluster):
             },
             "uptime": self.clock.monotonic() - self.started_at,
             "transfers": self.transfers.status(),
+            "transfers_recent": self.transfers.recent(),
             "hints": self.hints.sizes(),
+            "antientropy": self.antientropy.progress(),
+            "load": self.load(),
+            "failure_bound": self.detector.bound,
+        }
+
+    def load(self) -> dict[str, Any]:
+        """Counters of the work this node does (quorum rounds it coordinated, peer
+        requests served and sent: rates come from two readings) and the
+        latency percentiles of its sampled quorum rounds over the last
+        ``LATENCY_WINDOW`` seconds (``peer_ring.replication.coordinator``)."""
+        coordinator = self.coordinator
+        stats: dict[str, int] = getattr(self.transport, "stats", {})
+        now = self.clock.monotonic()
+        return {
+            "rounds": coordinator.rounds,
+            "requests_in": stats.get("requests_in", 0),
+            "requests_out": stats.get("requests_out", 0),
+            "latency": coordinator.latency.summary(now, LATENCY_WINDOW),
         }
 
     def metrics(self) -> dict[str, int]:

@@ -199,17 +199,23 @@ def _leave_op(node: Node, stop: asyncio.Event) -> Any:
     """
 
     async def handle(message: list[Any], peer: Any) -> Any:
-        before = node.metrics()
-        await node.leave()
-        after = node.metrics()
-        asyncio.get_running_loop().call_later(0.2, stop.set)
-        return {
-            "node": node.id,
-            "transfers": after["transfers_completed"] - before["transfers_completed"],
-            "records": after["records_sent"] - before["records_sent"],
-        }
+        return await _decommission(node, stop)
 
     return handle
+
+
+async def _decommission(node: Node, stop: asyncio.Event) -> dict[str, Any]:
+    """Hand every partition over, leave, then stop the process (``peer-ring
+    leave`` and the web console's decommission of this node)."""
+    before = node.metrics()
+    await node.leave()
+    after = node.metrics()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    return {
+        "node": node.id,
+        "transfers": after["transfers_completed"] - before["transfers_completed"],
+        "records": after["records_sent"] - before["records_sent"],
+    }
 
 
 def _resp_metrics(get_server: Any) -> Any:
@@ -362,6 +368,7 @@ async def serve(
                 node, config.http, admin_token=auth.admin_token if auth is not None else None,
                 metrics_token=metrics_token,
                 ssl_context=None if http_tls is None else _resp_ssl({**http_tls, "ca": None}),
+                decommission=partial(_decommission, node, stop),
             )  # fmt: skip
             http.app.add_routes(ratelimit_routes(limiter, token=ratelimit_token))
             await http.start()

@@ -73,6 +73,14 @@ class FailureDetector:
         self._listeners: list[StateListener] = []
         self._down: set[str] = set()
 
+    @property
+    def bound(self) -> float:
+        """Seconds within which a silent member is marked down (the docstring of
+        :class:`FailureDetectorConfig`: ``failures_to_down × ping_interval +
+        ping_timeout``); a crashed process with a refused port is seen sooner."""
+        c = self.config
+        return c.failures_to_down * c.ping_interval + c.ping_timeout
+
     def add_listener(self, listener: StateListener) -> None:
         self._listeners.append(listener)
 

@@ -90,6 +90,22 @@ class AntiEntropy:
     def metrics(self) -> dict[str, int]:
         return dict(self.metrics_)
 
+    def progress(self) -> dict[str, Any]:
+        """Where the background walk is: ``round`` (full passes over the owned
+        partitions so far), ``position`` of ``owned`` in the current pass, the
+        rate budget, and the exchange counters (the web console's panel)."""
+        cluster = self.cluster
+        owned = len(cluster.ring.partitions_of(cluster.id))
+        out: dict[str, Any] = dict(self.metrics_)
+        out.update(
+            enabled=self.enabled,
+            round=self._round,
+            position=min(self._cursor, owned),
+            owned=owned,
+            partitions_per_second=self.config.ae_partitions_per_second,
+        )
+        return out
+
     async def _loop(self) -> None:
         period = 1.0 / self.config.ae_partitions_per_second
         while True:

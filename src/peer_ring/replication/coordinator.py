@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from functools import partial
 from typing import Any
 
@@ -48,6 +49,38 @@ log = logging.getLogger(__name__)
 #: Unanswered peer requests above which :meth:`Coordinator.run` waits for
 #: the remaining replicas of a round whose quorum is already met.
 REPLICATION_BACKLOG = 4096
+
+
+class LatencySamples:
+    """How long a sample of quorum rounds took, newest last (the web console's
+    latency percentiles).
+
+    The coordinator times one round in ``sample_mask + 1`` (every 8th by
+    default: the other rounds pay one counter increment and a bit test) from
+    its start to its outcome (quorum reached or failed). At most ``size``
+    samples are kept; :meth:`summary` reads those of a recent window.
+    """
+
+    __slots__ = ("samples",)
+
+    def __init__(self, size: int = 4096) -> None:
+        #: (node clock's monotonic time at the outcome, seconds taken, quorum reached)
+        self.samples: deque[tuple[float, float, bool]] = deque(maxlen=size)
+
+    def add(self, at: float, seconds: float, ok: bool) -> None:
+        self.samples.append((at, seconds, ok))
+
+    def summary(self, now: float, window: float) -> dict[str, Any]:
+        """Percentiles (milliseconds) of the rounds that ended in the last
+        ``window`` seconds: ``p50``, ``p90``, ``p99``, ``max`` (None without
+        samples), the sample count and how many of them failed."""
+        taken = sorted(s for at, s, _ in self.samples if now - at <= window)
+        failed = sum(1 for at, _, ok in self.samples if not ok and now - at <= window)
+        out: dict[str, Any] = {"samples": len(taken), "failed": failed, "window": window}
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            out[name] = taken[min(len(taken) - 1, int(q * len(taken)))] * 1e3 if taken else None
+        out["max"] = taken[-1] * 1e3 if taken else None
+        return out
 
 
 class Round:
@@ -203,6 +236,12 @@ class Coordinator:
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
         self._table: tuple[tuple[str, ...], ...] = ()
+        #: quorum rounds started (a counter: operations per second)
+        self.rounds = 0
+        #: one round in ``sample_mask + 1`` is timed into ``latency`` (a power of
+        #: two minus one; 0 times every round)
+        self.sample_mask = 7
+        self.latency = LatencySamples()
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
@@ -354,7 +393,15 @@ class Coordinator:
             else:
                 extra = stand_ins
         loop = self.running_loop()
+        self.rounds += 1
+        started = -1.0
+        if not self.rounds & self.sample_mask:  # a sampled round: time it
+            started = cluster.clock.monotonic()
+            if listener is not None:
+                listener = partial(self._timed_listener, listener, started)
         rnd = Round(loop, targets, quorum, listener, on_complete)
+        if started >= 0.0 and rnd.done is not None:
+            rnd.done.add_done_callback(partial(self._timed_done, started))
         rnd.result.hinted = hinted
         deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
         # Remote requests carry their own deadlines, so the round needs a timer
@@ -412,6 +459,22 @@ class Coordinator:
                         rnd.ok(me, result)
         rnd.dispatched()
         return rnd
+
+    def _timed_listener(
+        self,
+        listener: RoundListener,
+        started: float,
+        result: QuorumResult | None,
+        exc: BaseException | None,
+    ) -> None:
+        now = self.cluster.clock.monotonic()
+        self.latency.add(now, now - started, exc is None)
+        listener(result, exc)
+
+    def _timed_done(self, started: float, fut: asyncio.Future[QuorumResult]) -> None:
+        now = self.cluster.clock.monotonic()
+        ok = not fut.cancelled() and fut.exception() is None
+        self.latency.add(now, now - started, ok)
 
     def _substitute(
         self, partition: int, targets: tuple[str, ...]

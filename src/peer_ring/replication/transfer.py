@@ -50,7 +50,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -92,17 +92,29 @@ class TransferProgress:
     started: float
     records: int = 0
     bytes: int = 0
+    #: records the partition held when the transfer started (what a progress
+    #: bar fills up to; writes during the stream may add a few)
+    total: int = 0
+    #: why it moves: handoff, re-replicate, decommission, sweep, shrink
+    reason: str = ""
 
     def as_dict(self, now: float) -> dict[str, Any]:
         elapsed = max(now - self.started, 1e-9)
+        rate = self.records / elapsed
+        left = max(self.total - self.records, 0)
         return {
             "namespace": self.namespace,
             "partition": self.partition,
             "from": self.source,
             "to": self.target,
+            "reason": self.reason,
             "records": self.records,
+            "total": self.total,
             "bytes": self.bytes,
-            "records_per_second": self.records / elapsed,
+            "elapsed": elapsed,
+            "records_per_second": rate,
+            # None: no rate measured yet, so no estimate
+            "seconds_left": left / rate if rate > 0 else (0.0 if not left else None),
         }
 
 
@@ -205,6 +217,9 @@ def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
 _NONE: frozenset[str] = frozenset()
 _MISSING = object()
 
+#: Finished transfers a node remembers for its status (``TransferManager.recent``).
+RECENT_TRANSFERS = 64
+
 #: Transfer ids whose resume position a receiver remembers (oldest forgotten first).
 MAX_RESUME_ENTRIES = 4096
 
@@ -223,6 +238,9 @@ class TransferManager:
         self.config = config
         self.pending = _PendingView()
         self.active: dict[tuple[str, int, str], TransferProgress] = {}
+        #: the last transfers this node finished sending (newest last): the
+        #: web console shows them as done or failed for a while
+        self.finished: deque[dict[str, Any]] = deque(maxlen=RECENT_TRANSFERS)
         self.metrics_: dict[str, int] = {
             "transfers_started": 0,
             "transfers_completed": 0,
@@ -315,8 +333,29 @@ class TransferManager:
         self._last_import[partition] = self.cluster.clock.monotonic()
 
     def status(self) -> list[dict[str, Any]]:
+        """The transfers this node is sending now, with progress, rate and time left."""
         now = self.cluster.clock.monotonic()
         return [p.as_dict(now) for p in self.active.values()]
+
+    def recent(self, within: float = 60.0) -> list[dict[str, Any]]:
+        """Transfers this node finished sending in the last ``within`` seconds
+        (``outcome``: done or failed; ``ago``: seconds since), newest last."""
+        now = self.cluster.clock.monotonic()
+        out = []
+        for item in self.finished:
+            if now - item["finished"] <= within:
+                row = {k: v for k, v in item.items() if k != "finished"}
+                row["ago"] = now - item["finished"]
+                out.append(row)
+        return out
+
+    def _finished(self, progress: TransferProgress, outcome: str) -> None:
+        now = self.cluster.clock.monotonic()
+        row = progress.as_dict(now)
+        row["seconds_left"] = 0.0 if outcome == "done" else None
+        row["outcome"] = outcome
+        row["finished"] = now
+        self.finished.append(row)
 
     def metrics(self) -> dict[str, int]:
         out = dict(self.metrics_)
@@ -487,7 +526,8 @@ class TransferManager:
                 continue
             ok = True
             for service in services:
-                ok = await self._send(service, p, target, service.export_partition(p)) and ok
+                exported = service.export_partition(p)
+                ok = await self._send(service, p, target, exported, job.reason) and ok
             if ok:
                 done.append(target)
         all_ok = len(done) == len([t for t in job.targets if t != cluster.id])
@@ -499,7 +539,7 @@ class TransferManager:
                 if changed:
                     records = service.read_records(p, sorted(changed))
                     for target in done:
-                        if not await self._send(service, p, target, iter(records)):
+                        if not await self._send(service, p, target, iter(records), job.reason):
                             all_ok = False  # keep our copy: the sweep retries later
             if all_ok and cluster.id not in cluster.ring.preference_list(p):
                 for service in services:
@@ -515,7 +555,12 @@ class TransferManager:
         return all_ok
 
     async def _send(
-        self, service: Service, partition: int, target: str, records: Iterator[Record]
+        self,
+        service: Service,
+        partition: int,
+        target: str,
+        records: Iterator[Record],
+        reason: str = "",
     ) -> bool:
         """Stream one service's partition to ``target``; on failure, resume.
 
@@ -549,20 +594,28 @@ class TransferManager:
         delay = cfg.retry_min
         key = (service.namespace, partition, target)
         start = 0
+        total = service.partition_size(partition)
+        progress = TransferProgress(
+            service.namespace, partition, cluster.id, target, cluster.clock.monotonic()
+        )
         for attempt in range(cfg.max_attempts):
             progress = TransferProgress(
-                service.namespace, partition, cluster.id, target, cluster.clock.monotonic()
-            )
+                service.namespace, partition, cluster.id, target, cluster.clock.monotonic(),
+                total=total, reason=reason,
+            )  # fmt: skip
             self.active[key] = progress
             self.metrics_["transfers_started"] += 1
             try:
                 address = cluster.address_of(target)
                 if attempt:
                     start = min(await self._resume_point(address, tid), len(sent))
-                    self.metrics_["records_not_resent"] += sum(len(c) for c in sent[:start])
+                    skipped = sum(len(c) for c in sent[:start])
+                    self.metrics_["records_not_resent"] += skipped
+                    progress.records = skipped  # the receiver has them: the bar goes on
                 header = [STREAM_KIND, service.namespace, partition, cluster.id, tid, start]
                 stream = self._paced(chunks(start), progress)
                 await cluster.transport.send_stream(address, header, stream)
+                self._finished(progress, "done")
                 return True
             except PeerRingError as exc:
                 log.info(
@@ -574,11 +627,13 @@ class TransferManager:
                     exc,
                 )
                 if target not in cluster.members:
+                    self._finished(progress, "failed")
                     return False
                 await cluster.clock.sleep(delay)
                 delay = min(delay * 2, cfg.retry_max)
             finally:
                 self.active.pop(key, None)
+        self._finished(progress, "failed")
         return False
 
     async def _resume_point(self, address: str, tid: str) -> int:

@@ -24,7 +24,19 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["MAX_BODY", "ConnectionGuard", "GuardedProtocol", "bearer_ok", "deadline_middleware"]
+__all__ = [
+    "DEADLINE",
+    "MAX_BODY",
+    "ConnectionGuard",
+    "GuardedProtocol",
+    "bearer_ok",
+    "deadline_middleware",
+]
+
+#: The request's deadline (an ``asyncio.Timeout``): a long-lived response (the
+#: console's server-sent events) lifts it with ``request[DEADLINE].reschedule(None)``
+#: once the request is authorised and its headers are sent.
+DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
 
 #: Largest request body of the HTTP surface (bytes), every route: aiohttp's
 #: ``client_max_size`` for ``request.json()``, and the cap of handlers that
@@ -135,7 +147,8 @@ def deadline_middleware(guard: ConnectionGuard) -> Any:
         if wrapper is not None:
             wrapper.request_started()
         try:
-            async with asyncio.timeout(guard.request_timeout):
+            async with asyncio.timeout(guard.request_timeout) as deadline:
+                request[DEADLINE] = deadline
                 return await handler(request)
         except TimeoutError:
             guard.timed_out += 1

@@ -5,6 +5,9 @@
   503 before and while stopping.
 * ``GET /metrics`` -- Prometheus text format.
 * ``GET /status`` -- the same map as ``peer-ring status``, as JSON.
+* ``GET /`` -- the web console (:mod:`peer_ring.server.console`): members,
+  the ring, transfers, hints, anti-entropy, load and apps, live; its
+  actions (decommission) only with the admin token.
 * ``/admin/faults`` -- only when the node runs with the explicit testing flag:
   ``GET`` shows, ``POST {"drop": {addr: p}, "delay": {addr: s}}`` sets and
   ``DELETE`` heals the transport fault rules. Without the flag it answers
@@ -41,6 +44,9 @@ from peer_ring.server._http_limits import (
     bearer_ok,
     deadline_middleware,
 )
+from peer_ring.server.console import Console
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 if TYPE_CHECKING:
     from peer_ring.node import Node
@@ -60,6 +66,8 @@ class HttpServer:
         max_clients: int = 1024,
         idle_timeout: float = 15.0,
         request_timeout: float = 10.0,
+        decommission: Callable[[], Awaitable[Any]] | None = None,
+        console_interval: float = 1.0,
     ) -> None:
         self.node = node
         self.host, self.port = parse_address(address)
@@ -85,6 +93,13 @@ class HttpServer:
                 web.route("*", "/admin/faults", self._guard(self._faults)),
             ]
         )
+        #: the web console at / (``decommission``: what decommissioning this
+        #: node runs; see :class:`~peer_ring.server.console.Console`)
+        self.console = Console(
+            node, admin_token=admin_token, guard=self._guard,
+            decommission=decommission, interval=console_interval,
+        )  # fmt: skip
+        app.add_routes(self.console.routes)
         self.app = app
 
     async def start(self) -> None:
@@ -107,6 +122,7 @@ class HttpServer:
         self._runner = runner
 
     async def close(self) -> None:
+        await self.console.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -114,13 +130,11 @@ class HttpServer:
             await self._runner.cleanup()
             self._runner = None
 
-    def _guard(
-        self, handler: Callable[[web.Request], Awaitable[web.Response]], metrics: bool = False
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _guard(self, handler: Handler, metrics: bool = False) -> Handler:
         """``handler`` behind the admin token (metrics: behind the metrics token
         when one is set, else open)."""
 
-        async def guarded(request: web.Request) -> web.Response:
+        async def guarded(request: web.Request) -> web.StreamResponse:
             if metrics:
                 tokens = [t for t in (self.metrics_token, self.admin_token) if t]
                 if self.metrics_token is None:

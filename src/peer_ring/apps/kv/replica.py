@@ -316,6 +316,17 @@ class KVReplica(Service):
                    self.memory.oom_rejections),
         ]  # fmt: skip
 
+    def status(self) -> dict[str, Any]:
+        """States held here and their bytes, the maxmemory limit (0: none) and
+        evictions (``peer-ring status``, the web console)."""
+        memory = self.memory
+        return {
+            "keys": len(self),
+            "memory_used_bytes": memory.used,
+            "maxmemory": memory.maxmemory,
+            "evicted_keys": memory.evicted,
+        }
+
     @property
     def actor(self) -> str:
         """The DVV actor id this replica issues dots under (node id + data life)."""

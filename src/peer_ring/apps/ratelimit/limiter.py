@@ -663,6 +663,12 @@ class RateLimiter(Service):
         return 0 if part is None else len(part)
 
     # -- metrics --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Decisions made here (as a key's owner) and how many refused, keys held,
+        decisions not yet copied to co-owners (``peer-ring status``, the web console)."""
+        f = self.figures()
+        return {name: int(f[name]) for name in ("decisions", "over_limit", "keys", "unreplicated")}
+
     def figures(self) -> dict[str, float]:
         """This node's limiter figures by name (what ``/metrics`` exports)."""
         return {m.name: m.value for m in self._metrics()}
