@@ -50,6 +50,21 @@ log = logging.getLogger(__name__)
 REPLICATION_BACKLOG = 4096
 
 
+class QuorumStats:
+    """Counts of one coordinator's quorum rounds (``peer_ring_quorum_*_total``).
+
+    ``rounds`` -- rounds started; ``failures`` -- rounds that ended in
+    :class:`~peer_ring.errors.QuorumNotReached` (too few replicas answered
+    before the deadline, or too few existed). Updated on the event loop only.
+    """
+
+    __slots__ = ("failures", "rounds")
+
+    def __init__(self) -> None:
+        self.rounds = 0
+        self.failures = 0
+
+
 class Round:
     """One quorum round (:meth:`Coordinator.start`); ``done`` is None with a listener."""
 
@@ -64,6 +79,7 @@ class Round:
         "quorum",
         "remaining",
         "result",
+        "stats",
         "timer",
     )
 
@@ -74,8 +90,10 @@ class Round:
         quorum: int,
         listener: RoundListener | None,
         on_complete: CompleteCallback | None,
+        stats: QuorumStats | None = None,
     ) -> None:
         self.quorum = quorum
+        self.stats = stats
         self.remaining = len(targets)
         self.result = QuorumResult(targets, {}, [], {}, [])
         self.errors = self.result.errors
@@ -156,6 +174,8 @@ class Round:
 
     def _fail(self) -> None:
         self.finished = True
+        if self.stats is not None:
+            self.stats.failures += 1
         if self.timer is not None:
             self.timer.cancel()
         exc = QuorumNotReached(self.quorum, len(self.result.acks), dict(self.errors))
@@ -203,6 +223,11 @@ class Coordinator:
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
         self._table: tuple[tuple[str, ...], ...] = ()
+        self.stats = QuorumStats()
+
+    def metrics(self) -> dict[str, int]:
+        """Quorum rounds started and failed (``Node.metrics``)."""
+        return {"quorum_rounds": self.stats.rounds, "quorum_failures": self.stats.failures}
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
@@ -329,7 +354,9 @@ class Coordinator:
             # development cluster answers with R = W = 1). Full N/R/W apply as
             # soon as enough nodes have joined.
             quorum = len(targets)
+        self.stats.rounds += 1
         if len(targets) < quorum or not targets:
+            self.stats.failures += 1
             raise QuorumNotReached(
                 quorum,
                 0,
@@ -354,7 +381,7 @@ class Coordinator:
             else:
                 extra = stand_ins
         loop = self.running_loop()
-        rnd = Round(loop, targets, quorum, listener, on_complete)
+        rnd = Round(loop, targets, quorum, listener, on_complete, self.stats)
         rnd.result.hinted = hinted
         deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
         # Remote requests carry their own deadlines, so the round needs a timer
