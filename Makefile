@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
-APT_PACKAGES = redis-tools redis-server etcd-server zookeeper
+APT_PACKAGES = redis-tools redis-server etcd-server zookeeper prometheus
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
@@ -45,18 +45,20 @@ uncompile:
 	rm -f $(COMPILED)
 
 # Debian packages for real-server tests; installed only when missing.
+# (prometheus: its promtool checks and unit-tests deploy/prometheus's rules.)
 system-deps:
 	@missing=""; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi; \
-	for svc in redis-server etcd zookeeper; do \
+	for svc in redis-server etcd zookeeper prometheus; do \
 	  ( $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || true ); \
 	done
 
