@@ -29,9 +29,12 @@ leave, exit), one after the other, with a foreground load on n1 (the
 each step. A step ends when every running node sees the same members, the
 joiner reported ready (or the leaver exited) and no transfer is queued or
 running on any node (peer op ``st``, sampled every 0.1 s). Reported per
-step: seconds, seconds per million keys in the cluster, records moved
-(received by the joiner / sent by the leaver), records/s and bytes/s, and
-the foreground p50/p99 of the window. Writes
+step: seconds, seconds per million keys in the cluster, the seconds until
+the joiner was ready / the leaver answered its leave (its handover done:
+what a Kubernetes preStop hook waits for; the step goes on while the
+survivors re-replicate the leaver's partitions), records moved (received by
+the joiner / sent by the leaver) per second of that time, the leaver's
+bytes/s, and the foreground p50/p99 of the first ``--seconds`` of the step. Writes
 ``bench/results/rebalance-steps.json``; the remove steps' rate is the
 measured transfer rate of the grace-period formula in
 ``docs/operations/scaling.md``.
@@ -409,6 +412,8 @@ def _one_step(
 
     moved = sent_bytes = 0.0
     settled_at = None
+    #: the joiner reported ready / the leaver answered its leave (hand-over done)
+    own_at = None
     while time.perf_counter() - t0 < 900:
         time.sleep(0.1)
         procs = [p for p in c.nodes.values() if p.running or p.name == name]
@@ -432,6 +437,8 @@ def _one_step(
             )
         if busy():
             continue
+        if own_at is None:
+            own_at = time.perf_counter() - t0
         if _settled(c, [st for st, p in zip(sts, procs, strict=True) if p.running]):
             settled_at = time.perf_counter() - t0
             break
@@ -449,11 +456,15 @@ def _one_step(
         "step": f"{kind} {name}",
         "nodes": f"{len(before)} -> {len(after)}",
         "seconds": step_s,
+        # add: until the joiner is ready; remove: until the leave answered (the
+        # preStop hook's part, what the grace-period formula is about)
+        "own_seconds": own_at,
+        "own_records_per_s": moved / own_at if own_at else float("nan"),
         "seconds_per_million_keys": step_s * 1e6 / keys,
         "records_moved": moved,
         "records_per_s": moved / step_s if step_s else float("nan"),
         "bytes_sent": sent_bytes if kind == "remove" else None,
-        "bytes_per_s": sent_bytes / step_s if kind == "remove" and step_s else None,
+        "bytes_per_s": sent_bytes / own_at if kind == "remove" and own_at else None,
         "partitions": total,
         "foreground": fgr,
     }
@@ -464,10 +475,10 @@ def print_steps(r: dict[str, Any]) -> None:
         table(
             f"Scaling 3 -> 5 -> 3: {r['keys']:,} keys, N=3, R=W={r['quorum']}, "
             f"Q={r['partitions']} (foreground on n1: {r['concurrency']} outstanding)",
-            ["step", "nodes", "partitions", "seconds", "s per 1M keys", "records moved",
-             "records/s", "MB/s sent", "fg p50 ms", "fg p99 ms"],
+            ["step", "nodes", "partitions", "seconds", "s per 1M keys", "ready/left s",
+             "records moved", "records/s", "MB/s sent", "fg p50 ms", "fg p99 ms"],
             [(s["step"], s["nodes"], s["partitions"], s["seconds"], s["seconds_per_million_keys"],
-              int(s["records_moved"]), s["records_per_s"],
+              s["own_seconds"] or float("nan"), int(s["records_moved"]), s["own_records_per_s"],
               (s["bytes_per_s"] or float("nan")) / 1e6,
               s["foreground"].get("p50_ms", float("nan")),
               s["foreground"].get("p99_ms", float("nan"))) for s in r["steps"]],
