@@ -1017,8 +1017,10 @@ async def _follow_join(directory: Path, added: dict[str, Any], timeout: float) -
                 received = int(counters.get("records_received", 0))
                 members = len(st["members"])
                 elapsed = max(time.monotonic() - t0, 1e-6)
+                # syncing is 0 before the node's bootstrap counted its partitions too
+                done = owned - syncing if syncing else (owned if node.get("ready") else 0)
                 progress.update(
-                    task, total=owned or None, completed=max(0, owned - syncing),
+                    task, total=owned or None, completed=max(0, done),
                     detail=f"{received:,} records received ({received / elapsed:,.0f}/s), "
                     f"{members} members",
                 )  # fmt: skip
@@ -1070,7 +1072,7 @@ async def _follow_leave(
                 detail=f"{records:,} records sent ({records / elapsed:,.0f}/s)",
             )  # fmt: skip
         result: dict[str, Any] = leave.result()
-        progress.update(task, completed=holds)
+        progress.update(task, completed=holds, detail=f"{result['records']:,} records sent")
         exit_task = progress.add_task(f"{name}: leaving the ring and exiting", total=None,
                                       detail="")  # fmt: skip
         deadline = time.monotonic() + 60
