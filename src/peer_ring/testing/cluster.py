@@ -4,7 +4,9 @@
 address (127.0.0.2, .3, ...; they bind without any setup on Linux), each with
 its own log file under an artefact directory. It waits for each node's
 ``{"event": "ready"}`` line with a deadline, and stops, kills, pauses and
-resumes nodes **by the PID it started** -- never by name.
+resumes nodes **by the PID it started** -- never by name. It also scales:
+:meth:`LocalCluster.add` starts one more node on the next address (a join),
+:meth:`LocalCluster.decommission` makes one leave (hand over, leave, exit).
 
 Invariants:
 
