@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
-APT_PACKAGES = redis-tools redis-server etcd-server zookeeper chromium
+APT_PACKAGES = redis-tools redis-server etcd-server zookeeper chromium prometheus
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-pure lint typecheck unit chaos bench system-deps venv compile \
@@ -46,6 +46,7 @@ uncompile:
 	rm -f $(COMPILED)
 
 # Debian packages for real-server tests; installed only when missing.
+# (prometheus: its promtool checks and unit-tests deploy/prometheus's rules.)
 system-deps:
 	@missing=""; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
@@ -53,12 +54,13 @@ system-deps:
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi; \
-	for svc in redis-server etcd zookeeper; do \
+	for svc in redis-server etcd zookeeper prometheus; do \
 	  ( $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || true ); \
 	done
 

@@ -20,6 +20,24 @@ move, keys/s transferred (received by the joiner over the time it was
 receiving), foreground ops/s and p50/p99 before/during/after. Writes
 ``bench/results/rebalance.json``. Target on the 2-core reference machine:
 >= 100,000 keys/s transferred with foreground p99 < 50 ms.
+
+``--steps``: scaling 3 -> 5 -> 3 with N=3 (R=W=2 by default), what
+``peer-ring cluster add``/``remove`` do: three nodes preloaded with K keys,
+then add n4, add n5, remove n5, remove n4 (a decommission: hand over,
+leave, exit), one after the other, with a foreground load on n1 (the
+``bench`` op, 50 % get / 50 % put, ``--concurrency`` outstanding) during
+each step. A step ends when every running node sees the same members, the
+joiner reported ready (or the leaver exited) and no transfer is queued or
+running on any node (peer op ``st``, sampled every 0.1 s). Reported per
+step: seconds, seconds per million keys in the cluster, the seconds until
+the joiner was ready / the leaver answered its leave (its handover done:
+what a Kubernetes preStop hook waits for; the step goes on while the
+survivors re-replicate the leaver's partitions), records moved (received by
+the joiner / sent by the leaver) per second of that time, the leaver's
+bytes/s, and the foreground p50/p99 of the first ``--seconds`` of the step. Writes
+``bench/results/rebalance-steps.json``; the remove steps' rate is the
+measured transfer rate of the grace-period formula in
+``docs/operations/scaling.md``.
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import re
+import sys
 import threading
 import time
 import urllib.request
@@ -244,6 +263,229 @@ def print_result(r: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
+STEPS_SUBNET = "127.78.1"
+#: (kind, node) of each step of ``--steps``
+STEPS = (("add", "n4"), ("add", "n5"), ("remove", "n5"), ("remove", "n4"))
+
+
+async def _statuses(addresses: list[str]) -> list[dict[str, Any] | None]:
+    from peer_ring.transport import request_once
+
+    async def one(address: str) -> dict[str, Any] | None:
+        try:
+            st: dict[str, Any] = await request_once(address, wire.status_frame(), timeout=2.0)
+        except Exception:  # a node busy or gone: not settled
+            return None
+        return st
+
+    return list(await asyncio.gather(*(one(a) for a in addresses)))
+
+
+def _settled(c: LocalCluster, sts: list[dict[str, Any] | None]) -> bool:
+    running = {n for n, p in c.nodes.items() if p.running}
+    epochs = set()
+    for st in sts:
+        if st is None or {m["id"] for m in st["members"]} != running:
+            return False
+        counters = st["counters"]
+        if counters["transfers_in_progress"] or counters["transfers_queued"]:
+            return False
+        epochs.add(st["epoch"])
+    return len(epochs) == 1
+
+
+def run_steps(
+    keys: int, partitions: int, quorum: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    """Scale 3 -> 5 -> 3 under a foreground load; see the module docstring."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from peer_ring.ring import Ring, RingNode
+
+    c = LocalCluster(
+        3,
+        subnet=STEPS_SUBNET,
+        port=7600,
+        replicas=3,
+        partitions=partitions,
+        extra_args=["--testing", "--read-quorum", str(quorum), "--write-quorum", str(quorum),
+                    "--log-level", "WARNING"],
+    )  # fmt: skip
+    spec = {"keyspace": keys, "value_size": VALUE_SIZE, "read_ratio": 0.5, "warmup": 0.0,
+            "concurrency": concurrency, "seed": 7}  # fmt: skip
+    results: list[dict[str, Any]] = []
+    bar = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    try:
+        with bar:
+            setup = bar.add_task("3 nodes, preload", total=2, detail="starting")
+            c.start()
+            _wait_members(c, ["n1", "n2", "n3"])
+            bar.update(setup, advance=1, detail=f"preloading {keys:,} keys (N=3)")
+            t0 = time.perf_counter()
+            bench_nodes(
+                c,
+                {"seconds": 0, "warmup": 0, "ops": 0, "preload": [0, keys], "keyspace": keys,
+                 "value_size": VALUE_SIZE},
+                128,
+            )  # fmt: skip
+            preload_s = time.perf_counter() - t0
+            bar.update(setup, advance=1, detail=f"{keys:,} keys in {preload_s:.1f} s")
+            for kind, name in STEPS:
+                results.append(_one_step(c, bar, kind, name, keys, spec, seconds, Ring, RingNode))
+    finally:
+        c.close()
+    return {
+        "keys": keys,
+        "partitions": partitions,
+        "n": 3,
+        "quorum": quorum,
+        "concurrency": concurrency,
+        "preload_s": preload_s,
+        "steps": results,
+    }
+
+
+def _one_step(
+    c: LocalCluster,
+    bar: Any,
+    kind: str,
+    name: str,
+    keys: int,
+    spec: dict[str, Any],
+    seconds: float,
+    ring_cls: Any,
+    node_cls: Any,
+) -> dict[str, Any]:
+    """One add or remove, sampled until the cluster settled; its figures."""
+    before = [n for n, p in c.nodes.items() if p.running]
+    after = [*before, name] if kind == "add" else [n for n in before if n != name]
+    future = ring_cls([node_cls(n) for n in after], partitions=c.partitions, replicas=3)
+    if kind == "add":
+        total = len(future.partitions_of(name))
+    else:
+        total = len(ring_cls([node_cls(n) for n in before], partitions=c.partitions,
+                             replicas=3).partitions_of(name))  # fmt: skip
+    task = bar.add_task(f"{kind} {name} ({len(before)} -> {len(after)})", total=total, detail="")
+    if kind == "add":
+        c.add(start=False)
+    subject = c[name]
+    base = (asyncio.run(_statuses([subject.address]))[0] or {}).get("counters", {})
+    fg_box: dict[str, Any] = {}
+    fg = None
+    if spec["concurrency"]:
+
+        def run_fg() -> None:
+            fg_box["r"] = foreground(c, dict(spec, seconds=seconds))
+
+        fg = threading.Thread(target=run_fg)
+        fg.start()
+    t0 = time.perf_counter()
+    answer: dict[str, Any] = {}
+    # a node is spawned from the main thread: its parent-death signal
+    # (PR_SET_PDEATHSIG, see runner.die_with_parent) fires when the *thread*
+    # that forked it ends, so a short-lived worker thread would take it along
+    worker = threading.Thread(target=lambda: answer.update(c.decommission(name, 600.0)))
+    if kind == "add":
+        c.spawn(name)
+    else:
+        worker.start()
+
+    def busy() -> bool:
+        if kind == "add":
+            if not subject.running:
+                raise RuntimeError(f"{name} exited; log tail:\n{subject.log_tail()}")
+            return not c.poll_ready(subject)
+        return worker.is_alive()
+
+    moved = sent_bytes = 0.0
+    settled_at = None
+    #: the joiner reported ready / the leaver answered its leave (hand-over done)
+    own_at = None
+    while time.perf_counter() - t0 < 900:
+        time.sleep(0.1)
+        procs = [p for p in c.nodes.values() if p.running or p.name == name]
+        sts = asyncio.run(_statuses([p.address for p in procs]))
+        me = next((st for st in sts if st and st["node"] == name), None)
+        if me is not None:
+            k = me["counters"]
+            if kind == "add":
+                moved = k["records_received"]
+                syncing = k["bootstrap_partitions_syncing"]
+                done = total - syncing if syncing else (0 if busy() else total)
+            else:
+                moved = k["records_sent"] - base.get("records_sent", 0)
+                sent_bytes = k["bytes_sent"] - base.get("bytes_sent", 0)
+                done = sum(
+                    k[f] - base.get(f, 0) for f in ("transfers_completed", "transfers_failed")
+                )
+            rate = moved / max(time.perf_counter() - t0, 1e-9)
+            bar.update(
+                task, completed=min(done, total), detail=f"{moved:,.0f} records, {rate:,.0f}/s"
+            )
+        if busy():
+            continue
+        if own_at is None:
+            own_at = time.perf_counter() - t0
+        if _settled(c, [st for st, p in zip(sts, procs, strict=True) if p.running]):
+            settled_at = time.perf_counter() - t0
+            break
+    if kind == "remove":
+        worker.join()
+    if fg is not None:
+        fg.join()
+    if kind == "remove":
+        moved = float(answer.get("records", moved))
+    step_s = settled_at if settled_at is not None else float("nan")
+    bar.update(task, completed=total,
+               detail=f"{moved:,.0f} records in {step_s:.1f} s")  # fmt: skip
+    fgr = fg_box.get("r", {})
+    return {
+        "step": f"{kind} {name}",
+        "nodes": f"{len(before)} -> {len(after)}",
+        "seconds": step_s,
+        # add: until the joiner is ready; remove: until the leave answered (the
+        # preStop hook's part, what the grace-period formula is about)
+        "own_seconds": own_at,
+        "own_records_per_s": moved / own_at if own_at else float("nan"),
+        "seconds_per_million_keys": step_s * 1e6 / keys,
+        "records_moved": moved,
+        "records_per_s": moved / step_s if step_s else float("nan"),
+        "bytes_sent": sent_bytes if kind == "remove" else None,
+        "bytes_per_s": sent_bytes / own_at if kind == "remove" and own_at else None,
+        "partitions": total,
+        "foreground": fgr,
+    }
+
+
+def print_steps(r: dict[str, Any]) -> None:
+    console.print(
+        table(
+            f"Scaling 3 -> 5 -> 3: {r['keys']:,} keys, N=3, R=W={r['quorum']}, "
+            f"Q={r['partitions']} (foreground on n1: {r['concurrency']} outstanding)",
+            ["step", "nodes", "partitions", "seconds", "s per 1M keys", "ready/left s",
+             "records moved", "records/s", "MB/s sent", "fg p50 ms", "fg p99 ms"],
+            [(s["step"], s["nodes"], s["partitions"], s["seconds"], s["seconds_per_million_keys"],
+              s["own_seconds"] or float("nan"), int(s["records_moved"]), s["own_records_per_s"],
+              (s["bytes_per_s"] or float("nan")) / 1e6,
+              s["foreground"].get("p50_ms", float("nan")),
+              s["foreground"].get("p99_ms", float("nan"))) for s in r["steps"]],
+        )
+    )  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keys", type=int, default=200_000, help="keys preloaded (and moved)")
@@ -256,7 +498,18 @@ def main() -> None:
         metavar="PATH",
         help="cProfile n1 (a sender serving the foreground) during the join into PATH",
     )
+    ap.add_argument(
+        "--steps",
+        action="store_true",
+        help="scale 3 -> 5 -> 3 (add, add, remove, remove) with N=3 and report each step",
+    )
     args = ap.parse_args()
+    if args.steps:
+        quorum = 2 if "--quorum" not in sys.argv else args.quorum
+        steps = run_steps(args.keys, args.partitions, quorum, args.concurrency, args.seconds)
+        print_steps(steps)
+        console.print(f"results: {write_results('rebalance-steps', steps)}")
+        return
     profile = str(Path(args.profile).resolve()) if args.profile else None
     result = run(args.keys, args.partitions, args.quorum, args.concurrency, args.seconds, profile)
     print_result(result)

@@ -760,6 +760,9 @@ def cluster_up(
     try:
         with console.status("starting nodes..."):
             cluster.start()
+        from peer_ring.testing.control import write_state
+
+        write_state(cluster)
         table = Table(title=f"peer-ring cluster: {count} nodes ({transport}), logs in {logs}")
         for col in ("node", "pid", "peer", "resp", "http"):
             table.add_column(col)
@@ -770,6 +773,11 @@ def cluster_up(
         console.print(
             f"try: [bold]redis-cli -h {first.ip} -p {resp_port} set hello world[/bold]   "
             f"status: [bold]peer-ring status --node {first.address}[/bold]"
+        )
+        scale = "" if log_dir is None else f" --log-dir {logs}"
+        console.print(
+            f"scale: [bold]peer-ring cluster add{scale}[/bold], "
+            f"[bold]peer-ring cluster remove NODE{scale}[/bold] (in another terminal)"
         )
         console.print("Ctrl-C stops the cluster.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -786,21 +794,39 @@ def cluster_up(
 def watch_nodes(cluster: Any, interval: float = 0.5) -> None:
     """Until every node has exited: report each node that exits, keep the others.
 
-    A node exits after ``peer-ring leave`` (code 0) or when someone kills it
-    to watch failover; the rest of the cluster keeps serving. Returns when
-    none is left (Ctrl-C/SIGTERM interrupt it earlier).
+    A node exits after ``peer-ring leave`` or ``peer-ring cluster remove``
+    (code 0) or when someone kills it to watch failover; the rest of the
+    cluster keeps serving. Nodes that ``peer-ring cluster add`` asks for are
+    started here (requests in the log directory, see
+    :mod:`peer_ring.testing.control`), so they are this process's children
+    like the first ones. Returns when none is left (Ctrl-C/SIGTERM
+    interrupt it earlier).
     """
+    from peer_ring.testing.control import serve_requests, write_state
+
     reported: set[str] = set()
     while True:
+        changed = False
+        for name in serve_requests(cluster):
+            n = cluster[name]
+            console.print(f"node {name} (pid {n.pid}) starting at {n.address}; it joins the ring")
+            changed = True
         running = 0
-        for n in cluster.nodes.values():
+        for n in list(cluster.nodes.values()):
             code = n.proc.poll() if n.proc is not None else None
             if code is None:
                 running += 1
+                if not n.ready and cluster.poll_ready(n):
+                    console.print(
+                        f"node {n.name} (pid {n.pid}) ready: peer {n.address}, "
+                        f"resp {n.resp or '-'}, http {n.http or '-'}"
+                    )
+                    changed = True
                 continue
             if n.name in reported:
                 continue
             reported.add(n.name)
+            changed = True
             how = "left the cluster" if code == 0 else f"exited with code {code}"
             if code < 0:
                 how = f"was stopped by signal {-code}"
@@ -808,10 +834,270 @@ def watch_nodes(cluster: Any, interval: float = 0.5) -> None:
                 f"node {n.name} (pid {n.pid}) {how}; "
                 f"{sum(1 for m in cluster.nodes.values() if m.running)} node(s) keep running"
             )
+        if changed:
+            write_state(cluster)
         if not running:
             console.print("every node has exited")
             return
         time.sleep(interval)
+
+
+# -- cluster add / remove -------------------------------------------------------
+
+_log_dir_opt = click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The --log-dir of the running `peer-ring cluster up` [./.peer-ring-cluster].",
+)
+
+
+def _cluster_dir(log_dir: str | None) -> Path:
+    return Path(log_dir) if log_dir else Path.cwd() / ".peer-ring-cluster"
+
+
+@cluster.command("add")
+@_log_dir_opt
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for the join and its transfers.")  # fmt: skip
+def cluster_add(log_dir: str | None, timeout: float) -> None:
+    """Add a node to the running local cluster and follow its join to the end.
+
+    The new node takes the next loopback address; `peer-ring cluster up`
+    starts it (it stays that command's child: Ctrl-C there stops it too).
+    Shown: the partitions the new node owns arriving (by transfer from their
+    old owners, or a sync with their co-owners), then the old owners
+    finishing their handoffs.
+    """
+    from peer_ring.testing.control import ControlError, submit
+
+    directory = _cluster_dir(log_dir)
+    try:
+        with console.status("asking the cluster for a new node..."):
+            added = submit(directory, "add")
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"starting [bold]{added['name']}[/bold] at {added['address']} (pid {added['pid']})"
+    )
+    try:
+        summary = asyncio.run(_follow_join(directory, added, timeout))
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"[green]{added['name']} joined[/green]: {summary['partitions']} partitions "
+        f"({summary['by_transfer']} by transfer), {summary['received']:,} records received "
+        f"in {summary['seconds']:.1f} s; {summary['members']} nodes. "
+        f"resp {added['resp'] or '-'}, http {added['http'] or '-'}"
+    )
+
+
+@cluster.command("remove")
+@click.argument("node")
+@_log_dir_opt
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for the handover.")  # fmt: skip
+def cluster_remove(node: str, log_dir: str | None, timeout: float) -> None:
+    """Decommission NODE (a name like n4, or its peer address) of the local cluster.
+
+    The node hands every partition it holds to the owners of the ring
+    without it, leaves the ring, and exits (`peer-ring leave`), with the
+    handover's progress shown. The cluster keeps at least its N nodes: a
+    remove that would leave fewer is refused.
+    """
+    from peer_ring.testing.control import ControlError, find_node, read_state, running_nodes
+
+    directory = _cluster_dir(log_dir)
+    try:
+        state = read_state(directory)
+        name, info = find_node(state, node)
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from exc
+    left = len(running_nodes(state)) - 1
+    if left < state["replicas"]:
+        raise click.ClickException(
+            f"removing {name} would leave {left} node(s) for N={state['replicas']} replicas "
+            "per key; add a node first"
+        )
+    try:
+        summary = asyncio.run(_follow_leave(directory, name, info, timeout))
+    except (ControlError, PeerRingError) as exc:
+        raise click.ClickException(f"remove of {name} failed: {exc}") from exc
+    console.print(
+        f"[green]{name} left[/green] after handing over {summary['transfers']} partitions "
+        f"({summary['records']:,} records) in {summary['seconds']:.1f} s; "
+        f"{summary['members']} nodes remain"
+    )
+
+
+def _progress() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+async def _status_or_none(address: str) -> dict[str, Any] | None:
+    try:
+        st: dict[str, Any] = await _query(address, wire.status_frame(), "tcp", 2.0)
+    except PeerRingError:
+        return None
+    return st
+
+
+async def _cluster_idle(addresses: list[str]) -> tuple[bool, int]:
+    """(no transfer queued or running on any node, records sent by all of them)."""
+    sts = await asyncio.gather(*(_status_or_none(a) for a in addresses))
+    idle, sent = True, 0
+    for st in sts:
+        if st is None:
+            idle = False
+            continue
+        c = st.get("counters", {})
+        sent += int(c.get("records_sent", 0))
+        idle = idle and not c.get("transfers_in_progress") and not c.get("transfers_queued")
+    return idle, sent
+
+
+async def _wait_handoffs(directory: Path, progress: Any, deadline: float) -> None:
+    """The old owners' handoffs to their end (two idle samples in a row)."""
+    from peer_ring.testing.control import read_state, running_nodes
+
+    task = progress.add_task("old owners finishing handoffs", total=None, detail="")
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            raise PeerRingError("transfers still running at the deadline (see the node logs)")
+        addresses = [n["address"] for n in running_nodes(read_state(directory)).values()]
+        idle, sent = await _cluster_idle(addresses)
+        quiet = quiet + 1 if idle else 0
+        progress.update(task, detail=f"{sent:,} records sent by all nodes")
+        await asyncio.sleep(0.3)
+    progress.update(task, total=1, completed=1)
+
+
+async def _follow_join(directory: Path, added: dict[str, Any], timeout: float) -> dict[str, Any]:
+    from peer_ring.testing.control import ControlError, pid_alive, read_state, running_nodes
+
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    name, address = added["name"], added["address"]
+    owned = syncing = received = 0
+    counters: dict[str, Any] = {}
+    members = 0
+    with _progress() as progress:
+        task = progress.add_task(f"{name}: partitions arriving", total=None, detail="")
+        while True:
+            if time.monotonic() > deadline:
+                raise ControlError(f"{name} not ready within {timeout:.0f}s; log: {added['log']}")
+            state = read_state(directory)
+            node = state["nodes"].get(name, {})
+            if node.get("exit_code") is not None or not pid_alive(int(added["pid"])):
+                raise ControlError(
+                    f"{name} exited (code {node.get('exit_code')}); log: {added['log']}"
+                )
+            st = await _status_or_none(address)
+            if st is not None:
+                me = next((m for m in st["members"] if m["id"] == name), None)
+                owned = me["partitions"] if me else 0
+                counters = st.get("counters", {})
+                syncing = int(counters.get("bootstrap_partitions_syncing", 0))
+                received = int(counters.get("records_received", 0))
+                members = len(st["members"])
+                elapsed = max(time.monotonic() - t0, 1e-6)
+                # syncing is 0 before the node's bootstrap counted its partitions too
+                done = owned - syncing if syncing else (owned if node.get("ready") else 0)
+                progress.update(
+                    task, total=owned or None, completed=max(0, done),
+                    detail=f"{received:,} records received ({received / elapsed:,.0f}/s), "
+                    f"{members} members",
+                )  # fmt: skip
+            if node.get("ready"):
+                progress.update(task, total=owned or 1, completed=owned or 1)
+                break
+            await asyncio.sleep(0.3)
+        await _wait_handoffs(directory, progress, deadline)
+    st = await _status_or_none(address)
+    if st is not None:
+        counters = st.get("counters", {})
+        received = int(counters.get("records_received", 0))
+    return {
+        "partitions": owned,
+        "by_transfer": int(counters.get("bootstrap_partitions_by_transfer", 0)),
+        "received": received,
+        "seconds": time.monotonic() - t0,
+        "members": len(running_nodes(read_state(directory))),
+    }
+
+
+async def _follow_leave(
+    directory: Path, name: str, info: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    from peer_ring.testing.control import pid_alive, read_state, running_nodes
+
+    t0 = time.monotonic()
+    address = info["address"]
+    st = await _query(address, wire.status_frame(), "tcp", 5.0)
+    me = next((m for m in st["members"] if m["id"] == name), None)
+    holds = me["partitions"] if me else 0
+    base = st.get("counters", {})
+    leave = asyncio.ensure_future(_query(address, wire.leave_frame(), "tcp", timeout))
+    with _progress() as progress:
+        task = progress.add_task(f"{name}: handing partitions over", total=holds, detail="")
+        while not leave.done():
+            done = asyncio.ensure_future(asyncio.sleep(0.3))
+            await asyncio.wait({leave, done}, return_when=asyncio.FIRST_COMPLETED)
+            now = await _status_or_none(address) if not leave.done() else None
+            if now is None:
+                continue
+            c = now.get("counters", {})
+            moved = sum(int(c.get(k, 0)) - int(base.get(k, 0))
+                        for k in ("transfers_completed", "transfers_failed"))  # fmt: skip
+            records = int(c.get("records_sent", 0)) - int(base.get("records_sent", 0))
+            elapsed = max(time.monotonic() - t0, 1e-6)
+            progress.update(
+                task, completed=min(moved, holds),
+                detail=f"{records:,} records sent ({records / elapsed:,.0f}/s)",
+            )  # fmt: skip
+        result: dict[str, Any] = leave.result()
+        progress.update(task, completed=holds, detail=f"{result['records']:,} records sent")
+        exit_task = progress.add_task(f"{name}: leaving the ring and exiting", total=None,
+                                      detail="")  # fmt: skip
+        deadline = time.monotonic() + 60
+        running = running_nodes(read_state(directory))
+        others = [n["address"] for k, n in running.items() if k != name]
+        while time.monotonic() < deadline:
+            gone = not pid_alive(int(info["pid"]))
+            views = await asyncio.gather(*(_status_or_none(a) for a in others[:1]))
+            dropped = all(
+                v is not None and name not in {m["id"] for m in v["members"]} for v in views
+            )
+            if gone and dropped:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise PeerRingError(f"{name} handed its data over but did not leave within 60 s")
+        progress.update(exit_task, total=1, completed=1)
+    return {
+        "transfers": result["transfers"],
+        "records": result["records"],
+        "seconds": time.monotonic() - t0,
+        "members": len(others),
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover

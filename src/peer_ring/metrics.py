@@ -87,6 +87,11 @@ NODE_METRICS: dict[str, tuple[str, str]] = {
         "Service commands refused with RingMismatch (this node does not own the partition)",
     ),
     "member_syncs": ("counter", "Member-list exchanges started because ring views differed"),
+    "quorum_rounds": ("counter", "Quorum rounds this node coordinated (reads and writes)"),
+    "quorum_failures": (
+        "counter",
+        "Quorum rounds that failed with QuorumNotReached (too few replicas answered in time)",
+    ),
 }
 
 

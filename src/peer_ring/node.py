@@ -780,6 +780,9 @@ class Node(Cluster):
             "antientropy": self.antientropy.progress(),
             "load": self.load(),
             "failure_bound": self.detector.bound,
+            # the figures of /metrics' node counters, for progress displays
+            # that talk the peer protocol (peer-ring cluster add/remove)
+            "counters": self.metrics(),
         }
 
     def load(self) -> dict[str, Any]:
@@ -798,12 +801,14 @@ class Node(Cluster):
         }
 
     def metrics(self) -> dict[str, int]:
-        """Counters of membership change: transfers, hints, anti-entropy, epoch fencing."""
+        """Counters of membership change (transfers, hints, anti-entropy, epoch
+        fencing) and of quorum rounds."""
         out = dict(self._fence)
         out.update(self.transfers.metrics())
         out.update(self.hints.metrics())
         out.update(self.antientropy.metrics())
         out.update(self.bootstrap.metrics())
+        out.update(self.coordinator.metrics())
         return out
 
     def raise_if_stopped(self) -> None:

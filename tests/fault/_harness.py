@@ -96,19 +96,28 @@ class Scenario:
         max_ops: int = 20_000,
         convergence_timeout: float = 30.0,
         start_on: str | None = None,
+        load_after_faults: float | None = None,
     ) -> None:
         """Run the workload for ``duration`` s with ``faults`` alongside, heal
-        everything, read the final state and run every checker."""
+        everything, read the final state and run every checker.
+
+        ``load_after_faults``: end the workload that many seconds after
+        ``faults`` returned instead of at ``duration`` (faults of unknown
+        length, such as a rebalance)."""
         await wait_members_up(self.cluster, timeout=30.0)
         config = WorkloadConfig(
             clients=clients, max_ops=max_ops, duration=duration, start_on=start_on
         )
+        stop = asyncio.Event()
         load = asyncio.ensure_future(
-            run_workload(self.endpoints, self.history, config, result=self.workload)
+            run_workload(self.endpoints, self.history, config, result=self.workload, stop=stop)
         )
         try:
             await faults(self)
             await self.nemesis.heal_all()
+            if load_after_faults is not None:
+                await asyncio.wait({load}, timeout=load_after_faults)
+                stop.set()
             await load
         finally:
             if not load.done():

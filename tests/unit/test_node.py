@@ -139,11 +139,16 @@ async def test_quorum_not_reached_is_an_error_with_counts(
     cluster: tuple[MemoryNetwork, list[Node]],
 ) -> None:
     net, nodes = cluster
+    await nodes[0].coordinator.run("counter", b"q", "incr", 1, quorum=2)
     net.isolate("10.0.0.1:7400")
     with pytest.raises(QuorumNotReached) as info:
         await nodes[0].coordinator.run("counter", b"q", "incr", 1, quorum=2, timeout=0.3)
     assert info.value.required == 2
     assert info.value.acked == 1
+    # what /metrics exports as peer_ring_quorum_{rounds,failures}_total
+    counts = nodes[0].metrics()
+    assert (counts["quorum_rounds"], counts["quorum_failures"]) == (2, 1)
+    assert nodes[0].status()["counters"]["quorum_failures"] == 1
 
 
 async def test_stopped_peer_is_marked_down_and_back_up_after_restart(

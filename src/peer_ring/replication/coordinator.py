@@ -83,6 +83,21 @@ class LatencySamples:
         return out
 
 
+class QuorumStats:
+    """Counts of one coordinator's quorum rounds (``peer_ring_quorum_*_total``).
+
+    ``rounds`` -- rounds started; ``failures`` -- rounds that ended in
+    :class:`~peer_ring.errors.QuorumNotReached` (too few replicas answered
+    before the deadline, or too few existed). Updated on the event loop only.
+    """
+
+    __slots__ = ("failures", "rounds")
+
+    def __init__(self) -> None:
+        self.rounds = 0
+        self.failures = 0
+
+
 class Round:
     """One quorum round (:meth:`Coordinator.start`); ``done`` is None with a listener."""
 
@@ -97,6 +112,7 @@ class Round:
         "quorum",
         "remaining",
         "result",
+        "stats",
         "timer",
     )
 
@@ -107,8 +123,10 @@ class Round:
         quorum: int,
         listener: RoundListener | None,
         on_complete: CompleteCallback | None,
+        stats: QuorumStats | None = None,
     ) -> None:
         self.quorum = quorum
+        self.stats = stats
         self.remaining = len(targets)
         self.result = QuorumResult(targets, {}, [], {}, [])
         self.errors = self.result.errors
@@ -189,6 +207,8 @@ class Round:
 
     def _fail(self) -> None:
         self.finished = True
+        if self.stats is not None:
+            self.stats.failures += 1
         if self.timer is not None:
             self.timer.cancel()
         exc = QuorumNotReached(self.quorum, len(self.result.acks), dict(self.errors))
@@ -236,12 +256,21 @@ class Coordinator:
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
         self._table: tuple[tuple[str, ...], ...] = ()
-        #: quorum rounds started (a counter: operations per second)
-        self.rounds = 0
+        #: quorum rounds started and failed (``peer_ring_quorum_*_total``)
+        self.stats = QuorumStats()
         #: one round in ``sample_mask + 1`` is timed into ``latency`` (a power of
         #: two minus one; 0 times every round)
         self.sample_mask = 7
         self.latency = LatencySamples()
+
+    @property
+    def rounds(self) -> int:
+        """Quorum rounds started (a counter: operations per second)."""
+        return self.stats.rounds
+
+    def metrics(self) -> dict[str, int]:
+        """Quorum rounds started and failed (``Node.metrics``)."""
+        return {"quorum_rounds": self.stats.rounds, "quorum_failures": self.stats.failures}
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
@@ -368,7 +397,9 @@ class Coordinator:
             # development cluster answers with R = W = 1). Full N/R/W apply as
             # soon as enough nodes have joined.
             quorum = len(targets)
+        self.stats.rounds += 1
         if len(targets) < quorum or not targets:
+            self.stats.failures += 1
             raise QuorumNotReached(
                 quorum,
                 0,
@@ -393,13 +424,13 @@ class Coordinator:
             else:
                 extra = stand_ins
         loop = self.running_loop()
-        self.rounds += 1
+        stats = self.stats
         started = -1.0
-        if not self.rounds & self.sample_mask:  # a sampled round: time it
+        if not stats.rounds & self.sample_mask:  # a sampled round: time it
             started = cluster.clock.monotonic()
             if listener is not None:
                 listener = partial(self._timed_listener, listener, started)
-        rnd = Round(loop, targets, quorum, listener, on_complete)
+        rnd = Round(loop, targets, quorum, listener, on_complete, stats)
         if started >= 0.0 and rnd.done is not None:
             rnd.done.add_done_callback(partial(self._timed_done, started))
         rnd.result.hinted = hinted

@@ -4,7 +4,9 @@
 address (127.0.0.2, .3, ...; they bind without any setup on Linux), each with
 its own log file under an artefact directory. It waits for each node's
 ``{"event": "ready"}`` line with a deadline, and stops, kills, pauses and
-resumes nodes **by the PID it started** -- never by name.
+resumes nodes **by the PID it started** -- never by name. It also scales:
+:meth:`LocalCluster.add` starts one more node on the next address (a join),
+:meth:`LocalCluster.decommission` makes one leave (hand over, leave, exit).
 
 Invariants:
 
@@ -51,6 +53,7 @@ class NodeProcess:
     ready: dict[str, Any] = field(default_factory=dict)
     starts: int = 0
     _log: IO[bytes] | None = None
+    _out: bytes = b""
 
     @property
     def address(self) -> str:
@@ -77,6 +80,31 @@ class NodeProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def node_args(
+    name: str,
+    listen: str,
+    seeds: list[str],
+    *,
+    transport: str = "tcp",
+    replicas: int = 3,
+    partitions: int = 256,
+    resp: str | None = None,
+    http: str | None = None,
+    extra_args: list[str] | None = None,
+) -> list[str]:
+    """The ``peer-ring node`` arguments of one local node (preset ``local``)."""
+    args = [
+        "--id", name, "--listen", listen, "--seeds", ",".join(seeds),
+        "--transport", transport, "--preset", "local",
+        "--replicas", str(replicas), "--partitions", str(partitions),
+    ]  # fmt: skip
+    if resp:
+        args += ["--resp", resp]
+    if http:
+        args += ["--http", http]
+    return args + list(extra_args or [])
 
 
 class LocalCluster:
@@ -110,24 +138,42 @@ class LocalCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.start_timeout = start_timeout
         self.nodes: dict[str, NodeProcess] = {}
+        #: nodes taken out by :meth:`decommission` (their logs stay in ``dir``)
+        self.removed: dict[str, NodeProcess] = {}
+        self.subnet = subnet
+        self.first_ip = first_ip
+        self.port = port
+        self.resp_port = resp_port
+        self.http_port = http_port
+        #: N of every node, fixed at construction (nodes added later use it too)
+        self.replicas = min(replicas, size) if size else replicas
+        self.partitions = partitions
+        self.transport = transport
+        self.extra_args = list(extra_args or [])
+        self.per_node_args = dict(per_node_args or {})
+        self._added = size
         ips = [f"{subnet}.{first_ip + i}" for i in range(size)]
-        seed_list = ",".join(f"{ip}:{port}" for ip in ips[: max(1, seeds)])
+        seed_list = [f"{ip}:{port}" for ip in ips[: max(1, seeds)]]
         for i, ip in enumerate(ips, 1):
-            name = f"n{i}"
-            args = [
-                "--id", name, "--listen", f"{ip}:{port}", "--seeds", seed_list,
-                "--transport", transport, "--preset", "local",
-                "--replicas", str(min(replicas, size)), "--partitions", str(partitions),
-            ]  # fmt: skip
-            if resp_port:
-                args += ["--resp", f"{ip}:{resp_port}"]
-            if http_port:
-                args += ["--http", f"{ip}:{http_port}"]
-            args += list(extra_args or [])
-            args += list((per_node_args or {}).get(name, []))
-            self.nodes[name] = NodeProcess(
-                name, ip, port, args, self.dir / f"{name}.log", resp_port, http_port
-            )
+            self._define(f"n{i}", ip, seed_list)
+
+    def _define(self, name: str, ip: str, seeds: list[str]) -> NodeProcess:
+        args = node_args(
+            name,
+            f"{ip}:{self.port}",
+            seeds,
+            transport=self.transport,
+            replicas=self.replicas,
+            partitions=self.partitions,
+            resp=f"{ip}:{self.resp_port}" if self.resp_port else None,
+            http=f"{ip}:{self.http_port}" if self.http_port else None,
+            extra_args=[*self.extra_args, *self.per_node_args.get(name, [])],
+        )
+        node = NodeProcess(
+            name, ip, self.port, args, self.dir / f"{name}.log", self.resp_port, self.http_port
+        )
+        self.nodes[name] = node
+        return node
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> Self:
@@ -150,6 +196,10 @@ class LocalCluster:
         for node in todo:
             self._wait_ready(node)
 
+    def spawn(self, name: str) -> None:
+        """Start one node without waiting for it (see :meth:`poll_ready`)."""
+        self._spawn(self.nodes[name])
+
     def _spawn(self, node: NodeProcess) -> None:
         if node.running:
             raise RuntimeError(f"{node.name} is already running (pid {node.pid})")
@@ -157,6 +207,8 @@ class LocalCluster:
             node.proc.wait()
             self._reap(node)
         node.starts += 1
+        node.ready = {}
+        node._out = b""
         node._log = open(node.log_path, "ab")  # noqa: SIM115 - closed in _reap
         node._log.write(f"\n--- start #{node.starts} {time.ctime()} ---\n".encode())
         node._log.flush()
@@ -174,27 +226,37 @@ class LocalCluster:
     def _wait_ready(self, node: NodeProcess) -> None:
         proc = node.proc
         assert proc is not None
-        assert proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout
-        os.set_blocking(proc.stdout.fileno(), False)
-        buf = b""
         while time.monotonic() < deadline:
+            if self.poll_ready(node):
+                return
             if proc.poll() is not None:
                 break
-            chunk = proc.stdout.read()
-            if chunk:
-                buf += chunk
-                for line in buf.splitlines():
-                    with contextlib.suppress(ValueError):
-                        msg = json.loads(line)
-                        if msg.get("event") == "ready":
-                            node.ready = msg
-                            return
             time.sleep(0.02)
         raise NodeStartError(
             f"{node.name} at {node.address} not ready within {self.start_timeout}s "
             f"(exit code {proc.poll()}); log tail:\n{node.log_tail()}"
         )
+
+    def poll_ready(self, node: NodeProcess) -> bool:
+        """Read what the node printed so far, without blocking; True once it
+        printed its ready line (kept in :attr:`NodeProcess.ready`)."""
+        proc = node.proc
+        if node.ready:
+            return True
+        if proc is None or proc.stdout is None or proc.stdout.closed:
+            return False
+        os.set_blocking(proc.stdout.fileno(), False)
+        chunk = proc.stdout.read()
+        if chunk:
+            node._out += chunk
+            for line in node._out.splitlines():
+                with contextlib.suppress(ValueError):
+                    msg = json.loads(line)
+                    if msg.get("event") == "ready":
+                        node.ready = msg
+                        return True
+        return False
 
     def stop(self, name: str, timeout: float = 10.0) -> int | None:
         """Graceful stop (SIGTERM) of one node; returns its exit code."""
@@ -262,6 +324,51 @@ class LocalCluster:
                 node.proc.kill()
                 node.proc.wait()
             self._reap(node)
+
+    # -- scaling -----------------------------------------------------------
+    def add(self, *, start: bool = True) -> NodeProcess:
+        """Define (and by default start) one more node: the next name and address.
+
+        Its seeds are the running nodes (the first ones of the original seed
+        list may have left). Returns once the new node reported ready, which
+        a node does after its bootstrap: the partitions it owns arrived by
+        transfer or were synced from their co-owners.
+        """
+        self._added += 1
+        name = f"n{self._added}"
+        octet = self.first_ip + self._added - 1
+        if octet > 254:
+            raise ValueError(f"no loopback address left in {self.subnet}.0/24")
+        seeds = [n.address for n in self.nodes.values() if n.running][:3]
+        node = self._define(name, f"{self.subnet}.{octet}", seeds or [self.addresses()[0]])
+        if start:
+            self.start([name])
+        return node
+
+    def decommission(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Decommission one node (peer op ``leave``): it hands every partition to
+        the owners of the ring without it, leaves, and exits; then it is moved
+        from :attr:`nodes` to :attr:`removed`. Returns the node's answer
+        (``node``, ``transfers``, ``records``). Raises
+        :class:`~peer_ring.errors.PeerRingError` when the leave fails, and
+        :class:`RuntimeError` when the process does not exit in time."""
+        import asyncio
+
+        from peer_ring import wire
+        from peer_ring.transport import request_once
+
+        node = self.nodes[name]
+        answer: dict[str, Any] = asyncio.run(
+            request_once(node.address, wire.leave_frame(), timeout=timeout)
+        )
+        assert node.proc is not None
+        try:
+            node.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{name} did not exit after its leave") from exc
+        self._reap(node)
+        self.removed[name] = self.nodes.pop(name)
+        return answer
 
     # -- helpers -----------------------------------------------------------
     def addresses(self) -> list[str]:

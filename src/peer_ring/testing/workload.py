@@ -226,10 +226,12 @@ class _Client:
         await self.close()
         self.ep_index = (self.ep_index + 1) % len(self.endpoints)
 
-    async def run(self, deadline: float, clock: Clock) -> None:
+    async def run(self, deadline: float, clock: Clock, stop: asyncio.Event | None = None) -> None:
         cfg = self.config
         try:
             while clock.monotonic() < deadline and self.budget[0] > 0:
+                if stop is not None and stop.is_set():
+                    break
                 self.budget[0] -= 1
                 await self.one_op()
                 if cfg.pause_between:
@@ -300,10 +302,13 @@ async def run_workload(
     *,
     clock: Clock | None = None,
     result: WorkloadResult | None = None,
+    stop: asyncio.Event | None = None,
 ) -> WorkloadResult:
     """Run the workload until ``max_ops`` or ``duration``; returns the counts and keys.
 
-    Pass ``result`` to watch the counts while the run is in progress.
+    Pass ``result`` to watch the counts while the run is in progress, and
+    ``stop`` to end it earlier: once the event is set, each client finishes
+    the operation in progress (its outcome is recorded) and stops.
     """
     if not endpoints:
         raise ConfigError("run_workload needs at least one endpoint")
@@ -319,7 +324,7 @@ async def run_workload(
         for i in range(1, cfg.clients + 1)
     ]
     deadline = clk.monotonic() + cfg.duration
-    await asyncio.gather(*(c.run(deadline, clk) for c in clients))
+    await asyncio.gather(*(c.run(deadline, clk, stop) for c in clients))
     return res
 
 

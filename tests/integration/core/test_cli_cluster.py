@@ -71,4 +71,7 @@ def test_cluster_up_survives_one_node_exiting_and_stops_all_on_sigterm(tmp_path:
     proc.stdout.close()
     assert "cluster stopped" in out[0]
     assert not [name for name, pid in pids.items() if _alive(pid)], "node processes left behind"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["n1.log", "n2.log", "n3.log"]
+    # the node logs and the state file of `peer-ring cluster add/remove`
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cluster.json", "n1.log", "n2.log", "n3.log",
+    ]  # fmt: skip
