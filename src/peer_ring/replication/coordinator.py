@@ -24,6 +24,16 @@ handed off, its old holders also receive every command (dual-write), without
 counting towards the quorum. Commands carry the ring epoch (fencing, see
 ``peer_ring.wire``).
 
+Batches (:class:`RoundBatch`): rounds started together -- a RESP pipeline,
+MSET/MGET, ``put_many`` -- are each a round of their own (a quorum, an
+answer or error, a deadline per command), but their remote requests are held
+until :meth:`RoundBatch.flush` and leave as *one* ``sb`` request per replica
+holding every command for it, in the order they were started; the replica
+applies them in that order in one pass and answers each on its own. One
+replica's failure or slowness fails or delays the rounds of the commands it
+held, never the others' answers. Local work, hinted copies and dual writes
+are not held: they happen when the round starts, as for a lone round.
+
 Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """
 
@@ -36,12 +46,26 @@ from typing import Any
 
 from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
-from peer_ring.errors import NotOwner, PeerRingError, PeerUnavailable, QuorumNotReached
+from peer_ring.errors import (
+    InvalidRequest,
+    NotOwner,
+    PeerRingError,
+    PeerUnavailable,
+    QuorumNotReached,
+    error_from_wire,
+)
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
 from peer_ring.ring import Ring
 from peer_ring.service import CompleteCallback, QuorumResult, RoundListener
-from peer_ring.wire import dual_frame, hinted_frame, service_frame
+from peer_ring.wire import (
+    BATCH_OK,
+    batch_frame,
+    dual_frame,
+    hinted_frame,
+    parse_batch_answer,
+    service_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +205,121 @@ class Round:
             self.complete.set_result(list(self.result.answers))
 
 
+class _Outbox:
+    """The commands a batch holds for one replica, and their rounds."""
+
+    __slots__ = ("address", "deadline", "items", "rounds")
+
+    def __init__(self, address: str, deadline: float) -> None:
+        self.address = address
+        self.deadline = deadline
+        #: flat: command, key, partition, payload per command (``wire.batch_frame``)
+        self.items: list[Any] = []
+        self.rounds: list[Round] = []
+
+
+class RoundBatch:
+    """Quorum rounds started together, whose remote requests leave at :meth:`flush`:
+    one request per replica (``wire.batch_frame``), see the module docstring.
+
+    Start rounds with :meth:`Coordinator.start` passing ``batch=``; call
+    :meth:`flush` once, in the same loop pass (until then the held requests
+    are not sent and their rounds cannot finish). A batch is reusable: after
+    a flush it is empty.
+    """
+
+    __slots__ = ("_boxes", "coordinator", "namespace")
+
+    def __init__(self, coordinator: Coordinator, namespace: str) -> None:
+        self.coordinator = coordinator
+        self.namespace = namespace
+        self._boxes: dict[str, _Outbox] = {}
+
+    def __len__(self) -> int:
+        """Replicas with held requests."""
+        return len(self._boxes)
+
+    def hold(
+        self,
+        target: str,
+        address: str,
+        rnd: Round,
+        command: str,
+        key: bytes,
+        partition: int,
+        payload: Any,
+        deadline: float,
+    ) -> None:
+        """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``."""
+        box = self._boxes.get(target)
+        if box is None:
+            box = self._boxes[target] = _Outbox(address, deadline)
+        elif deadline < box.deadline:
+            box.deadline = deadline  # the request carries its items' shortest deadline
+        items = box.items
+        items.append(command)
+        items.append(key)
+        items.append(partition)
+        items.append(payload)
+        box.rounds.append(rnd)
+
+    def flush(self) -> None:
+        """Send the held requests: one per replica (a lone command as a plain
+        service command). Answers are told to each command's round."""
+        boxes = self._boxes
+        if not boxes:
+            return
+        self._boxes = {}
+        cluster = self.coordinator.cluster
+        transport = cluster.transport
+        me = cluster.id
+        epoch = cluster.ring.epoch
+        ns = self.namespace
+        last_items: list[Any] | None = None
+        last_packed: Any = None
+        for target, box in boxes.items():
+            rounds = box.rounds
+            items = box.items
+            if len(rounds) == 1:
+                msg = service_frame(ns, items[0], items[1], items[2], items[3], me, epoch)
+                transport.request_callback(
+                    box.address, msg, box.deadline, partial(rounds[0].answer, target)
+                )
+                continue
+            # N replicas of the same keys get the same commands: encode once
+            if last_items is not None and last_items == items:
+                packed = last_packed
+            else:
+                packed = transport.pack(batch_frame(ns, me, epoch, items))
+                last_items, last_packed = items, packed
+            transport.request_callback(
+                box.address, packed, box.deadline, partial(_batch_answered, target, rounds)
+            )
+
+
+def _batch_answered(
+    target: str, rounds: list[Round], value: Any, exc: BaseException | None
+) -> None:
+    """A replica's answer to a batch: each command's answer or error to its round."""
+    if exc is None:
+        try:
+            answer = parse_batch_answer(value, len(rounds))
+        except InvalidRequest as bad:
+            exc = bad
+    if exc is not None:
+        for rnd in rounds:
+            rnd.fail(target, exc)
+        return
+    i = 0
+    for rnd in rounds:
+        value = answer[i + 1]
+        if answer[i] == BATCH_OK:
+            rnd.ok(target, value)
+        else:
+            rnd.fail(target, error_from_wire(value[0], value[1]))
+        i += 2
+
+
 class Coordinator:
     """Quorum operations over a node's ring. One per node, built by the node.
 
@@ -203,6 +342,10 @@ class Coordinator:
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
         self._table: tuple[tuple[str, ...], ...] = ()
+
+    def batch(self, namespace: str) -> RoundBatch:
+        """An empty :class:`RoundBatch` for ``namespace``'s rounds."""
+        return RoundBatch(self, namespace)
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
@@ -295,6 +438,7 @@ class Coordinator:
         sloppy: bool | None = None,
         applied: bool = False,
         listener: RoundListener | None = None,
+        batch: RoundBatch | None = None,
     ) -> Round:
         """Start a quorum round: everything is sent before this returns.
 
@@ -314,7 +458,8 @@ class Coordinator:
         caller already applied the command to this node's replica (a
         coordinating replica that issued the new version itself); if this node
         is a target it counts as an ack (answer ``None``) without running it
-        again.
+        again. ``batch``: hold the requests to home replicas in it until its
+        :meth:`RoundBatch.flush` (see the module docstring).
         """
         cluster = self.cluster
         cluster.raise_if_stopped()
@@ -373,6 +518,9 @@ class Coordinator:
             try:
                 address = cluster.address_of(target)
                 owner = hinted.get(target)
+                if owner is None and batch is not None:
+                    batch.hold(target, address, rnd, command, key, partition, payload, deadline)
+                    continue
                 if owner is None:
                     if packed is None:
                         packed = transport.pack(msg)

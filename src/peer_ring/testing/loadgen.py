@@ -49,7 +49,7 @@ def parse_spec(raw: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "seconds": 3.0, "warmup": 0.5, "ops": 1_000_000, "concurrency": 64,
         "value_size": 100, "read_ratio": 0.5, "keyspace": 10_000, "prefix": b"k",
-        "preload": [0, 0], "profile": None, "seed": 0,
+        "preload": [0, 0], "profile": None, "seed": 0, "batch": 1,
     }  # fmt: skip
     unknown = set(raw) - set(spec)
     if unknown:
@@ -69,6 +69,7 @@ def parse_spec(raw: Any) -> dict[str, Any]:
         ("value_size", 0, 16 * 1024 * 1024),
         ("keyspace", 1, 100_000_000),
         ("seed", 0, 2**32),
+        ("batch", 1, 4096),
     ):
         v = spec[name]
         if type(v) is not int or not lo <= v <= hi:
@@ -108,7 +109,9 @@ def bench_op(kv: KVApi) -> Callable[[list[Any], Any], Awaitable[dict[str, Any]]]
     window (``gc``: per generation ``[count, total s, max s]``), the process
     CPU seconds used (``cpu``: user+system; ``cpu_sys``: system) and the
     wall time. With ``profile`` (a path), cProfile
-    runs over the window and dumps its stats there.
+    runs over the window and dumps its stats there. With ``batch`` K > 1 each
+    operation of a worker is a ``get_many`` or ``put_many`` of K random keys
+    (counted as K operations of one latency each: ``ops`` counts keys).
     """
 
     async def handle(message: list[Any], peer: Any) -> dict[str, Any]:
@@ -143,10 +146,13 @@ def bench_op(kv: KVApi) -> Callable[[list[Any], Any], Awaitable[dict[str, Any]]]
         begin_at = time.monotonic() + spec["warmup"]
         end = begin_at + spec["seconds"]
 
+        batch: int = spec["batch"]
+
         async def worker() -> None:
             nonlocal issued
             clock = time.perf_counter_ns
             get, put = kv.get, kv.put
+            get_many, put_many = kv.get_many, kv.put_many
             rand = rng.random
             randrange = rng.randrange
             n = 0
@@ -156,8 +162,31 @@ def bench_op(kv: KVApi) -> Callable[[list[Any], Any], Awaitable[dict[str, Any]]]
                 n += 1
                 if n % 64 == 0:
                     await asyncio.sleep(0)  # let the other workers and the node run
-                key = prefix + b"%010d" % randrange(keyspace)
                 read = rand() < read_ratio
+                if batch > 1:
+                    keys = [prefix + b"%010d" % randrange(keyspace) for _ in range(batch)]
+                    if measuring:
+                        issued += batch
+                    t = clock()
+                    try:
+                        if read:
+                            values = await get_many(keys)
+                        else:
+                            await put_many([(k, value) for k in keys])
+                    except Exception as exc:  # counted and reported, never fatal
+                        name = type(exc).__name__
+                        errors[name] = errors.get(name, 0) + 1
+                        continue
+                    if measuring:
+                        took = (clock() - t) // 1000
+                        lat.extend([took] * batch)
+                        if read:
+                            counts["get"] += batch
+                            counts["hit"] += sum(v is not None for v in values)
+                        else:
+                            counts["put"] += batch
+                    continue
+                key = prefix + b"%010d" % randrange(keyspace)
                 if measuring:
                     issued += 1
                 t = clock()
