@@ -260,6 +260,7 @@ def embedded(
     profile_dir: str | None = None,
     runs: int = 1,
     batch: int = 1,
+    owned: bool = False,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total = len(sizes) * len(concurrencies) * len(mixes) * runs
@@ -284,6 +285,8 @@ def embedded(
                     )
                     if batch > 1:
                         spec["batch"] = batch
+                    if owned:
+                        spec["owned"] = True
                     if profile_dir:
                         Path(profile_dir).mkdir(parents=True, exist_ok=True)
                         spec["profile"] = str(
@@ -299,6 +302,7 @@ def embedded(
                             "mix": mix,
                             "concurrency": conc,
                             "batch": batch,
+                            "owned": owned,
                             **summarize(answers),
                         }
                     )
@@ -534,6 +538,11 @@ def main() -> None:
         "--batch", type=int, default=1,
         help="embedded: keys per call (get_many / put_many of K keys; ops count keys)",
     )  # fmt: skip
+    ap.add_argument(
+        "--owned", action="store_true",
+        help="embedded: each node uses only keys it replicates (no coordinator outside the"
+        " preference list)",
+    )  # fmt: skip
     ap.add_argument("--keyspace", type=int, default=20_000, help="keys (embedded; preloaded)")
     ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark -n")
     ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values")
@@ -568,6 +577,7 @@ def main() -> None:
                 args.profile,
                 max(1, args.runs),
                 args.batch,
+                args.owned,
             )
             rows += [dict(r, security=mode) for r in part]
         SECURITY["pki"] = None

@@ -702,12 +702,18 @@ class Node(Cluster):
         """Run every command of ``batch``; the flat ``[status, value]`` answer,
         or a coroutine of it when some command answers later (a future or a
         coroutine: those run concurrently, their answers fill in)."""
-        ns = batch.namespace
         origin = batch.origin
         items = batch.items
+        service = self._services.get(batch.namespace)
+        if service is None:
+            raise UnknownCommand(f"no service registered under {batch.namespace!r}")
+        # what handle_local checks per command, looked up once per batch
+        boot = self.bootstrap
+        refused = service.fresh_refused_commands
         out: list[Any] = []
         later: list[tuple[int, asyncio.Future[Any]]] | None = None
         for i in range(0, len(items), 4):
+            command = items[i]
             partition = items[i + 2]
             try:
                 if fenced and partition in fenced:
@@ -715,8 +721,10 @@ class Node(Cluster):
                         f"{self.id} does not own partition {partition} at ring epoch "
                         f"{self.ring.epoch} (sender's epoch {batch.epoch})"
                     )
-                result = self.handle_local(
-                    ns, items[i], items[i + 1], partition, items[i + 3], origin
+                if boot.active and command in refused:
+                    boot.check(partition)
+                result = service.handle(
+                    Request(command, items[i + 1], partition, items[i + 3], origin)
                 )
             except Exception as exc:
                 out.append(wire.BATCH_ERROR)

@@ -98,10 +98,11 @@ class Round:
         quorum: int,
         listener: RoundListener | None,
         on_complete: CompleteCallback | None,
+        hinted: dict[str, str] | None = None,
     ) -> None:
         self.quorum = quorum
         self.remaining = len(targets)
-        self.result = QuorumResult(targets, {}, [], {}, [])
+        self.result = QuorumResult(targets, {} if hinted is None else hinted, [], {}, [])
         self.errors = self.result.errors
         self.finished = False
         self.listener = listener
@@ -499,8 +500,7 @@ class Coordinator:
             else:
                 extra = stand_ins
         loop = self.running_loop()
-        rnd = Round(loop, targets, quorum, listener, on_complete)
-        rnd.result.hinted = hinted
+        rnd = Round(loop, targets, quorum, listener, on_complete, hinted)
         deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
         # Remote requests carry their own deadlines, so the round needs a timer
         # only for local work that waits (set below): one timer less per round.
