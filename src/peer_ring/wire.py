@@ -68,6 +68,7 @@ asyncio, no transport); it is pure data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from peer_ring.errors import InvalidRequest
@@ -256,7 +257,7 @@ def hinted_frame(owner: str, service: list[Any]) -> list[Any]:
 def cover_frame(
     namespace: str,
     command: str,
-    partitions: list[int],
+    partitions: Sequence[int],
     payload: Any,
     origin: str,
     epoch: str,
