@@ -14,7 +14,16 @@ Uses only the public API, so the same file measures an older build too::
     .venv/bin/python bench/kv_cpu.py --label new
 
 (alternate the two a few times; ``--rounds`` repeats inside one run and
-reports the median). Bounded: ``--ops`` per mix and round.
+reports the median). Bounded: ``--ops`` per mix and round. ``--batch K``
+measures ``put_many``/``get_many`` of K keys (CPU per key).
+
+A figure no other process can move: instructions per operation under
+callgrind, from two runs that differ only in ``--ops`` (the difference
+removes start-up and preload)::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python bench/kv_cpu.py --mixes get --rounds 1 --ops 2000
+    # the same with --ops 6000; (Ir(6000) - Ir(2000)) / 4000
 """
 
 from __future__ import annotations
@@ -84,9 +93,10 @@ async def main(a: argparse.Namespace) -> dict[str, float]:
     nodes, stores = await cluster()
     try:
         await run(stores, "put", 4000, a.outstanding)  # preload and warm up
-        out: dict[str, list[float]] = {"put": [], "get": []}
+        mixes = a.mixes.split(",")
+        out: dict[str, list[float]] = {mix: [] for mix in mixes}
         for _ in range(a.rounds):
-            for mix in ("put", "get"):
+            for mix in mixes:
                 out[mix].append(await run(stores, mix, a.ops, a.outstanding, a.batch))
         return {f"{mix} cpu_us_per_op": statistics.median(v) for mix, v in out.items()}
     finally:
@@ -99,8 +109,11 @@ if __name__ == "__main__":
     ap.add_argument("--outstanding", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--label", default="")
+    ap.add_argument("--mixes", default="put,get", help="of put, get (callgrind: one at a time)")
     ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many call")
     args = ap.parse_args()
     if not (1 <= args.ops <= 1_000_000 and 1 <= args.rounds <= 20):
         ap.error("--ops 1..1e6, --rounds 1..20")
+    if not set(args.mixes.split(",")) <= {"put", "get"}:
+        ap.error("--mixes takes put, get or put,get")
     print(json.dumps({"label": args.label, "batch": args.batch, **asyncio.run(main(args))}))

@@ -104,7 +104,7 @@ class KVStore(KVReplica):
         """The join of the quorum's answers."""
         merged: Entries = EMPTY
         for _, answer in result.acks:
-            other = memo[id(answer)] = st.decode_entries(answer)
+            other = memo[id(answer)] = _decode_once(answer, memo, result.acks)
             if other != merged:
                 merged = self._join(merged, other) if merged else other
         return merged
@@ -248,7 +248,7 @@ class KVStore(KVReplica):
             decoded = memo.get(id(answer))
             if decoded is None:
                 try:
-                    decoded = st.decode_entries(answer)
+                    decoded = memo[id(answer)] = _decode_once(answer, memo, answers)
                 except InvalidRequest:
                     return
             states.append((nid, decoded))
@@ -735,3 +735,18 @@ class KVBatch:
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""
         self._rounds.flush()
+
+
+def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
+    """``answer`` decoded, reusing the decoding of an equal answer already in
+    ``memo`` (replicas that agree send equal states: one validation, and the
+    later comparisons of the decoded states are identity checks)."""
+    if type(answer) is list:
+        for _, other in answers:
+            if other is answer:
+                break  # only answers before this one can have been decoded
+            if type(other) is list and other == answer:
+                seen = memo.get(id(other))
+                if seen is not None:
+                    return seen
+    return st.decode_entries(answer)
