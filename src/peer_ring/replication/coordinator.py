@@ -69,6 +69,9 @@ from peer_ring.wire import (
 
 log = logging.getLogger(__name__)
 
+#: The empty map of stand-ins, shared (read only).
+_NO_HINTS: dict[str, str] = {}
+
 #: Unanswered peer requests above which :meth:`Coordinator.run` waits for
 #: the remaining replicas of a round whose quorum is already met.
 REPLICATION_BACKLOG = 4096
@@ -486,10 +489,10 @@ class Coordinator:
         if sloppy is None:
             sloppy = self.handoff.sloppy
         hinted: dict[str, str] = {}
-        extra: dict[str, str] = {}
+        extra = _NO_HINTS  # never mutated: replaced by _substitute's map when needed
         service = cluster.find_service(namespace)
         is_read = service is not None and command in service.read_commands
-        if not is_read and self.hints.enabled:
+        if not is_read and self.hints.enabled and cluster.any_down:
             # Down owners of a write get a hinted copy on a live fallback. Under a
             # sloppy quorum the fallback counts towards W (Dynamo); under a strict
             # one it does not (Cassandra's hints): W counts home replicas only, so
@@ -508,9 +511,9 @@ class Coordinator:
         me = cluster.id
         transport = cluster.transport
         local = False
-        msg = service_frame(namespace, command, key, partition, payload, me, cluster.ring.epoch)
+        # built when something is sent on its own (a batch holds the fields)
+        msg: list[Any] | None = None
         packed: Any = None
-        answer = rnd.answer
         for target in targets:
             if target == me:
                 local = True
@@ -521,6 +524,10 @@ class Coordinator:
                 if owner is None and batch is not None:
                     batch.hold(target, address, rnd, command, key, partition, payload, deadline)
                     continue
+                if msg is None:
+                    msg = service_frame(
+                        namespace, command, key, partition, payload, me, cluster.ring.epoch
+                    )
                 if owner is None:
                     if packed is None:
                         packed = transport.pack(msg)
@@ -530,11 +537,16 @@ class Coordinator:
             except PeerRingError as exc:
                 rnd.fail(target, exc)
                 continue
-            transport.request_callback(address, out, deadline, partial(answer, target))
-        if not is_read:
-            self._dual_write(partition, targets, msg, deadline)
-        if extra:
-            self._extra_hints(extra, msg, deadline)
+            transport.request_callback(address, out, deadline, partial(rnd.answer, target))
+        if (not is_read and self.transfers.holders_of(partition)) or extra:
+            if msg is None:
+                msg = service_frame(
+                    namespace, command, key, partition, payload, me, cluster.ring.epoch
+                )
+            if not is_read:
+                self._dual_write(partition, targets, msg, deadline)
+            if extra:
+                self._extra_hints(extra, msg, deadline)
         if local:
             if applied and me not in hinted:
                 rnd.ok(me, None)
