@@ -28,8 +28,11 @@ Batches (:class:`RoundBatch`): rounds started together -- a RESP pipeline,
 MSET/MGET, ``put_many`` -- are each a round of their own (a quorum, an
 answer or error, a deadline per command), but their remote requests are held
 until :meth:`RoundBatch.flush` and leave as *one* ``sb`` request per replica
-holding every command for it, in the order they were started; the replica
-applies them in that order in one pass and answers each on its own. One
+holding every command for it (up to ``BATCH_MAX_COMMANDS`` per request), in
+the order they were started; the replica applies them in that order in one
+pass and answers each on its own. A batch's answer is one frame, bounded by
+the transport's ``max_frame_size`` like any answer: reads of very large
+values in one batch can exceed it where separate reads would not. One
 replica's failure or slowness fails or delays the rounds of the commands it
 held, never the others' answers. Local work, hinted copies and dual writes
 are not held: they happen when the round starts, as for a lone round.
@@ -68,6 +71,10 @@ from peer_ring.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Most commands one batch request carries (a replica's answer to a batch is
+#: one frame too, bounded by ``max_frame_size``); more leave as more requests.
+BATCH_MAX_COMMANDS = 64
 
 #: The empty map of stand-ins, shared (read only).
 _NO_HINTS: dict[str, str] = {}
@@ -232,12 +239,14 @@ class RoundBatch:
     a flush it is empty.
     """
 
-    __slots__ = ("_boxes", "coordinator", "namespace")
+    __slots__ = ("_boxes", "_full", "coordinator", "namespace")
 
     def __init__(self, coordinator: Coordinator, namespace: str) -> None:
         self.coordinator = coordinator
         self.namespace = namespace
         self._boxes: dict[str, _Outbox] = {}
+        #: boxes that reached BATCH_MAX_COMMANDS, in the order they filled
+        self._full: list[tuple[str, _Outbox]] = []
 
     def __len__(self) -> int:
         """Replicas with held requests."""
@@ -256,7 +265,9 @@ class RoundBatch:
     ) -> None:
         """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``."""
         box = self._boxes.get(target)
-        if box is None:
+        if box is None or len(box.rounds) >= BATCH_MAX_COMMANDS:
+            if box is not None:  # full: it leaves with the others at flush
+                self._full.append((target, box))
             box = self._boxes[target] = _Outbox(address, deadline)
         elif deadline < box.deadline:
             box.deadline = deadline  # the request carries its items' shortest deadline
@@ -268,34 +279,50 @@ class RoundBatch:
         box.rounds.append(rnd)
 
     def flush(self) -> None:
-        """Send the held requests: one per replica (a lone command as a plain
-        service command). Answers are told to each command's round."""
-        boxes = self._boxes
-        if not boxes:
+        """Send the held requests: one per replica and ``BATCH_MAX_COMMANDS``
+        commands (a lone command as a plain service command; a request that
+        would exceed the transport's ``max_frame_size`` as one request per
+        command). Answers are told to each command's round."""
+        if not self._boxes:
             return
+        boxes = self._full
+        boxes.extend(self._boxes.items())
         self._boxes = {}
+        self._full = []
         cluster = self.coordinator.cluster
+        limit = cluster.config.transport_config.max_frame_size
         transport = cluster.transport
         me = cluster.id
         epoch = cluster.ring.epoch
         ns = self.namespace
         last_items: list[Any] | None = None
         last_packed: Any = None
-        for target, box in boxes.items():
+        for target, box in boxes:
             rounds = box.rounds
             items = box.items
-            if len(rounds) == 1:
-                msg = service_frame(ns, items[0], items[1], items[2], items[3], me, epoch)
-                transport.request_callback(
-                    box.address, msg, box.deadline, partial(rounds[0].answer, target)
-                )
-                continue
             # N replicas of the same keys get the same commands: encode once
-            if last_items is not None and last_items == items:
+            if len(rounds) == 1:
+                packed = None
+            elif last_items is not None and last_items == items:
                 packed = last_packed
             else:
-                packed = transport.pack(batch_frame(ns, me, epoch, items))
+                try:
+                    packed = transport.pack(batch_frame(ns, me, epoch, items))
+                except PeerRingError as exc:
+                    for rnd in rounds:
+                        rnd.fail(target, exc)
+                    continue
                 last_items, last_packed = items, packed
+            if packed is None or len(packed.data) > limit:
+                for i, rnd in enumerate(rounds):
+                    j = 4 * i
+                    msg = service_frame(
+                        ns, items[j], items[j + 1], items[j + 2], items[j + 3], me, epoch
+                    )
+                    transport.request_callback(
+                        box.address, msg, box.deadline, partial(rnd.answer, target)
+                    )
+                continue
             transport.request_callback(
                 box.address, packed, box.deadline, partial(_batch_answered, target, rounds)
             )

@@ -18,6 +18,7 @@ from peer_ring.apps.kv.api import Limits
 from peer_ring.apps.kv.store import KVConfig
 from peer_ring.errors import InvalidRequest, QuorumNotReached, UnknownCommand
 from peer_ring.node import Node
+from peer_ring.replication.coordinator import BATCH_MAX_COMMANDS
 from peer_ring.transport.memory import MemoryNetwork
 from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory, KVCluster, address, node_config
@@ -48,6 +49,18 @@ async def test_put_many_sends_one_request_per_replica(kv3: KVCluster) -> None:
     assert got == [v for _, v in items] + [None]
     assert after[0] - before[0] <= 3
     assert after[2] - before[2] <= 3
+
+
+async def test_a_large_batch_leaves_in_requests_of_bounded_size(kv3: KVCluster) -> None:
+    a, b, _ = kv3.stores
+    items = [(b"lb-%d" % i, b"v") for i in range(3 * BATCH_MAX_COMMANDS + 5)]
+    before = _requests_in(kv3)
+    await a.put_many(items)
+    after = _requests_in(kv3)
+    # four requests of at most BATCH_MAX_COMMANDS commands to each replica
+    # (a ping or a member exchange may land meanwhile)
+    assert 4 <= after[1] - before[1] <= 6
+    assert await b.get_many([k for k, _ in items]) == [v for _, v in items]
 
 
 async def test_delete_many_says_which_keys_existed(kv3: KVCluster) -> None:
