@@ -259,6 +259,8 @@ def embedded(
     keyspace: int,
     profile_dir: str | None = None,
     runs: int = 1,
+    batch: int = 1,
+    owned: bool = False,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total = len(sizes) * len(concurrencies) * len(mixes) * runs
@@ -281,6 +283,10 @@ def embedded(
                     spec: dict[str, Any] = dict(
                         base, seconds=seconds, warmup=warmup, read_ratio=MIXES[mix]
                     )
+                    if batch > 1:
+                        spec["batch"] = batch
+                    if owned:
+                        spec["owned"] = True
                     if profile_dir:
                         Path(profile_dir).mkdir(parents=True, exist_ok=True)
                         spec["profile"] = str(
@@ -295,6 +301,8 @@ def embedded(
                             "w": min(2, replicas),
                             "mix": mix,
                             "concurrency": conc,
+                            "batch": batch,
+                            "owned": owned,
                             **summarize(answers),
                         }
                     )
@@ -325,10 +333,11 @@ def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") -> None:
-    cols = ["security", "nodes", "mix", "outstanding", "ops/s", "gets/s", "puts/s", "p50 ms",
-            "p99 ms", "p99.9 ms", "CPU µs/op", "errors"]  # fmt: skip
+    cols = ["security", "nodes", "mix", "outstanding", "batch", "ops/s", "gets/s", "puts/s",
+            "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/op", "errors"]  # fmt: skip
     data = [
-        (r.get("security", "plain"), r["nodes"], r["mix"], r["concurrency"], r["ops_s"],
+        (r.get("security", "plain"), r["nodes"], r["mix"], r["concurrency"], r.get("batch", 1),
+         r["ops_s"],
          r["gets_s"], r["puts_s"],
          r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"], sum(r["errors"].values()))
         for r in rows
@@ -338,25 +347,30 @@ def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") 
 
 # -- RESP ----------------------------------------------------------------------
 
-_RB_LINE = re.compile(r"^(SET|GET): ([\d.]+) requests per second(?:, p50=([\d.]+) msec)?")
+#: ``redis-benchmark --csv`` rows: "test","rps","avg","min","p50","p95","p99","max" (ms)
+_RB_CSV = re.compile(
+    r'^"(SET|GET)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)"'
+)
 
 
 def redis_benchmark(
     host: str, port: int, requests: int, pipeline: int, timeout: float
 ) -> dict[str, Any]:
-    """``redis-benchmark -t set,get -q`` with 50 clients; rps (and p50) per test."""
+    """``redis-benchmark -t set,get --csv`` with 50 clients; rps, p50 and p99 per test."""
     cmd = ["redis-benchmark", "-h", host, "-p", str(port), "-t", "set,get", "-n", str(requests)]
-    cmd += ["-c", "50", "-d", str(VALUE_SIZE), "-r", "100000", "-q"]
+    cmd += ["-c", "50", "-d", str(VALUE_SIZE), "-r", "100000", "--csv"]
     if pipeline > 1:
         cmd += ["-P", str(pipeline)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     result: dict[str, Any] = {"command": " ".join(cmd)}
     for line in re.split(r"[\r\n]+", out):
-        m = _RB_LINE.match(line.strip())
+        m = _RB_CSV.match(line.strip())
         if m:
             result[m.group(1).lower()] = {
                 "rps": float(m.group(2)),
-                "p50_ms": float(m.group(3)) if m.group(3) else None,
+                "p50_ms": float(m.group(5)),
+                "p99_ms": float(m.group(7)),
+                "max_ms": float(m.group(8)),
             }
     return result
 
@@ -441,11 +455,11 @@ def print_resp(rows: list[dict[str, Any]]) -> None:
         return float("nan") if v is None else v
 
     cols = ["target", "-P", "SET/s", "SET vs redis", "GET/s", "GET vs redis", "SET p50 ms",
-            "GET p50 ms"]  # fmt: skip
+            "SET p99 ms", "GET p50 ms", "GET p99 ms"]  # fmt: skip
     data = [
         (r["target"], r["pipeline"], cell(r, "set", "rps"), cell(r, "set", "ratio_to_redis"),
          cell(r, "get", "rps"), cell(r, "get", "ratio_to_redis"), cell(r, "set", "p50_ms"),
-         cell(r, "get", "p50_ms"))
+         cell(r, "set", "p99_ms"), cell(r, "get", "p50_ms"), cell(r, "get", "p99_ms"))
         for r in rows
     ]  # fmt: skip
     console.print(table("RESP: redis-benchmark -c 50, 100-byte values", cols, data))
@@ -520,6 +534,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="3,5", help="cluster sizes (embedded)")
     ap.add_argument("--concurrency", default="64,256", help="total outstanding operations")
     ap.add_argument("--mixes", default=",".join(MIXES), help=f"of {', '.join(MIXES)}")
+    ap.add_argument(
+        "--batch", type=int, default=1,
+        help="embedded: keys per call (get_many / put_many of K keys; ops count keys)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--owned", action="store_true",
+        help="embedded: each node uses only keys it replicates (no coordinator outside the"
+        " preference list)",
+    )  # fmt: skip
     ap.add_argument("--keyspace", type=int, default=20_000, help="keys (embedded; preloaded)")
     ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark -n")
     ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values")
@@ -553,6 +576,8 @@ def main() -> None:
                 args.keyspace,
                 args.profile,
                 max(1, args.runs),
+                args.batch,
+                args.owned,
             )
             rows += [dict(r, security=mode) for r in part]
         SECURITY["pki"] = None

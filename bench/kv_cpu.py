@@ -14,7 +14,16 @@ Uses only the public API, so the same file measures an older build too::
     .venv/bin/python bench/kv_cpu.py --label new
 
 (alternate the two a few times; ``--rounds`` repeats inside one run and
-reports the median). Bounded: ``--ops`` per mix and round.
+reports the median). Bounded: ``--ops`` per mix and round. ``--batch K``
+measures ``put_many``/``get_many`` of K keys (CPU per key).
+
+A figure no other process can move: instructions per operation under
+callgrind, from two runs that differ only in ``--ops`` (the difference
+removes start-up and preload)::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python bench/kv_cpu.py --mixes get --rounds 1 --ops 2000
+    # the same with --ops 6000; (Ir(6000) - Ir(2000)) / 4000
 """
 
 from __future__ import annotations
@@ -64,15 +73,24 @@ async def cluster(patient: bool = False) -> tuple[list[Node], list[KVStore]]:
     return nodes, stores
 
 
-async def run(stores: list[KVStore], mix: str, ops: int, outstanding: int) -> float:
-    """CPU µs per operation of ``ops`` operations, ``outstanding`` at a time."""
+async def run(stores: list[KVStore], mix: str, ops: int, outstanding: int, batch: int = 1) -> float:
+    """CPU µs per operation of ``ops`` operations, ``outstanding`` at a time;
+    with ``batch`` K > 1 each call is a ``put_many``/``get_many`` of K keys
+    (an operation is a key)."""
     keys = [f"k{i}".encode() for i in range(2000)]
     value = b"v" * 100
-    todo = iter(range(ops))
+    todo = iter(range(0, ops, batch))
 
     async def worker(w: int) -> None:
         store = stores[w % len(stores)]
         for i in todo:
+            if batch > 1:
+                some = [keys[(i + j) % len(keys)] for j in range(batch)]
+                if mix == "put":
+                    await store.put_many([(k, value) for k in some])
+                else:
+                    await store.get_many(some)
+                continue
             key = keys[i % len(keys)]
             if mix == "put":
                 await store.put(key, value)
@@ -92,7 +110,7 @@ async def main(a: argparse.Namespace) -> dict[str, float]:
         out: dict[str, list[float]] = {mix: [] for mix in mixes}
         for _ in range(a.rounds):
             for mix in mixes:
-                out[mix].append(await run(stores, mix, a.ops, a.outstanding))
+                out[mix].append(await run(stores, mix, a.ops, a.outstanding, a.batch))
         return {f"{mix} cpu_us_per_op": statistics.median(v) for mix, v in out.items()}
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
@@ -105,10 +123,11 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--label", default="")
     ap.add_argument("--patient", action="store_true", help="slow timers (runs under valgrind)")
-    ap.add_argument("--mixes", default="put,get", help="comma-separated: put, get")
+    ap.add_argument("--mixes", default="put,get", help="of put, get (callgrind: one at a time)")
+    ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many call")
     args = ap.parse_args()
     if not (1 <= args.ops <= 1_000_000 and 1 <= args.rounds <= 20):
         ap.error("--ops 1..1e6, --rounds 1..20")
     if not set(args.mixes.split(",")) <= {"put", "get"}:
-        ap.error("--mixes: put, get")
-    print(json.dumps({"label": args.label, **asyncio.run(main(args))}))
+        ap.error("--mixes takes put, get or put,get")
+    print(json.dumps({"label": args.label, "batch": args.batch, **asyncio.run(main(args))}))

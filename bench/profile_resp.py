@@ -129,7 +129,13 @@ def start_sampler(sampler: str, pid: int, out: Path, seconds: float) -> subproce
 
 
 def profile(
-    test: str, nodes: int, requests: int, seconds: float, top: int, sampler: str
+    test: str,
+    nodes: int,
+    requests: int,
+    seconds: float,
+    top: int,
+    sampler: str,
+    pipeline: int = 1,
 ) -> dict[str, Any]:
     suffix = "data" if sampler == "perf" else "txt"
     out = RESULTS_DIR / f"profile-resp-{test}-{nodes}.{suffix}"
@@ -145,6 +151,8 @@ def profile(
         proc = start_sampler(sampler, n1.pid, out, seconds)
         cmd = ["redis-benchmark", "-h", n1.ip, "-p", "6390", "-t", test, "-n", str(requests),
                "-c", "50", "-d", "100", "-r", "100000", "-q"]  # fmt: skip
+        if pipeline > 1:
+            cmd += ["-P", str(pipeline)]
         t0 = time.perf_counter()
         rb0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         bench = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
@@ -194,6 +202,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=150_000, help="redis-benchmark -n")
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds of samples")
     ap.add_argument("--top", type=int, default=20, help="functions shown")
+    ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
     ap.add_argument(
         "--sampler",
         choices=["perf", "py-spy"],
@@ -203,7 +212,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     rows = [
-        profile(t, args.nodes, args.requests, args.seconds, args.top, args.sampler)
+        profile(t, args.nodes, args.requests, args.seconds, args.top, args.sampler, args.pipeline)
         for t in args.tests.split(",")
         if t
     ]

@@ -28,6 +28,7 @@ from peer_ring.node import Node
 from peer_ring.service import (
     AppContext,
     Metric,
+    QuorumBatch,
     QuorumResult,
     Record,
     Request,
@@ -62,6 +63,7 @@ __all__ = [
     "PeerRingError",
     "PeerUnavailable",
     "ProtocolError",
+    "QuorumBatch",
     "QuorumNotReached",
     "QuorumResult",
     "Record",

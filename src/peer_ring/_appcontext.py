@@ -33,16 +33,17 @@ from peer_ring.cluster import Cluster
 from peer_ring.errors import QuorumNotReached, RingMismatch, TransportError
 from peer_ring.hlc import HLC, SkewPolicy
 from peer_ring.replication.bootstrap import Bootstrap
-from peer_ring.replication.coordinator import Coordinator
+from peer_ring.replication.coordinator import Coordinator, RoundBatch
 from peer_ring.service import (
     AppContext,
     CompleteCallback,
     Metric,
+    QuorumBatch,
     QuorumResult,
     RoundListener,
 )
 
-__all__ = ["Background", "NodeAppContext"]
+__all__ = ["Background", "NodeAppContext", "NodeQuorumBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,52 @@ class Background:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", name, exc_info=task.exception())
+
+
+class NodeQuorumBatch(QuorumBatch):
+    """:meth:`NodeAppContext.batch`: rounds of the node's coordinator held in a
+    :class:`~peer_ring.replication.coordinator.RoundBatch` until ``flush``."""
+
+    __slots__ = ("_batch", "_coordinator", "_namespace")
+
+    def __init__(self, namespace: str, coordinator: Coordinator) -> None:
+        self._namespace = namespace
+        self._coordinator = coordinator
+        self._batch: RoundBatch = coordinator.batch(namespace)
+
+    def add(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        quorum: int,
+        listener: RoundListener,
+        n: int | None = None,
+        partition: int | None = None,
+        timeout: float | None = None,
+        on_complete: CompleteCallback | None = None,
+        sloppy: bool | None = None,
+        applied: bool = False,
+    ) -> None:
+        self._coordinator.start(
+            self._namespace,
+            key,
+            command,
+            payload,
+            quorum=quorum,
+            n=n,
+            timeout=timeout,
+            partition=partition,
+            on_complete=on_complete,
+            sloppy=sloppy,
+            applied=applied,
+            listener=listener,
+            batch=self._batch,
+        )
+
+    def flush(self) -> None:
+        self._batch.flush()
 
 
 class NodeAppContext(AppContext):
@@ -225,6 +272,9 @@ class NodeAppContext(AppContext):
             sloppy=sloppy,
             applied=applied,
         )
+
+    def batch(self) -> QuorumBatch:
+        return NodeQuorumBatch(self._namespace, self._coordinator)
 
     # -- chosen replicas ---------------------------------------------------------------
     def call_replica(

@@ -14,7 +14,8 @@ __all__ = ["HOT_MODULES", "build"]
 
 #: The modules every RESP command and peer request passes through (measured
 #: with bench/profile_resp.py): the RESP parser, dispatch, commands (their
-#: callback forms) and reply encoder, the KV store and its local state, the
+#: callback forms) and reply encoder, the KV store, its local state and its
+#: memory accounting (two calls per stored state), the
 #: quorum coordinator, the app context, the wire module, versions and
 #: clocks, and the peer transport engine with every channel (a compiled class
 #: cannot be subclassed by an interpreted one, so all ChannelTransports go
@@ -27,6 +28,7 @@ HOT_MODULES = (
     "peer_ring.apps.kv.store",
     "peer_ring.apps.kv.replica",
     "peer_ring.apps.kv._state",
+    "peer_ring.apps.kv._memory",
     "peer_ring.apps.kv.local",
     "peer_ring.replication.coordinator",
     "peer_ring.versions",

@@ -60,6 +60,7 @@ from peer_ring.errors import (
     RequestTimeout,
     RingMismatch,
     UnknownCommand,
+    error_to_wire,
 )
 from peer_ring.hlc import HLC, SkewPolicy
 from peer_ring.membership.base import Discovery, Member, MemberState, View
@@ -670,6 +671,80 @@ class Node(Cluster):
         assert fence is not True
         return self._after_sync(fence, epoch, [partition], serve)
 
+    def _serve_batch(self, message: list[Any], peer: PeerInfo) -> Any:
+        """``["sb", ...]``: several commands for this node's replicas, applied in
+        the order sent, in one pass; each answered (or failed) on its own.
+        Fenced per command: after a ring disagreement only the commands of
+        partitions this node does not own fail (``RingMismatch``)."""
+        batch = wire.parse_batch(message)
+        epoch = batch.epoch
+        if epoch is None or epoch == self.ring.epoch:  # the hot path: same view
+            return self._apply_batch(batch, None)
+        partitions = batch.items[2::4]
+        fence = self._fence_check(epoch, partitions, peer)
+        if fence is False:
+            return self._apply_batch(batch, None)
+        assert fence is not True
+        return self._batch_after_sync(fence, batch)
+
+    async def _batch_after_sync(self, sync: asyncio.Task[None] | None, batch: wire.Batch) -> Any:
+        if sync is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.shield(sync), self.config.transport_config.request_timeout / 2
+                )
+        fenced = {p for p in batch.items[2::4] if self._fenced(p)}
+        if fenced:
+            self._fence["requests_fenced"] += 1
+        result = self._apply_batch(batch, fenced)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    def _apply_batch(self, batch: wire.Batch, fenced: set[int] | None) -> Any:
+        """Run every command of ``batch``; the flat ``[status, value]`` answer,
+        or a coroutine of it when some command answers later (a future or a
+        coroutine: those run concurrently, their answers fill in)."""
+        origin = batch.origin
+        items = batch.items
+        service = self._services.get(batch.namespace)
+        if service is None:
+            raise UnknownCommand(f"no service registered under {batch.namespace!r}")
+        # what handle_local checks per command, looked up once per batch
+        boot = self.bootstrap
+        refused = service.fresh_refused_commands
+        out: list[Any] = []
+        later: list[tuple[int, asyncio.Future[Any]]] | None = None
+        for i in range(0, len(items), 4):
+            command = items[i]
+            partition = items[i + 2]
+            try:
+                if fenced and partition in fenced:
+                    raise RingMismatch(
+                        f"{self.id} does not own partition {partition} at ring epoch "
+                        f"{self.ring.epoch} (sender's epoch {batch.epoch})"
+                    )
+                if boot.active and command in refused:
+                    boot.check(partition)
+                result = service.handle(
+                    Request(command, items[i + 1], partition, items[i + 3], origin)
+                )
+            except Exception as exc:
+                out.append(wire.BATCH_ERROR)
+                out.append(list(error_to_wire(exc)))
+                continue
+            out.append(wire.BATCH_OK)
+            if isinstance(result, asyncio.Future) or asyncio.iscoroutine(result):
+                if later is None:
+                    later = []
+                later.append((len(out), asyncio.ensure_future(result)))
+                out.append(None)
+            else:
+                out.append(result)
+        if later is None:
+            return out
+        return _batch_later(out, later)
+
     def _serve_cover(self, message: list[Any], peer: PeerInfo) -> Any:
         """``["cv", ...]``: a coverage command for several partitions at once, fenced
         on all of them; the service gets ``Request(command, b"", -1, payload, origin)``."""
@@ -690,6 +765,8 @@ class Node(Cluster):
             _authorize(op, peer)
         if op == wire.SERVICE:
             return self._serve_service(message, peer)
+        if op == wire.BATCH:
+            return self._serve_batch(message, peer)
         if op == wire.DUAL:
             return self._serve_dual(message)
         if op == wire.COVER:
@@ -833,3 +910,14 @@ def _authorize(op: Any, peer: PeerInfo) -> None:
 
 
 __all__ = ["Node", "PeerRingError", "build_transport"]
+
+
+async def _batch_later(out: list[Any], later: list[tuple[int, asyncio.Future[Any]]]) -> list[Any]:
+    """Fill a batch answer's late values (futures of commands that answer later)."""
+    for index, fut in later:
+        try:
+            out[index] = await fut
+        except Exception as exc:
+            out[index - 1] = wire.BATCH_ERROR
+            out[index] = list(error_to_wire(exc))
+    return out

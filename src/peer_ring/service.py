@@ -209,6 +209,92 @@ class Metric:
     value: float
 
 
+class QuorumBatch(abc.ABC):
+    """Quorum rounds started together that travel as one request per replica
+    (:meth:`AppContext.batch`).
+
+    :meth:`add` starts a round exactly as :meth:`AppContext.start_quorum`
+    does -- its own quorum, listener, deadline, errors; local work runs at
+    once -- but holds its requests to remote replicas; :meth:`flush` sends
+    them, one request per replica holding every command for it, in the order
+    added. The replica applies them in that order in one pass and answers
+    each command on its own, so a replica that fails or is slow fails or
+    delays only the rounds of its commands (each still reaches its quorum
+    from the other replicas). Per-key semantics are those of separate rounds:
+    this is a transport of many rounds, not a transaction.
+
+    Call :meth:`flush` in the same loop pass as the adds (until then held
+    rounds cannot finish); a listener may be called during :meth:`add` (a
+    round whose quorum this node's replica meets) or :meth:`flush`. After a
+    flush the batch is empty and may be reused. Call from the node's event
+    loop; nothing blocks.
+    """
+
+    @abc.abstractmethod
+    def add(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        quorum: int,
+        listener: RoundListener,
+        n: int | None = None,
+        partition: int | None = None,
+        timeout: float | None = None,
+        on_complete: CompleteCallback | None = None,
+        sloppy: bool | None = None,
+        applied: bool = False,
+    ) -> None:
+        """Start a round of ``command`` on ``key``'s replicas (the arguments and
+        errors of :meth:`AppContext.start_quorum`); remote requests wait for
+        :meth:`flush`."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Send every held request: one per replica."""
+
+
+class _SerialBatch(QuorumBatch):
+    """The default :meth:`AppContext.batch`: each round starts on its own (for
+    app contexts that do not batch, e.g. test doubles)."""
+
+    def __init__(self, app: AppContext) -> None:
+        self._app = app
+
+    def add(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        *,
+        quorum: int,
+        listener: RoundListener,
+        n: int | None = None,
+        partition: int | None = None,
+        timeout: float | None = None,
+        on_complete: CompleteCallback | None = None,
+        sloppy: bool | None = None,
+        applied: bool = False,
+    ) -> None:
+        self._app.start_quorum(
+            command,
+            key,
+            payload,
+            quorum=quorum,
+            listener=listener,
+            n=n,
+            partition=partition,
+            timeout=timeout,
+            on_complete=on_complete,
+            sloppy=sloppy,
+            applied=applied,
+        )
+
+    def flush(self) -> None:
+        pass
+
+
 class AppContext(abc.ABC):
     """A service's handle on the cluster: everything an application may use.
 
@@ -357,6 +443,15 @@ class AppContext(abc.ABC):
         also waits for them while the transport has a large backlog of
         unanswered requests (backpressure for W=1 loops).
         """
+
+    def batch(self) -> QuorumBatch:
+        """An empty :class:`QuorumBatch`: rounds added to it leave as one request
+        per replica at its ``flush()`` (a pipeline, a multi-key command, a
+        batch API call of the application).
+
+        The default starts each round on its own; the node's context batches.
+        """
+        return _SerialBatch(self)
 
     # -- chosen replicas ---------------------------------------------------------------
     @abc.abstractmethod

@@ -21,6 +21,12 @@ Frames (``->`` the answer)::
     ["cv", ns, command, partitions, payload, origin, epoch]
                                                           coverage command: one replica,
                                                           many partitions (epoch fenced)
+    ["sb", ns, origin, epoch, items]                      batch of service commands for one
+                                                          replica, ``items`` flat: command,
+                                                          key, partition, payload per command
+                                                          -> flat [status, value] per command
+                                                          (status 0: the answer; 1: value is
+                                                          [error code, message])
     ["h", owner, ns, command, key, partition, payload, origin]
                                                           hinted command for a down owner
     ["hd", ns, partition, records]                        hint / record delivery
@@ -52,6 +58,9 @@ handshake: a peer with another version is refused with
   carries the job's reason, additive Merkle leaves.
 * 3 -- coverage commands (``cv``) with ring-epoch fencing; the framework
   sends every service command with the sender's epoch.
+* 4 -- batched service commands (``sb``): the quorum rounds started
+  together (a RESP pipeline, MSET/MGET, ``put_many``) travel as one request
+  per replica, each command answered (or failed) on its own.
 
 Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
 asyncio, no transport); it is pure data.
@@ -69,6 +78,9 @@ __all__ = [
     "ADMIN_REQUIRED",
     "AE_GET",
     "AE_TREE",
+    "BATCH",
+    "BATCH_ERROR",
+    "BATCH_OK",
     "BENCH",
     "COVER",
     "DUAL",
@@ -89,9 +101,11 @@ __all__ = [
     "XF_DONE",
     "XF_FAIL",
     "XF_PLAN",
+    "Batch",
     "Cover",
     "Hinted",
     "ServiceCommand",
+    "batch_frame",
     "bench_frame",
     "cover_frame",
     "decode_records",
@@ -100,6 +114,8 @@ __all__ = [
     "hinted_frame",
     "kv_admin_frame",
     "leave_frame",
+    "parse_batch",
+    "parse_batch_answer",
     "parse_cover",
     "parse_dual",
     "parse_hinted",
@@ -115,7 +131,7 @@ __all__ = [
 ]
 
 #: Version of the peer wire protocol (see the module docstring's history).
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 
 # -- operations the node answers itself ----------------------------------------
 PING: Final = "p"
@@ -124,6 +140,7 @@ STATUS: Final = "st"
 SERVICE: Final = "s"
 DUAL: Final = "sd"
 COVER: Final = "cv"
+BATCH: Final = "sb"
 
 # -- operations of the replication subsystems ----------------------------------
 HINTED: Final = "h"
@@ -144,7 +161,7 @@ BENCH: Final = "bench"
 RATELIMIT_ADMIN: Final = "ratelimit"
 
 #: Dispatched by the node itself: no handler may be registered for them.
-NODE_OPS: Final = frozenset({PING, MEMBERS, STATUS, SERVICE, DUAL, COVER})
+NODE_OPS: Final = frozenset({PING, MEMBERS, STATUS, SERVICE, DUAL, COVER, BATCH})
 #: Answered by the framework's replication subsystems (each registers its own).
 FRAMEWORK_OPS: Final = frozenset(
     {HINTED, HINT_DELIVERY, AE_TREE, AE_GET, XF_DONE, XF_FAIL, XF_PLAN, XF_AT}
@@ -184,6 +201,24 @@ class Cover(NamedTuple):
     payload: Any
     origin: str
     epoch: Any
+
+
+class Batch(NamedTuple):
+    """A batch of service commands for one replica (``sb``).
+
+    ``items`` is flat: ``command, key, partition, payload`` per command, in
+    the order the sender started them (the receiver applies them in it).
+    """
+
+    namespace: str
+    origin: str
+    epoch: Any
+    items: list[Any]
+
+
+#: Status of one command's answer in a batch answer.
+BATCH_OK: Final = 0
+BATCH_ERROR: Final = 1
 
 
 # -- builders --------------------------------------------------------------------
@@ -229,6 +264,12 @@ def cover_frame(
 ) -> list[Any]:
     """``["cv", ...]``: ``command`` on one replica for all of ``partitions``."""
     return [COVER, namespace, command, partitions, payload, origin, epoch]
+
+
+def batch_frame(namespace: str, origin: str, epoch: str, items: list[Any]) -> list[Any]:
+    """``["sb", ...]``: several commands for one replica in one request, fenced by
+    ``epoch``; ``items`` flat (``command, key, partition, payload`` each)."""
+    return [BATCH, namespace, origin, epoch, items]
 
 
 # -- parsers ---------------------------------------------------------------------
@@ -291,6 +332,44 @@ def parse_cover(message: list[Any], partitions: int) -> Cover:
     if type(parts) is not list or not all(type(p) is int and 0 <= p < partitions for p in parts):
         raise InvalidRequest(f"cv: partitions must be a list of ints in [0, {partitions})")
     return Cover(ns, command, parts, payload, origin, epoch)
+
+
+def parse_batch(message: list[Any]) -> Batch:
+    """``["sb", ...]`` -> the batch; every command's fields are checked here (a
+    malformed batch is refused whole, before any command of it is applied)."""
+    if len(message) != 5:
+        raise InvalidRequest("batch needs 5 fields")
+    _, ns, origin, epoch, items = message
+    if type(ns) is not str or type(origin) is not str:
+        raise InvalidRequest("sb: namespace and origin must be strings")
+    if type(items) is not list or len(items) % 4:
+        raise InvalidRequest("sb: items must be a flat list of 4 fields per command")
+    for i in range(0, len(items), 4):
+        if (
+            type(items[i]) is not str
+            or type(items[i + 1]) is not bytes
+            or type(items[i + 2]) is not int
+        ):
+            raise InvalidRequest("sb: each command needs a string, a bytes key, an int partition")
+    return Batch(ns, origin, epoch, items)
+
+
+def parse_batch_answer(answer: Any, count: int) -> list[Any]:
+    """A batch's answer -> flat ``[status, value]`` per command, checked to hold
+    ``count`` commands with known statuses (errors as ``[code, message]``)."""
+    if type(answer) is not list or len(answer) != 2 * count:
+        raise InvalidRequest(f"sb: the answer must hold {count} [status, value] pairs")
+    for i in range(0, len(answer), 2):
+        status = answer[i]
+        if status != BATCH_OK and (
+            status != BATCH_ERROR
+            or type(answer[i + 1]) is not list
+            or len(answer[i + 1]) != 2
+            or type(answer[i + 1][0]) is not str
+            or type(answer[i + 1][1]) is not str
+        ):
+            raise InvalidRequest("sb: an answer's status must be 0, or 1 with [code, message]")
+    return answer
 
 
 def ping_frame() -> list[Any]:

@@ -24,6 +24,19 @@ handed off, its old holders also receive every command (dual-write), without
 counting towards the quorum. Commands carry the ring epoch (fencing, see
 ``peer_ring.wire``).
 
+Batches (:class:`RoundBatch`): rounds started together -- a RESP pipeline,
+MSET/MGET, ``put_many`` -- are each a round of their own (a quorum, an
+answer or error, a deadline per command), but their remote requests are held
+until :meth:`RoundBatch.flush` and leave as *one* ``sb`` request per replica
+holding every command for it (up to ``BATCH_MAX_COMMANDS`` per request), in
+the order they were started; the replica applies them in that order in one
+pass and answers each on its own. A batch's answer is one frame, bounded by
+the transport's ``max_frame_size`` like any answer: reads of very large
+values in one batch can exceed it where separate reads would not. One
+replica's failure or slowness fails or delays the rounds of the commands it
+held, never the others' answers. Local work, hinted copies and dual writes
+are not held: they happen when the round starts, as for a lone round.
+
 Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """
 
@@ -37,14 +50,35 @@ from typing import Any
 
 from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
-from peer_ring.errors import NotOwner, PeerRingError, PeerUnavailable, QuorumNotReached
+from peer_ring.errors import (
+    InvalidRequest,
+    NotOwner,
+    PeerRingError,
+    PeerUnavailable,
+    QuorumNotReached,
+    error_from_wire,
+)
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
 from peer_ring.ring import Ring
 from peer_ring.service import CompleteCallback, QuorumResult, RoundListener
-from peer_ring.wire import dual_frame, hinted_frame, service_frame
+from peer_ring.wire import (
+    BATCH_OK,
+    batch_frame,
+    dual_frame,
+    hinted_frame,
+    parse_batch_answer,
+    service_frame,
+)
 
 log = logging.getLogger(__name__)
+
+#: Most commands one batch request carries (a replica's answer to a batch is
+#: one frame too, bounded by ``max_frame_size``); more leave as more requests.
+BATCH_MAX_COMMANDS = 64
+
+#: The empty map of stand-ins, shared (read only).
+_NO_HINTS: dict[str, str] = {}
 
 #: Unanswered peer requests above which :meth:`Coordinator.run` waits for
 #: the remaining replicas of a round whose quorum is already met.
@@ -123,12 +157,13 @@ class Round:
         quorum: int,
         listener: RoundListener | None,
         on_complete: CompleteCallback | None,
+        hinted: dict[str, str] | None = None,
         stats: QuorumStats | None = None,
     ) -> None:
         self.quorum = quorum
         self.stats = stats
         self.remaining = len(targets)
-        self.result = QuorumResult(targets, {}, [], {}, [])
+        self.result = QuorumResult(targets, {} if hinted is None else hinted, [], {}, [])
         self.errors = self.result.errors
         self.finished = False
         self.listener = listener
@@ -234,6 +269,141 @@ class Round:
             self.complete.set_result(list(self.result.answers))
 
 
+class _Outbox:
+    """The commands a batch holds for one replica, and their rounds."""
+
+    __slots__ = ("address", "deadline", "items", "rounds")
+
+    def __init__(self, address: str, deadline: float) -> None:
+        self.address = address
+        self.deadline = deadline
+        #: flat: command, key, partition, payload per command (``wire.batch_frame``)
+        self.items: list[Any] = []
+        self.rounds: list[Round] = []
+
+
+class RoundBatch:
+    """Quorum rounds started together, whose remote requests leave at :meth:`flush`:
+    one request per replica (``wire.batch_frame``), see the module docstring.
+
+    Start rounds with :meth:`Coordinator.start` passing ``batch=``; call
+    :meth:`flush` once, in the same loop pass (until then the held requests
+    are not sent and their rounds cannot finish). A batch is reusable: after
+    a flush it is empty.
+    """
+
+    __slots__ = ("_boxes", "_full", "coordinator", "namespace")
+
+    def __init__(self, coordinator: Coordinator, namespace: str) -> None:
+        self.coordinator = coordinator
+        self.namespace = namespace
+        self._boxes: dict[str, _Outbox] = {}
+        #: boxes that reached BATCH_MAX_COMMANDS, in the order they filled
+        self._full: list[tuple[str, _Outbox]] = []
+
+    def __len__(self) -> int:
+        """Replicas with held requests."""
+        return len(self._boxes)
+
+    def hold(
+        self,
+        target: str,
+        address: str,
+        rnd: Round,
+        command: str,
+        key: bytes,
+        partition: int,
+        payload: Any,
+        deadline: float,
+    ) -> None:
+        """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``."""
+        box = self._boxes.get(target)
+        if box is None or len(box.rounds) >= BATCH_MAX_COMMANDS:
+            if box is not None:  # full: it leaves with the others at flush
+                self._full.append((target, box))
+            box = self._boxes[target] = _Outbox(address, deadline)
+        elif deadline < box.deadline:
+            box.deadline = deadline  # the request carries its items' shortest deadline
+        items = box.items
+        items.append(command)
+        items.append(key)
+        items.append(partition)
+        items.append(payload)
+        box.rounds.append(rnd)
+
+    def flush(self) -> None:
+        """Send the held requests: one per replica and ``BATCH_MAX_COMMANDS``
+        commands (a lone command as a plain service command; a request that
+        would exceed the transport's ``max_frame_size`` as one request per
+        command). Answers are told to each command's round."""
+        if not self._boxes:
+            return
+        boxes = self._full
+        boxes.extend(self._boxes.items())
+        self._boxes = {}
+        self._full = []
+        cluster = self.coordinator.cluster
+        limit = cluster.config.transport_config.max_frame_size
+        transport = cluster.transport
+        me = cluster.id
+        epoch = cluster.ring.epoch
+        ns = self.namespace
+        last_items: list[Any] | None = None
+        last_packed: Any = None
+        for target, box in boxes:
+            rounds = box.rounds
+            items = box.items
+            # N replicas of the same keys get the same commands: encode once
+            if len(rounds) == 1:
+                packed = None
+            elif last_items is not None and last_items == items:
+                packed = last_packed
+            else:
+                try:
+                    packed = transport.pack(batch_frame(ns, me, epoch, items))
+                except PeerRingError as exc:
+                    for rnd in rounds:
+                        rnd.fail(target, exc)
+                    continue
+                last_items, last_packed = items, packed
+            if packed is None or len(packed.data) > limit:
+                for i, rnd in enumerate(rounds):
+                    j = 4 * i
+                    msg = service_frame(
+                        ns, items[j], items[j + 1], items[j + 2], items[j + 3], me, epoch
+                    )
+                    transport.request_callback(
+                        box.address, msg, box.deadline, partial(rnd.answer, target)
+                    )
+                continue
+            transport.request_callback(
+                box.address, packed, box.deadline, partial(_batch_answered, target, rounds)
+            )
+
+
+def _batch_answered(
+    target: str, rounds: list[Round], value: Any, exc: BaseException | None
+) -> None:
+    """A replica's answer to a batch: each command's answer or error to its round."""
+    if exc is None:
+        try:
+            answer = parse_batch_answer(value, len(rounds))
+        except InvalidRequest as bad:
+            exc = bad
+    if exc is not None:
+        for rnd in rounds:
+            rnd.fail(target, exc)
+        return
+    i = 0
+    for rnd in rounds:
+        value = answer[i + 1]
+        if answer[i] == BATCH_OK:
+            rnd.ok(target, value)
+        else:
+            rnd.fail(target, error_from_wire(value[0], value[1]))
+        i += 2
+
+
 class Coordinator:
     """Quorum operations over a node's ring. One per node, built by the node.
 
@@ -271,6 +441,10 @@ class Coordinator:
     def metrics(self) -> dict[str, int]:
         """Quorum rounds started and failed (``Node.metrics``)."""
         return {"quorum_rounds": self.stats.rounds, "quorum_failures": self.stats.failures}
+
+    def batch(self, namespace: str) -> RoundBatch:
+        """An empty :class:`RoundBatch` for ``namespace``'s rounds."""
+        return RoundBatch(self, namespace)
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop, cheaply: ``asyncio.get_running_loop()`` costs a
@@ -363,6 +537,7 @@ class Coordinator:
         sloppy: bool | None = None,
         applied: bool = False,
         listener: RoundListener | None = None,
+        batch: RoundBatch | None = None,
     ) -> Round:
         """Start a quorum round: everything is sent before this returns.
 
@@ -382,7 +557,8 @@ class Coordinator:
         caller already applied the command to this node's replica (a
         coordinating replica that issued the new version itself); if this node
         is a target it counts as an ack (answer ``None``) without running it
-        again.
+        again. ``batch``: hold the requests to home replicas in it until its
+        :meth:`RoundBatch.flush` (see the module docstring).
         """
         cluster = self.cluster
         cluster.raise_if_stopped()
@@ -410,10 +586,10 @@ class Coordinator:
         if sloppy is None:
             sloppy = self.handoff.sloppy
         hinted: dict[str, str] = {}
-        extra: dict[str, str] = {}
+        extra = _NO_HINTS  # never mutated: replaced by _substitute's map when needed
         service = cluster.find_service(namespace)
         is_read = service is not None and command in service.read_commands
-        if not is_read and self.hints.enabled:
+        if not is_read and self.hints.enabled and cluster.any_down:
             # Down owners of a write get a hinted copy on a live fallback. Under a
             # sloppy quorum the fallback counts towards W (Dynamo); under a strict
             # one it does not (Cassandra's hints): W counts home replicas only, so
@@ -430,10 +606,9 @@ class Coordinator:
             started = cluster.clock.monotonic()
             if listener is not None:
                 listener = partial(self._timed_listener, listener, started)
-        rnd = Round(loop, targets, quorum, listener, on_complete, stats)
+        rnd = Round(loop, targets, quorum, listener, on_complete, hinted, stats)
         if started >= 0.0 and rnd.done is not None:
             rnd.done.add_done_callback(partial(self._timed_done, started))
-        rnd.result.hinted = hinted
         deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
         # Remote requests carry their own deadlines, so the round needs a timer
         # only for local work that waits (set below): one timer less per round.
@@ -441,9 +616,9 @@ class Coordinator:
         me = cluster.id
         transport = cluster.transport
         local = False
-        msg = service_frame(namespace, command, key, partition, payload, me, cluster.ring.epoch)
+        # built when something is sent on its own (a batch holds the fields)
+        msg: list[Any] | None = None
         packed: Any = None
-        answer = rnd.answer
         for target in targets:
             if target == me:
                 local = True
@@ -451,6 +626,13 @@ class Coordinator:
             try:
                 address = cluster.address_of(target)
                 owner = hinted.get(target)
+                if owner is None and batch is not None:
+                    batch.hold(target, address, rnd, command, key, partition, payload, deadline)
+                    continue
+                if msg is None:
+                    msg = service_frame(
+                        namespace, command, key, partition, payload, me, cluster.ring.epoch
+                    )
                 if owner is None:
                     if packed is None:
                         packed = transport.pack(msg)
@@ -460,11 +642,16 @@ class Coordinator:
             except PeerRingError as exc:
                 rnd.fail(target, exc)
                 continue
-            transport.request_callback(address, out, deadline, partial(answer, target))
-        if not is_read:
-            self._dual_write(partition, targets, msg, deadline)
-        if extra:
-            self._extra_hints(extra, msg, deadline)
+            transport.request_callback(address, out, deadline, partial(rnd.answer, target))
+        if (not is_read and self.transfers.holders_of(partition)) or extra:
+            if msg is None:
+                msg = service_frame(
+                    namespace, command, key, partition, payload, me, cluster.ring.epoch
+                )
+            if not is_read:
+                self._dual_write(partition, targets, msg, deadline)
+            if extra:
+                self._extra_hints(extra, msg, deadline)
         if local:
             if applied and me not in hinted:
                 rnd.ok(me, None)

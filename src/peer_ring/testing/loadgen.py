@@ -49,7 +49,7 @@ def parse_spec(raw: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "seconds": 3.0, "warmup": 0.5, "ops": 1_000_000, "concurrency": 64,
         "value_size": 100, "read_ratio": 0.5, "keyspace": 10_000, "prefix": b"k",
-        "preload": [0, 0], "profile": None, "seed": 0,
+        "preload": [0, 0], "profile": None, "seed": 0, "batch": 1, "owned": False,
     }  # fmt: skip
     unknown = set(raw) - set(spec)
     if unknown:
@@ -69,6 +69,7 @@ def parse_spec(raw: Any) -> dict[str, Any]:
         ("value_size", 0, 16 * 1024 * 1024),
         ("keyspace", 1, 100_000_000),
         ("seed", 0, 2**32),
+        ("batch", 1, 4096),
     ):
         v = spec[name]
         if type(v) is not int or not lo <= v <= hi:
@@ -83,6 +84,8 @@ def parse_spec(raw: Any) -> dict[str, Any]:
         raise InvalidRequest("bench: preload must be [start, stop) key indexes")
     if type(spec["prefix"]) is not bytes or len(spec["prefix"]) > 64:
         raise InvalidRequest("bench: prefix must be at most 64 bytes")
+    if type(spec["owned"]) is not bool:
+        raise InvalidRequest("bench: owned must be true or false")
     if spec["profile"] is not None and type(spec["profile"]) is not str:
         raise InvalidRequest("bench: profile must be a file path or nil")
     return spec
@@ -108,7 +111,12 @@ def bench_op(kv: KVApi) -> Callable[[list[Any], Any], Awaitable[dict[str, Any]]]
     window (``gc``: per generation ``[count, total s, max s]``), the process
     CPU seconds used (``cpu``: user+system; ``cpu_sys``: system) and the
     wall time. With ``profile`` (a path), cProfile
-    runs over the window and dumps its stats there.
+    runs over the window and dumps its stats there. With ``batch`` K > 1 each
+    operation of a worker is a ``get_many`` or ``put_many`` of K random keys
+    (counted as K operations of one latency each: ``ops`` counts keys). With
+    ``owned`` the workers pick only keys whose preference list holds this
+    node (no forwarded write, one local replica per read: the cost of a
+    coordinator outside the preference list, measured by its absence).
     """
 
     async def handle(message: list[Any], peer: Any) -> dict[str, Any]:
@@ -143,12 +151,27 @@ def bench_op(kv: KVApi) -> Callable[[list[Any], Any], Awaitable[dict[str, Any]]]
         begin_at = time.monotonic() + spec["warmup"]
         end = begin_at + spec["seconds"]
 
+        batch: int = spec["batch"]
+        # the key indexes workers draw from: all, or those this node replicates
+        pool: range | list[int] = range(keyspace)
+        app = getattr(kv, "app", None)
+        if spec["owned"] and app is not None:
+            me = app.node_id
+            pool = [
+                i
+                for i in range(keyspace)
+                if me in app.owners(app.partition_for(prefix + b"%010d" % i))
+            ]
+            if not pool:
+                raise InvalidRequest("bench: this node owns none of the keys")
+
         async def worker() -> None:
             nonlocal issued
             clock = time.perf_counter_ns
             get, put = kv.get, kv.put
+            get_many, put_many = kv.get_many, kv.put_many
             rand = rng.random
-            randrange = rng.randrange
+            choice = rng.choice
             n = 0
             while issued < max_ops and time.monotonic() < end:
                 if not measuring and time.monotonic() >= begin_at:
@@ -156,8 +179,31 @@ def bench_op(kv: KVApi) -> Callable[[list[Any], Any], Awaitable[dict[str, Any]]]
                 n += 1
                 if n % 64 == 0:
                     await asyncio.sleep(0)  # let the other workers and the node run
-                key = prefix + b"%010d" % randrange(keyspace)
                 read = rand() < read_ratio
+                if batch > 1:
+                    keys = [prefix + b"%010d" % choice(pool) for _ in range(batch)]
+                    if measuring:
+                        issued += batch
+                    t = clock()
+                    try:
+                        if read:
+                            values = await get_many(keys)
+                        else:
+                            await put_many([(k, value) for k in keys])
+                    except Exception as exc:  # counted and reported, never fatal
+                        name = type(exc).__name__
+                        errors[name] = errors.get(name, 0) + 1
+                        continue
+                    if measuring:
+                        took = (clock() - t) // 1000
+                        lat.extend([took] * batch)
+                        if read:
+                            counts["get"] += batch
+                            counts["hit"] += sum(v is not None for v in values)
+                        else:
+                            counts["put"] += batch
+                    continue
+                key = prefix + b"%010d" % choice(pool)
                 if measuring:
                     issued += 1
                 t = clock()

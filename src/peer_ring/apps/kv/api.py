@@ -95,6 +95,11 @@ class KVApi(Protocol):
         """Store every item; fails if any write fails its quorum."""
         ...
 
+    async def delete_many(self, keys: Sequence[bytes]) -> list[bool]:
+        """Delete every key; for each, whether a live value existed. Fails if
+        any delete fails its quorum (the others may have applied)."""
+        ...
+
     async def set_expiry(
         self, key: bytes, expires_at: float | None, *, context: bytes | None = None
     ) -> bool:
@@ -135,3 +140,28 @@ class KVCallbacks(Protocol):
     def start_put(
         self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
     ) -> None: ...
+
+
+class KVBatchApi(Protocol):
+    """Reads and writes started together (``KVBatches.batch()``): each key's
+    operation is started at once and told to its ``done`` (the callback
+    rules of :class:`KVCallbacks`); the requests to other replicas leave at
+    :meth:`flush`, one per replica."""
+
+    def get(
+        self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]
+    ) -> None: ...
+
+    def put(
+        self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
+    ) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@runtime_checkable
+class KVBatches(Protocol):
+    """Optional: a store whose operations can be batched (the RESP server
+    groups a pipeline's GETs and SETs through it)."""
+
+    def batch(self) -> KVBatchApi: ...

@@ -173,6 +173,11 @@ class LocalKV:
         for key, value in items:
             self._store(key, value, expires_at)
 
+    async def delete_many(self, keys: Sequence[bytes]) -> list[bool]:
+        for key in keys:
+            self._check_key(key)
+        return [await self.delete(key) for key in keys]
+
     async def set_expiry(
         self, key: bytes, expires_at: float | None, *, context: bytes | None = None
     ) -> bool:

@@ -270,6 +270,8 @@ class KVReplica(Service):
         self._own_clock = clock
         self._hlc: HLC | None = None
         self._actor = ""
+        self._node_r = 0
+        self._node_w = 0
         self._closed = False
         self._background: set[asyncio.Future[Any]] = set()
         #: Statistics: states dropped by sweeps, read repairs sent.
@@ -289,6 +291,10 @@ class KVReplica(Service):
         self._app = app
         self._hlc = HLC(self._clock(), policy=SkewPolicy.ACCEPT)
         self._actor = f"{app.node_id}.{os.urandom(4).hex()}"
+        # the node's default R and W (its configuration is immutable): read once,
+        # not through the context on every operation
+        self._node_r = app.read_quorum
+        self._node_w = app.write_quorum
         app.spawn(self._sweep_loop, "sweep")
         app.add_metrics(self._metrics)
 
@@ -890,10 +896,11 @@ class KVReplica(Service):
 
     def _quorum(self, given: int | None, own: int | None, what: str) -> int:
         """The call's quorum, else this store's, else the node's."""
-        app = self.app
         q = given if given is not None else own
         if q is None:
-            q = app.read_quorum if what == "read" else app.write_quorum
+            q = self._node_r if what == "read" else self._node_w
+            if q == 0:  # not attached yet: the context says (or raises ClosedError)
+                q = self.app.read_quorum if what == "read" else self.app.write_quorum
         if type(q) is not int or q < 1:
             raise InvalidRequest(f"{what} quorum must be a positive integer, got {q!r}")
         return q

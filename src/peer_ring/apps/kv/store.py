@@ -45,7 +45,7 @@ from peer_ring.apps.kv._state import EMPTY, Entries
 from peer_ring.apps.kv.api import Entry
 from peer_ring.apps.kv.replica import KVConfig, KVReplica, MergeFunction, _expiry_float
 
-__all__ = ["KVConfig", "KVStore", "MergeFunction", "Versions"]
+__all__ = ["KVBatch", "KVConfig", "KVStore", "MergeFunction", "Versions"]
 
 _SCAN_FIRST_BATCH: Final = 8
 _SCAN_MAX_BATCH: Final = 256
@@ -104,7 +104,7 @@ class KVStore(KVReplica):
         """The join of the quorum's answers."""
         merged: Entries = EMPTY
         for _, answer in result.acks:
-            other = memo[id(answer)] = st.decode_entries(answer)
+            other = memo[id(answer)] = _decode_once(answer, memo, result.acks)
             if other != merged:
                 merged = self._join(merged, other) if merged else other
         return merged
@@ -120,12 +120,21 @@ class KVStore(KVReplica):
         call: the quorum round tells ``done`` from the answer that decides it.
         ``done`` must not raise.
         """
+        self._start_get(key, done, self.app.start_quorum)
+
+    def _start_get(
+        self,
+        key: bytes,
+        done: Callable[[bytes | None, BaseException | None], None],
+        start: Callable[..., None],
+    ) -> None:
+        """The read path in callback form; ``start`` starts the round
+        (``AppContext.start_quorum`` or a batch's ``add``: same signature)."""
         memo: dict[int, Entries] = {}
         try:
             k = self._key(key)
-            app = self.app
-            partition = app.partition_for(k)
-            app.start_quorum(
+            partition = self.app.partition_for(k)
+            start(
                 "get",
                 k,
                 None,
@@ -167,32 +176,64 @@ class KVStore(KVReplica):
         (:meth:`_begin_write`), told by callback: no task or future when this
         node coordinates (the common case).
         """
+        self._start_write(key, value, None, partial(_put_done, done), False, self.app.start_quorum)
+
+    def _start_write(
+        self,
+        key: bytes,
+        value: bytes | None,
+        expires_at: float | None,
+        done: Callable[[bool, BaseException | None], None],
+        want_existed: bool,
+        start: Callable[..., None],
+    ) -> None:
+        """The write path in callback form (a value, or a tombstone for ``None``):
+        ``done(existed, None)`` once W replicas acknowledged. ``start`` starts
+        the ``merge`` round (``AppContext.start_quorum`` or a batch's ``add``);
+        a write this node cannot coordinate is forwarded by a task."""
         try:
             k = self._key(key)
-            v = self._check_value(value)
-            begun = self._begin_write(k, v, None, None, None, None, want_existed=False)
+            v = None if value is None else self._check_value(value)
+            begun = self._begin_write(k, v, expires_at, None, None, None, want_existed)
             if begun is not None:
-                partition, entries, _, quorum = begun
-                self._merge_round(
-                    partition, k, entries, None, quorum, self.config.timeout,
-                    partial(_put_done, done),
-                )  # fmt: skip
+                partition, entries, existed, quorum = begun
+                start(
+                    "merge",
+                    k,
+                    entries,
+                    quorum=quorum,
+                    timeout=self.config.timeout,
+                    partition=partition,
+                    applied=True,
+                    listener=partial(_write_done, done, existed),
+                )
                 return
-            task = asyncio.ensure_future(self._forward(k, v, None, None, None, None, None))
+            task = asyncio.ensure_future(
+                self._forward(k, v, expires_at, None, None, None, self.config.timeout)
+            )
         except Exception as exc:
-            done(None, exc)
+            done(False, exc)
             return
         self._background.add(task)
-        task.add_done_callback(partial(self._put_task_done, done))
+        task.add_done_callback(partial(self._write_task_done, done))
 
-    def _put_task_done(
-        self, done: Callable[[None, BaseException | None], None], task: asyncio.Future[Any]
+    def _write_task_done(
+        self, done: Callable[[bool, BaseException | None], None], task: asyncio.Future[Any]
     ) -> None:
         self._background.discard(task)
         if task.cancelled():
-            done(None, asyncio.CancelledError())
+            done(False, asyncio.CancelledError())
+            return
+        exc = task.exception()
+        if exc is None:
+            done(bool(task.result()), None)
         else:
-            done(None, task.exception())
+            done(False, exc)
+
+    def batch(self) -> KVBatch:
+        """An empty :class:`KVBatch`: reads and writes started on it travel as one
+        request per replica when it is flushed (the RESP pipeline's path)."""
+        return KVBatch(self)
 
     def _read_repair(
         self, key: bytes, partition: int, memo: dict[int, Entries], result: QuorumResult
@@ -207,7 +248,7 @@ class KVStore(KVReplica):
             decoded = memo.get(id(answer))
             if decoded is None:
                 try:
-                    decoded = st.decode_entries(answer)
+                    decoded = memo[id(answer)] = _decode_once(answer, memo, answers)
                 except InvalidRequest:
                     return
             states.append((nid, decoded))
@@ -298,11 +339,22 @@ class KVStore(KVReplica):
     async def get_many(
         self, keys: Sequence[bytes | str], *, r: int | None = None, timeout: float | None = None
     ) -> list[bytes | None]:
-        """Values of ``keys`` in order (``None`` where missing); reads run concurrently."""
+        """Values of ``keys`` in order (``None`` where missing).
+
+        One batched round per key (:class:`KVBatch`): every key's read leaves
+        at once, as one request per replica; raises the first failure.
+        """
         ks = [self._key(k) for k in keys]
         if not ks:
             return []
-        return list(await asyncio.gather(*(self.get(k, r=r, timeout=timeout) for k in ks)))
+        if r is not None or timeout is not None:
+            return list(await asyncio.gather(*(self.get(k, r=r, timeout=timeout) for k in ks)))
+        collect = _Collect(self.app.create_future(), len(ks))
+        batch = self.batch()
+        for i, k in enumerate(ks):
+            batch.get(k, partial(collect.done, i))
+        batch.flush()
+        return await collect.fut  # type: ignore[no-any-return]
 
     async def get_json(self, key: bytes | str, **kw: Any) -> Any:
         """``json.loads`` of the value of ``key``; ``None`` when missing."""
@@ -470,12 +522,40 @@ class KVStore(KVReplica):
         w: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Store every item concurrently; raises the first failure (others may have applied)."""
+        """Store every item; raises the first failure (others may have applied).
+
+        One batched round per key (:class:`KVBatch`): the writes this node
+        coordinates leave as one request per replica, each key acknowledged
+        by its own W replicas.
+        """
         checked = [(self._key(k), self._check_value(v)) for k, v in items]
         exp = self._expiry(ttl, None)
         if not checked:
             return
-        await asyncio.gather(*(self._write(k, v, exp, None, None, w, timeout) for k, v in checked))
+        if w is not None or timeout is not None:
+            await asyncio.gather(
+                *(self._write(k, v, exp, None, None, w, timeout) for k, v in checked)
+            )
+            return
+        collect = _Collect(self.app.create_future(), len(checked))
+        batch = self.batch()
+        for i, (k, v) in enumerate(checked):
+            batch.put(k, v, partial(collect.done, i), expires_at=exp)
+        batch.flush()
+        await collect.fut
+
+    async def delete_many(self, keys: Sequence[bytes | str]) -> list[bool]:
+        """Delete every key (batched like :meth:`put_many`); for each, whether an
+        acknowledging replica held a live value. Raises the first failure."""
+        ks = [self._key(k) for k in keys]
+        if not ks:
+            return []
+        collect = _Collect(self.app.create_future(), len(ks))
+        batch = self.batch()
+        for i, k in enumerate(ks):
+            batch.delete(k, partial(collect.done, i))
+        batch.flush()
+        return await collect.fut  # type: ignore[no-any-return]
 
     async def set_expiry(
         self, key: bytes | str, expires_at: float | None, *, context: bytes | None = None
@@ -560,7 +640,113 @@ class KVStore(KVReplica):
 
 def _put_done(
     done: Callable[[None, BaseException | None], None],
-    result: QuorumResult | None,
+    existed: Any,
     exc: BaseException | None,
 ) -> None:
     done(None, exc)
+
+
+def _write_done(
+    done: Callable[[bool, BaseException | None], None],
+    existed: bool,
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    if result is None:
+        done(False, exc)
+    else:
+        done(existed or any(answer is True for _, answer in result.acks), None)
+
+
+class _Collect:
+    """The answers of a batch's keys, in order, into one future: its result
+    once every key answered, or the first error."""
+
+    __slots__ = ("error", "fut", "left", "values")
+
+    def __init__(self, fut: asyncio.Future[Any], count: int) -> None:
+        self.fut = fut
+        self.left = count
+        self.values: list[Any] = [None] * count
+        self.error: BaseException | None = None
+
+    def done(self, index: int, value: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            if self.error is None:
+                self.error = exc
+        else:
+            self.values[index] = value
+        self.left -= 1
+        if self.left == 0 and not self.fut.done():
+            if self.error is not None:
+                self.fut.set_exception(self.error)
+            else:
+                self.fut.set_result(self.values)
+
+
+class KVBatch:
+    """Reads and writes started together, sent as one request per replica.
+
+    Each call starts one key's operation exactly as the callback forms do
+    (:meth:`KVStore.start_get`, :meth:`KVStore.start_put`): its own quorum,
+    version, error and ``done`` callback; this node's own replica does its
+    part at once (a write is issued here when this node coordinates it).
+    The requests to the other replicas wait for :meth:`flush`, which sends
+    one request per replica holding every command for it, in call order
+    (``AppContext.batch``). ``done`` is called exactly once, on the event
+    loop, possibly during the call or the flush; it must not raise.
+
+    Operations on different keys commute, so a batch answers as the same
+    operations run one after another would -- but two operations on one key
+    in one batch (a write then a read of it) are only ordered at each
+    replica, not by their acknowledgements: callers that need
+    read-your-writes within a pipeline flush between them (the RESP server
+    does). Writes this node cannot coordinate (it is no replica of the key)
+    are forwarded to a replica, one request each.
+    """
+
+    __slots__ = ("_rounds", "_store")
+
+    def __init__(self, store: KVStore) -> None:
+        self._store = store
+        self._rounds = store.app.batch()
+
+    def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
+        """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``."""
+        self._store._start_get(key, done, self._rounds.add)
+
+    def put(
+        self,
+        key: bytes,
+        value: bytes,
+        done: Callable[[None, BaseException | None], None],
+        *,
+        expires_at: float | None = None,
+    ) -> None:
+        """Write ``key`` (the store's W): ``done(None, None)`` or ``done(None, error)``."""
+        self._store._start_write(
+            key, value, expires_at, partial(_put_done, done), False, self._rounds.add
+        )
+
+    def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
+        """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
+        self._store._start_write(key, None, None, done, True, self._rounds.add)
+
+    def flush(self) -> None:
+        """Send the held requests (one per replica); the batch is empty after."""
+        self._rounds.flush()
+
+
+def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
+    """``answer`` decoded, reusing the decoding of an equal answer already in
+    ``memo`` (replicas that agree send equal states: one validation, and the
+    later comparisons of the decoded states are identity checks)."""
+    if type(answer) is list:
+        for _, other in answers:
+            if other is answer:
+                break  # only answers before this one can have been decoded
+            if type(other) is list and other == answer:
+                seen = memo.get(id(other))
+                if seen is not None:
+                    return seen
+    return st.decode_entries(answer)

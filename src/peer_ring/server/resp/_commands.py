@@ -12,7 +12,6 @@ FLUSHALL delete the whole cluster's keys.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import resource
@@ -325,10 +324,15 @@ async def cmd_unwatch(c: RespConnection, args: list[bytes]) -> bytes:
 
 
 def start_get(c: RespConnection, args: list[bytes]) -> bool:
-    """GET in callback form, on a store offering it."""
+    """GET in callback form, on a store offering it (into the connection's
+    open group, if any)."""
     callbacks = c.callbacks
     if callbacks is None:
         return False
+    group = c.group
+    if group is not None:
+        group.get(args[1], c.slot_bulk())
+        return True
     callbacks.start_get(args[1], c.reply_bulk)
     return True
 
@@ -342,6 +346,7 @@ def start_get(c: RespConnection, args: list[bytes]) -> bool:
     group="string",
     summary="Get the value of a key.",
     start=start_get,
+    group_arity=2,
 )
 async def cmd_get(c: RespConnection, args: list[bytes]) -> bytes:
     value = await c.kv.get(args[1])
@@ -368,6 +373,10 @@ def start_set(c: RespConnection, args: list[bytes]) -> bool:
     callbacks = c.callbacks
     if callbacks is None or len(args) != 3:
         return False
+    group = c.group
+    if group is not None:
+        group.put(args[1], args[2], c.slot_ok())
+        return True
     callbacks.start_put(args[1], args[2], c.reply_ok)
     return True
 
@@ -381,6 +390,7 @@ def start_set(c: RespConnection, args: list[bytes]) -> bool:
     group="string",
     summary="Set a key's value, with optional expiry and conditions (NX/XX/GET/KEEPTTL).",
     start=start_set,
+    group_arity=3,
 )
 async def cmd_set(c: RespConnection, args: list[bytes]) -> bytes:
     key = args[1]
@@ -668,9 +678,11 @@ async def cmd_decrby(c: RespConnection, args: list[bytes]) -> bytes:
     summary="Delete keys; returns how many existed.",
 )
 async def cmd_del(c: RespConnection, args: list[bytes]) -> bytes:
-    # concurrently, each distinct key once (``DEL a a`` counts a once, as in Redis)
-    existed = await asyncio.gather(*(c.kv.delete(key) for key in dict.fromkeys(args[1:])))
-    return integer(sum(existed))
+    # batched, each distinct key once (``DEL a a`` counts a once, as in Redis)
+    keys = list(dict.fromkeys(args[1:]))
+    if len(keys) == 1:
+        return integer(int(await c.kv.delete(keys[0])))
+    return integer(sum(await c.kv.delete_many(keys)))
 
 
 @command(

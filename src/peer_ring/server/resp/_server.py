@@ -80,10 +80,11 @@ import logging
 import os
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, cast
 
-from peer_ring.apps.kv.api import KVApi, KVCallbacks
+from peer_ring.apps.kv.api import KVApi, KVBatchApi, KVBatches, KVCallbacks
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.errors import (
     ClosedError,
@@ -199,6 +200,9 @@ class RespServer:
         #: the store's callback API, used by commands' callback forms (None:
         #: every command runs as a coroutine handler)
         self.callbacks: KVCallbacks | None = kv if isinstance(kv, KVCallbacks) else None
+        #: the store's batch API: a pipeline's GETs and SETs are grouped through it
+        #: (None: each starts on its own)
+        self.batches: KVBatches | None = kv if isinstance(kv, KVBatches) else None
         #: users and their permissions (_acl.py)
         self.acl = Acl.from_config(self.config)
         #: idle, slow-request and output-buffer limits (_limits.py)
@@ -307,6 +311,12 @@ class RespConnection(asyncio.Protocol):
         self.server = server
         self.kv = server.kv
         self.callbacks: KVCallbacks | None = server.callbacks
+        self.batches: KVBatches | None = server.batches
+        #: the open group's batch (see the module docstring), else None
+        self.group: KVBatchApi | None = None
+        self._group_keys: set[bytes] = set()
+        self._slots = 0  # replies of the group not filled in yet
+        self._group_wait = False  # the group closed; the connection waits for its slots
         self.id = next(server._ids)
         cfg = server.config
         self.parser = RespParser(
@@ -452,7 +462,9 @@ class RespConnection(asyncio.Protocol):
         Called when requests arrive, when the command in flight completes and
         when the transport drains. Re-entered from a completion that happens
         while it runs (a callback form that answers before returning), it
-        returns at once and the running loop goes on.
+        returns at once and the running loop goes on. Groups (see the module
+        docstring) open and close inside one call: none is left open when it
+        returns.
         """
         if self._advancing:
             return
@@ -462,7 +474,11 @@ class RespConnection(asyncio.Protocol):
         try:
             while not self._busy:
                 if txn:
-                    self._execute(txn.popleft())
+                    args = txn[0]
+                    if self._grouping(args, txn[1] if len(txn) > 1 else None):
+                        continue
+                    txn.popleft()
+                    self._execute(args)
                     continue
                 if self.quit or self._lost:
                     self._drop()
@@ -470,10 +486,16 @@ class RespConnection(asyncio.Protocol):
                 i = self._next
                 if i < len(batch):
                     if self._writing_paused:
+                        self._close_group()
                         break  # resume_writing advances again
+                    args = batch[i]
+                    if self._grouping(args, batch[i + 1] if i + 1 < len(batch) else None):
+                        continue
                     self._next = i + 1
-                    self._execute(batch[i])
+                    self._execute(args)
                     continue
+                if self._close_group():
+                    continue  # the replies of the group first
                 self._flush()  # the end of one read's requests
                 if not queue:  # everything received has run
                     self._batch = _NO_BATCH
@@ -501,6 +523,83 @@ class RespConnection(asyncio.Protocol):
             self._advancing = False
         if (self.quit or self._lost) and not self._busy:
             self._wake()  # the worker closes the connection
+
+    def _grouping(self, args: list[bytes], following: list[bytes] | None) -> bool:
+        """Before ``args`` runs: let it join the open group, open one, or close
+        the open one. True when a group was closed (the caller looks again:
+        the connection may now wait for the group's replies)."""
+        group = self.group
+        if group is None:
+            # open a group only for two groupable requests in a row: a lone
+            # request keeps its callback form
+            if following is None or self.batches is None or self.pubsub is not None:
+                return False
+            key = _group_key(args)
+            if key is None or self.multi is not None or _group_key(following) is None:
+                return False
+            self.group = self.batches.batch()
+            self._group_keys.add(key)
+            return False
+        key = _group_key(args)
+        keys = self._group_keys
+        if key is not None and key not in keys:
+            keys.add(key)
+            return False
+        # another kind of request, or a key already in the group (its second
+        # command waits for the first's reply, as without groups)
+        return self._close_group()
+
+    def _close_group(self) -> bool:
+        """Flush the open group's batch; if replies are still missing the
+        connection is busy until the last one arrives. False if none was open."""
+        group = self.group
+        if group is None:
+            return False
+        self.group = None
+        self._group_keys.clear()
+        group.flush()  # may fill slots before it returns
+        if self._slots:
+            self._busy = True
+            self._group_wait = True
+        return True
+
+    def _slot(self) -> int:
+        """Reserve the place of a grouped command's reply among the replies."""
+        out = self._out
+        out.append(b"")
+        self._slots += 1
+        return len(out) - 1
+
+    def slot_bulk(self) -> Callable[[bytes | None, BaseException | None], None]:
+        """For a command joining the open group: its completion with a bulk
+        string, nil for ``None``, or the error (:meth:`reply_bulk`'s replies)."""
+        return partial(self._fill_bulk, self._slot())
+
+    def slot_ok(self) -> Callable[[None, BaseException | None], None]:
+        """For a command joining the open group: its completion with ``+OK``
+        or the error."""
+        return partial(self._fill_ok, self._slot())
+
+    def _fill_bulk(self, index: int, value: bytes | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            reply = self._failed(exc)
+        elif value is None:
+            reply = self.nil
+        else:
+            reply = b"$%d\r\n%b\r\n" % (len(value), value)
+        self._fill(index, reply)
+
+    def _fill_ok(self, index: int, _: None, exc: BaseException | None) -> None:
+        self._fill(index, _OK if exc is None else self._failed(exc))
+
+    def _fill(self, index: int, reply: bytes) -> None:
+        self._out[index] = reply
+        self._slots -= 1
+        if not self._slots and self._group_wait:
+            self._group_wait = False
+            self._busy = False
+            self.progress_tick = self._watchdog.tick
+            self._advance()
 
     def _execute(self, args: list[bytes]) -> None:
         """Dispatch one request: the reply is appended now (errors, QUEUED)
@@ -551,6 +650,9 @@ class RespConnection(asyncio.Protocol):
         if start is not None and self.pubsub is None:
             try:
                 if start(self, args):
+                    if self.group is not None:  # it joined the group: its slot waits
+                        self._busy = False
+                        self._current = _NO_ARGS
                     return
             except Exception as exc:  # raised before it handed its completion over
                 self.complete(self._failed(exc))
@@ -700,6 +802,15 @@ class RespConnection(asyncio.Protocol):
             f"lib-name={self.lib_name.decode('utf-8', 'replace')} "
             f"lib-ver={self.lib_ver.decode('utf-8', 'replace')}"
         )
+
+
+def _group_key(args: list[bytes]) -> bytes | None:
+    """The key of a request that may join a group (its command's
+    ``group_arity`` matches), else None."""
+    spec = COMMANDS.get(args[0])
+    if spec is None or spec.group_arity != len(args):
+        return None
+    return args[1]
 
 
 def _subcommand(spec: CommandSpec, args: list[bytes]) -> CommandSpec:

@@ -61,6 +61,9 @@ class CommandSpec:
     ``first_key``/``last_key``/``step`` locate the key arguments (1-based,
     ``last_key`` -1 = the last argument; all 0 for keyless commands).
     ``start`` is the optional callback form (:data:`Starter`).
+    ``group_arity``: requests of exactly this many arguments (the key at
+    ``args[1]``) may join a group of a pipeline (0: never); the starter then
+    adds them to the connection's ``group`` batch.
     """
 
     name: str
@@ -77,6 +80,7 @@ class CommandSpec:
     index: int = 0
     subcommands: dict[bytes, CommandSpec] = field(default_factory=dict)
     start: Starter | None = None
+    group_arity: int = 0
 
     @property
     def no_auth(self) -> bool:
@@ -102,6 +106,7 @@ def command(
     since: str = "1.0.0",
     container: str | None = None,
     start: Starter | None = None,
+    group_arity: int = 0,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated handler as ``name`` (under ``container`` if
     given), with ``start`` as its callback form if given."""
@@ -121,6 +126,7 @@ def command(
             summary=summary,
             since=since,
             start=start,
+            group_arity=group_arity,
         )
         if container is not None:
             parent = COMMANDS[container.encode()]

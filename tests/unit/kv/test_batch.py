@@ -1,0 +1,215 @@
+"""Batched quorum rounds (issue 18): ``AppContext.batch()`` and the KV store's
+``KVBatch`` / ``put_many`` / ``get_many`` / ``delete_many``.
+
+Rounds added to a batch keep their own quorum, answer and error; their
+requests to other replicas leave at ``flush`` as one ``sb`` request per
+replica, applied there in the order added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from peer_ring import AppContext, QuorumResult, Request, Service
+from peer_ring.apps.kv.api import Limits
+from peer_ring.apps.kv.store import KVConfig
+from peer_ring.errors import InvalidRequest, QuorumNotReached, UnknownCommand
+from peer_ring.node import Node
+from peer_ring.replication.coordinator import BATCH_MAX_COMMANDS
+from peer_ring.transport.memory import MemoryNetwork
+from tests.conftest import wait_for
+from tests.unit.kv.conftest import ClusterFactory, KVCluster, address, node_config
+
+
+def _requests_in(cluster: KVCluster) -> list[int]:
+    return [n.transport.stats["requests_in"] for n in cluster.nodes]
+
+
+async def test_put_many_sends_one_request_per_replica(kv3: KVCluster) -> None:
+    a, b, c = kv3.stores
+    items = [(b"pm-%d" % i, b"v%d" % i) for i in range(40)]
+    before = _requests_in(kv3)
+    await a.put_many(items)
+    after = _requests_in(kv3)
+    # 40 keys, all on every node (N = 3 of 3): one batch each to n2 and n3
+    # (a ping or a member exchange may land meanwhile; 40 rounds would be 40)
+    assert after[1] - before[1] <= 3
+    assert after[2] - before[2] <= 3
+    for store in (b, c):
+        await wait_for(
+            lambda s=store: all(s.local_state(k) is not None for k, _ in items),  # type: ignore[misc]
+            message="every replica holds every key",
+        )
+    before = _requests_in(kv3)
+    got = await b.get_many([k for k, _ in items] + [b"pm-missing"])
+    after = _requests_in(kv3)
+    assert got == [v for _, v in items] + [None]
+    assert after[0] - before[0] <= 3
+    assert after[2] - before[2] <= 3
+
+
+async def test_a_large_batch_leaves_in_requests_of_bounded_size(kv3: KVCluster) -> None:
+    a, b, _ = kv3.stores
+    items = [(b"lb-%d" % i, b"v") for i in range(3 * BATCH_MAX_COMMANDS + 5)]
+    before = _requests_in(kv3)
+    await a.put_many(items)
+    after = _requests_in(kv3)
+    # four requests of at most BATCH_MAX_COMMANDS commands to each replica
+    # (a ping or a member exchange may land meanwhile)
+    assert 4 <= after[1] - before[1] <= 6
+    assert await b.get_many([k for k, _ in items]) == [v for _, v in items]
+
+
+async def test_delete_many_says_which_keys_existed(kv3: KVCluster) -> None:
+    a, b, _ = kv3.stores
+    await a.put_many([(b"d1", b"x"), (b"d2", b"y")])
+    assert await b.delete_many([b"d1", b"nope", b"d2"]) == [True, False, True]
+    assert await a.get_many([b"d1", b"d2"]) == [None, None]
+    assert await a.delete_many([]) == []
+
+
+async def test_a_batch_answers_each_key_on_its_own(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(3, KVConfig(limits=Limits(max_key_size=64)))
+    a = cluster.stores[0]
+    told: dict[bytes, tuple[Any, BaseException | None]] = {}
+
+    def done(key: bytes) -> Any:
+        return lambda value, exc: told.__setitem__(key, (value, exc))
+
+    batch = a.batch()
+    batch.put(b"ok-1", b"1", done(b"ok-1"))
+    batch.put(b"k" * 65, b"2", done(b"big"))  # over the key limit: its own error
+    batch.get(b"ok-0", done(b"ok-0"))
+    batch.delete(b"ok-1", done(b"del"))  # applied after the put, in order
+    batch.flush()
+    await wait_for(lambda: len(told) == 4, message="every key answered")
+    assert told[b"ok-1"] == (None, None)
+    assert isinstance(told[b"big"][1], InvalidRequest)
+    assert told[b"ok-0"] == (None, None)
+    assert told[b"del"] == (True, None)
+    assert await a.get(b"ok-1") is None
+
+
+async def test_put_many_from_a_node_outside_the_preference_list(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(5)
+    a = cluster.stores[0]
+    items = [(b"fw-%d" % i, b"v%d" % i) for i in range(30)]
+    assert any(a.app.node_id not in cluster.nodes[0].ring.owners(k) for k, _ in items)
+    await a.put_many(items)
+    assert await cluster.stores[3].get_many([k for k, _ in items]) == [v for _, v in items]
+
+
+class Picky(Service):
+    """Stores what it is sent, in arrival order; refuses the keys in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.namespace = "picky"
+        self.seen: list[bytes] = []
+        self.refuse: set[bytes] = set()
+        self.app: AppContext | None = None
+
+    def attach(self, app: AppContext) -> None:
+        self.app = app
+
+    def handle(self, request: Request) -> Any:
+        if request.command != "w":
+            raise UnknownCommand(request.command)
+        if request.key in self.refuse:
+            raise InvalidRequest(f"refused {request.key!r}")
+        self.seen.append(request.key)
+        return request.payload
+
+
+@pytest.fixture
+async def picky() -> Any:
+    net = MemoryNetwork()
+    nodes = [Node(node_config(i), network=net) for i in (1, 2, 3)]
+    services = [n.register(Picky()) for n in nodes]
+    await asyncio.gather(*(n.start() for n in nodes))
+    await wait_for(lambda: all(len(n.ring.node_ids) == 3 for n in nodes), message="ring")
+    await asyncio.gather(*(n.wait_ready() for n in nodes))
+    yield net, nodes, services
+    await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_a_replica_failing_part_of_a_batch_fails_only_those_rounds(picky: Any) -> None:
+    _, nodes, (s1, s2, s3) = picky
+    keys = [b"p-%02d" % i for i in range(20)]
+    s3.refuse = {keys[3], keys[11]}
+    outcomes: dict[bytes, tuple[QuorumResult | None, BaseException | None]] = {}
+    app = s1.app
+    assert app is not None
+    batch = app.batch()
+    for i, key in enumerate(keys):
+        batch.add(
+            "w",
+            key,
+            i,
+            quorum=3,
+            listener=lambda r, e, k=key: outcomes.__setitem__(k, (r, e)),
+        )
+    assert not outcomes  # the local replica answered; the others wait for the flush
+    batch.flush()
+    await wait_for(lambda: len(outcomes) == len(keys), message="every round decided")
+    for i, key in enumerate(keys):
+        result, exc = outcomes[key]
+        if key in s3.refuse:
+            assert isinstance(exc, QuorumNotReached)
+            assert exc.required == 3
+            assert exc.acked in (1, 2)  # failed as soon as 3 acks were out of reach
+            assert isinstance(exc.errors[nodes[2].id], InvalidRequest)
+        else:
+            assert exc is None
+            assert result is not None
+            assert sorted(nid for nid, _ in result.acks) == sorted(n.id for n in nodes)
+            assert all(answer == i for _, answer in result.acks)
+    # each replica applied the batch in the order the rounds were added
+    assert s2.seen == keys
+    assert s3.seen == [k for k in keys if k not in s3.refuse]
+
+
+async def test_an_unreachable_replica_fails_only_the_rounds_that_need_it(picky: Any) -> None:
+    net, _, (s1, _, _) = picky
+    net.isolate(address(3))
+    outcomes: dict[bytes, BaseException | None] = {}
+    app = s1.app
+    assert app is not None
+    batch = app.batch()
+    batch.add("w", b"two", 1, quorum=2, listener=lambda r, e: outcomes.__setitem__(b"two", e))
+    batch.add("w", b"all", 2, quorum=3, listener=lambda r, e: outcomes.__setitem__(b"all", e))
+    batch.add("w", b"two2", 3, quorum=2, listener=lambda r, e: outcomes.__setitem__(b"two2", e))
+    batch.flush()
+    await wait_for(lambda: len(outcomes) == 3, timeout=5, message="every round decided")
+    assert outcomes[b"two"] is None
+    assert outcomes[b"two2"] is None
+    assert isinstance(outcomes[b"all"], QuorumNotReached)
+
+
+async def test_an_empty_batch_flushes_to_nothing(picky: Any) -> None:
+    _, _, (s1, _, _) = picky
+    batch = s1.app.batch()
+    batch.flush()
+    batch.flush()
+
+
+async def test_the_default_batch_of_an_app_context_starts_rounds_one_by_one() -> None:
+    started: list[bytes] = []
+
+    class Fake(AppContext):
+        def start_quorum(self, command: str, key: bytes, payload: Any, **kw: Any) -> None:
+            started.append(key)
+
+    for name in AppContext.__abstractmethods__:
+        if name != "start_quorum":
+            setattr(Fake, name, None)
+    Fake.__abstractmethods__ = frozenset()
+    batch = Fake().batch()
+    batch.add("w", b"x", None, quorum=1, listener=lambda r, e: None)
+    assert started == [b"x"]
+    batch.flush()
+    assert started == [b"x"]
