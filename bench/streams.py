@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import shutil
 import subprocess
 import tempfile
@@ -65,7 +66,8 @@ async def closed_loop(
         nonlocal done
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            done += await op(i)
+            n = await op(i)  # not `done += await ...`: that reads `done` before the await
+            done += n
             lat.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
@@ -273,6 +275,10 @@ async def main() -> None:
     parser.add_argument("--only", default="peer-ring,redis,jetstream")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    if "jetstream" in only and importlib.util.find_spec("nats") is None:
+        parser.error("the JetStream part needs nats-py: `make bench` (or --only peer-ring,redis)")
+    if "jetstream" in only and shutil.which("nats-server") is None:
+        parser.error("the JetStream part needs nats-server (apt-get install nats-server)")
     rows: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     if "peer-ring" in only:
