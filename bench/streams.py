@@ -287,7 +287,7 @@ async def main() -> None:
             extra_args=["--log-level", "WARNING"],
         ) as cluster:  # fmt: skip
             hosts = [cluster[n].ip for n in ("n1", "n2", "n3")]
-            rows += await redis_like("peer-ring N3 W2", hosts, RESP_PORT, args, pipelined=False)
+            rows += await redis_like("peer-ring N3 W2", hosts, RESP_PORT, args, pipelined=True)
     if "redis" in only and shutil.which("redis-server"):
         proc = await asyncio.create_subprocess_exec(
             "redis-server", "--bind", REDIS_HOST, "--port", str(RESP_PORT), "--save", "",
