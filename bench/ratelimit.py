@@ -129,6 +129,26 @@ async def bench_limits(args: argparse.Namespace, strategy: str) -> dict[str, Any
         await storage.reset()
 
 
+async def one_ring(cluster: Any, timeout: float = 30.0) -> None:
+    """Wait until every node of ``cluster`` sees all of them under one ring epoch."""
+    from peer_ring.testing.faults import node_status
+
+    addresses = [n.address for n in cluster.nodes.values()]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sts = [await node_status(a) for a in addresses]
+            if all(len(s["members"]) == len(addresses) for s in sts) and (
+                len({s["epoch"] for s in sts}) == 1
+            ):
+                return
+        except Exception:  # a node not answering yet: ask again
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the nodes did not agree on one ring in {timeout} s")
+        await asyncio.sleep(0.1)  # poll interval, not a stand-in for the condition
+
+
 # -- peer-ring exact over RESP ----------------------------------------------------------
 
 
@@ -277,7 +297,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         with LocalCluster(
             3, subnet="127.77.2", first_ip=2, resp_port=6391, partitions=256
         ) as cluster:
-            await asyncio.sleep(2)  # membership settles (the nodes print ready once synced)
+            await one_ring(cluster)
             ips = [n.ip for n in cluster.nodes.values()]
             rows["peer-ring exact, 3 processes (RESP)"] = await bench_exact_resp(args, ips)
     if "exact-tcp" in args.cases:
