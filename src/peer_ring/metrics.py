@@ -80,6 +80,10 @@ NODE_METRICS: dict[str, tuple[str, str]] = {
         "counter",
         "Owned partitions a joining node received by transfer instead of a sync",
     ),
+    "bootstrap_partitions_equal_roots": (
+        "counter",
+        "Owned partitions found in sync after a start by comparing Merkle roots alone",
+    ),
     "bootstrap_exchange_failures": ("counter", "Failed bootstrap sync exchanges (retried)"),
     "epoch_mismatches": ("counter", "Service commands that arrived with another ring epoch"),
     "requests_fenced": (

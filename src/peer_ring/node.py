@@ -166,6 +166,7 @@ class Node(Cluster):
             self,
             self.transfers,
             self.antientropy.sync,
+            differing=self.antientropy.differing,
             timeout=self.handoff.bootstrap_timeout,
             settle=max(0.5, 2 * config.member_sync_interval),
         )

@@ -32,6 +32,8 @@ Frames (``->`` the answer)::
     ["hd", ns, partition, records]                        hint / record delivery
     ["ae", ns, partition, leaves]                         anti-entropy tree exchange
     ["ae_get", ns, partition, keys]                       anti-entropy pull
+    ["ae_roots", depth, [[ns, partition, root], ...]]     compare Merkle roots of many
+                                                          partitions -> those that differ
     ["xf_done", partition, sender, targets, reason]       a transfer finished
     ["xf_fail", partition, sender]                        a transfer failed
     ["xf_plan"]                                           transfers planned for the asker
@@ -61,6 +63,9 @@ handshake: a peer with another version is refused with
 * 4 -- batched service commands (``sb``): the quorum rounds started
   together (a RESP pipeline, MSET/MGET, ``put_many``) travel as one request
   per replica, each command answered (or failed) on its own.
+* 5 -- ``ae_roots``: one request compares the Merkle roots of many
+  partitions (a restarted node's bootstrap asks each peer once, and
+  exchanges trees only for the partitions that differ).
 
 Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
 asyncio, no transport); it is pure data.
@@ -77,6 +82,7 @@ __all__ = [
     "ADMIN_OPS",
     "ADMIN_REQUIRED",
     "AE_GET",
+    "AE_ROOTS",
     "AE_TREE",
     "BATCH",
     "BATCH_ERROR",
@@ -120,18 +126,21 @@ __all__ = [
     "parse_dual",
     "parse_hinted",
     "parse_partition_frame",
+    "parse_roots",
+    "parse_roots_answer",
     "parse_service",
     "ping_frame",
     "probe_frame",
     "pull_frame",
     "ratelimit_frame",
+    "roots_frame",
     "service_frame",
     "status_frame",
     "tree_frame",
 ]
 
 #: Version of the peer wire protocol (see the module docstring's history).
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 
 # -- operations the node answers itself ----------------------------------------
 PING: Final = "p"
@@ -147,6 +156,7 @@ HINTED: Final = "h"
 HINT_DELIVERY: Final = "hd"
 AE_TREE: Final = "ae"
 AE_GET: Final = "ae_get"
+AE_ROOTS: Final = "ae_roots"
 XF_DONE: Final = "xf_done"
 XF_FAIL: Final = "xf_fail"
 XF_PLAN: Final = "xf_plan"
@@ -164,7 +174,7 @@ RATELIMIT_ADMIN: Final = "ratelimit"
 NODE_OPS: Final = frozenset({PING, MEMBERS, STATUS, SERVICE, DUAL, COVER, BATCH})
 #: Answered by the framework's replication subsystems (each registers its own).
 FRAMEWORK_OPS: Final = frozenset(
-    {HINTED, HINT_DELIVERY, AE_TREE, AE_GET, XF_DONE, XF_FAIL, XF_PLAN, XF_AT}
+    {HINTED, HINT_DELIVERY, AE_TREE, AE_GET, AE_ROOTS, XF_DONE, XF_FAIL, XF_PLAN, XF_AT}
 )
 #: Registered by ``peer_ring.runner`` for the CLI and benchmarks.
 ADMIN_OPS: Final = frozenset({LEAVE, KV_ADMIN, BENCH, RATELIMIT_ADMIN})
@@ -428,6 +438,38 @@ def tree_frame(namespace: str, partition: int, leaves: list[Any]) -> list[Any]:
 def pull_frame(namespace: str, partition: int, keys: list[bytes]) -> list[Any]:
     """``["ae_get", ns, partition, keys]``: the records of ``keys`` from the receiver."""
     return [AE_GET, namespace, partition, keys]
+
+
+def roots_frame(depth: int, roots: list[list[Any]]) -> list[Any]:
+    """``["ae_roots", depth, [[ns, partition, root], ...]]``: the sender's Merkle
+    roots (trees of ``depth``); the receiver answers the partitions whose root
+    differs from its own for some namespace (:func:`parse_roots_answer`)."""
+    return [AE_ROOTS, depth, roots]
+
+
+def parse_roots(message: list[Any]) -> tuple[int, list[tuple[str, int, int]]]:
+    """An ``ae_roots`` frame -> (depth, [(ns, partition, root), ...])."""
+    if len(message) != 3 or type(message[1]) is not int or type(message[2]) is not list:
+        raise InvalidRequest("ae_roots takes [depth, [[namespace, partition, root], ...]]")
+    out: list[tuple[str, int, int]] = []
+    for entry in message[2]:
+        if (
+            type(entry) is not list
+            or len(entry) != 3
+            or type(entry[0]) is not str
+            or type(entry[1]) is not int
+            or type(entry[2]) is not int
+        ):
+            raise InvalidRequest("an ae_roots entry is [namespace, partition, root]")
+        out.append((entry[0], entry[1], entry[2]))
+    return message[1], out
+
+
+def parse_roots_answer(answer: Any) -> set[int]:
+    """The answer to ``ae_roots``: the partitions whose roots differ."""
+    if type(answer) is not list or not all(type(p) is int for p in answer):
+        raise InvalidRequest("bad ae_roots answer")
+    return set(answer)
 
 
 def parse_partition_frame(message: list[Any], op: str, last: type) -> tuple[str, int, Any]:

@@ -12,6 +12,13 @@ owner, rotating through them:
    peer's (``["ae_get", ns, p, keys]``), importing them locally -- both in
    slices of ``chunk_records`` keys, one request each.
 
+A restarted node's bootstrap first compares the roots of all the
+partitions it shares with a peer in one request (``["ae_roots", depth,
+[[ns, p, root], ...]]``, :meth:`AntiEntropy.differing`) and exchanges trees
+only for those that differ: equal roots mean equal digests (up to 64-bit
+hash collisions), so a restart in a quiet cluster costs one request per
+peer rather than one per partition, peer and service.
+
 Both sides read digests and trees from ``Service.digest_index``: for the KV
 store an index per partition kept current incrementally and refreshed in
 slices between loop passes, so an exchange costs the changed keys and a
@@ -33,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from peer_ring import merkle, wire
@@ -75,6 +82,7 @@ class AntiEntropy:
         self._round = 0
         cluster.add_peer_handler(wire.AE_TREE, self._on_tree)
         cluster.add_peer_handler(wire.AE_GET, self._on_get)
+        cluster.add_peer_handler(wire.AE_ROOTS, self._on_roots)
 
     def start(self) -> None:
         if self.enabled:
@@ -186,6 +194,43 @@ class AntiEntropy:
             repaired += len(keys)
         self.metrics_["ae_exchanges"] += 1
         return repaired
+
+    async def differing(self, peer: str, partitions: Sequence[int]) -> set[int]:
+        """Of ``partitions``, those whose Merkle root differs from ``peer``'s for
+        some service: one request. A failure raises (PeerRingError)."""
+        cluster = self.cluster
+        depth = self.config.ae_depth
+        services = cluster.services.items()
+        roots: list[list[Any]] = []
+        for p in partitions:
+            for ns, service in services:
+                roots.append([ns, p, (await service.digest_index(p, depth)).tree(depth).root])
+        answer = await cluster.transport.request(
+            cluster.address_of(peer), wire.roots_frame(depth, roots)
+        )
+        return wire.parse_roots_answer(answer) & set(partitions)
+
+    async def _on_roots(self, message: list[Any], peer: PeerInfo) -> list[int]:
+        depth, roots = wire.parse_roots(message)
+        cluster = self.cluster
+        if not 0 <= depth <= 16:
+            raise InvalidRequest(f"ae_roots depth must be in [0, 16], not {depth}")
+        size = cluster.ring.partitions
+        services = cluster.services
+        differ: set[int] = set()
+        for ns, partition, root in roots:
+            if not 0 <= partition < size:
+                raise InvalidRequest(f"partition {partition} out of range [0, {size})")
+            if partition in differ:
+                continue
+            service = services.get(ns)
+            # a namespace unknown here: the peer holds what we cannot compare
+            if (
+                service is None
+                or (await service.digest_index(partition, depth)).tree(depth).root != root
+            ):
+                differ.add(partition)
+        return sorted(differ)
 
     def _on_tree(self, message: list[Any], peer: PeerInfo) -> Any:
         ns, partition, leaves = wire.parse_partition_frame(message, wire.AE_TREE, list)

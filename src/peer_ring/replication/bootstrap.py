@@ -70,16 +70,21 @@ class Bootstrap:
         transfers: TransferManager,
         sync: Callable[[int, str], Awaitable[int]],
         *,
+        differing: Callable[[str, list[int]], Awaitable[set[int]]] | None = None,
         timeout: float = 30.0,
         settle: float = 1.0,
         concurrency: int = 8,
     ) -> None:
         """``sync(partition, peer)`` is one anti-entropy exchange that raises on
-        failure (``AntiEntropy.sync``); ``transfers`` tells which partitions
-        peers announced and finished streaming to this node."""
+        failure (``AntiEntropy.sync``); ``differing(peer, partitions)`` the
+        partitions whose Merkle roots differ from ``peer``'s, in one request
+        (``AntiEntropy.differing``; without it every partition is exchanged);
+        ``transfers`` tells which partitions peers announced and finished
+        streaming to this node."""
         self.cluster = cluster
         self.transfers = transfers
         self.sync = sync
+        self.differing = differing
         self.timeout = timeout
         self.settle = settle
         self.concurrency = concurrency
@@ -90,6 +95,8 @@ class Bootstrap:
         self.announced = 0
         self.by_transfer = 0
         self.failed_exchanges = 0
+        #: partitions found in sync by the root comparison alone (no tree exchange)
+        self.equal_roots = 0
         self._task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
@@ -129,6 +136,7 @@ class Bootstrap:
             "bootstrap_partitions_syncing": len(self.syncing),
             "bootstrap_partitions_synced": self.synced,
             "bootstrap_partitions_by_transfer": self.by_transfer,
+            "bootstrap_partitions_equal_roots": self.equal_roots,
             "bootstrap_exchange_failures": self.failed_exchanges,
         }
 
@@ -160,10 +168,10 @@ class Bootstrap:
             # not cut short while it moves.
             waiter = asyncio.ensure_future(self._await_transfers(arriving))
             try:
-                pending = await self._sync_all(
-                    [p for p in sorted(self.syncing) if p not in arriving],
-                    clock.monotonic() + self.timeout,
+                todo = await self._skip_equal(
+                    [p for p in sorted(self.syncing) if p not in arriving]
                 )
+                pending = await self._sync_all(todo, clock.monotonic() + self.timeout)
                 pending += await waiter
             finally:
                 waiter.cancel()
@@ -179,6 +187,43 @@ class Bootstrap:
             self.settling = False
             self.syncing.clear()
             self.done.set()
+
+    async def _skip_equal(self, partitions: list[int]) -> list[int]:
+        """Mark synced the partitions whose Merkle roots equal those of every live
+        co-owner (one ``ae_roots`` request per peer); return the others, which
+        need a tree exchange. A peer that cannot answer leaves its partitions
+        to the exchange."""
+        if self.differing is None or not partitions:
+            return partitions
+        cluster = self.cluster
+        shared: dict[str, list[int]] = {}
+        for p in partitions:
+            for peer in cluster.ring.preference_list(p):
+                if peer != cluster.id and cluster.is_up(peer):
+                    shared.setdefault(peer, []).append(p)
+        differing = self.differing
+
+        async def ask(peer: str, ps: list[int]) -> set[int]:
+            try:
+                return await differing(peer, ps)
+            except PeerRingError as exc:
+                self.failed_exchanges += 1
+                log.debug("bootstrap root comparison with %s failed: %s", peer, exc)
+                return set(ps)
+
+        differ: set[int] = set()
+        for got in await asyncio.gather(*(ask(peer, ps) for peer, ps in shared.items())):
+            differ |= got
+        rest: list[int] = []
+        for p in partitions:
+            if p in differ:
+                rest.append(p)
+            elif p in self.syncing:
+                # no live co-owner, or each holds exactly what we hold
+                self.syncing.discard(p)
+                self.synced += 1
+        self.equal_roots = len(partitions) - len(rest)
+        return rest
 
     async def _sync_all(self, partitions: list[int], deadline: float) -> list[int]:
         """Merkle-sync ``partitions`` with their live co-owners, retrying until

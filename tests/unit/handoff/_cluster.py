@@ -129,6 +129,17 @@ def key(i: int) -> bytes:
     return f"key-{i}".encode()
 
 
+def holds_all(node: Node, keys: list[int], ts: int = 1) -> bool:
+    """``node`` holds every key of ``keys`` it owns, with the value ``write`` gave it."""
+    ring = node.ring
+    for i in keys:
+        k = key(i)
+        p = ring.partition_for(k)
+        if node.id in ring.preference_list(p) and reg(node).holds(k, p) != (ts, b"v%d" % i):
+            return False
+    return True
+
+
 async def write(
     node: Node, keys: Iterable[int], ts: int = 1, *, expect: int | None = None, **kw: Any
 ) -> list[int]:

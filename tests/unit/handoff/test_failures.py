@@ -11,22 +11,13 @@ from tests.conftest import wait_for
 from tests.unit.handoff._cluster import (
     address,
     fast_handoff,
+    holds_all,
     key,
     make_node,
     placement_ok,
     reg,
     write,
 )
-
-
-def holds_all(node: Node, keys: list[int], ts: int = 1) -> bool:
-    ring = node.ring
-    for i in keys:
-        k = key(i)
-        p = ring.partition_for(k)
-        if node.id in ring.preference_list(p) and reg(node).holds(k, p) != (ts, b"v%d" % i):
-            return False
-    return True
 
 
 async def test_hints_accumulate_while_a_node_is_down_and_drain_after_restart() -> None:
