@@ -355,8 +355,27 @@ def main() -> None:
         default="limits,exact,exact-tcp,embedded",
         help="comma-separated subset of limits,exact,exact-tcp,embedded",
     )
+    ap.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run this process (every case's clients, the embedded nodes) on uvloop,"
+        " as node processes do",
+    )
+    ap.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="peer_ring.runner.tune_gc() in this process, as node processes do",
+    )
     args = ap.parse_args()
     args.cases = set(args.cases.split(","))
+    if args.uvloop:
+        from peer_ring.runner import install_event_loop_policy
+
+        install_event_loop_policy()
+    if args.tune_gc:
+        from peer_ring.runner import tune_gc
+
+        tune_gc()
     rows = asyncio.run(main_async(args))
     console.print(
         table(
@@ -390,6 +409,7 @@ def main() -> None:
     )
     path = write_results("ratelimit", {"args": {k: v for k, v in vars(args).items()
                                                 if k != "cases"}, "rows": rows})  # fmt: skip
+
     console.print(f"wrote {path}")
 
 
