@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -102,6 +103,29 @@ async def closed_loop(
         "p99_ms": p["p99"],
         **counts,
     }
+
+
+def proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def with_node_cpu(
+    cluster: Any, run: Callable[[], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """``run()``'s figures plus each node process's CPU use during it (cores)."""
+    pids = {name: n.pid for name, n in cluster.nodes.items()}
+    before = {name: proc_cpu(pid) for name, pid in pids.items()}
+    t0 = time.perf_counter()
+    out = await run()
+    wall = time.perf_counter() - t0
+    out["node_cpu"] = {
+        name: round((proc_cpu(pid) - before[name]) / wall, 2) for name, pid in pids.items()
+    }
+    return out
 
 
 # -- limits + redis-server ------------------------------------------------------------
@@ -266,7 +290,10 @@ async def bench_exact_tcp(args: argparse.Namespace) -> dict[str, Any]:
                 checker.record(round(clock.time() * 1e9), d.allowed)
                 return d.allowed
 
-            out = await closed_loop(decide, args.concurrency, args.warmup, args.seconds)
+            out = await with_node_cpu(
+                cluster, lambda: closed_loop(decide, args.concurrency, args.warmup, args.seconds)
+            )
+            out["owner"] = lim.primary_of(f"default_{key}".encode())
             report = checker.report()
             out["accuracy"] = str(report)
             out["over_admitted"] = max(0, report.worst_over)
@@ -287,7 +314,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 for strategy in ("sliding-window-counter", "moving-window"):
                     console.print(f"limits {strategy} ...")
-                    rows[f"limits {strategy} + redis-server"] = await bench_limits(args, strategy)
+                    before = proc_cpu(server.proc.pid)
+                    t0 = time.perf_counter()
+                    row = await bench_limits(args, strategy)
+                    used = proc_cpu(server.proc.pid) - before
+                    row["node_cpu"] = {"redis": round(used / (time.perf_counter() - t0), 2)}
+                    rows[f"limits {strategy} + redis-server"] = row
             finally:
                 server.stop()
     if "exact" in args.cases:
@@ -299,7 +331,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ) as cluster:
             await one_ring(cluster)
             ips = [n.ip for n in cluster.nodes.values()]
-            rows["peer-ring exact, 3 processes (RESP)"] = await bench_exact_resp(args, ips)
+            rows["peer-ring exact, 3 processes (RESP)"] = await with_node_cpu(
+                cluster, lambda: bench_exact_resp(args, ips)
+            )
     if "exact-tcp" in args.cases:
         console.print("peer-ring exact, embedded in a node of a 3-node TCP cluster ...")
         rows["peer-ring exact, embedded node + 2 processes (TCP)"] = await bench_exact_tcp(args)
@@ -321,8 +355,27 @@ def main() -> None:
         default="limits,exact,exact-tcp,embedded",
         help="comma-separated subset of limits,exact,exact-tcp,embedded",
     )
+    ap.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run this process (every case's clients, the embedded nodes) on uvloop,"
+        " as node processes do",
+    )
+    ap.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="peer_ring.runner.tune_gc() in this process, as node processes do",
+    )
     args = ap.parse_args()
     args.cases = set(args.cases.split(","))
+    if args.uvloop:
+        from peer_ring.runner import install_event_loop_policy
+
+        install_event_loop_policy()
+    if args.tune_gc:
+        from peer_ring.runner import tune_gc
+
+        tune_gc()
     rows = asyncio.run(main_async(args))
     console.print(
         table(
@@ -336,6 +389,7 @@ def main() -> None:
                 "allowed",
                 "errors",
                 "over-admitted",
+                "node CPU (cores)",
             ],
             [
                 (
@@ -347,6 +401,7 @@ def main() -> None:
                     r["allowed"],
                     r["errors"],
                     r.get("over_admitted", "-"),
+                    " ".join(f"{k} {v}" for k, v in r.get("node_cpu", {}).items()) or "-",
                 )
                 for name, r in rows.items()
             ],
@@ -354,6 +409,7 @@ def main() -> None:
     )
     path = write_results("ratelimit", {"args": {k: v for k, v in vars(args).items()
                                                 if k != "cases"}, "rows": rows})  # fmt: skip
+
     console.print(f"wrote {path}")
 
 

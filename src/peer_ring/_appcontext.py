@@ -28,6 +28,7 @@ from functools import partial
 from typing import Any
 
 from peer_ring import wire
+from peer_ring._awaitable import as_future, is_awaitable
 from peer_ring.clock import Clock
 from peer_ring.cluster import Cluster
 from peer_ring.errors import QuorumNotReached, RingMismatch, TransportError
@@ -299,8 +300,8 @@ class NodeAppContext(AppContext):
             except Exception as exc:
                 fut.set_exception(exc)
                 return fut
-            if asyncio.iscoroutine(result):
-                return loop.create_task(result)
+            if is_awaitable(result):
+                return as_future(result, loop)
             fut.set_result(result)
             return fut
         msg = wire.service_frame(self._namespace, command, key, p, payload, me, cluster.ring.epoch)
@@ -344,8 +345,8 @@ class NodeAppContext(AppContext):
             except Exception as exc:
                 fut.set_exception(exc)
                 return fut
-            if asyncio.iscoroutine(result):
-                return loop.create_task(result)
+            if is_awaitable(result):
+                return as_future(result, loop)
             fut.set_result(result)
             return fut
         msg = wire.cover_frame(

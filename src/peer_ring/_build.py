@@ -19,7 +19,8 @@ __all__ = ["HOT_MODULES", "build"]
 #: quorum coordinator, the app context, the wire module, versions and
 #: clocks, and the peer transport engine with every channel (a compiled class
 #: cannot be subclassed by an interpreted one, so all ChannelTransports go
-#: together).
+#: together); the test for a handler's deferred answer (``_awaitable``); the
+#: rate limiter's service and its lease/global clients (every decision).
 HOT_MODULES = (
     "peer_ring.server.resp._parser",
     "peer_ring.server.resp._reply",
@@ -42,6 +43,9 @@ HOT_MODULES = (
     "peer_ring._appcontext",
     "peer_ring.wire",
     "peer_ring.membership.failure",
+    "peer_ring._awaitable",
+    "peer_ring.apps.ratelimit.limiter",
+    "peer_ring.apps.ratelimit._modes",
 )
 
 

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 from peer_ring import wire
 from peer_ring._appcontext import Background, MetricsSource, NodeAppContext
+from peer_ring._awaitable import is_awaitable
 from peer_ring.clock import Clock, SystemClock
 from peer_ring.cluster import Cluster, PeerHandler, RingListener
 from peer_ring.config import HandoffConfig, NodeConfig
@@ -550,7 +551,7 @@ class Node(Cluster):
         for owner in ordered:
             if owner == self.id:
                 result = self.handle_local(namespace, command, k, partition, payload, self.id)
-                if asyncio.iscoroutine(result):
+                if is_awaitable(result):
                     result = await result
                 return result
             try:
@@ -655,7 +656,7 @@ class Node(Cluster):
                 f"{self.ring.epoch} (sender's epoch {epoch})"
             )
         result = serve()
-        if asyncio.iscoroutine(result):
+        if is_awaitable(result):
             result = await result
         return result
 
@@ -698,7 +699,7 @@ class Node(Cluster):
         if fenced:
             self._fence["requests_fenced"] += 1
         result = self._apply_batch(batch, fenced)
-        if asyncio.iscoroutine(result):
+        if is_awaitable(result):
             result = await result
         return result
 
@@ -735,7 +736,7 @@ class Node(Cluster):
                 out.append(list(error_to_wire(exc)))
                 continue
             out.append(wire.BATCH_OK)
-            if isinstance(result, asyncio.Future) or asyncio.iscoroutine(result):
+            if is_awaitable(result):
                 if later is None:
                     later = []
                 later.append((len(out), asyncio.ensure_future(result)))

@@ -48,6 +48,7 @@ from collections import deque
 from functools import partial
 from typing import Any
 
+from peer_ring._awaitable import as_future, is_awaitable
 from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import (
@@ -668,8 +669,8 @@ class Coordinator:
                 except Exception as exc:
                     rnd.fail(me, exc)
                 else:
-                    if asyncio.iscoroutine(result):
-                        task = loop.create_task(result)
+                    if is_awaitable(result):
+                        task = as_future(result, loop)
                         task.add_done_callback(partial(rnd.on_done, me))
                         if not rnd.finished:
                             rnd.timer = loop.call_later(deadline, rnd.expire)
@@ -726,8 +727,8 @@ class Coordinator:
                     result = self.hints.apply(owner, *msg[1:7])
                 except Exception:  # best effort: anti-entropy catches what hints miss
                     continue
-                if asyncio.iscoroutine(result):
-                    asyncio.get_running_loop().create_task(result).add_done_callback(_consume)
+                if is_awaitable(result):
+                    as_future(result, asyncio.get_running_loop()).add_done_callback(_consume)
                 continue
             try:
                 address = cluster.address_of(fallback)
@@ -756,8 +757,8 @@ class Coordinator:
                     result = cluster.handle_local(*msg[1:7])
                 except Exception:  # best effort: the owners are authoritative
                     continue
-                if asyncio.iscoroutine(result):
-                    asyncio.get_running_loop().create_task(result).add_done_callback(_consume)
+                if is_awaitable(result):
+                    as_future(result, asyncio.get_running_loop()).add_done_callback(_consume)
                 continue
             try:
                 address = cluster.address_of(holder)

@@ -32,6 +32,7 @@ import logging
 from typing import Any
 
 from peer_ring import wire
+from peer_ring._awaitable import is_awaitable
 from peer_ring.cluster import Cluster
 from peer_ring.config import HandoffConfig
 from peer_ring.errors import InvalidRequest, Overloaded, PeerRingError
@@ -121,7 +122,7 @@ class HintStore:
         if key in parts:
             service.import_records(partition, [(key, parts[key])])
         result = service.handle(Request(command, key, partition, payload, origin))
-        if asyncio.iscoroutine(result):
+        if is_awaitable(result):
             return self._finish_async(result, target, ns, key, partition, keep)
         self._capture(target, ns, key, partition, keep)
         return result

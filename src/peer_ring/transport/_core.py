@@ -54,7 +54,6 @@ import itertools
 import logging
 import os
 import random
-import types
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
 from functools import partial
@@ -63,6 +62,7 @@ from typing import Any
 import msgpack
 from mypy_extensions import mypyc_attr
 
+from peer_ring._awaitable import is_awaitable
 from peer_ring.errors import (
     AuthenticationFailed,
     ClosedError,
@@ -108,7 +108,6 @@ CHALLENGE, AUTH = 7, 8
 _NO_AUTH = PeerAuthConfig()
 S_OPEN, S_CHUNK, S_FINISH, S_ABORT = 0, 1, 2, 3
 
-_AWAITABLE = (types.CoroutineType, asyncio.Future)
 _packer = msgpack.Packer(use_bin_type=True)
 _pack = _packer.pack
 #: ``[REQ, `` of a request frame: a 3-element array, then the REQ kind (0);
@@ -582,7 +581,7 @@ class _Session(FrameReceiver):
                     return
                 if isinstance(result, asyncio.Future):  # answered when it resolves: no task
                     result.add_done_callback(partial(self._settle, rid))
-                elif isinstance(result, _AWAITABLE):
+                elif is_awaitable(result):
                     task = core.loop.create_task(self._finish(rid, result))
                     core._tasks.add(task)
                     task.add_done_callback(core._tasks.discard)
@@ -595,7 +594,7 @@ class _Session(FrameReceiver):
                 except Exception:
                     log.exception("one-way handler failed")
                     return
-                if isinstance(result, _AWAITABLE):
+                if is_awaitable(result):
                     task = self.core.loop.create_task(self._swallow(result))
                     self.core._tasks.add(task)
                     task.add_done_callback(self.core._tasks.discard)

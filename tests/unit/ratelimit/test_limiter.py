@@ -142,6 +142,42 @@ async def test_owner_crash_forgets_at_most_the_unreplicated_decisions() -> None:
         await asyncio.gather(*(n.stop() for n in nodes))
 
 
+async def test_decisions_past_the_crash_bound_wait_their_turn_and_all_complete() -> None:
+    # 200 decisions at once against a bound of 8 unacknowledged: each waits for
+    # a free slot (first come, first served), the bound holds at every
+    # decision, a waiter cancelled meanwhile gives its turn on, and the count
+    # is exact
+    _net, nodes, lims = await start(
+        MemoryNetwork(), RateLimiterConfig(copy_every=4, max_unreplicated=8, copy_interval=30.0)
+    )
+    try:
+        primary_id = owners_of(lims[0], "default", "busy")[0]
+        primary = next(lim for lim in lims if lim.app.node_id == primary_id)
+        await primary.hit("busy", limit=150, period=3600)  # the key exists: no pull
+        seen: list[int] = []
+
+        async def one() -> bool:
+            d = await primary.hit("busy", limit=150, period=3600)
+            seen.append(primary._pending + primary._inflight)
+            return d.allowed
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(200)]
+        await asyncio.sleep(0)  # every task is now deciding or waiting
+        for t in tasks[100:110]:
+            t.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        answers = [d for d in done if not isinstance(d, BaseException)]
+        assert len(answers) == 190
+        assert sum(answers) == 149  # 150 minus the first hit
+        assert max(seen) <= 8
+        assert primary.stats["decisions_waited"] > 0
+        assert primary.stats["decisions"] == 191
+        assert primary._reserved == 0
+        assert not primary._waiters
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
 async def test_a_key_with_no_copy_anywhere_counts_as_rebuilt() -> None:
     net, nodes, lims = await start(
         MemoryNetwork(), RateLimiterConfig(copy_every=1000, copy_interval=60.0)
@@ -463,6 +499,6 @@ async def test_a_remembered_limit_still_checks_key_and_hits(cluster: Cluster) ->
         ("ok", True, "hits must be"),
     ):
         with pytest.raises(InvalidRequest, match=match):
-            await lim.hit(key, limit=5, period=1, hits=hits)  # type: ignore[arg-type]
+            await lim.hit(key, limit=5, period=1, hits=hits)
     with pytest.raises(InvalidRequest, match="needs a lease id"):
         await lim.hit("c", limit=5, period=1, algorithm="concurrency")

@@ -78,6 +78,10 @@ from peer_ring.apps.ratelimit._types import (
     check_limit,
 )
 
+#: Behaviour bits tested per decision, as plain ints (an IntFlag ``&`` builds a flag).
+_RESET: Final = int(Behavior.RESET_REMAINING)
+_DRAIN: Final = int(Behavior.DRAIN_OVER_LIMIT)
+
 __all__ = [
     "FORCED_LEASE",
     "State",
@@ -112,7 +116,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _over(req: RateLimitRequest) -> bool:
-    return bool(req.behavior & Behavior.DRAIN_OVER_LIMIT)
+    return bool(int(req.behavior) & _DRAIN)
 
 
 def _response(
@@ -169,7 +173,7 @@ def _tb_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     level, t = _tb_at(s, now)
     h = req.hits
     passed, retry_at = True, -1
-    if req.behavior & Behavior.RESET_REMAINING:
+    if int(req.behavior) & _RESET:
         level = cap
     elif h > 0:
         if h * dur <= level:
@@ -203,7 +207,7 @@ def _lb_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     water, t = _lb_at(s, now)
     h = req.hits
     passed, retry_at = True, -1
-    if req.behavior & Behavior.RESET_REMAINING:
+    if int(req.behavior) & _RESET:
         water = 0
     elif h > 0:
         if water + h * dur <= cap:
@@ -257,7 +261,7 @@ def _gcra_core(
 def _gcra_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimitResponse]:
     interval, tau = _gcra_params(s)
     tat = s[4]
-    if req.behavior & Behavior.RESET_REMAINING:
+    if int(req.behavior) & _RESET:
         tat, limited, retry = now, False, -1
     else:
         tat, limited, retry, _ = _gcra_core(tat, interval, tau, req.hits, now, _over(req))
@@ -353,7 +357,7 @@ def _fw_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     w, count, t = _fw_at(s, now)
     h = req.hits
     passed, retry_at = True, -1
-    if req.behavior & Behavior.RESET_REMAINING:
+    if int(req.behavior) & _RESET:
         count = 0
     elif h > 0:
         if count + h <= lim:
@@ -404,7 +408,7 @@ def _sw_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     e = t - w
     h = req.hits
     passed, retry_at = True, -1
-    if req.behavior & Behavior.RESET_REMAINING:
+    if int(req.behavior) & _RESET:
         prev, cur = 0, 0
     elif h > 0:
         if prev * (dur - e) + (cur + h) * dur <= lim * dur:
@@ -449,7 +453,7 @@ def _cc_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     h = req.hits
     passed, retry_at = True, -1
     mine = next((lease for lease in leases if lease[0] == req.lease), None)
-    if req.behavior & Behavior.RESET_REMAINING:
+    if int(req.behavior) & _RESET:
         leases = ()
     elif h > 0:
         if held + h <= lim:
@@ -577,7 +581,7 @@ def decide(
     """
     current = fresh(req, now) if state is None else convert(state, req, now)
     new, resp = _STEPS[int(req.algorithm)](current, req, now)
-    if req.hits == 0 and not req.behavior & Behavior.RESET_REMAINING:
+    if req.hits == 0 and not int(req.behavior) & _RESET:
         return state, resp
     return new, resp
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
@@ -59,7 +60,7 @@ from peer_ring.apps.ratelimit._types import (
 )
 from peer_ring.apps.ratelimit.local import LocalLimiter
 
-__all__ = ["GlobalClient", "LeaseClient", "op_gdecide", "op_grant", "op_release"]
+__all__ = ["GlobalClient", "LeaseClient", "op_gdecide", "op_grant", "op_release", "sig"]
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +180,15 @@ _ROUTING: Final = int(Behavior.GLOBAL | Behavior.NO_BATCHING | Behavior.MULTI_RE
 _AT_OWNER: Final = int(Behavior.RESET_REMAINING | Behavior.DRAIN_OVER_LIMIT)
 
 
+def sig(
+    limit: int, duration_ns: int, algorithm: int, burst: int, behavior: int
+) -> tuple[int, int, int, int, int]:
+    """What a slice is for: requests with the same signature share it."""
+    return (limit, duration_ns, int(algorithm), burst, int(behavior) & ~_ROUTING)
+
+
 def _sig(req: RateLimitRequest) -> tuple[int, int, int, int, int]:
-    beh = int(req.behavior) & ~_ROUTING
-    return (req.limit, req.duration_ns, int(req.algorithm), req.burst, beh)
+    return sig(req.limit, req.duration_ns, req.algorithm, req.burst, req.behavior)
 
 
 class LeaseClient:
@@ -191,22 +198,36 @@ class LeaseClient:
         self._lim = limiter
         self._slices: dict[str, _Slice] = {}
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._time: Callable[[], float] | None = None
         self.stats = {"local": 0, "grants": 0, "granted_hits": 0, "returned_hits": 0}
 
     def _now(self) -> int:
-        return round(self._lim.app.clock.time() * NS_PER_S)
+        clock = self._time
+        if clock is None:
+            clock = self._time = self._lim.app.clock.time
+        return round(clock() * NS_PER_S)
 
     def try_local(self, req: RateLimitRequest) -> RateLimitResponse | None:
         """The answer from this node's slice, or None when the owner must be asked."""
-        s = self._slices.get(req.key)
-        if s is None or s.sig != _sig(req):
+        return self.local(req.key, _sig(req), req.hits)
+
+    def local(
+        self, key: str, sig: tuple[int, int, int, int, int], hits: int
+    ) -> RateLimitResponse | None:
+        """:meth:`try_local` for a request given by its key, :func:`sig` and
+        hits (> 0): the embedded client's hot path, no request object built."""
+        s = self._slices.get(key)
+        if s is None or s.sig != sig:
             return None
         now = self._now()
-        if now < s.blocked_until and s.blocked_resp is not None:
+        if now < s.blocked_until:
             b = s.blocked_resp
-            return replace(b, retry_after_ns=max(0, s.blocked_until - now))
-        if now < s.use_until and s.left >= req.hits:
-            s.left -= req.hits
+            if b is not None:
+                return RateLimitResponse(
+                    b.status, b.limit, b.remaining, b.reset_time_ns, s.blocked_until - now, b.error
+                )
+        if now < s.use_until and s.left >= hits:
+            s.left -= hits
             self.stats["local"] += 1
             return RateLimitResponse(
                 Status.UNDER_LIMIT, s.limit, s.owner_remaining + s.left, s.reset_ns

@@ -47,12 +47,13 @@ tries the next one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
@@ -105,6 +106,7 @@ log = logging.getLogger(__name__)
 
 _ALG_NAMES: Final = {a.name.lower(): a for a in Algorithm}
 _GLOBAL: Final = int(Behavior.GLOBAL)
+_RESET: Final = int(Behavior.RESET_REMAINING)
 #: Copy rounds in flight at once (see RateLimiter._copier).
 _MAX_ROUNDS: Final = 4
 #: Errors after which a forwarded decision certainly did not run: try the next owner.
@@ -188,24 +190,57 @@ def request_to_wire(req: RateLimitRequest) -> list[Any]:
     ]
 
 
+#: Limits seen in requests off the wire, validated: (name, limit, duration,
+#: algorithm, behavior, burst), all exact ints and a str -> the enums. Bounded.
+_WIRE_SPECS: dict[tuple[str, int, int, int, int, int], tuple[Algorithm, Behavior]] = {}
+
+
 def request_from_wire(raw: object) -> RateLimitRequest:
-    """A request from the network, validated (:class:`InvalidRequest` if bad)."""
+    """A request from the network, validated (:class:`InvalidRequest` if bad).
+
+    The hot path: a limit validated before (same name and limit fields, no
+    lease) only has its key and hits checked again."""
     if type(raw) not in (list, tuple) or len(raw) != 9:  # type: ignore[arg-type]
         raise InvalidRequest("a rate-limit request is a list of 9 fields")
     f: Sequence[Any] = raw  # type: ignore[assignment]
-    return check_request(
+    name, unique, limit, dur, hits, alg, beh, burst, lease = f
+    exact = (
+        type(name) is str
+        and type(limit) is int
+        and type(dur) is int
+        and type(alg) is int
+        and type(beh) is int
+        and type(burst) is int
+        and lease == ""
+    )
+    if exact:
+        spec = _WIRE_SPECS.get((name, limit, dur, alg, beh, burst))
+        if (
+            spec is not None
+            and type(unique) is str
+            and 0 < len(unique) <= MAX_NAME_LEN
+            and type(hits) is int
+            and -INT64_MAX <= hits <= INT64_MAX
+        ):
+            return RateLimitRequest(name, unique, limit, dur, hits, spec[0], spec[1], burst)
+    req = check_request(
         RateLimitRequest(
-            name=f[0],
-            unique_key=f[1],
-            limit=f[2],
-            duration_ns=f[3],
-            hits=f[4],
-            algorithm=f[5],
-            behavior=f[6],
-            burst=f[7],
-            lease=f[8],
+            name=name,
+            unique_key=unique,
+            limit=limit,
+            duration_ns=dur,
+            hits=hits,
+            algorithm=alg,
+            behavior=beh,
+            burst=burst,
+            lease=lease,
         )
     )
+    if exact and req.algorithm is not Algorithm.CONCURRENCY:
+        if len(_WIRE_SPECS) >= 4096:
+            _WIRE_SPECS.clear()
+        _WIRE_SPECS[(name, limit, dur, alg, beh, burst)] = (req.algorithm, req.behavior)
+    return req
 
 
 def _resp_to_wire(r: RateLimitResponse) -> list[int]:
@@ -254,13 +289,17 @@ def _duration_ns(period: float) -> int:
     return ns
 
 
+#: A limit as :meth:`RateLimiter.hit` validated it: duration (ns), algorithm,
+#: behaviour, its lease-slice signature, whether it selects global mode.
+_Spec = tuple[int, Algorithm, Behavior, tuple[int, int, int, int, int], bool]
+
 #: A decision run at the owner: ``op(limiter, key_name) -> (wire answer, wrote, over_limit)``.
 _Op = Callable[[LocalLimiter, str], tuple[Any, bool, bool]]
 
 
 def _op_decide(req: RateLimitRequest, part: LocalLimiter, name: str) -> tuple[Any, bool, bool]:
-    resp = part.hit(req)
-    wrote = req.hits != 0 or bool(req.behavior & Behavior.RESET_REMAINING)
+    resp = part.hit_checked(req)
+    wrote = req.hits != 0 or bool(int(req.behavior) & _RESET)
     return _resp_to_wire(resp), wrote, resp.status is Status.OVER_LIMIT
 
 
@@ -291,10 +330,14 @@ class RateLimiter(Service):
         self._inflight = 0  # decisions sent, not yet acknowledged
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
-        self._acked = asyncio.Event()
+        # decisions waiting for copies to be acknowledged (the crash bound),
+        # first come first served; a woken one holds a reserved slot
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._reserved = 0
+        self._rounds: set[asyncio.Future[None]] = set()  # copy rounds in flight
         self._pulling: dict[bytes, asyncio.Future[None]] = {}
         self._leases = itertools.count(1)
-        self._specs: dict[tuple[Any, ...], tuple[int, Algorithm, Behavior]] = {}
+        self._specs: dict[tuple[Any, ...], _Spec] = {}
         self._lease = _modes.LeaseClient(self)
         self._global = _modes.GlobalClient(self)
         self.stats: dict[str, int] = dict.fromkeys(
@@ -415,7 +458,10 @@ class RateLimiter(Service):
             fut: asyncio.Future[None] = self.app.create_future()
             self._pulling[key] = fut  # now: later requests for the key wait for it
             return self._pull_then_run(partition, key, op, fut)
-        if key in self._pulling or self._inflight + self._pending >= self.config.unreplicated_limit:
+        if (
+            key in self._pulling
+            or self._inflight + self._pending + self._reserved >= self.config.unreplicated_limit
+        ):
             return self._run_later(partition, key, op)
         return self._run_now(part, partition, key, op)
 
@@ -430,21 +476,47 @@ class RateLimiter(Service):
             self._pending += 1
             self._wake.set()
             if self._pending >= self.config.copy_every:
-                self._full.set()
+                if len(self._rounds) < _MAX_ROUNDS:
+                    # now, not a loop pass later in the copier: while decisions
+                    # wait for acknowledgements the copy's latency is the rate
+                    with contextlib.suppress(ClosedError):  # stopping: nothing to copy to
+                        self._launch_copy()
+                else:
+                    self._full.set()
         return answer
 
     async def _run_later(self, partition: int, key: bytes, op: _Op) -> Any:
         pulling = self._pulling.get(key)
         if pulling is not None:
             await pulling
-        if self._inflight + self._pending >= self.config.unreplicated_limit:
+        if self._inflight + self._pending + self._reserved >= self.config.unreplicated_limit:
             self.stats["decisions_waited"] += 1
             self._wake.set()
             self._full.set()
-            while self._inflight + self._pending >= self.config.unreplicated_limit:
-                self._acked.clear()
-                await self._acked.wait()
+            fut = self.app.create_future()
+            self._waiters.append(fut)
+            try:
+                await fut  # resolved by _release_waiters with a slot reserved for us
+            except BaseException:
+                if fut.done() and not fut.cancelled():  # woken, then cancelled: pass it on
+                    self._reserved -= 1
+                    self._release_waiters()
+                raise
+            self._reserved -= 1
         return self._run_now(self._part(partition), partition, key, op)
+
+    def _release_waiters(self) -> None:
+        """Copies were acknowledged: wake as many waiting decisions as there
+        are free slots under the crash bound, oldest first (one wake-up each,
+        not every waiter re-checking on every acknowledgement)."""
+        free = self.config.unreplicated_limit - self._inflight - self._pending - self._reserved
+        waiters = self._waiters
+        while free > 0 and waiters:
+            w = waiters.popleft()
+            if not w.done():  # a cancelled waiter is skipped
+                w.set_result(None)
+                self._reserved += 1
+                free -= 1
 
     async def _pull_then_run(
         self, partition: int, key: bytes, op: _Op, fut: asyncio.Future[None]
@@ -500,7 +572,7 @@ class RateLimiter(Service):
         passed; rounds overlap (up to :data:`_MAX_ROUNDS` in flight), so the
         decision rate is not one round trip per ``copy_every`` decisions."""
         cfg = self.config
-        rounds: set[asyncio.Future[None]] = set()
+        rounds = self._rounds
         try:
             while True:
                 if not self._dirty and not self._pending:
@@ -511,20 +583,24 @@ class RateLimiter(Service):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(cfg.copy_interval):
                             await self._full.wait()
-                try:
-                    started = self._start_copy()
-                except ClosedError:
-                    return
-                if started is None:
-                    continue
-                task = asyncio.ensure_future(self._finish_copy(*started))
-                rounds.add(task)
-                task.add_done_callback(rounds.discard)
                 if len(rounds) >= _MAX_ROUNDS:
                     await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    self._launch_copy()
+                except ClosedError:
+                    return
         finally:
             for unfinished in rounds:
                 unfinished.cancel()
+
+    def _launch_copy(self) -> None:
+        """Start a copy round of what waits (its acknowledgements are awaited
+        by a task): from the copier, or from a decision that filled a round."""
+        started = self._start_copy()
+        if started is not None:
+            task = asyncio.ensure_future(self._finish_copy(*started))
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
 
     async def copy_now(self) -> None:
         """Copy every key decided here since the last copy to its other owners, now."""
@@ -538,7 +614,7 @@ class RateLimiter(Service):
         if not self._dirty:
             # nothing to copy (a dropped partition took its keys): nothing waits
             self._pending = 0
-            self._acked.set()
+            self._release_waiters()
             return None
         app = self.app
         dirty, self._dirty = self._dirty, {}
@@ -572,7 +648,7 @@ class RateLimiter(Service):
                     )
         except BaseException:
             self._inflight -= count
-            self._acked.set()
+            self._release_waiters()
             raise
         return count, futs
 
@@ -585,7 +661,7 @@ class RateLimiter(Service):
                     self.stats["copies_sent"] += 1
         finally:
             self._inflight -= count
-            self._acked.set()
+            self._release_waiters()
 
     async def _sweeper(self) -> None:
         while True:
@@ -618,7 +694,8 @@ class RateLimiter(Service):
     def import_records(self, partition: int, records: Sequence[Record]) -> int:
         part = self._part(partition)
         changed = 0
-        for item in records:
+        items: Sequence[Any] = records  # lists off the wire: no tuple check (compiled)
+        for item in items:
             if type(item) not in (list, tuple) or len(item) != 2 or type(item[0]) is not bytes:
                 raise InvalidRequest("a rate-limit record is [key bytes, replica]")
             key, incoming = item
@@ -756,7 +833,7 @@ class RateLimiter(Service):
         return _resp_from_wire(raw)
 
     async def throttle(
-        self, key: str, max_burst: int, count: int, period: int, quantity: int = 1
+        self, key: Any, max_burst: Any, count: Any, period: Any, quantity: Any = 1
     ) -> tuple[int, int, int, int, int]:
         """redis-cell's ``CL.THROTTLE``, decided at the key's owner: ``(limited,
         limit, remaining, retry_after, reset_after)`` (see ``docs/ratelimit.md``).
@@ -776,18 +853,23 @@ class RateLimiter(Service):
 
     async def hit(
         self,
-        key: str,
+        key: Any,  # str
         *,
-        limit: int,
-        period: float,
-        hits: int = 1,
-        algorithm: Algorithm | str = Algorithm.TOKEN_BUCKET,
-        burst: int = 0,
-        name: str = "default",
-        behavior: int = 0,
+        limit: Any,  # int
+        period: Any,  # float (seconds)
+        hits: Any = 1,  # int
+        algorithm: Any = Algorithm.TOKEN_BUCKET,  # Algorithm | str
+        burst: Any = 0,  # int
+        name: Any = "default",  # str
+        behavior: Any = 0,  # int
         mode: str | None = None,
     ) -> Decision:
         """Count ``hits`` against ``limit`` per ``period`` seconds for ``key``.
+
+        (The arguments are typed ``Any`` because this module is compiled:
+        a compiled function checks its annotations on entry and would raise
+        ``TypeError`` for a wrongly typed value before the checks here raise
+        :class:`~peer_ring.errors.InvalidRequest`, in both builds alike.)
 
         ``hits`` 0 peeks, negative refunds. ``algorithm``: an
         :class:`Algorithm` or its name (``"sliding_window"``). ``name`` is
@@ -802,7 +884,7 @@ class RateLimiter(Service):
         spec = self._specs.get(spec_key)
         if spec is None:
             spec = self._spec(name, limit, period, algorithm, burst, behavior)
-        dur, alg, beh = spec
+        dur, alg, beh, slice_sig, glob = spec
         if type(key) is not str or not key or len(key) > MAX_NAME_LEN:
             raise InvalidRequest(
                 f"key must be a non-empty string of at most {MAX_NAME_LEN} characters,"
@@ -810,20 +892,22 @@ class RateLimiter(Service):
             )
         if type(hits) is not int or not -INT64_MAX <= hits <= INT64_MAX:
             raise InvalidRequest(f"hits must be in [{-INT64_MAX}, {INT64_MAX}], got {hits!r:.40}")
-        req = RateLimitRequest(name, key, limit, dur, hits, alg, beh, burst)
-        mode = mode or ("global" if int(beh) & _GLOBAL else self.config.mode)
+        if not mode:
+            mode = "global" if glob else self.config.mode
         if mode == "lease" and hits > 0:
-            local = self._lease.try_local(req)
+            local = self._lease.local(f"{name}_{key}", slice_sig, hits)
             if local is not None:
                 return Decision.of(local)
+        req = RateLimitRequest(name, key, limit, dur, hits, alg, beh, burst)
         if alg is Algorithm.CONCURRENCY:
             req = check_request(req)
         return Decision.of(await self._decide_checked(req, mode))
 
     def _spec(
         self, name: str, limit: int, period: float, algorithm: Any, burst: int, behavior: int
-    ) -> tuple[int, Algorithm, Behavior]:
-        """Validate a limit once (:class:`InvalidRequest` if bad); remember it."""
+    ) -> _Spec:
+        """Validate a limit once (:class:`InvalidRequest` if bad); remember it
+        with what the hot path needs of it."""
         probe = check_request(
             RateLimitRequest(
                 name=name,
@@ -838,7 +922,13 @@ class RateLimiter(Service):
         )
         if len(self._specs) >= 4096:
             self._specs.clear()
-        spec = (probe.duration_ns, probe.algorithm, probe.behavior)
+        spec = (
+            probe.duration_ns,
+            probe.algorithm,
+            probe.behavior,
+            _modes.sig(limit, probe.duration_ns, probe.algorithm, burst, probe.behavior),
+            bool(int(probe.behavior) & _GLOBAL),
+        )
         self._specs[(name, limit, period, algorithm, burst, behavior)] = spec
         return spec
 
@@ -867,53 +957,23 @@ class RateLimiter(Service):
                 raise answer
         return out
 
-    @contextlib.asynccontextmanager
-    async def concurrency(
-        self, key: str, *, limit: int, timeout: float = 60.0, name: str = "concurrency"
-    ) -> AsyncIterator[Decision]:
-        """Hold one of ``limit`` slots of ``key`` for the block's duration.
+    def concurrency(
+        self, key: Any, *, limit: Any, timeout: Any = 60.0, name: Any = "concurrency"
+    ) -> _Slot:
+        """Hold one of ``limit`` slots of ``key`` for the block's duration
+        (``async with limiter.concurrency(...) as decision:``).
 
         Raises :class:`RateLimited` when all are held. ``timeout`` (seconds)
         frees the slot if this process dies holding it. The slot is released
         on exit; if the release cannot reach the owner, the timeout frees it.
         """
-        lease = f"{self.app.node_id}:{next(self._leases)}"
-        base = RateLimitRequest(
-            name=name,
-            unique_key=key,
-            limit=limit,
-            duration_ns=_duration_ns(timeout),
-            hits=1,
-            algorithm=Algorithm.CONCURRENCY,
-            lease=lease,
-        )
-        got = Decision.of(await self.decide(base))
-        if not got.allowed:
-            raise RateLimited(got)
-        try:
-            yield got
-        finally:
-            release = RateLimitRequest(
-                name=name,
-                unique_key=key,
-                limit=limit,
-                duration_ns=base.duration_ns,
-                hits=-1,
-                algorithm=Algorithm.CONCURRENCY,
-                lease=lease,
-            )
-            try:
-                await self.decide(release)
-            except PeerRingError as exc:
-                log.warning(
-                    "ratelimit: release of %s failed (%s); its timeout frees it", lease, exc
-                )
+        return _Slot(self, key, limit, _duration_ns(timeout), name)
 
     async def should_rate_limit(
         self,
-        domain: str,
+        domain: Any,  # str
         descriptors: Sequence[Sequence[tuple[str, str]]],
-        hits_addend: int = 1,
+        hits_addend: Any = 1,  # int
         overrides: Sequence[DescriptorLimit | None] | None = None,
     ) -> tuple[bool, list[DescriptorStatus]]:
         """Envoy's ``ShouldRateLimit``: ``(overall_ok, statuses)`` for descriptors
@@ -939,7 +999,8 @@ class RateLimiter(Service):
         if overrides is not None and len(overrides) != len(descriptors):
             raise InvalidRequest("give one override (or None) per descriptor")
         matches: list[Match | None] = []
-        for d in descriptors:
+        given: Sequence[Sequence[Any]] = descriptors  # lists or tuples (compiled: no check)
+        for d in given:
             if not d or not all(
                 type(e) in (tuple, list) and len(e) == 2 and all(type(x) is str for x in e)
                 for e in d
@@ -986,6 +1047,51 @@ class RateLimiter(Service):
                 shadowed=lim.shadow_mode and not resp.allowed,
             )
         return all(s.ok for s in statuses), statuses
+
+
+class _Slot:
+    """The async context manager of :meth:`RateLimiter.concurrency` (a class,
+    not an async generator: the module is compiled by mypyc, which has none)."""
+
+    __slots__ = ("_base", "_limiter")
+
+    def __init__(
+        self, limiter: RateLimiter, key: str, limit: int, duration_ns: int, name: str
+    ) -> None:
+        self._limiter = limiter
+        self._base = RateLimitRequest(
+            name=name,
+            unique_key=key,
+            limit=limit,
+            duration_ns=duration_ns,
+            hits=1,
+            algorithm=Algorithm.CONCURRENCY,
+            lease=f"{limiter.app.node_id}:{next(limiter._leases)}",
+        )
+
+    async def __aenter__(self) -> Decision:
+        got = Decision.of(await self._limiter.decide(self._base))
+        if not got.allowed:
+            raise RateLimited(got)
+        return got
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        base = self._base
+        release = RateLimitRequest(
+            name=base.name,
+            unique_key=base.unique_key,
+            limit=base.limit,
+            duration_ns=base.duration_ns,
+            hits=-1,
+            algorithm=Algorithm.CONCURRENCY,
+            lease=base.lease,
+        )
+        try:
+            await self._limiter.decide(release)
+        except PeerRingError as exc:
+            log.warning(
+                "ratelimit: release of %s failed (%s); its timeout frees it", base.lease, exc
+            )
 
 
 #: Written help texts of the lease and global modes' counters (``/metrics``).

@@ -76,7 +76,10 @@ class LocalLimiter:
 
     def hit(self, req: RateLimitRequest, *, now_ns: int | None = None) -> RateLimitResponse:
         """Decide ``req`` (validated first) at the clock's time or ``now_ns``."""
-        req = check_request(req)
+        return self.hit_checked(check_request(req), now_ns=now_ns)
+
+    def hit_checked(self, req: RateLimitRequest, *, now_ns: int | None = None) -> RateLimitResponse:
+        """:meth:`hit` for a request that passed ``check_request`` (normalized)."""
         now = self.now_ns() if now_ns is None else now_ns
         key = req.key
         replica = self._keys.get(key, ())

@@ -1,0 +1,90 @@
+"""Rate limiter: CPU per decision in one process, and where it goes.
+
+A 3-node cluster on the memory transport in this process, ``--tasks`` tasks
+calling ``limiter.hit`` on one hot key of node 1 (fixed window, 1,000 per
+second, so most answers are refusals, as in ``bench/ratelimit.py``), no
+latency bookkeeping. Prints decisions per wall-second and per CPU-second of
+the process, and each node's limiter counters; ``--profile`` adds the
+cProfile top (interpreted functions only: compiled ones show as one entry).
+
+    .venv/bin/python bench/ratelimit_cpu.py lease --decisions 500000
+    .venv/bin/python bench/ratelimit_cpu.py exact --decisions 100000 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+
+from peer_ring import Node, NodeConfig, ReplicationConfig
+from peer_ring.apps.ratelimit import RateLimiter, RateLimiterConfig
+from peer_ring.transport.memory import MemoryNetwork
+
+
+async def run(mode: str, decisions: int, tasks: int, profile: bool) -> None:
+    net = MemoryNetwork()
+    nodes = [
+        Node(
+            NodeConfig.local(
+                f"b{i}",
+                listen=f"10.9.0.{i}:7400",
+                transport="memory",
+                seeds=("10.9.0.1:7400",),
+                replication=ReplicationConfig(partitions=64, replicas=3),
+            ),
+            network=net,
+        )
+        for i in (1, 2, 3)
+    ]
+    lims = [
+        n.register(RateLimiter(RateLimiterConfig(mode=mode, lease_max_slice=1000))) for n in nodes
+    ]
+    await asyncio.gather(*(n.start() for n in nodes))
+    try:
+        deadline = time.monotonic() + 20
+        while not all(len(n.members) == 3 for n in nodes):
+            assert time.monotonic() < deadline, "membership"
+            await asyncio.sleep(0.01)  # poll interval, not a stand-in for the condition
+        await asyncio.gather(*(n.wait_ready() for n in nodes))
+        lim = lims[0]
+        per = decisions // tasks
+
+        async def worker() -> None:
+            for i in range(per):
+                await lim.hit("hot", limit=1000, period=1, algorithm="fixed_window")
+                if i % 256 == 0:
+                    await asyncio.sleep(0)  # a decision that never suspends must still yield
+
+        await worker()  # warm-up: the key exists, slices are taken
+        prof = cProfile.Profile() if profile else None
+        t, c = time.perf_counter(), time.process_time()
+        if prof is not None:
+            prof.enable()
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        if prof is not None:
+            prof.disable()
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        print(f"{mode}: {per * tasks / wall:,.0f} decisions/s, {per * tasks / cpu:,.0f} per CPU-s")
+        for node, lm in zip(nodes, lims, strict=True):
+            print(f"  {node.id}: { ({k: v for k, v in lm.stats.items() if v}) }")
+        if prof is not None:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("mode", choices=("lease", "exact"))
+    ap.add_argument("--decisions", type=int, default=200_000)
+    ap.add_argument("--tasks", type=int, default=64)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    asyncio.run(run(args.mode, args.decisions, args.tasks, args.profile))
+
+
+if __name__ == "__main__":
+    main()
