@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,9 +46,17 @@ def run(tree: Path, part: str, args: list[str], output: str, timeout: float) -> 
     """One ``bench/kv.py`` run in ``tree``; its results document."""
     cmd = [str(tree / ".venv" / "bin" / "python"), "bench/kv.py", *args, "--output", output]
     console.print(f"[dim]{tree.name}: {part}: {' '.join(cmd[1:])}")
-    subprocess.run(cmd, cwd=tree, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    # the tree's own sources first: a worktree that shares another tree's
+    # virtualenv relies on PYTHONPATH, and an inherited one would run one tree twice
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    subprocess.run(cmd, cwd=tree, check=True, timeout=timeout, stdout=subprocess.DEVNULL, env=env)
     doc: dict[str, Any] = json.loads((tree / "bench" / "results" / f"{output}.json").read_text())
     return doc
+
+
+def _num(x: float) -> str:
+    """A figure as printed: whole numbers above 100 (rates), three digits below (ratios, µs)."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def figures(doc: dict[str, Any]) -> dict[str, float]:
@@ -64,6 +73,7 @@ def figures(doc: dict[str, Any]) -> dict[str, float]:
             if op in row and "ratio_to_redis" in row[op]:
                 case = f"RESP {op.upper()} {row['target']} -P {row['pipeline']}"
                 out[f"{case}: x redis-server"] = row[op]["ratio_to_redis"]
+                out[f"{case}: req/s"] = row[op]["rps"]
     return out
 
 
@@ -104,8 +114,8 @@ def main() -> int:
             continue
         ma, mb = statistics.median(xa), statistics.median(xb)
         rows.append(
-            (case, f"{ma:,.3g} ({min(xa):,.3g}-{max(xa):,.3g})",
-             f"{mb:,.3g} ({min(xb):,.3g}-{max(xb):,.3g})", f"{mb / ma:.3f}")
+            (case, f"{_num(ma)} ({_num(min(xa))}-{_num(max(xa))})",
+             f"{_num(mb)} ({_num(min(xb))}-{_num(max(xb))})", f"{mb / ma:.3f}")
         )  # fmt: skip
         result["cases"].append({"case": case, "A": xa, "B": xb, "ratio_of_medians": mb / ma})
     result["builds"] = {k: sorted(v) for k, v in builds.items()}

@@ -31,24 +31,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import time
 
 from peer_ring import Node, NodeConfig, ReplicationConfig
-from peer_ring.apps.kv import KVStore
-from peer_ring.config import FailureDetectorConfig, TransportConfig
+from peer_ring.apps.kv import KVConfig, KVStore
+from peer_ring.config import FailureDetectorConfig, HandoffConfig, TransportConfig
 from peer_ring.transport.memory import MemoryNetwork
 
 #: ``--patient``: failure detection, timeouts and background rounds slowed far
 #: below the operations' pace, so that a run under valgrind (about 50x slower)
 #: sees no false failure and little timer-driven work: the operations' own
-#: path is what gets counted.
+#: path is what gets counted. Anti-entropy is off and the member sync, hint,
+#: reap and KV sweep loops run rarely: their work grows with a run's wall
+#: time, which valgrind stretches by a different factor from run to run (with
+#: anti-entropy on, the digest refreshes of the keys that puts changed made
+#: the instructions per put of one tree differ by +-10 % between runs).
 PATIENT: dict[str, object] = {
     "failure": FailureDetectorConfig(ping_interval=30.0, ping_timeout=60.0, failures_to_down=3),
     "transport_config": TransportConfig(request_timeout=120.0, connect_timeout=60.0),
-    "member_sync_interval": 2.0,
+    "member_sync_interval": 30.0,
     "discovery_start_timeout": 600.0,
+    "handoff": HandoffConfig(
+        ae_partitions_per_second=0.0, hint_interval=60.0, reap_interval=60.0, sweep_interval=600.0
+    ),
 }
+#: ``--patient``: the KV store's expiry sweep, rarely (no key of the run expires).
+PATIENT_KV = KVConfig(sweep_interval=600.0)
 
 
 async def cluster(patient: bool = False) -> tuple[list[Node], list[KVStore]]:
@@ -67,7 +78,7 @@ async def cluster(patient: bool = False) -> tuple[list[Node], list[KVStore]]:
         )
         for i in (1, 2, 3)
     ]
-    stores = [n.register(KVStore()) for n in nodes]
+    stores = [n.register(KVStore(config=PATIENT_KV if patient else None)) for n in nodes]
     await asyncio.gather(*(n.start() for n in nodes))
     await asyncio.gather(*(n.wait_ready(600.0 if patient else 30.0) for n in nodes))
     return nodes, stores
@@ -102,15 +113,26 @@ async def run(stores: list[KVStore], mix: str, ops: int, outstanding: int, batch
     return (time.process_time() - start) / ops * 1e6
 
 
+def callgrind_dump(name: str) -> None:
+    """Under callgrind: write the counts since the last dump to ``OUT.N`` (zeroing
+    them), so that a window's instructions can be read alone; returns once written."""
+    subprocess.run(["callgrind_control", "-d", name, str(os.getpid())], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
 async def main(a: argparse.Namespace) -> dict[str, float]:
     nodes, stores = await cluster(a.patient)
     try:
         await run(stores, "put", 4000, a.outstanding)  # preload and warm up
         mixes = a.mixes.split(",")
         out: dict[str, list[float]] = {mix: [] for mix in mixes}
+        if a.callgrind_window:
+            callgrind_dump("before-window")
         for _ in range(a.rounds):
             for mix in mixes:
                 out[mix].append(await run(stores, mix, a.ops, a.outstanding, a.batch))
+        if a.callgrind_window:
+            callgrind_dump("window")
         return {f"{mix} cpu_us_per_op": statistics.median(v) for mix, v in out.items()}
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
@@ -125,9 +147,25 @@ if __name__ == "__main__":
     ap.add_argument("--patient", action="store_true", help="slow timers (runs under valgrind)")
     ap.add_argument("--mixes", default="put,get", help="of put, get (callgrind: one at a time)")
     ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many call")
+    ap.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run on uvloop (as nodes do): the loop's own work is C, not interpreted Python "
+        "whose amount varies with how many callbacks each loop pass finds ready",
+    )
+    ap.add_argument(
+        "--callgrind-window",
+        action="store_true",
+        help="under callgrind: dump the counts before and after the measured operations "
+        "(OUT.1: start-up and preload, OUT.2: the operations alone; bench/kv_instructions.py)",
+    )
     args = ap.parse_args()
     if not (1 <= args.ops <= 1_000_000 and 1 <= args.rounds <= 20):
         ap.error("--ops 1..1e6, --rounds 1..20")
     if not set(args.mixes.split(",")) <= {"put", "get"}:
         ap.error("--mixes takes put, get or put,get")
+    if args.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     print(json.dumps({"label": args.label, "batch": args.batch, **asyncio.run(main(args))}))

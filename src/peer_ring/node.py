@@ -662,8 +662,7 @@ class Node(Cluster):
 
     def _serve_service(self, message: list[Any], peer: PeerInfo) -> Any:
         """``["s", ...]``: a command for this node's replica of one key, fenced."""
-        cmd, epoch = wire.parse_service(message)
-        ns, command, key, partition, payload, origin = cmd
+        ns, command, key, partition, payload, origin, epoch = wire.parse_service(message)
         if epoch is None or epoch == self.ring.epoch:  # the hot path: same view
             return self.handle_local(ns, command, key, partition, payload, origin)
         fence = self._fence_check(epoch, [partition], peer)

@@ -111,6 +111,7 @@ __all__ = [
     "Cover",
     "Hinted",
     "ServiceCommand",
+    "ServiceFields",
     "batch_frame",
     "bench_frame",
     "cover_frame",
@@ -294,8 +295,16 @@ def _command(op: str, fields: list[Any]) -> ServiceCommand:
     return ServiceCommand(ns, command, key, partition, payload, origin)
 
 
-def parse_service(message: list[Any]) -> tuple[ServiceCommand, Any]:
-    """``["s", ...]`` -> (the command, the sender's ring epoch or None when absent)."""
+#: ``parse_service``'s answer: namespace, command, key, partition, payload,
+#: origin, and the sender's ring epoch (None when absent). A plain tuple, not
+#: a :class:`ServiceCommand`: the compiled build passes it between native
+#: functions unboxed, with no object built per replica request (a NamedTuple
+#: is built by interpreted code).
+ServiceFields = tuple[str, str, bytes, int, Any, str, Any]
+
+
+def parse_service(message: list[Any]) -> ServiceFields:
+    """``["s", ...]`` -> its fields (see :data:`ServiceFields`), checked."""
     n = len(message)
     if n != 8 and n != 7:
         raise InvalidRequest("service command needs 7 or 8 fields")
@@ -313,9 +322,8 @@ def parse_service(message: list[Any]) -> tuple[ServiceCommand, Any]:
         or type(partition) is not int
         or type(origin) is not str
     ):
-        return _command(SERVICE, message[1:7]), None  # raises the precise error
-    cmd = ServiceCommand(ns, command, key, partition, message[5], origin)
-    return cmd, (message[7] if n == 8 else None)
+        _command(SERVICE, message[1:7])  # raises the precise error
+    return ns, command, key, partition, message[5], origin, (message[7] if n == 8 else None)
 
 
 def parse_dual(message: list[Any]) -> ServiceCommand:

@@ -267,7 +267,10 @@ class KVReplica(Service):
         self.digest_slice = _DIGEST_SLICE
         self.digest_cache_keys = _DIGEST_CACHE_KEYS
         self._app: AppContext | None = None
-        self._own_clock = clock
+        #: the clock in use: ``clock``, else the node's (set by ``attach``)
+        self._time: Clock | None = clock
+        #: this node's id (set by ``attach``; a node's id never changes)
+        self._node_id = ""
         self._hlc: HLC | None = None
         self._actor = ""
         self._node_r = 0
@@ -289,9 +292,12 @@ class KVReplica(Service):
         if self._app is not None:
             raise ConfigError("a KVStore can be registered on one node only")
         self._app = app
-        self._hlc = HLC(self._clock(), policy=SkewPolicy.ACCEPT)
-        self._actor = f"{app.node_id}.{os.urandom(4).hex()}"
-        # the node's default R and W (its configuration is immutable): read once,
+        if self._time is None:
+            self._time = app.clock
+        self._hlc = HLC(self._time, policy=SkewPolicy.ACCEPT)
+        self._node_id = app.node_id
+        self._actor = f"{self._node_id}.{os.urandom(4).hex()}"
+        # the node's id, clock and default R and W are immutable: read once,
         # not through the context on every operation
         self._node_r = app.read_quorum
         self._node_w = app.write_quorum
@@ -343,7 +349,10 @@ class KVReplica(Service):
         return self.config.limits
 
     def _clock(self) -> Clock:
-        return self._own_clock if self._own_clock is not None else self.app.clock
+        clock = self._time
+        if clock is None:
+            raise ClosedError("KVStore is not registered on a node")
+        return clock
 
     async def close(self) -> None:
         """Called by ``node.stop`` (after the sweep task was cancelled with the

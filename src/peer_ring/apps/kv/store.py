@@ -387,7 +387,7 @@ class KVStore(KVReplica):
         quorum = self._write_quorum(w)
         app = self.app
         partition = app.partition_for(key)
-        if app.node_id not in app.owners(partition, n) or not app.ready(partition):
+        if self._node_id not in app.owners(partition, n) or not app.ready(partition):
             return None
         ctx = vv.decode_context(context) if context else None
         existed, entries = self._issue(partition, key, value, expires_at, ctx, want_existed)
