@@ -86,6 +86,11 @@ from peer_ring.transport import (
 
 log = logging.getLogger(__name__)
 
+#: Types of replica answers that are certainly neither futures nor coroutines:
+#: tested first in a batch's apply loop (``asyncio.iscoroutine``'s ABC check
+#: is costly for a plain value).
+_PLAIN: frozenset[type] = frozenset({tuple, list, bool, int, float, bytes, str, dict, type(None)})
+
 __all__ = ["Node", "PeerHandler", "RingListener", "build_transport"]
 
 S = TypeVar("S", bound=Service)
@@ -713,6 +718,7 @@ class Node(Cluster):
         # what handle_local checks per command, looked up once per batch
         boot = self.bootstrap
         refused = service.fresh_refused_commands
+        handle = service.handle
         out: list[Any] = []
         later: list[tuple[int, asyncio.Future[Any]]] | None = None
         for i in range(0, len(items), 4):
@@ -726,15 +732,15 @@ class Node(Cluster):
                     )
                 if boot.active and command in refused:
                     boot.check(partition)
-                result = service.handle(
-                    Request(command, items[i + 1], partition, items[i + 3], origin)
-                )
+                result = handle(Request(command, items[i + 1], partition, items[i + 3], origin))
             except Exception as exc:
                 out.append(wire.BATCH_ERROR)
                 out.append(list(error_to_wire(exc)))
                 continue
             out.append(wire.BATCH_OK)
-            if isinstance(result, asyncio.Future) or asyncio.iscoroutine(result):
+            if type(result) not in _PLAIN and (
+                isinstance(result, asyncio.Future) or asyncio.iscoroutine(result)
+            ):
                 if later is None:
                     later = []
                 later.append((len(out), asyncio.ensure_future(result)))

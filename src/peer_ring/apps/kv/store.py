@@ -205,7 +205,11 @@ class KVStore(KVReplica):
                     timeout=self.config.timeout,
                     partition=partition,
                     applied=True,
-                    listener=partial(_write_done, done, existed),
+                    # a plain SET's reply does not say whether the key existed:
+                    # no pass over the acks for it
+                    listener=partial(_write_done, done, existed)
+                    if want_existed
+                    else partial(_write_acked, done),
                 )
                 return
             task = asyncio.ensure_future(
@@ -656,6 +660,14 @@ def _write_done(
         done(False, exc)
     else:
         done(existed or any(answer is True for _, answer in result.acks), None)
+
+
+def _write_acked(
+    done: Callable[[bool, BaseException | None], None],
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    done(False, exc if result is None else None)
 
 
 class _Collect:
