@@ -25,6 +25,7 @@ Needs ``valgrind`` (Debian package ``valgrind``).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -38,8 +39,11 @@ HERE = Path(__file__).resolve().parent
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def instructions(tree: Path, mix: str, ops: int) -> int:
-    """Instructions (callgrind ``Ir``) of one ``kv_cpu.py`` run in ``tree``'s interpreter."""
+def instructions(tree: Path, mix: str, ops: int, batch: int = 1) -> int:
+    """Instructions (callgrind ``Ir``) of one ``kv_cpu.py`` run in ``tree``'s
+    interpreter, importing ``tree/src`` first (worktrees that share one
+    virtualenv each measure their own source and build)."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     last = ""
     for _attempt in range(3):  # under valgrind a run is ~50x slower: a request can time out
         with tempfile.TemporaryDirectory() as tmp:
@@ -56,8 +60,12 @@ def instructions(tree: Path, mix: str, ops: int) -> int:
                 "--rounds",
                 "1",
                 "--patient",
+                "--batch",
+                str(batch),
             ]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=900, check=False, env=env
+            )
         found = _COLLECTED.search(done.stderr)
         if done.returncode == 0 and found is not None:
             return int(found.group(1))
@@ -73,6 +81,7 @@ def main() -> None:
     ap.add_argument("--lo", type=int, default=1000, help="operations of the short run")
     ap.add_argument("--hi", type=int, default=4000, help="operations of the long run")
     ap.add_argument("--mixes", default="put,get")
+    ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many (per key)")
     ap.add_argument("--output", default="kv_instructions")
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -84,8 +93,8 @@ def main() -> None:
     for mix in a.mixes.split(","):
         per_op: dict[str, float] = {}
         for label, tree in trees.items():
-            lo = instructions(tree, mix, a.lo)
-            hi = instructions(tree, mix, a.hi)
+            lo = instructions(tree, mix, a.lo, a.batch)
+            hi = instructions(tree, mix, a.hi, a.batch)
             per_op[label] = (hi - lo) / (a.hi - a.lo)
             console.print(f"[dim]{label} {mix}: {per_op[label]:,.0f} instructions/op")
         rows.append(
@@ -98,7 +107,8 @@ def main() -> None:
         )
     console.print(
         table(
-            "instructions per embedded operation (3 in-memory nodes, N=3 R=W=2)",
+            "instructions per embedded operation (3 in-memory nodes, N=3 R=W=2"
+            + (f", batches of {a.batch})" if a.batch > 1 else ")"),
             ["mix", "base", "new", "new/base"],
             [
                 [
@@ -111,7 +121,10 @@ def main() -> None:
             ],
         )
     )
-    write_results(a.output, {"trees": {k: str(v) for k, v in trees.items()}, "rows": rows})
+    write_results(
+        a.output,
+        {"trees": {k: str(v) for k, v in trees.items()}, "batch": a.batch, "rows": rows},
+    )
 
 
 if __name__ == "__main__":
