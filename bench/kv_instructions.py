@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def instructions(tree: Path, mix: str, ops: int, batch: int = 1) -> int:
+def instructions(tree: Path, mix: str, ops: int, batch: int = 1, nodes: int = 3) -> int:
     """Instructions (callgrind ``Ir``) of one ``kv_cpu.py`` run in ``tree``'s
     interpreter, importing ``tree/src`` first (worktrees that share one
     virtualenv each measure their own source and build)."""
@@ -62,6 +62,8 @@ def instructions(tree: Path, mix: str, ops: int, batch: int = 1) -> int:
                 "--patient",
                 "--batch",
                 str(batch),
+                "--nodes",
+                str(nodes),
             ]
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=900, check=False, env=env
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--hi", type=int, default=4000, help="operations of the long run")
     ap.add_argument("--mixes", default="put,get")
     ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many (per key)")
+    ap.add_argument("--nodes", type=int, default=3, help="in-memory nodes (1: a one-node cluster)")
     ap.add_argument("--output", default="kv_instructions")
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -93,8 +96,8 @@ def main() -> None:
     for mix in a.mixes.split(","):
         per_op: dict[str, float] = {}
         for label, tree in trees.items():
-            lo = instructions(tree, mix, a.lo, a.batch)
-            hi = instructions(tree, mix, a.hi, a.batch)
+            lo = instructions(tree, mix, a.lo, a.batch, a.nodes)
+            hi = instructions(tree, mix, a.hi, a.batch, a.nodes)
             per_op[label] = (hi - lo) / (a.hi - a.lo)
             console.print(f"[dim]{label} {mix}: {per_op[label]:,.0f} instructions/op")
         rows.append(
@@ -107,7 +110,7 @@ def main() -> None:
         )
     console.print(
         table(
-            "instructions per embedded operation (3 in-memory nodes, N=3 R=W=2"
+            f"instructions per embedded operation ({a.nodes} in-memory nodes, N=3 R=W=2"
             + (f", batches of {a.batch})" if a.batch > 1 else ")"),
             ["mix", "base", "new", "new/base"],
             [
@@ -123,7 +126,12 @@ def main() -> None:
     )
     write_results(
         a.output,
-        {"trees": {k: str(v) for k, v in trees.items()}, "batch": a.batch, "rows": rows},
+        {
+            "trees": {k: str(v) for k, v in trees.items()},
+            "batch": a.batch,
+            "nodes": a.nodes,
+            "rows": rows,
+        },
     )
 
 
