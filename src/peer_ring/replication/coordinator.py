@@ -37,6 +37,11 @@ replica's failure or slowness fails or delays the rounds of the commands it
 held, never the others' answers. Local work, hinted copies and dual writes
 are not held: they happen when the round starts, as for a lone round.
 
+A round whose only target is this node (a one-node cluster, N=1), with no
+stand-in and no handoff copy, is decided by the local answer at once: the
+listener is told directly, with no :class:`Round` (the same result, errors
+and counters).
+
 Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """
 
