@@ -1,12 +1,13 @@
 """CPU per embedded KV operation, in one process: a load-insensitive A/B figure.
 
-Three nodes on the in-memory network (``MemoryNetwork``) in this process,
-N=3 R=W=2, run a fixed number of ``get`` and ``put`` operations with a fixed
-number outstanding; the figure is the process's CPU time (user+system) per
-operation. Nothing else shares the measured process, so a busy machine
-slows the run but changes its CPU per operation little (caches and
-frequency aside) -- unlike throughput over loopback, which swings by tens of
-percent when other processes compete for the two cores.
+Three nodes (``--nodes``: another count) on the in-memory network
+(``MemoryNetwork``) in this process, N=3 R=W=2, run a fixed number of
+``get`` and ``put`` operations with a fixed number outstanding; the figure
+is the process's CPU time (user+system) per operation. Nothing else shares
+the measured process, so a busy machine slows the run but changes its CPU
+per operation little (caches and frequency aside) -- unlike throughput over
+loopback, which swings by tens of percent when other processes compete for
+the two cores.
 
 Uses only the public API, so the same file measures an older build too::
 
@@ -62,7 +63,7 @@ PATIENT: dict[str, object] = {
 PATIENT_KV = KVConfig(sweep_interval=600.0)
 
 
-async def cluster(patient: bool = False) -> tuple[list[Node], list[KVStore]]:
+async def cluster(patient: bool = False, size: int = 3) -> tuple[list[Node], list[KVStore]]:
     net = MemoryNetwork()
     nodes = [
         Node(
@@ -76,7 +77,7 @@ async def cluster(patient: bool = False) -> tuple[list[Node], list[KVStore]]:
             ),
             network=net,
         )
-        for i in (1, 2, 3)
+        for i in range(1, size + 1)
     ]
     stores = [n.register(KVStore(config=PATIENT_KV if patient else None)) for n in nodes]
     await asyncio.gather(*(n.start() for n in nodes))
@@ -121,7 +122,7 @@ def callgrind_dump(name: str) -> None:
 
 
 async def main(a: argparse.Namespace) -> dict[str, float]:
-    nodes, stores = await cluster(a.patient)
+    nodes, stores = await cluster(a.patient, a.nodes)
     try:
         await run(stores, "put", 4000, a.outstanding)  # preload and warm up
         mixes = a.mixes.split(",")
@@ -158,6 +159,9 @@ if __name__ == "__main__":
         action="store_true",
         help="under callgrind: dump the counts before and after the measured operations "
         "(OUT.1: start-up and preload, OUT.2: the operations alone; bench/kv_instructions.py)",
+    )
+    ap.add_argument(
+        "--nodes", type=int, default=3, help="nodes (N=3 of them; 1: a one-node cluster)"
     )
     args = ap.parse_args()
     if not (1 <= args.ops <= 1_000_000 and 1 <= args.rounds <= 20):

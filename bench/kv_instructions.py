@@ -58,7 +58,13 @@ def tree_env(tree: Path) -> dict[str, str]:
 
 
 def instructions(
-    tree: Path, mix: str, ops: int, keep: Path | None = None, uvloop: bool = False
+    tree: Path,
+    mix: str,
+    ops: int,
+    keep: Path | None = None,
+    uvloop: bool = False,
+    batch: int = 1,
+    nodes: int = 3,
 ) -> int:
     """Instructions (callgrind ``Ir``) of one ``kv_cpu.py`` run in ``tree``'s interpreter;
     with ``keep``, callgrind's profile is saved there (``callgrind_annotate``)."""
@@ -80,6 +86,10 @@ def instructions(
                 "--patient",
                 "--callgrind-window",
                 *(["--uvloop"] if uvloop else []),
+                "--batch",
+                str(batch),
+                "--nodes",
+                str(nodes),
             ]
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=900, check=False, env=tree_env(tree)
@@ -104,6 +114,8 @@ def main() -> None:
     ap.add_argument("--lo", type=int, default=1000, help="operations of the short run")
     ap.add_argument("--hi", type=int, default=4000, help="operations of the long run")
     ap.add_argument("--mixes", default="put,get")
+    ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many (per key)")
+    ap.add_argument("--nodes", type=int, default=3, help="in-memory nodes (1: a one-node cluster)")
     ap.add_argument("--output", default="kv_instructions")
     ap.add_argument("--keep", type=Path, help="save the windows' callgrind profiles here")
     ap.add_argument(
@@ -127,8 +139,8 @@ def main() -> None:
             order = list(trees) if r % 2 == 0 else list(reversed(trees))
             for label in order:
                 tree = trees[label]
-                lo = instructions(tree, mix, a.lo, a.keep, a.uvloop)
-                hi = instructions(tree, mix, a.hi, a.keep, a.uvloop)
+                lo = instructions(tree, mix, a.lo, a.keep, a.uvloop, a.batch, a.nodes)
+                hi = instructions(tree, mix, a.hi, a.keep, a.uvloop, a.batch, a.nodes)
                 per_op[label].append((hi - lo) / (a.hi - a.lo))
                 got = per_op[label][-1]
                 console.print(f"[dim]{label} {mix} #{r + 1}: {got:,.0f} instructions/op")
@@ -153,13 +165,22 @@ def main() -> None:
         )
     console.print(
         table(
-            f"instructions per embedded operation (3 in-memory nodes, N=3 R=W=2), "
-            f"median of {a.repeat}",
+            f"instructions per embedded operation ({a.nodes} in-memory nodes, N=3 R=W=2"
+            + (f", batches of {a.batch}" if a.batch > 1 else "")
+            + f"), median of {a.repeat}",
             ["mix", "base (runs)", "new (runs)", "new/base"],
             shown,
         )
     )
-    write_results(a.output, {"trees": {k: str(v) for k, v in trees.items()}, "rows": rows})
+    write_results(
+        a.output,
+        {
+            "trees": {k: str(v) for k, v in trees.items()},
+            "batch": a.batch,
+            "nodes": a.nodes,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def profile(
     top: int,
     sampler: str,
     pipeline: int = 1,
+    preload: bool = False,
 ) -> dict[str, Any]:
     suffix = "data" if sampler == "perf" else "txt"
     out = RESULTS_DIR / f"profile-resp-{test}-{nodes}.{suffix}"
@@ -144,6 +145,10 @@ def profile(
     with cluster(nodes, nodes, resp=True) as c:
         wait_ring(c)
         n1 = c["n1"]
+        if preload:  # fill the keyspace first, unmeasured: a GET test then measures hits
+            fill = ["redis-benchmark", "-h", n1.ip, "-p", "6390", "-t", "set", "-n", str(requests),
+                    "-c", "50", "-d", "100", "-r", "100000", "-q", "-P", "16"]  # fmt: skip
+            subprocess.run(fill, capture_output=True, text=True, timeout=300, check=True)
         pids = {name: node.pid for name, node in c.nodes.items() if node.pid is not None}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls_before = syscalls(pids["n1"])
@@ -175,6 +180,7 @@ def profile(
         "nodes": nodes,
         "command": " ".join(cmd),
         "rps": rps,
+        "preloaded": preload,
         "cpu_us_per_command": {n: 1e6 * (sum(after[n]) - sum(before[n])) / requests for n in pids},
         "system_us_per_command": {n: 1e6 * (after[n][1] - before[n][1]) / requests for n in pids},
         "cpu_share": {n: (sum(after[n]) - sum(before[n])) / wall for n in pids},
@@ -204,6 +210,12 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=20, help="functions shown")
     ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
     ap.add_argument(
+        "--preload",
+        action="store_true",
+        help="SET the keyspace before each test (unmeasured): without it every test starts on"
+        " an empty cluster, and a GET test measures misses",
+    )
+    ap.add_argument(
         "--sampler",
         choices=["perf", "py-spy"],
         default="perf" if shutil.which("perf") else "py-spy",
@@ -212,7 +224,16 @@ def main() -> None:
     )
     args = ap.parse_args()
     rows = [
-        profile(t, args.nodes, args.requests, args.seconds, args.top, args.sampler, args.pipeline)
+        profile(
+            t,
+            args.nodes,
+            args.requests,
+            args.seconds,
+            args.top,
+            args.sampler,
+            args.pipeline,
+            args.preload,
+        )
         for t in args.tests.split(",")
         if t
     ]

@@ -714,6 +714,7 @@ class Node(Cluster):
         # what handle_local checks per command, looked up once per batch
         boot = self.bootstrap
         refused = service.fresh_refused_commands
+        handle = service.handle
         out: list[Any] = []
         later: list[tuple[int, asyncio.Future[Any]]] | None = None
         for i in range(0, len(items), 4):
@@ -727,9 +728,7 @@ class Node(Cluster):
                     )
                 if boot.active and command in refused:
                     boot.check(partition)
-                result = service.handle(
-                    Request(command, items[i + 1], partition, items[i + 3], origin)
-                )
+                result = handle(Request(command, items[i + 1], partition, items[i + 3], origin))
             except Exception as exc:
                 out.append(wire.BATCH_ERROR)
                 out.append(list(error_to_wire(exc)))

@@ -37,6 +37,11 @@ replica's failure or slowness fails or delays the rounds of the commands it
 held, never the others' answers. Local work, hinted copies and dual writes
 are not held: they happen when the round starts, as for a lone round.
 
+A round whose only target is this node (a one-node cluster, N=1), with no
+stand-in and no handoff copy, is decided by the local answer at once: the
+listener is told directly, with no :class:`Round` (the same result, errors
+and counters).
+
 Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """
 
@@ -78,7 +83,8 @@ log = logging.getLogger(__name__)
 #: one frame too, bounded by ``max_frame_size``); more leave as more requests.
 BATCH_MAX_COMMANDS = 64
 
-#: The empty map of stand-ins, shared (read only).
+#: The empty map of stand-ins, shared (read only; a round's ``result.hinted``
+#: when nothing stood in).
 _NO_HINTS: dict[str, str] = {}
 
 #: Unanswered peer requests above which :meth:`Coordinator.run` waits for
@@ -164,7 +170,7 @@ class Round:
         self.quorum = quorum
         self.stats = stats
         self.remaining = len(targets)
-        self.result = QuorumResult(targets, {} if hinted is None else hinted, [], {}, [])
+        self.result = QuorumResult(targets, _NO_HINTS if hinted is None else hinted, [], {}, [])
         self.errors = self.result.errors
         self.finished = False
         self.listener = listener
@@ -191,9 +197,10 @@ class Round:
 
     def ok(self, node_id: str, value: Any) -> None:
         self.remaining -= 1
-        self.result.answers.append((node_id, value))
+        pair = (node_id, value)  # one tuple in both lists: an object less per answer
+        self.result.answers.append(pair)
         if not self.finished:
-            self.result.acks.append((node_id, value))
+            self.result.acks.append(pair)
             if len(self.result.acks) >= self.quorum:
                 self._finish()
         if self.remaining == 0:
@@ -512,6 +519,7 @@ class Coordinator:
             sloppy=sloppy,
             applied=applied,
         )
+        assert rnd is not None  # no listener: never the solo path
         assert rnd.done is not None
         result = await rnd.done
         complete = rnd.complete
@@ -539,7 +547,7 @@ class Coordinator:
         applied: bool = False,
         listener: RoundListener | None = None,
         batch: RoundBatch | None = None,
-    ) -> Round:
+    ) -> Round | None:
         """Start a quorum round: everything is sent before this returns.
 
         With ``listener`` the outcome is told to it, called directly from the
@@ -586,8 +594,9 @@ class Coordinator:
             )
         if sloppy is None:
             sloppy = self.handoff.sloppy
-        hinted: dict[str, str] = {}
-        extra = _NO_HINTS  # never mutated: replaced by _substitute's map when needed
+        # never mutated: replaced by _substitute's maps when needed
+        hinted = _NO_HINTS
+        extra = _NO_HINTS
         service = cluster.find_service(namespace)
         is_read = service is not None and command in service.read_commands
         if not is_read and self.hints.enabled and cluster.any_down:
@@ -607,6 +616,31 @@ class Coordinator:
             started = cluster.clock.monotonic()
             if listener is not None:
                 listener = partial(self._timed_listener, listener, started)
+        me = cluster.id
+        if (
+            listener is not None
+            and len(targets) == 1
+            and targets[0] == me
+            and not hinted
+            and not extra
+            and (is_read or not self.transfers.holders_of(partition))
+        ):
+            # A round whose only replica is this node (a one-node cluster, N=1):
+            # no Round, no dispatch -- the local answer decides it at once.
+            deadline = (
+                cluster.config.transport_config.request_timeout if timeout is None else timeout
+            )
+            return self._solo(
+                namespace,
+                key,
+                command,
+                partition,
+                payload,
+                applied,
+                listener,
+                on_complete,
+                deadline,
+            )
         rnd = Round(loop, targets, quorum, listener, on_complete, hinted, stats)
         if started >= 0.0 and rnd.done is not None:
             rnd.done.add_done_callback(partial(self._timed_done, started))
@@ -614,7 +648,6 @@ class Coordinator:
         # Remote requests carry their own deadlines, so the round needs a timer
         # only for local work that waits (set below): one timer less per round.
         # The message is encoded once for every replica it goes to.
-        me = cluster.id
         transport = cluster.transport
         local = False
         # built when something is sent on its own (a batch holds the fields)
@@ -678,6 +711,49 @@ class Coordinator:
                         rnd.ok(me, result)
         rnd.dispatched()
         return rnd
+
+    def _solo(
+        self,
+        namespace: str,
+        key: bytes,
+        command: str,
+        partition: int,
+        payload: Any,
+        applied: bool,
+        listener: RoundListener,
+        on_complete: CompleteCallback | None,
+        deadline: float,
+    ) -> Round | None:
+        """The round of a command whose only target is this node: run it here and
+        tell ``listener`` (then ``on_complete``) exactly as a one-target
+        :class:`Round` would, without one. A local command that answers later
+        (a coroutine) gets a :class:`Round` as in :meth:`start`, returned."""
+        me = self.cluster.id
+        if applied:
+            value: Any = None
+        else:
+            try:
+                value = self.cluster.handle_local(namespace, command, key, partition, payload, me)
+            except Exception as exc:
+                self.stats.failures += 1
+                _tell(listener, None, QuorumNotReached(1, 0, {me: exc}))
+                if on_complete is not None:
+                    _complete(on_complete, QuorumResult((me,), _NO_HINTS, [], {me: exc}, []))
+                return None
+            if is_awaitable(value):
+                loop = self.running_loop()
+                rnd = Round(loop, (me,), 1, listener, on_complete, None, self.stats)
+                task = as_future(value, loop)
+                task.add_done_callback(partial(rnd.on_done, me))
+                rnd.timer = loop.call_later(deadline, rnd.expire)
+                rnd.dispatched()
+                return rnd
+        pair = (me, value)
+        result = QuorumResult((me,), _NO_HINTS, [pair], {}, [pair])
+        _tell(listener, result, None)
+        if on_complete is not None:
+            _complete(on_complete, result)
+        return None
 
     def _timed_listener(
         self,
@@ -766,6 +842,20 @@ class Coordinator:
                 continue
             fut = cluster.transport.request_future(address, dual, deadline)
             fut.add_done_callback(partial(_dual_done, self.transfers, partition, holder))
+
+
+def _tell(listener: RoundListener, result: QuorumResult | None, exc: BaseException | None) -> None:
+    try:
+        listener(result, exc)
+    except Exception:  # a broken listener must not break the round
+        log.exception("quorum round listener failed")
+
+
+def _complete(on_complete: CompleteCallback, result: QuorumResult) -> None:
+    try:
+        on_complete(result)
+    except Exception:  # e.g. read repair: best effort, never breaks the round
+        log.exception("quorum round on_complete callback failed")
 
 
 def _dual_done(

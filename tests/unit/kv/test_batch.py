@@ -213,3 +213,78 @@ async def test_the_default_batch_of_an_app_context_starts_rounds_one_by_one() ->
     assert started == [b"x"]
     batch.flush()
     assert started == [b"x"]
+
+
+class Solo(Service):
+    """Answers ``w`` with its payload, ``slow`` later (a coroutine), refuses ``bad``."""
+
+    def __init__(self) -> None:
+        self.namespace = "solo"
+        self.seen: list[bytes] = []
+        self.app: AppContext | None = None
+
+    def attach(self, app: AppContext) -> None:
+        self.app = app
+
+    def handle(self, request: Request) -> Any:
+        self.seen.append(request.key)
+        if request.command == "w":
+            return request.payload
+        if request.command == "slow":
+            return self._later(request.payload)
+        raise InvalidRequest(f"refused {request.command}")
+
+    async def _later(self, payload: Any) -> Any:
+        await asyncio.sleep(0)
+        return payload
+
+
+async def test_a_one_node_round_is_decided_by_the_local_answer() -> None:
+    """A one-node cluster: the round's only replica is this node (the solo
+    path, no Round object): the same outcomes, quorum counts and callbacks as
+    a round with remote replicas; the quorum of 2 is that of the whole
+    cluster, 1."""
+    node = Node(node_config(1), network=MemoryNetwork())
+    service = node.register(Solo())
+    await node.start()
+    try:
+        await node.wait_ready()
+        app = service.app
+        assert app is not None
+        told: dict[bytes, tuple[QuorumResult | None, BaseException | None]] = {}
+        completed: dict[bytes, QuorumResult] = {}
+        batch = app.batch()
+        for key, command in ((b"a", "w"), (b"b", "bad"), (b"c", "slow")):
+            batch.add(
+                command,
+                key,
+                key.decode(),
+                quorum=2,
+                listener=lambda r, e, k=key: told.__setitem__(k, (r, e)),
+                on_complete=lambda r, k=key: completed.__setitem__(k, r),
+            )
+        # the local answers decided the first two before the flush
+        assert set(told) == {b"a", b"b"}
+        batch.flush()
+        await wait_for(lambda: len(told) == 3 and len(completed) == 3, message="all decided")
+        result, exc = told[b"a"]
+        assert exc is None
+        assert result is not None
+        assert result.acks == [(node.id, "a")] == result.answers
+        assert result.targets == (node.id,)
+        assert completed[b"a"] is result
+        result, exc = told[b"b"]
+        assert result is None
+        assert isinstance(exc, QuorumNotReached)
+        assert (exc.required, exc.acked) == (1, 0)
+        assert isinstance(exc.errors[node.id], InvalidRequest)
+        assert isinstance(completed[b"b"].errors[node.id], InvalidRequest)
+        result, exc = told[b"c"]
+        assert exc is None
+        assert result is not None
+        assert result.acks == [(node.id, "c")]
+        assert service.seen == [b"a", b"b", b"c"]  # each command ran once
+        counts = node.metrics()
+        assert (counts["quorum_rounds"], counts["quorum_failures"]) == (3, 1)
+    finally:
+        await node.stop()

@@ -130,40 +130,24 @@ class KVStore(KVReplica):
     ) -> None:
         """The read path in callback form; ``start`` starts the round
         (``AppContext.start_quorum`` or a batch's ``add``: same signature)."""
-        memo: dict[int, Entries] = {}
         try:
             k = self._key(key)
             partition = self.app.partition_for(k)
+            # one object per read is its listener and its read repair (not a
+            # memo dict and two partials)
+            read = _Read(self, k, partition, done)
             start(
                 "get",
                 k,
                 None,
                 quorum=self._read_quorum(None),
-                listener=partial(self._got, memo, done),
+                listener=read,
                 timeout=self.config.timeout,
                 partition=partition,
-                on_complete=self._repair_callback(k, partition, memo),
+                on_complete=read.repair if self.config.read_repair else None,
             )
         except Exception as exc:
             done(None, exc)
-
-    def _got(
-        self,
-        memo: dict[int, Entries],
-        done: Callable[[bytes | None, BaseException | None], None],
-        result: QuorumResult | None,
-        exc: BaseException | None,
-    ) -> None:
-        if result is None:
-            done(None, exc)
-            return
-        try:
-            entries = self._merged(result, memo)
-            got = self._resolve(entries, self._clock().time()) if entries else None
-        except Exception as err:
-            done(None, err)
-            return
-        done(None if got is None else got[0], None)
 
     def start_put(
         self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
@@ -176,21 +160,23 @@ class KVStore(KVReplica):
         (:meth:`_begin_write`), told by callback: no task or future when this
         node coordinates (the common case).
         """
-        self._start_write(key, value, None, partial(_put_done, done), False, self.app.start_quorum)
+        self._start_write(key, value, None, done, False, self.app.start_quorum)
 
     def _start_write(
         self,
         key: bytes,
         value: bytes | None,
         expires_at: float | None,
-        done: Callable[[bool, BaseException | None], None],
+        done: Callable[[Any, BaseException | None], None],
         want_existed: bool,
         start: Callable[..., None],
     ) -> None:
         """The write path in callback form (a value, or a tombstone for ``None``):
-        ``done(existed, None)`` once W replicas acknowledged. ``start`` starts
-        the ``merge`` round (``AppContext.start_quorum`` or a batch's ``add``);
-        a write this node cannot coordinate is forwarded by a task."""
+        ``done(existed, None)`` once W replicas acknowledged -- or, without
+        ``want_existed`` (a plain put, whose reply does not say),
+        ``done(None, None)``. ``start`` starts the ``merge`` round
+        (``AppContext.start_quorum`` or a batch's ``add``); a write this node
+        cannot coordinate is forwarded by a task."""
         try:
             k = self._key(key)
             v = None if value is None else self._check_value(value)
@@ -205,17 +191,23 @@ class KVStore(KVReplica):
                     timeout=self.config.timeout,
                     partition=partition,
                     applied=True,
-                    listener=partial(_write_done, done, existed),
+                    # a plain put's reply does not say whether the key existed:
+                    # no pass over the acks for it
+                    listener=partial(_write_done, done, existed)
+                    if want_existed
+                    else partial(_put_acked, done),
                 )
                 return
             task = asyncio.ensure_future(
                 self._forward(k, v, expires_at, None, None, None, self.config.timeout)
             )
         except Exception as exc:
-            done(False, exc)
+            done(False if want_existed else None, exc)
             return
         self._background.add(task)
-        task.add_done_callback(partial(self._write_task_done, done))
+        task.add_done_callback(
+            partial(self._write_task_done, done if want_existed else partial(_put_done, done))
+        )
 
     def _write_task_done(
         self, done: Callable[[bool, BaseException | None], None], task: asyncio.Future[Any]
@@ -658,6 +650,51 @@ def _write_done(
         done(existed or any(answer is True for _, answer in result.acks), None)
 
 
+def _put_acked(
+    done: Callable[[None, BaseException | None], None],
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    done(None, exc if result is None else None)
+
+
+class _Read:
+    """One read in callback form (:meth:`KVStore._start_get`): the round's
+    listener (``done`` with the joined value) and, by :meth:`repair`, its read
+    repair; the replicas' answers are decoded once, into ``memo``, for both."""
+
+    __slots__ = ("done", "key", "memo", "partition", "store")
+
+    def __init__(
+        self,
+        store: KVStore,
+        key: bytes,
+        partition: int,
+        done: Callable[[bytes | None, BaseException | None], None],
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.partition = partition
+        self.done = done
+        self.memo: dict[int, Entries] = {}
+
+    def __call__(self, result: QuorumResult | None, exc: BaseException | None) -> None:
+        if result is None:
+            self.done(None, exc)
+            return
+        store = self.store
+        try:
+            entries = store._merged(result, self.memo)
+            got = store._resolve(entries, store._clock().time()) if entries else None
+        except Exception as err:
+            self.done(None, err)
+            return
+        self.done(None if got is None else got[0], None)
+
+    def repair(self, result: QuorumResult) -> None:
+        self.store._read_repair(self.key, self.partition, self.memo, result)
+
+
 class _Collect:
     """The answers of a batch's keys, in order, into one future: its result
     once every key answered, or the first error."""
@@ -724,9 +761,7 @@ class KVBatch:
         expires_at: float | None = None,
     ) -> None:
         """Write ``key`` (the store's W): ``done(None, None)`` or ``done(None, error)``."""
-        self._store._start_write(
-            key, value, expires_at, partial(_put_done, done), False, self._rounds.add
-        )
+        self._store._start_write(key, value, expires_at, done, False, self._rounds.add)
 
     def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
         """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
