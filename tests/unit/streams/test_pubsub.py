@@ -170,10 +170,18 @@ async def test_concurrent_publishes_are_coalesced_per_node_in_order_with_counts(
     async with ps[2].subscribe("burst") as a, ps[3].subscribe("burst") as b:
         for s in ps:
             s.seen.clear()
-        # 5 publishes (the buffer holds 5) started in one loop iteration from one node: the leader
-        # routes them together and sends each subscriber's node one request
-        counts = await asyncio.gather(*(ps[0].publish("burst", f"m{i}") for i in range(5)))
+        # 5 publishes (the buffer holds 5) started in one loop iteration on a node that
+        # does not lead the channel: they reach the leader in one request, and it
+        # sends each subscriber's node one request
+        key = b"c:burst"
+        leader_id = ps[0].leader(ps[0].app.partition_for(key))
+        leader = next(s for s in ps if s.app.node_id == leader_id)
+        publisher = next(s for s in ps if s is not leader)
+        counts = await asyncio.gather(*(publisher.publish("burst", f"m{i}") for i in range(5)))
         assert counts == [2] * 5
+        # the publisher's node sent them to the leader together too
+        assert leader.seen.get("pubm", 0) >= 1
+        assert leader.seen.get("pub", 0) + leader.seen.get("pubm", 0) < 5
         for sub in (a, b):
             got = [await sub.get() for _ in range(5)]
             assert [m.seq for m in got] == [got[0].seq + k for k in range(5)]  # routing order

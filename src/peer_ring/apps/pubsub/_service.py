@@ -59,6 +59,7 @@ from peer_ring.app import (
     PeerRingError,
     PeerUnavailable,
     Record,
+    RemoteError,
     Request,
     RingMismatch,
     Service,
@@ -159,6 +160,13 @@ class _Fanout:
 
 _Outgoing = tuple[list[Any], _Fanout]
 
+#: The per-publish errors of a ``pubm`` answer the sender handles by class.
+_ROUTE_ERRORS: dict[str, type[PeerRingError]] = {
+    NotOwner.code: NotOwner,
+    PeerUnavailable.code: PeerUnavailable,
+    RingMismatch.code: RingMismatch,
+}
+
 
 class PubSub(Service):
     """The pub/sub service (replica side: registry; node side: local
@@ -180,6 +188,8 @@ class PubSub(Service):
         self._remote_pats: dict[str, tuple[int, dict[bytes, int], float]] = {}
         #: deliveries routed in this loop iteration, per node, in order
         self._outbox: dict[str, list[_Outgoing]] = {}
+        #: publishes to send to their leaders this loop iteration, in order
+        self._pubbox: dict[str, list[tuple[list[Any], asyncio.Future[int]]]] = {}
         self._stamp = 0
         self.publishes = 0
         self.deliveries = 0
@@ -218,6 +228,8 @@ class PubSub(Service):
             return self._reg.get(request.partition, {}).get(request.key)
         if cmd == "pub":
             return self._route(request)
+        if cmd == "pubm":
+            return self._route_many(request.payload)
         if cmd == "pats":
             node, stamp, pats, expires = request.payload
             cur = self._remote_pats.get(node)
@@ -263,7 +275,35 @@ class PubSub(Service):
         """At the channel's leader: number the message, send it to the nodes
         with subscribers; the number of receivers."""
         kind, channel, data = request.payload
-        key, partition = request.key, request.partition
+        routed = await self._start_route(request.key, request.partition, kind, channel, data)
+        return routed if isinstance(routed, int) else await routed
+
+    async def _route_many(self, items: Sequence[Sequence[Any]]) -> list[Any]:
+        """``pubm``: publishes ``[key, partition, kind, channel, data]`` coalesced
+        by one node, routed in order; each one's receivers, or ``[code,
+        message]`` of its error (``NotOwner``: the sender routes it again)."""
+        out: list[Any] = []
+        waits: list[tuple[int, asyncio.Future[int]]] = []
+        for key, partition, kind, channel, data in items:
+            try:
+                routed = await self._start_route(bytes(key), int(partition), kind, channel, data)
+            except PeerRingError as exc:
+                out.append([exc.code, str(exc)])
+                continue
+            if isinstance(routed, int):
+                out.append(routed)
+            else:
+                waits.append((len(out), routed))
+                out.append(0)
+        for i, fut in waits:
+            out[i] = await fut
+        return out
+
+    async def _start_route(
+        self, key: bytes, partition: int, kind: str, channel: bytes, data: bytes
+    ) -> int | asyncio.Future[int]:
+        """Number a message and queue it for the nodes with subscribers: 0 when
+        there are none, else a future of the number of receivers."""
         if self.leader(partition) != self.app.node_id:
             self._synced.pop(key, None)
             raise NotOwner(f"{self.app.node_id} does not lead pubsub partition {partition}")
@@ -284,7 +324,7 @@ class PubSub(Service):
                 outbox[node] = [(payload, fan)]
             else:
                 box.append((payload, fan))
-        return await fan.future
+        return fan.future
 
     def _flush_deliveries(self) -> None:
         """Send what was routed this loop iteration: one request per node."""
@@ -557,6 +597,21 @@ class PubSub(Service):
 
     async def _route_call(self, key: bytes, partition: int, payload: list[Any]) -> int:
         app = self.app
+        try:
+            leader = self.leader(partition)
+        except PeerUnavailable:
+            leader = app.node_id  # no owner up: the loop below waits for one
+        if leader != app.node_id:
+            # coalesced with this loop iteration's other publishes to that leader
+            try:
+                return await self._queue_pub(leader, key, partition, payload)
+            except (NotOwner, RingMismatch, PeerUnavailable, UnknownCommand) as exc:
+                # ConnectionLost: the leader may have delivered it already, and
+                # sending it again through another leader would break at most once
+                if isinstance(exc, ConnectionLost):
+                    raise
+                # not routed: again on its own below (UnknownCommand: a leader of
+                # an older version, which has no pubm)
         for attempt in range(1, 21):
             try:
                 leader = self.leader(partition)
@@ -568,6 +623,68 @@ class PubSub(Service):
                     raise
                 await app.clock.sleep(min(0.01 * attempt, 0.2))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _queue_pub(
+        self, leader: str, key: bytes, partition: int, payload: list[Any]
+    ) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = self.app.create_future()
+        box = self._pubbox
+        if not box:
+            asyncio.get_running_loop().call_soon(self._flush_pubs)
+        item = ([key, partition, *payload], fut)
+        items = box.get(leader)
+        if items is None:
+            box[leader] = [item]
+        else:
+            items.append(item)
+        return fut
+
+    def _flush_pubs(self) -> None:
+        """Send this loop iteration's publishes: one request per leader (a lone
+        one as ``pub``, epoch fenced on its partition; several as ``pubm``,
+        which the leader checks against its own ring)."""
+        boxes, self._pubbox = self._pubbox, {}
+        app = self.app
+        for leader, items in boxes.items():
+            try:
+                if len(items) == 1:
+                    key, partition, *payload = items[0][0]
+                    call = app.call_replica(leader, "pub", key, payload, partition=partition)
+                else:
+                    call = app.call_replica(
+                        leader, "pubm", b"", [i for i, _ in items], partition=-1
+                    )
+            except PeerRingError as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            call.add_done_callback(functools.partial(self._published, items))
+
+    @staticmethod
+    def _published(
+        items: list[tuple[list[Any], asyncio.Future[int]]], call: asyncio.Future[Any]
+    ) -> None:
+        if call.cancelled():
+            failure: BaseException | None = asyncio.CancelledError()
+        else:
+            failure = call.exception()
+        if failure is not None:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(failure)
+            return
+        answer = call.result()
+        answers = [answer] if len(items) == 1 else answer
+        for (_, fut), one in zip(items, answers, strict=True):
+            if fut.done():
+                continue
+            if isinstance(one, list):  # [code, message]: that publish failed
+                code, text = str(one[0]), str(one[1])
+                exc = _ROUTE_ERRORS.get(code)
+                fut.set_exception(exc(text) if exc is not None else RemoteError(code, text))
+            else:
+                fut.set_result(int(one))
 
     async def numsub(self, channel: bytes, *, shard: bool = False) -> int:
         """Subscribers of ``channel`` in the cluster (pattern subscribers not counted)."""
