@@ -295,6 +295,8 @@ class PubSub(Service):
             else:
                 waits.append((len(out), routed))
                 out.append(0)
+        if self._outbox:  # the whole batch is routed: send now, not an iteration later
+            self._flush_deliveries()
         for i, fut in waits:
             out[i] = await fut
         return out
