@@ -4,6 +4,7 @@ Run (inside a private network namespace on a shared machine)::
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/streams.py'
     .venv/bin/python bench/streams.py --seconds 5 --clients 32 --only peer-ring,redis
+    .venv/bin/python bench/streams.py --only peer-ring,redis --cases fanout --repeat 3
 
 In one run, with the same client concurrency (``--clients`` connections,
 each a closed loop):
