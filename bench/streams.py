@@ -4,6 +4,7 @@ Run (inside a private network namespace on a shared machine)::
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/streams.py'
     .venv/bin/python bench/streams.py --seconds 5 --clients 32 --only peer-ring,redis
+    .venv/bin/python bench/streams.py --only peer-ring,redis --cases fanout --repeat 3
 
 In one run, with the same client concurrency (``--clients`` connections,
 each a closed loop):
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,10 +81,17 @@ async def closed_loop(
 
 
 async def redis_like(
-    name: str, hosts: list[str], port: int, args: argparse.Namespace, pipelined: bool
+    name: str,
+    hosts: list[str],
+    port: int,
+    args: argparse.Namespace,
+    pipelined: bool,
+    servers: list[int],
 ) -> list[dict[str, Any]]:
-    """XADD, group consumption and PUBLISH fan-out against RESP ``hosts``."""
+    """XADD, group consumption and PUBLISH fan-out against RESP ``hosts``
+    (the server processes are ``servers``: PIDs, for the CPU accounting)."""
     rows: list[dict[str, Any]] = []
+    cases = set(args.cases.split(","))
     conns = [
         aioredis.Redis(host=hosts[i % len(hosts)], port=port, socket_timeout=30)
         for i in range(args.clients)
@@ -97,11 +106,12 @@ async def redis_like(
             await conns[i].xadd(streams[i % len(streams)], FIELDS)
             return 1
 
-        rate, lat = await closed_loop(args.clients, args.seconds, xadd)
-        rows.append(
-            {"system": name, "case": "XADD acknowledged", "per_s": rate, **percentiles(lat)}
-        )
-        if pipelined:
+        if "xadd" in cases:
+            rate, lat = await closed_loop(args.clients, args.seconds, xadd)
+            rows.append(
+                {"system": name, "case": "XADD acknowledged", "per_s": rate, **percentiles(lat)}
+            )
+        if pipelined and "pipelined" in cases:
 
             async def xadd16(i: int) -> int:
                 pipe = conns[i].pipeline(transaction=False)
@@ -123,19 +133,32 @@ async def redis_like(
                 await conns[i].xack(s, "g", *ids)
             return len(ids)
 
-        rate, lat = await closed_loop(args.clients, args.seconds, consume)
-        rows.append(
-            {"system": name, "case": "group consume + ack", "per_s": rate, **percentiles(lat)}
-        )
-        rows.append(await fanout(name, hosts, port, args))
+        if "consume" in cases:
+            rate, lat = await closed_loop(args.clients, args.seconds, consume)
+            rows.append(
+                {"system": name, "case": "group consume + ack", "per_s": rate, **percentiles(lat)}
+            )
+        if "fanout" in cases:
+            for _ in range(args.repeat):
+                rows.append(await fanout(name, hosts, port, args, servers))
     finally:
         for c in conns:
             await c.aclose()
     return rows
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (0 when gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def fanout(
-    name: str, hosts: list[str], port: int, args: argparse.Namespace
+    name: str, hosts: list[str], port: int, args: argparse.Namespace, servers: list[int]
 ) -> dict[str, Any]:
     """PUBLISH at a fixed offered rate to 10 subscribers spread over ``hosts``,
     each subscriber a process of its own: deliveries/s and publish-to-delivery
@@ -149,13 +172,24 @@ async def fanout(
     each on a fixed schedule) rather than a closed loop, so that a slow
     delivery is counted against the schedule instead of slowing the offered
     load (no coordinated omission). Timestamps are ``time.monotonic()``,
-    one clock for every process of the machine."""
+    one clock for every process of the machine.
+
+    ``--fanout-client raw`` (the default) uses a minimal asyncio RESP client
+    for the subscribers and the publishers (subscriber processes run uvloop
+    when it is installed), ``redis-py`` uses redis-py's
+    asyncio client: with redis-py, the 10 subscriber processes and the
+    publisher process alone need about as much CPU as the machine's two
+    cores (see the CPU columns: ``servers``, ``subscribers`` and ``publisher``
+    are CPU seconds per second of the run, summed over the group's
+    processes)."""
     subs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
             "--subscriber",
             f"{hosts[i % len(hosts)]}:{port}",
+            "--fanout-client",
+            args.fanout_client,
             stdout=subprocess.PIPE,
         )
         for i in range(10)
@@ -168,8 +202,20 @@ async def fanout(
                 raise RuntimeError(f"a subscriber did not start: {line!r}")
         publishers = max(1, args.fanout_publishers)
         interval = publishers / args.publish_rate
-        conns = [aioredis.Redis(host=hosts[i % len(hosts)], port=port) for i in range(publishers)]
+        raw = args.fanout_client == "raw"
+        conns: list[Any] = [
+            await RawResp.connect(hosts[i % len(hosts)], port)
+            if raw
+            else aioredis.Redis(host=hosts[i % len(hosts)], port=port)
+            for i in range(publishers)
+        ]
         published = 0
+        cpu_pids = {
+            "servers": servers,
+            "subscribers": [p.pid for p in subs],
+            "publisher": [os.getpid()],
+        }
+        cpu0 = {g: sum(cpu_seconds(p) for p in pids) for g, pids in cpu_pids.items()}
         t0 = time.monotonic()
         stop_at = t0 + args.seconds
 
@@ -188,6 +234,10 @@ async def fanout(
 
         await asyncio.gather(*(publish(i) for i in range(publishers)))
         elapsed = time.monotonic() - t0
+        cpu = {
+            g: (sum(cpu_seconds(p) for p in pids) - cpu0[g]) / elapsed
+            for g, pids in cpu_pids.items()
+        }
         await conns[0].publish("bench-fanout", "stop")
         for c in conns:
             await c.aclose()
@@ -209,20 +259,130 @@ async def fanout(
         "per_s": delivered / elapsed,
         "published_per_s": published / elapsed,
         "expected_deliveries": published * 10,
+        "delivered": delivered,
+        "client": args.fanout_client,
+        "cpu": cpu,
         **percentiles(lat),
     }
 
 
-async def subscriber(address: str) -> None:
+_INCOMPLETE = object()
+
+
+def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
+    """One RESP2/RESP3 value at ``pos`` of ``buf``: (value, next position), or
+    (``_INCOMPLETE``, pos) when ``buf`` does not hold all of it yet."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return _INCOMPLETE, pos
+    kind = buf[pos]
+    if kind in b"*>":
+        n = int(buf[pos + 1 : end])
+        items = []
+        p = end + 2
+        for _ in range(n):
+            item, p = _parse(buf, p)
+            if item is _INCOMPLETE:
+                return _INCOMPLETE, pos
+            items.append(item)
+        return items, p
+    if kind == ord("$"):
+        n = int(buf[pos + 1 : end])
+        if n < 0:
+            return None, end + 2
+        if len(buf) < end + n + 4:
+            return _INCOMPLETE, pos
+        return bytes(buf[end + 2 : end + 2 + n]), end + n + 4
+    if kind == ord("-"):
+        raise RuntimeError(bytes(buf[pos + 1 : end]).decode())
+    return bytes(buf[pos + 1 : end]), end + 2  # + : _ and the other simple types
+
+
+class RawResp(asyncio.Protocol):
+    """A minimal RESP2 client for the fan-out case: one request in flight per
+    connection (``publish``) or a subscriber that records each message's
+    latency (``subscribe``). A few microseconds per message where redis-py's
+    asyncio client needs tens: the harness must not be what is measured."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.reply: asyncio.Future[Any] | None = None
+        self.lat: list[float] | None = None
+        self.stopped = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RawResp:
+        _, proto = await asyncio.get_running_loop().create_connection(cls, host, port)
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_exception(ConnectionError("connection lost"))
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        buf = self.buf
+        buf += data
+        pos = 0
+        while pos < len(buf):
+            item, pos2 = _parse(buf, pos)
+            if item is _INCOMPLETE:
+                break
+            pos = pos2
+            if self.lat is not None and isinstance(item, list) and item[0] == b"message":
+                if item[2] == b"stop":
+                    if not self.stopped.done():
+                        self.stopped.set_result(None)
+                else:
+                    self.lat.append(now - float(item[2]))
+            elif self.reply is not None and not self.reply.done():
+                self.reply.set_result(item)
+        del buf[:pos]
+
+    async def call(self, *args: bytes | str) -> Any:
+        assert self.transport is not None
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            b = a.encode() if isinstance(a, str) else a
+            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        self.reply = asyncio.get_running_loop().create_future()
+        self.transport.write(b"".join(parts))
+        return await self.reply
+
+    async def publish(self, channel: str, data: str) -> Any:
+        return await self.call("PUBLISH", channel, data)
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def subscriber(address: str, client: str) -> None:
     """``--subscriber HOST:PORT``: subscribe to the fan-out channel, say
     ``ready``, collect each message's latency until ``stop``, print them."""
     host, port = address.rsplit(":", 1)
+    lat: list[float] = []
+    if client == "raw":
+        sub = await RawResp.connect(host, int(port))
+        await sub.call("SUBSCRIBE", "bench-fanout")  # the confirmation
+        sub.lat = lat
+        print("ready", flush=True)
+        with contextlib.suppress(TimeoutError):  # bounded even if "stop" never comes
+            await asyncio.wait_for(sub.stopped, 600)
+        await sub.aclose()
+        print(json.dumps({"count": len(lat), "lat": lat}), flush=True)
+        return
     conn = aioredis.Redis(host=host, port=int(port))
     ps = conn.pubsub()
     await ps.subscribe("bench-fanout")
     await ps.get_message(timeout=5.0)  # the subscribe confirmation
     print("ready", flush=True)
-    lat: list[float] = []
     deadline = time.monotonic() + 600  # bounded even if "stop" never comes
     while time.monotonic() < deadline:
         msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -339,10 +499,24 @@ async def main() -> None:
         "--publish-rate", type=int, default=2500, help="PUBLISH messages/s offered (fan-out case)"
     )
     parser.add_argument("--fanout-publishers", type=int, default=32)
+    parser.add_argument(
+        "--fanout-client",
+        choices=["raw", "redis-py"],
+        default="raw",
+        help="client of the fan-out case's subscribers and publishers (see fanout())",
+    )
+    parser.add_argument(
+        "--cases",
+        default="xadd,pipelined,consume,fanout",
+        help="RESP cases to run (comma-separated subset of the default)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of the fan-out case (median and spread)"
+    )
     parser.add_argument("--subscriber", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.subscriber:
-        await subscriber(args.subscriber)
+        await subscriber(args.subscriber, args.fanout_client)
         return
     if not 1 <= args.publish_rate <= 100_000:
         parser.error("--publish-rate 1..100000")
@@ -359,7 +533,10 @@ async def main() -> None:
             extra_args=["--log-level", "WARNING"],
         ) as cluster:  # fmt: skip
             hosts = [cluster[n].ip for n in ("n1", "n2", "n3")]
-            rows += await redis_like("peer-ring N3 W2", hosts, RESP_PORT, args, pipelined=True)
+            pids = [cluster[n].pid or 0 for n in ("n1", "n2", "n3")]
+            rows += await redis_like(
+                "peer-ring N3 W2", hosts, RESP_PORT, args, pipelined=True, servers=pids
+            )
     if "redis" in only and shutil.which("redis-server"):
         proc = await asyncio.create_subprocess_exec(
             "redis-server",
@@ -381,7 +558,9 @@ async def main() -> None:
                     break
                 await asyncio.sleep(0.05)  # starting
             await probe.aclose()
-            rows += await redis_like("redis-server", [REDIS_HOST], RESP_PORT, args, pipelined=True)
+            rows += await redis_like(
+                "redis-server", [REDIS_HOST], RESP_PORT, args, pipelined=True, servers=[proc.pid]
+            )
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 10)
@@ -390,7 +569,7 @@ async def main() -> None:
     console.print(
         table(
             "streams and pub/sub",
-            ["system", "case", "per_s", "p50", "p99"],
+            ["system", "case", "per_s", "p50", "p99", "p99.9", "CPU servers/subs/publisher"],
             [
                 [
                     r["system"],
@@ -398,6 +577,8 @@ async def main() -> None:
                     f"{r['per_s']:.0f}",
                     f"{r['p50'] * 1e3:.2f} ms",
                     f"{r['p99'] * 1e3:.2f} ms",
+                    f"{r['p999'] * 1e3:.2f} ms",
+                    " / ".join(f"{v:.2f}" for v in r["cpu"].values()) if "cpu" in r else "",
                 ]
                 for r in rows
             ],
@@ -407,4 +588,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--subscriber" in sys.argv and importlib.util.find_spec("uvloop") is not None:
+        import uvloop  # a subscriber process: the harness's own CPU kept small
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

@@ -144,3 +144,69 @@ def test_redis_glob_patterns() -> None:
     assert glob_match(b"a\\*b", b"a*b")
     assert not glob_match(b"a\\*b", b"axb")
     assert not glob_match(b"news.*", b"news")
+
+
+class Recorder:
+    """A network-like subscriber: records each ``deliver_many`` call (one
+    write) and refuses everything after ``limit`` messages."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.limit = limit
+        self.writes: list[list[bytes]] = []
+
+    def deliver(self, message: Message) -> bool:
+        return self.deliver_many([message]) == 1
+
+    def deliver_many(self, messages: list[Message]) -> int:
+        took = max(0, min(len(messages), self.limit - sum(map(len, self.writes))))
+        self.writes.append([m.data for m in messages[:took]])
+        return took
+
+
+async def test_concurrent_publishes_are_coalesced_per_node_in_order_with_counts(
+    cluster: Cluster,
+) -> None:
+    _, ps = cluster
+    async with ps[2].subscribe("burst") as a, ps[3].subscribe("burst") as b:
+        for s in ps:
+            s.seen.clear()
+        # 5 publishes (the buffer holds 5) started in one loop iteration on a node that
+        # does not lead the channel: they reach the leader in one request, and it
+        # sends each subscriber's node one request
+        key = b"c:burst"
+        leader_id = ps[0].leader(ps[0].app.partition_for(key))
+        leader = next(s for s in ps if s.app.node_id == leader_id)
+        publisher = next(s for s in ps if s is not leader)
+        counts = await asyncio.gather(*(publisher.publish("burst", f"m{i}") for i in range(5)))
+        assert counts == [2] * 5
+        # the publisher's node sent them to the leader together too
+        assert leader.seen.get("pubm", 0) >= 1
+        assert leader.seen.get("pub", 0) + leader.seen.get("pubm", 0) < 5
+        for sub in (a, b):
+            got = [await sub.get() for _ in range(5)]
+            assert [m.seq for m in got] == [got[0].seq + k for k in range(5)]  # routing order
+            # each message exactly once
+            assert sorted(m.data for m in got) == sorted(f"m{i}".encode() for i in range(5))
+        requests = [s.seen.get("deliver", 0) + s.seen.get("deliverm", 0) for s in ps]
+        assert requests[2] < 5  # coalesced, not one request per message
+        assert requests[3] < 5
+        assert ps[2].seen.get("deliverm", 0) >= 1
+
+
+async def test_a_coalesced_batch_is_one_write_per_subscriber_and_counts_a_slow_ones_prefix(
+    cluster: Cluster,
+) -> None:
+    _, ps = cluster
+    svc = ps[1]
+    fast, slow = Recorder(), Recorder(limit=2)
+    svc._local[("c", b"x")] = {fast, slow}
+    svc._local[("c", b"y")] = {fast}
+    batch = [["c", b"x", b"0", 1, "n9"], ["c", b"y", b"1", 1, "n9"], ["c", b"x", b"2", 2, "n9"]]
+    batch.append(["c", b"x", b"3", 3, "n9"])
+    counts = svc.handle(Request("deliverm", b"", -1, batch, "n9"))
+    assert counts == [2, 1, 2, 1]  # the slow subscriber took the first two of its three
+    assert fast.writes == [[b"0", b"1", b"2", b"3"]]  # one write, in order
+    assert slow.writes == [[b"0", b"2"]]
+    assert svc.dropped == 1
+    assert svc.deliveries == 6
+    del svc._local[("c", b"x")], svc._local[("c", b"y")]

@@ -17,7 +17,11 @@ Invariants and design (``docs/pubsub.md``):
   the message (a per-channel sequence, so an embedded subscriber sees gaps)
   and sends it only to the nodes its registry lists; each delivers to its
   local subscribers. The receiver count is the sum of their answers: a
-  cluster-wide count.
+  cluster-wide count. Deliveries are coalesced: what the leader routes in
+  one event-loop iteration leaves as one ``deliverm`` request per node, in
+  routing order, and the node writes each subscriber's share of it at once
+  (``Subscriber.deliver_many``: one write per connection). Under load the
+  batches grow instead of the queue of per-message requests.
 * **Patterns** can match any channel, so they cannot live with one channel's
   owners: every node tells every member its own pattern table (on change and
   every ``lease / 3``); the publishing node matches the channel against the
@@ -39,6 +43,7 @@ Invariants and design (``docs/pubsub.md``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +59,7 @@ from peer_ring.app import (
     PeerRingError,
     PeerUnavailable,
     Record,
+    RemoteError,
     Request,
     RingMismatch,
     Service,
@@ -115,6 +121,11 @@ class Subscriber(Protocol):
         """Take ``message`` without blocking; False when the subscriber could not
         (its buffer is full): it is then dropped and gets nothing more."""
 
+    def deliver_many(self, messages: list[Message]) -> int:
+        """Take ``messages`` in order, as :meth:`deliver` would one by one (a
+        network subscriber writes them at once); how many it took (a prefix:
+        after a refusal it takes nothing more)."""
+
 
 class SlowSubscriber(PeerRingError):
     """Raised by an embedded subscription's iterator after it was dropped because
@@ -127,6 +138,34 @@ class SlowSubscriber(PeerRingError):
 def regkey(kind: str, channel: bytes) -> bytes:
     """The key a channel's registry lives under (shard channels apart)."""
     return (b"s:" if kind == SHARD else b"c:") + channel
+
+
+class _Fanout:
+    """One routed message's outstanding deliveries: the receivers counted so
+    far and the nodes still to answer; ``future`` gets the total."""
+
+    __slots__ = ("future", "remaining", "total")
+
+    def __init__(self, future: asyncio.Future[int], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+        self.total = 0
+
+    def done(self, n: int) -> None:
+        self.total += n
+        self.remaining -= 1
+        if self.remaining == 0 and not self.future.done():
+            self.future.set_result(self.total)
+
+
+_Outgoing = tuple[list[Any], _Fanout]
+
+#: The per-publish errors of a ``pubm`` answer the sender handles by class.
+_ROUTE_ERRORS: dict[str, type[PeerRingError]] = {
+    NotOwner.code: NotOwner,
+    PeerUnavailable.code: PeerUnavailable,
+    RingMismatch.code: RingMismatch,
+}
 
 
 class PubSub(Service):
@@ -147,6 +186,10 @@ class PubSub(Service):
         self._local: dict[tuple[str, bytes], set[Subscriber]] = {}
         #: other nodes' pattern tables: node -> (stamp, {pattern: count}, expires_at)
         self._remote_pats: dict[str, tuple[int, dict[bytes, int], float]] = {}
+        #: deliveries routed in this loop iteration, per node, in order
+        self._outbox: dict[str, list[_Outgoing]] = {}
+        #: publishes to send to their leaders this loop iteration, in order
+        self._pubbox: dict[str, list[tuple[list[Any], asyncio.Future[int]]]] = {}
         self._stamp = 0
         self.publishes = 0
         self.deliveries = 0
@@ -170,9 +213,10 @@ class PubSub(Service):
     # -- replica side --------------------------------------------------------------
     def handle(self, request: Request) -> Any:
         cmd = request.command
+        if cmd == "deliverm":  # a leader's coalesced deliveries, in routing order
+            return self._deliver_batch(request.payload)
         if cmd == "deliver":
-            kind, channel, data, seq, leader = request.payload
-            return self._deliver_local(kind, channel, data, None, seq, leader)
+            return self._deliver_batch([request.payload])[0]
         if cmd == "pdeliver":
             channel, data = request.payload
             return self._deliver_local(PATTERN, channel, data, None, 0, "")
@@ -184,6 +228,8 @@ class PubSub(Service):
             return self._reg.get(request.partition, {}).get(request.key)
         if cmd == "pub":
             return self._route(request)
+        if cmd == "pubm":
+            return self._route_many(request.payload)
         if cmd == "pats":
             node, stamp, pats, expires = request.payload
             cur = self._remote_pats.get(node)
@@ -229,7 +275,37 @@ class PubSub(Service):
         """At the channel's leader: number the message, send it to the nodes
         with subscribers; the number of receivers."""
         kind, channel, data = request.payload
-        key, partition = request.key, request.partition
+        routed = await self._start_route(request.key, request.partition, kind, channel, data)
+        return routed if isinstance(routed, int) else await routed
+
+    async def _route_many(self, items: Sequence[Sequence[Any]]) -> list[Any]:
+        """``pubm``: publishes ``[key, partition, kind, channel, data]`` coalesced
+        by one node, routed in order; each one's receivers, or ``[code,
+        message]`` of its error (``NotOwner``: the sender routes it again)."""
+        out: list[Any] = []
+        waits: list[tuple[int, asyncio.Future[int]]] = []
+        for key, partition, kind, channel, data in items:
+            try:
+                routed = await self._start_route(bytes(key), int(partition), kind, channel, data)
+            except PeerRingError as exc:
+                out.append([exc.code, str(exc)])
+                continue
+            if isinstance(routed, int):
+                out.append(routed)
+            else:
+                waits.append((len(out), routed))
+                out.append(0)
+        if self._outbox:  # the whole batch is routed: send now, not an iteration later
+            self._flush_deliveries()
+        for i, fut in waits:
+            out[i] = await fut
+        return out
+
+    async def _start_route(
+        self, key: bytes, partition: int, kind: str, channel: bytes, data: bytes
+    ) -> int | asyncio.Future[int]:
+        """Number a message and queue it for the nodes with subscribers: 0 when
+        there are none, else a future of the number of receivers."""
         if self.leader(partition) != self.app.node_id:
             self._synced.pop(key, None)
             raise NotOwner(f"{self.app.node_id} does not lead pubsub partition {partition}")
@@ -240,15 +316,67 @@ class PubSub(Service):
             return 0
         app = self.app
         payload = [kind, channel, data, seq, app.node_id]
-        futs = [app.call_replica(n, "deliver", key, payload, partition=-1) for n in sorted(nodes)]
-        answers = await asyncio.gather(*futs, return_exceptions=True)
-        total = 0
-        for node, answer in zip(sorted(nodes), answers, strict=True):
-            if isinstance(answer, BaseException):
-                log.debug("pubsub: delivery to %s failed: %r", node, answer)
+        fan = _Fanout(app.create_future(), len(nodes))
+        outbox = self._outbox
+        if not outbox:
+            asyncio.get_running_loop().call_soon(self._flush_deliveries)
+        for node in nodes:
+            box = outbox.get(node)
+            if box is None:
+                outbox[node] = [(payload, fan)]
             else:
-                total += int(answer)
-        return total
+                box.append((payload, fan))
+        return fan.future
+
+    def _flush_deliveries(self) -> None:
+        """Send what was routed this loop iteration: one request per node."""
+        boxes, self._outbox = self._outbox, {}
+        app = self.app
+        for node, items in boxes.items():
+            try:
+                if len(items) == 1:
+                    fut = app.call_replica(node, "deliver", b"", items[0][0], partition=-1)
+                else:
+                    payloads = [p for p, _ in items]
+                    fut = app.call_replica(node, "deliverm", b"", payloads, partition=-1)
+            except PeerRingError as exc:  # the node stopped
+                self._delivered(node, items, None, exc)
+                continue
+            fut.add_done_callback(functools.partial(self._delivered, node, items))
+
+    def _resend(self, node: str, item: _Outgoing) -> None:
+        try:
+            fut = self.app.call_replica(node, "deliver", b"", item[0], partition=-1)
+        except PeerRingError as exc:
+            self._delivered(node, [item], None, exc)
+        else:
+            fut.add_done_callback(functools.partial(self._delivered, node, [item]))
+
+    def _delivered(
+        self,
+        node: str,
+        items: list[_Outgoing],
+        fut: asyncio.Future[Any] | None,
+        failure: BaseException | None = None,
+    ) -> None:
+        answer: Any = None
+        if fut is not None:
+            failure = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+            if failure is None:
+                answer = fut.result()
+        if isinstance(failure, UnknownCommand) and len(items) > 1:
+            # a node of an older version (a rolling upgrade): one request each
+            for item in items:
+                self._resend(node, item)
+            return
+        if failure is not None:
+            log.debug("pubsub: delivery of %d to %s failed: %r", len(items), node, failure)
+            for _, fan in items:
+                fan.done(0)
+            return
+        counts = [answer] if len(items) == 1 else answer
+        for (_, fan), n in zip(items, counts, strict=True):
+            fan.done(int(n))
 
     async def _sync(self, key: bytes, partition: int) -> None:
         app = self.app
@@ -310,6 +438,37 @@ class PubSub(Service):
         msg = Message("smessage" if kind == SHARD else "message", channel, data, None, seq, leader)
         targets = self._local.get((kind, channel))
         return self._give(targets, msg) if targets else 0
+
+    def _deliver_batch(self, payloads: Sequence[Sequence[Any]]) -> list[int]:
+        """Deliver a leader's messages ``[kind, channel, data, seq, leader]`` in
+        order, each subscriber's share in one ``deliver_many``; the receivers
+        of each message."""
+        counts = [0] * len(payloads)
+        shares: dict[Subscriber, tuple[list[int], list[Message]]] = {}
+        local = self._local
+        for i, (kind, channel, data, seq, leader) in enumerate(payloads):
+            targets = local.get((kind, channel))
+            if not targets:
+                continue
+            name = "smessage" if kind == SHARD else "message"
+            msg = Message(name, channel, data, None, seq, leader)
+            for sub in targets:
+                share = shares.get(sub)
+                if share is None:
+                    shares[sub] = ([i], [msg])
+                else:
+                    share[0].append(i)
+                    share[1].append(msg)
+        delivered = 0
+        for sub, (index, msgs) in shares.items():
+            took = sub.deliver_many(msgs) if len(msgs) > 1 else int(sub.deliver(msgs[0]))
+            for i in index[:took]:
+                counts[i] += 1
+            delivered += took
+            if took < len(msgs):
+                self.dropped += 1
+        self.deliveries += delivered
+        return counts
 
     def _give(self, subs: set[Subscriber], msg: Message) -> int:
         n = 0
@@ -440,6 +599,21 @@ class PubSub(Service):
 
     async def _route_call(self, key: bytes, partition: int, payload: list[Any]) -> int:
         app = self.app
+        try:
+            leader = self.leader(partition)
+        except PeerUnavailable:
+            leader = app.node_id  # no owner up: the loop below waits for one
+        if leader != app.node_id:
+            # coalesced with this loop iteration's other publishes to that leader
+            try:
+                return await self._queue_pub(leader, key, partition, payload)
+            except (NotOwner, RingMismatch, PeerUnavailable, UnknownCommand) as exc:
+                # ConnectionLost: the leader may have delivered it already, and
+                # sending it again through another leader would break at most once
+                if isinstance(exc, ConnectionLost):
+                    raise
+                # not routed: again on its own below (UnknownCommand: a leader of
+                # an older version, which has no pubm)
         for attempt in range(1, 21):
             try:
                 leader = self.leader(partition)
@@ -451,6 +625,68 @@ class PubSub(Service):
                     raise
                 await app.clock.sleep(min(0.01 * attempt, 0.2))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _queue_pub(
+        self, leader: str, key: bytes, partition: int, payload: list[Any]
+    ) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = self.app.create_future()
+        box = self._pubbox
+        if not box:
+            asyncio.get_running_loop().call_soon(self._flush_pubs)
+        item = ([key, partition, *payload], fut)
+        items = box.get(leader)
+        if items is None:
+            box[leader] = [item]
+        else:
+            items.append(item)
+        return fut
+
+    def _flush_pubs(self) -> None:
+        """Send this loop iteration's publishes: one request per leader (a lone
+        one as ``pub``, epoch fenced on its partition; several as ``pubm``,
+        which the leader checks against its own ring)."""
+        boxes, self._pubbox = self._pubbox, {}
+        app = self.app
+        for leader, items in boxes.items():
+            try:
+                if len(items) == 1:
+                    key, partition, *payload = items[0][0]
+                    call = app.call_replica(leader, "pub", key, payload, partition=partition)
+                else:
+                    call = app.call_replica(
+                        leader, "pubm", b"", [i for i, _ in items], partition=-1
+                    )
+            except PeerRingError as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            call.add_done_callback(functools.partial(self._published, items))
+
+    @staticmethod
+    def _published(
+        items: list[tuple[list[Any], asyncio.Future[int]]], call: asyncio.Future[Any]
+    ) -> None:
+        if call.cancelled():
+            failure: BaseException | None = asyncio.CancelledError()
+        else:
+            failure = call.exception()
+        if failure is not None:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(failure)
+            return
+        answer = call.result()
+        answers = [answer] if len(items) == 1 else answer
+        for (_, fut), one in zip(items, answers, strict=True):
+            if fut.done():
+                continue
+            if isinstance(one, list):  # [code, message]: that publish failed
+                code, text = str(one[0]), str(one[1])
+                exc = _ROUTE_ERRORS.get(code)
+                fut.set_exception(exc(text) if exc is not None else RemoteError(code, text))
+            else:
+                fut.set_result(int(one))
 
     async def numsub(self, channel: bytes, *, shard: bool = False) -> int:
         """Subscribers of ``channel`` in the cluster (pattern subscribers not counted)."""
@@ -532,6 +768,12 @@ class Subscription:
         self._queue: asyncio.Queue[Message] = asyncio.Queue(pubsub.config.buffer_messages)
         self._started = False
         self.dropped = False
+
+    def deliver_many(self, messages: list[Message]) -> int:
+        for n, message in enumerate(messages):
+            if not self.deliver(message):
+                return n
+        return len(messages)
 
     def deliver(self, message: Message) -> bool:
         if self.dropped:

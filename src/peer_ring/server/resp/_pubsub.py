@@ -69,10 +69,7 @@ class Session:
     def empty(self) -> bool:
         return not any(self.subs.values())
 
-    def deliver(self, message: Message) -> bool:
-        conn = self.conn
-        if self.closed or conn.transport is None:
-            return False
+    def _encode(self, message: Message) -> bytes:
         if message.kind == "pmessage":
             assert message.pattern is not None
             items: list[bytes | int | None] = [
@@ -83,8 +80,27 @@ class Session:
             ]
         else:
             items = [message.kind.encode(), message.channel, message.data]
-        frame = _frame(conn.resp3, items)
-        if conn.transport.get_write_buffer_size() + len(frame) > self.svc.config.buffer_bytes:
+        return _frame(self.conn.resp3, items)
+
+    def deliver(self, message: Message) -> bool:
+        return self.deliver_many([message]) == 1
+
+    def deliver_many(self, messages: list[Message]) -> int:
+        """Write ``messages`` at once (one ``push``); how many were taken: all,
+        or the ones that fit the output-buffer limit before the connection
+        was disconnected as a slow subscriber."""
+        conn = self.conn
+        transport = conn.transport
+        if self.closed or transport is None:
+            return 0
+        frames = [self._encode(m) for m in messages]
+        room = self.svc.config.buffer_bytes - transport.get_write_buffer_size()
+        size = sum(len(f) for f in frames)
+        if size > room:
+            took = 0
+            while len(frames[took]) <= room:
+                room -= len(frames[took])
+                took += 1
             log.warning(
                 "pubsub: disconnecting slow subscriber id=%d addr=%s (output buffer over %d bytes)",
                 conn.id,
@@ -92,10 +108,10 @@ class Session:
                 self.svc.config.buffer_bytes,
             )
             self.close()
-            conn.transport.abort()
-            return False
-        conn.push(frame)
-        return True
+            transport.abort()
+            return took
+        conn.push(frames[0] if len(frames) == 1 else b"".join(frames))
+        return len(frames)
 
     def close(self) -> None:
         """Leave everything at once (connection lost, RESET, slow subscriber)."""
