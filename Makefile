@@ -81,14 +81,16 @@ typecheck: $(STAMP)
 # (the fixtures start etcd, ZooKeeper and node processes on loopback), and
 # beside it the in-process tests once more against the pure-Python source
 # (they start no process and bind no fixed port). Most compiled tests wait
-# on node processes, so three streams share the two cores: the integration
-# tests (127.0.x); the fault scenarios (each on a loopback /24 of its own,
-# 127.150-249.x) and then the other compiled tests; the pure-Python pass.
+# on node processes, so three streams share the two cores: the integration,
+# example and fuzz tests (127.0.x); the fault scenarios (each on a loopback
+# /24 of its own, 127.150-249.x) and then the other compiled tests (unit,
+# property); the pure-Python pass.
 # The second and third streams' output follows the first's. Lint and the
 # docs build run while mypyc compiles; mypy after it (both use
 # .mypy_cache). pytest's exit 5 (no tests collected) fails the target like
 # any other non-zero exit.
 COMPILED_PYTEST = PEER_RING_EXPECT_BUILD=compiled $(PY) -m pytest -q -p no:cacheprovider
+FIRST_STREAM = tests/integration tests/examples tests/fuzz
 
 test: $(STAMP) system-deps
 	@$(MAKE) --no-print-directory -j2 lint docs-check compile
@@ -96,14 +98,15 @@ test: $(STAMP) system-deps
 	@mkdir -p build
 	@$(MAKE) --no-print-directory test-pure >build/test-pure.log 2>&1 & pure=$$!; \
 	{ $(COMPILED_PYTEST) tests/fault; a=$$?; \
-	  $(COMPILED_PYTEST) --ignore=tests/fault --ignore=tests/integration; b=$$?; \
+	  $(COMPILED_PYTEST) $(FIRST_STREAM:%=--ignore=%) --ignore=tests/fault; b=$$?; \
 	  test $$a -eq 0 && test $$b -eq 0; } >build/test-other.log 2>&1 & other=$$!; \
-	$(COMPILED_PYTEST) tests/integration; integration=$$?; \
+	$(COMPILED_PYTEST) $(FIRST_STREAM); integration=$$?; \
 	wait $$other; other_rc=$$?; wait $$pure; pure_rc=$$?; \
-	echo "--- fault scenarios, then unit, property, fuzz and example tests (build/test-other.log) ---"; \
+	echo "--- fault scenarios, then unit and property tests (build/test-other.log) ---"; \
 	cat build/test-other.log; \
 	echo "--- the pure-Python pass (build/test-pure.log) ---"; cat build/test-pure.log; \
-	echo "compiled integration tests: exit $$integration; compiled fault and other tests:" \
+	echo "compiled integration, example and fuzz tests: exit $$integration;" \
+	  "compiled fault, unit and property tests:" \
 	  "exit $$other_rc; pure-Python pass: exit $$pure_rc"; \
 	test $$integration -eq 0 && test $$other_rc -eq 0 && test $$pure_rc -eq 0
 

@@ -122,9 +122,15 @@ async def test_console_follows_join_decommission_and_crash_in_a_browser(tmp_path
                 # n4 joins: its transfers run, then end done
                 joining = asyncio.create_task(asyncio.to_thread(cluster.start, ["n4"]))
                 await page.wait_for_selector('#member-count[data-count="4"]', timeout=20_000)
-                running = '#transfer-summary li[data-target="n4"]:not([data-running="0"])'
-                await page.wait_for_selector(running, timeout=20_000)
-                assert await page.locator('#transfers tr[data-state="running"]').count() > 0
+                # the summary and the table, read in one tick (one snapshot drew both:
+                # a later one may fall between two transfers, with none running)
+                await page.wait_for_function(
+                    """() => document.querySelector(
+                            '#transfer-summary li[data-target="n4"]:not([data-running="0"])')
+                        && document.querySelectorAll(
+                            '#transfers tr[data-state="running"][data-to="n4"]').length > 0""",
+                    timeout=20_000,
+                )
                 await page.screenshot(path=str(SHOTS / "2-join-transfers.png"), full_page=True)
                 await joining
                 await page.wait_for_function(
