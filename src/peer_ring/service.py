@@ -236,7 +236,6 @@ class QuorumBatch(abc.ABC):
         command: str,
         key: bytes,
         payload: Any,
-        *,
         quorum: int,
         listener: RoundListener,
         n: int | None = None,
@@ -267,7 +266,6 @@ class _SerialBatch(QuorumBatch):
         command: str,
         key: bytes,
         payload: Any,
-        *,
         quorum: int,
         listener: RoundListener,
         n: int | None = None,
@@ -392,7 +390,6 @@ class AppContext(abc.ABC):
         command: str,
         key: bytes,
         payload: Any,
-        *,
         quorum: int,
         listener: RoundListener,
         n: int | None = None,
@@ -418,6 +415,11 @@ class AppContext(abc.ABC):
         answered or failed, late answers included (read repair). Errors found
         before anything is sent (quorum < 1, no replicas, node stopped)
         raise here.
+
+        The parameters may be passed by position, in this order (the KV
+        store's hot path does: keyword arguments cost a compiled callee's
+        argument parsing per call); the same holds for
+        :meth:`QuorumBatch.add`.
         """
 
     @abc.abstractmethod

@@ -136,15 +136,19 @@ class KVStore(KVReplica):
             # one object per read is its listener and its read repair (not a
             # memo dict and two partials)
             read = _Read(self, k, partition, done)
+            # by position (command, key, payload, quorum, listener, n,
+            # partition, timeout, on_complete): keywords cost the callee's
+            # argument parsing about a thousand instructions per call
             start(
                 "get",
                 k,
                 None,
-                quorum=self._read_quorum(None),
-                listener=read,
-                timeout=self.config.timeout,
-                partition=partition,
-                on_complete=read.repair if self.config.read_repair else None,
+                self._read_quorum(None),
+                read,
+                None,
+                partition,
+                self.config.timeout,
+                read.repair if self.config.read_repair else None,
             )
         except Exception as exc:
             done(None, exc)
@@ -183,19 +187,24 @@ class KVStore(KVReplica):
             begun = self._begin_write(k, v, expires_at, None, None, None, want_existed)
             if begun is not None:
                 partition, entries, existed, quorum = begun
+                # by position (see _start_get): command, key, payload, quorum,
+                # listener, n, partition, timeout, on_complete, sloppy, applied.
+                # A plain put's reply does not say whether the key existed: no
+                # pass over the acks for it.
                 start(
                     "merge",
                     k,
                     entries,
-                    quorum=quorum,
-                    timeout=self.config.timeout,
-                    partition=partition,
-                    applied=True,
-                    # a plain put's reply does not say whether the key existed:
-                    # no pass over the acks for it
-                    listener=partial(_write_done, done, existed)
+                    quorum,
+                    partial(_write_done, done, existed)
                     if want_existed
                     else partial(_put_acked, done),
+                    None,
+                    partition,
+                    self.config.timeout,
+                    None,
+                    None,
+                    True,
                 )
                 return
             task = asyncio.ensure_future(
