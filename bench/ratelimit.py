@@ -199,7 +199,10 @@ async def bench_exact_resp(args: argparse.Namespace, ips: list[str]) -> dict[str
 # -- peer-ring embedded (memory transport, one process) -----------------------------------
 
 
-async def bench_embedded(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+async def memory_limiters(mode: str, lease_max_slice: int) -> tuple[list[Any], list[Any]]:
+    """Three started, ready nodes on one in-memory network, each with a
+    ``RateLimiter`` in ``mode`` (the embedded cases; ``bench/ratelimit_cpu.py``).
+    The caller stops the nodes."""
     from peer_ring import Node, NodeConfig, ReplicationConfig
     from peer_ring.apps.ratelimit import RateLimiter, RateLimiterConfig
     from peer_ring.transport.memory import MemoryNetwork
@@ -218,15 +221,24 @@ async def bench_embedded(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         )
         for i in (1, 2, 3)
     ]
-    cfg = RateLimiterConfig(mode=mode, lease_max_slice=args.limit)
+    cfg = RateLimiterConfig(mode=mode, lease_max_slice=lease_max_slice)
     lims = [n.register(RateLimiter(cfg)) for n in nodes]
     await asyncio.gather(*(n.start() for n in nodes))
     try:
         deadline = time.monotonic() + 20
         while not all(len(n.members) == 3 for n in nodes):
             assert time.monotonic() < deadline, "membership"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval, not a stand-in for the condition
         await asyncio.gather(*(n.wait_ready() for n in nodes))
+    except BaseException:
+        await asyncio.gather(*(n.stop() for n in nodes))
+        raise
+    return nodes, lims
+
+
+async def bench_embedded(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    nodes, lims = await memory_limiters(mode, args.limit)
+    try:
         # a fixed window of one second, checked for over-admission
         checker = AccuracyChecker(args.limit, 1_000_000_000)
         lim = lims[0]

@@ -19,36 +19,12 @@ import cProfile
 import pstats
 import time
 
-from peer_ring import Node, NodeConfig, ReplicationConfig
-from peer_ring.apps.ratelimit import RateLimiter, RateLimiterConfig
-from peer_ring.transport.memory import MemoryNetwork
+from ratelimit import memory_limiters
 
 
 async def run(mode: str, decisions: int, tasks: int, profile: bool) -> None:
-    net = MemoryNetwork()
-    nodes = [
-        Node(
-            NodeConfig.local(
-                f"b{i}",
-                listen=f"10.9.0.{i}:7400",
-                transport="memory",
-                seeds=("10.9.0.1:7400",),
-                replication=ReplicationConfig(partitions=64, replicas=3),
-            ),
-            network=net,
-        )
-        for i in (1, 2, 3)
-    ]
-    lims = [
-        n.register(RateLimiter(RateLimiterConfig(mode=mode, lease_max_slice=1000))) for n in nodes
-    ]
-    await asyncio.gather(*(n.start() for n in nodes))
+    nodes, lims = await memory_limiters(mode, 1000)
     try:
-        deadline = time.monotonic() + 20
-        while not all(len(n.members) == 3 for n in nodes):
-            assert time.monotonic() < deadline, "membership"
-            await asyncio.sleep(0.01)  # poll interval, not a stand-in for the condition
-        await asyncio.gather(*(n.wait_ready() for n in nodes))
         lim = lims[0]
         per = decisions // tasks
 
