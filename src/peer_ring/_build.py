@@ -46,6 +46,7 @@ HOT_MODULES = (
     "peer_ring.wire",
     "peer_ring.membership.failure",
     "peer_ring._awaitable",
+    "peer_ring._records",
     "peer_ring.apps.ratelimit.limiter",
     "peer_ring.apps.ratelimit._modes",
 )

@@ -71,6 +71,26 @@ _HEADERS = st.one_of(
 ).filter(lambda h: b"\r\n" not in h)
 
 
+def _parse(data: bytes, cuts: list[int]) -> tuple[list[list[bytes]], str | None, int]:
+    """The requests parsed, the protocol error's message (or None) and the
+    bytes left buffered."""
+    parser = RespParser(**LIMITS)
+    got: list[list[bytes]] = []
+    try:
+        for chunk in _chunks(data, cuts):
+            got += parser.feed(chunk)
+    except RespProtocolError as exc:
+        return got, str(exc), parser.buffered
+    return got, None, parser.buffered
+
+
+def _int_or_none(header: bytes) -> int | None:
+    try:
+        return int(header)
+    except ValueError:
+        return None
+
+
 @FUZZ
 @given(_HEADERS, st.lists(st.integers(0, 64), max_size=4))
 @example(b"3", [])
@@ -84,27 +104,16 @@ def test_bulk_length_headers_read_as_int_does(header: bytes, cuts: list[int]) ->
     """A bulk length is what ``int()`` makes of the header line (the fast
     path for plain digits gives the same length or error as the general one)."""
     payload = b"x" * 40
-    data = b"*1\r\n$" + header + b"\r\n" + payload + b"\r\n"
-    try:
-        length: int | None = int(header)
-    except ValueError:
-        length = None
-    parser = RespParser(**LIMITS)
-    try:
-        got: list[list[bytes]] = []
-        for chunk in _chunks(data, cuts):
-            got += parser.feed(chunk)
-    except RespProtocolError as exc:
-        if length is None or length < 0 or length > LIMITS["max_bulk_len"]:
-            assert str(exc) == "invalid bulk length"
-        else:  # a valid length that does not match the payload
-            assert length != len(payload)
-            assert str(exc) == "expected CRLF after bulk string"
-        return
-    assert length is not None and 0 <= length <= LIMITS["max_bulk_len"]
-    assert got == ([[payload]] if length == len(payload) else [])
-    if length == len(payload):
-        assert parser.buffered == 0
+    got, error, buffered = _parse(b"*1\r\n$" + header + b"\r\n" + payload + b"\r\n", cuts)
+    length = _int_or_none(header)
+    if length is None or not 0 <= length <= LIMITS["max_bulk_len"]:
+        assert error == "invalid bulk length"
+    elif length < len(payload):
+        assert error == "expected CRLF after bulk string"
+    elif length == len(payload):
+        assert (got, error, buffered) == ([[payload]], None, 0)
+    else:  # waits for the rest of the bulk
+        assert (got, error) == ([], None)
 
 
 @FUZZ
@@ -117,20 +126,11 @@ def test_bulk_length_headers_read_as_int_does(header: bytes, cuts: list[int]) ->
 def test_multibulk_count_headers_read_as_int_does(header: bytes, cuts: list[int]) -> None:
     """A multibulk count is what ``int()`` makes of the header line; a count
     of zero or less is an empty request, skipped (as Redis does)."""
-    try:
-        count: int | None = int(header)
-    except ValueError:
-        count = None
+    count = _int_or_none(header)
     n = count if count is not None and 0 < count <= LIMITS["max_multibulk_len"] else 0
     data = b"*" + header + b"\r\n" + b"$1\r\na\r\n" * n + b"*1\r\n$4\r\nPING\r\n"
-    parser = RespParser(**LIMITS)
-    try:
-        got: list[list[bytes]] = []
-        for chunk in _chunks(data, cuts):
-            got += parser.feed(chunk)
-    except RespProtocolError as exc:
-        assert count is None or count > LIMITS["max_multibulk_len"]
-        assert str(exc) == "invalid multibulk length"
-        return
-    assert count is not None and count <= LIMITS["max_multibulk_len"]
-    assert got == ([[b"a"] * n] if n else []) + [[b"PING"]]
+    got, error, _ = _parse(data, cuts)
+    if count is None or count > LIMITS["max_multibulk_len"]:
+        assert error == "invalid multibulk length"
+    else:
+        assert (got, error) == (([[b"a"] * n] if n else []) + [[b"PING"]], None)
