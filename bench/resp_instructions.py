@@ -13,7 +13,8 @@ not counted), preloads the keyspace (unmeasured), then switches counting on
 * ``idle``: nothing sent for ``--idle`` seconds -- the node's timer-driven
   background work per second of (valgrind's) wall time;
 * ``set lo``, ``set hi``, ``get lo``, ``get hi``: ``redis-benchmark -t set|get
-  -n LO|HI -c C -P 1 -d 100 -r KEYS`` (GET reads preloaded keys: hits).
+  -n LO|HI -c C -P P -d 100 -r KEYS`` (GET reads preloaded keys: hits; ``P``
+  is ``--pipeline``, 1 by default).
 
 The figure per command is ``(Ir(hi) - Ir(lo) - idle_rate * (wall(hi) -
 wall(lo))) / (HI - LO)``: the difference of two runs removes redis-benchmark's
@@ -194,7 +195,7 @@ def measure(tree: Path, size: int, a: argparse.Namespace, label: str) -> dict[st
         dump(pid, "idle")
         for test in ("set", "get"):
             for which, n in (("lo", a.lo), ("hi", a.hi)):
-                walls[f"{test}-{which}"] = rbench(test, n, a.clients, a.keys)
+                walls[f"{test}-{which}"] = rbench(test, n, a.clients, a.keys, a.pipeline)
                 dump(pid, f"{test}-{which}")
         names = ["warm", "idle", "set-lo", "set-hi", "get-lo", "get-hi"]
         files = {name: Path(f"{out}.{k + 1}") for k, name in enumerate(names)}
@@ -330,6 +331,7 @@ def main() -> None:
     ap.add_argument("--hi", type=int, default=3000, help="commands of the long run")
     ap.add_argument("--clients", type=int, default=1, help="redis-benchmark -c")
     ap.add_argument("--keys", type=int, default=1000, help="keyspace (-r), preloaded")
+    ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P, counted runs")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of the idle window")
     ap.add_argument("--keep", type=Path, help="save the dumps here and diff them per function")
     ap.add_argument("--functions", type=int, default=25, help="functions shown per test")
@@ -360,7 +362,7 @@ def main() -> None:
                       r["set"]["background"], r["get"]["background"]])  # fmt: skip
     console.print(
         table(
-            f"instructions per RESP command on n1 (redis-benchmark -c {a.clients} -P 1,"
+            f"instructions per RESP command on n1 (redis-benchmark -c {a.clients} -P {a.pipeline},"
             f" -n {a.hi} minus -n {a.lo})",
             ["tree", "nodes", "SET", "GET", "SET bg (subtracted)", "GET bg (subtracted)"],
             shown,
@@ -374,7 +376,8 @@ def main() -> None:
     write_results(
         a.output,
         {"trees": {k: str(v) for k, v in trees.items()}, "lo": a.lo, "hi": a.hi,
-         "clients": a.clients, "keys": a.keys, "rows": rows, "functions": diffs},
+         "clients": a.clients, "pipeline": a.pipeline, "keys": a.keys, "rows": rows,
+         "functions": diffs},
     )  # fmt: skip
 
 

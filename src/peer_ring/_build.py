@@ -14,7 +14,8 @@ __all__ = ["HOT_MODULES", "build"]
 
 #: The modules every RESP command and peer request passes through (measured
 #: with bench/profile_resp.py): the RESP parser, dispatch, commands (their
-#: callback forms) and reply encoder, the KV store, its local state and its
+#: callback forms), command table (each request reads its spec) and reply
+#: encoder, the KV store, its local state and its
 #: memory accounting (two calls per stored state), the
 #: quorum coordinator, the app context, the wire module, versions and
 #: clocks, and the peer transport engine with every channel (a compiled class
@@ -26,6 +27,7 @@ HOT_MODULES = (
     "peer_ring.server.resp._reply",
     "peer_ring.server.resp._server",
     "peer_ring.server.resp._commands",
+    "peer_ring.server.resp._table",
     "peer_ring.apps.kv.store",
     "peer_ring.apps.kv.replica",
     "peer_ring.apps.kv._state",
@@ -44,6 +46,7 @@ HOT_MODULES = (
     "peer_ring.wire",
     "peer_ring.membership.failure",
     "peer_ring._awaitable",
+    "peer_ring._records",
     "peer_ring.apps.ratelimit.limiter",
     "peer_ring.apps.ratelimit._modes",
 )

@@ -24,9 +24,14 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+# Built once per command on the hot path: defined in a compiled module
+# (``peer_ring._build.HOT_MODULES``), where building one is a native
+# constructor call rather than an interpreted ``__init__``.
+from peer_ring._records import QuorumResult as QuorumResult
+from peer_ring._records import Request as Request
 from peer_ring.clock import Clock
 from peer_ring.hlc import HLC
 from peer_ring.merkle import DigestIndex
@@ -34,24 +39,6 @@ from peer_ring.merkle import DigestIndex
 #: One record of a partition as the data-movement hooks see it: key and an
 #: opaque, msgpack-encodable state (value plus causal metadata).
 Record = tuple[bytes, Any]
-
-
-@dataclass(slots=True)
-class Request:
-    """A command arriving at a replica.
-
-    ``origin`` is the id of the node that coordinates the operation (this
-    node's own id for local calls). ``partition`` is the key's partition under
-    the coordinator's ring. Read-only by convention: one is built for every
-    replica command, and a frozen dataclass is slower to build (every
-    field goes through ``object.__setattr__``).
-    """
-
-    command: str
-    key: bytes
-    partition: int
-    payload: Any
-    origin: str
 
 
 class Service(abc.ABC):
@@ -161,28 +148,6 @@ class Service(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Called when the node stops; release background tasks."""
-
-
-@dataclass(slots=True)
-class QuorumResult:
-    """Answers gathered by the time a quorum round reached its quorum.
-
-    ``acks`` holds ``(node_id, answer)`` pairs in arrival order, ``errors``
-    the failures seen so far, ``targets`` every node the command went to.
-    ``answers`` fills with every successful answer, late ones included, as
-    they arrive; once every target answered or failed, the round's
-    ``on_complete`` callback runs (read repair), or -- for callers that gave
-    none and no listener -- ``complete`` resolves (never fails) with them.
-    ``hinted`` maps each fallback that stood in for a down owner (sloppy
-    quorum) to that owner.
-    """
-
-    targets: tuple[str, ...]
-    hinted: dict[str, str] = field(default_factory=dict)
-    acks: list[tuple[str, Any]] = field(default_factory=list)
-    errors: dict[str, BaseException] = field(default_factory=dict)
-    answers: list[tuple[str, Any]] = field(default_factory=list)
-    complete: asyncio.Future[list[tuple[str, Any]]] | None = None
 
 
 #: ``listener(result, None)`` once the quorum is reached, ``listener(None, error)``

@@ -26,15 +26,25 @@ Invariants:
 
 from __future__ import annotations
 
+from typing import Final
+
 from peer_ring.errors import ProtocolError
 
 __all__ = ["RespParser", "RespProtocolError", "split_inline"]
 
-_CRLF = b"\r\n"
-_STAR = 42  # ord("*")
-_DOLLAR = 36  # ord("$")
+# ``Final``: compiled, these are constants, not a module-dict lookup per use.
+_CRLF: Final = b"\r\n"
+_STAR: Final = 42  # ord("*")
+_DOLLAR: Final = 36  # ord("$")
+_CR: Final = 13
+_LF: Final = 10
+_ZERO: Final = 48  # ord("0")
+_NINE: Final = 57  # ord("9")
 # Longest "*<count>" or "$<len>" header line Redis accepts before erroring.
-_MAX_HEADER = 64 * 1024
+_MAX_HEADER: Final = 64 * 1024
+# Most digits of a header the fast path reads (any longer one takes the
+# general path, which errors on it as before).
+_FAST_DIGITS: Final = 18
 
 
 class RespProtocolError(ProtocolError):
@@ -148,16 +158,37 @@ class RespParser:
             while pos < n:
                 if not remaining:
                     if data[pos] == _STAR:
-                        nl = find(_CRLF, pos)
-                        if nl < 0:
-                            if n - pos > _MAX_HEADER:
-                                raise RespProtocolError("too big mbulk count string")
-                            self._keep(data, pos, n - pos + 1)
-                            return out
-                        try:
-                            count = int(data[pos + 1 : nl])
-                        except ValueError:
-                            raise RespProtocolError("invalid multibulk length") from None
+                        # the fast path: digits then CRLF, all in this read
+                        count = 0
+                        nl = pos + 1
+                        while nl < n:
+                            c = data[nl]
+                            if _ZERO <= c <= _NINE:
+                                count = count * 10 + (c - _ZERO)
+                                nl += 1
+                                continue
+                            if (
+                                c != _CR
+                                or nl == pos + 1
+                                or nl + 1 >= n
+                                or data[nl + 1] != _LF
+                                or nl - pos > _FAST_DIGITS
+                            ):
+                                nl = -1  # anything else: the general path
+                            break
+                        else:
+                            nl = -1
+                        if nl < 0:  # the general path (a sign, bad or partial input)
+                            nl = find(_CRLF, pos)
+                            if nl < 0:
+                                if n - pos > _MAX_HEADER:
+                                    raise RespProtocolError("too big mbulk count string")
+                                self._keep(data, pos, n - pos + 1)
+                                return out
+                            try:
+                                count = int(data[pos + 1 : nl])
+                            except ValueError:
+                                raise RespProtocolError("invalid multibulk length") from None
                         if count > self.max_multibulk_len:
                             raise RespProtocolError("invalid multibulk length")
                         pos = nl + 2
@@ -188,16 +219,39 @@ class RespParser:
                         return out
                     if data[pos] != _DOLLAR:
                         raise RespProtocolError(f"expected '$', got {chr(data[pos])!r}")
-                    nl = find(_CRLF, pos)
-                    if nl < 0:
-                        if n - pos > _MAX_HEADER:
-                            raise RespProtocolError("too big bulk count string")
-                        self._keep(data, pos, n - pos + 1)
-                        return out
-                    try:
-                        blen = int(data[pos + 1 : nl])
-                    except ValueError:
-                        raise RespProtocolError("invalid bulk length") from None
+                    # the fast path: digits then CRLF, all in this read (no
+                    # find, slice or int() per header: most of a small
+                    # command's parsing cost, compiled)
+                    blen = 0
+                    nl = pos + 1
+                    while nl < n:
+                        c = data[nl]
+                        if _ZERO <= c <= _NINE:
+                            blen = blen * 10 + (c - _ZERO)
+                            nl += 1
+                            continue
+                        if (
+                            c != _CR
+                            or nl == pos + 1
+                            or nl + 1 >= n
+                            or data[nl + 1] != _LF
+                            or nl - pos > _FAST_DIGITS
+                        ):
+                            nl = -1  # anything else: the general path
+                        break
+                    else:
+                        nl = -1
+                    if nl < 0:  # the general path (a sign, bad or partial input)
+                        nl = find(_CRLF, pos)
+                        if nl < 0:
+                            if n - pos > _MAX_HEADER:
+                                raise RespProtocolError("too big bulk count string")
+                            self._keep(data, pos, n - pos + 1)
+                            return out
+                        try:
+                            blen = int(data[pos + 1 : nl])
+                        except ValueError:
+                            raise RespProtocolError("invalid bulk length") from None
                     if blen < 0 or blen > self.max_bulk_len:
                         raise RespProtocolError("invalid bulk length")
                     start = nl + 2
@@ -207,7 +261,7 @@ class RespParser:
                             raise RespProtocolError("request exceeds the query buffer limit")
                         self._keep(data, pos, end + 2 - pos)
                         return out
-                    if data[end : end + 2] != _CRLF:
+                    if data[end] != _CR or data[end + 1] != _LF:
                         raise RespProtocolError("expected CRLF after bulk string")
                     self._req_bytes += blen
                     if self._req_bytes > self.max_request_size:

@@ -81,8 +81,7 @@ import os
 import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
-from functools import partial
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from peer_ring.apps.kv.api import KVApi, KVBatchApi, KVBatches, KVCallbacks
 from peer_ring.clock import Clock, SystemClock
@@ -107,12 +106,14 @@ __all__ = ["RespConnection", "RespServer", "RespStats"]
 
 log = logging.getLogger("peer_ring.server.resp")
 
-_QUEUED = b"+QUEUED\r\n"
-_OK = b"+OK\r\n"
+# ``Final``: compiled, module constants are static, not a dict lookup per use
+_QUEUED: Final = b"+QUEUED\r\n"
+_OK: Final = b"+OK\r\n"
+_COMMANDS: Final = COMMANDS
 #: Commands that run immediately even inside MULTI.
-_MULTI_CONTROL = frozenset({"exec", "discard", "multi", "watch", "unwatch", "quit", "reset"})
+_MULTI_CONTROL: Final = frozenset({"exec", "discard", "multi", "watch", "unwatch", "quit", "reset"})
 #: Commands a RESP2 connection may run while subscribed (Redis's rule).
-_SUBSCRIBED_OK = frozenset(
+_SUBSCRIBED_OK: Final = frozenset(
     {
         "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe",
         "ping", "quit", "reset",
@@ -154,9 +155,9 @@ class RespStats:
 
 
 #: what a connection holds when no command is in flight (never mutated)
-_NO_ARGS: list[bytes] = []
+_NO_ARGS: Final[list[bytes]] = []
 #: what a connection holds when no read's requests are left (never mutated)
-_NO_BATCH: list[list[bytes]] = []
+_NO_BATCH: Final[list[list[bytes]]] = []
 
 
 class RespServer:
@@ -475,10 +476,11 @@ class RespConnection(asyncio.Protocol):
             while not self._busy:
                 if txn:
                     args = txn[0]
-                    if self._grouping(args, txn[1] if len(txn) > 1 else None):
+                    spec = _spec_of(args)
+                    if self._grouping(args, spec, txn[1] if len(txn) > 1 else None):
                         continue
                     txn.popleft()
-                    self._execute(args)
+                    self._execute(args, spec)
                     continue
                 if self.quit or self._lost:
                     self._drop()
@@ -489,10 +491,11 @@ class RespConnection(asyncio.Protocol):
                         self._close_group()
                         break  # resume_writing advances again
                     args = batch[i]
-                    if self._grouping(args, batch[i + 1] if i + 1 < len(batch) else None):
+                    spec = _spec_of(args)
+                    if self._grouping(args, spec, batch[i + 1] if i + 1 < len(batch) else None):
                         continue
                     self._next = i + 1
-                    self._execute(args)
+                    self._execute(args, spec)
                     continue
                 if self._close_group():
                     continue  # the replies of the group first
@@ -524,26 +527,32 @@ class RespConnection(asyncio.Protocol):
         if (self.quit or self._lost) and not self._busy:
             self._wake()  # the worker closes the connection
 
-    def _grouping(self, args: list[bytes], following: list[bytes] | None) -> bool:
-        """Before ``args`` runs: let it join the open group, open one, or close
-        the open one. True when a group was closed (the caller looks again:
-        the connection may now wait for the group's replies)."""
+    def _grouping(
+        self, args: list[bytes], spec: CommandSpec | None, following: list[bytes] | None
+    ) -> bool:
+        """Before ``args`` (whose command is ``spec``) runs: let it join the
+        open group, open one, or close the open one. True when a group was
+        closed (the caller looks again: the connection may now wait for the
+        group's replies)."""
         group = self.group
         if group is None:
             # open a group only for two groupable requests in a row: a lone
             # request keeps its callback form
             if following is None or self.batches is None or self.pubsub is not None:
                 return False
-            key = _group_key(args)
-            if key is None or self.multi is not None or _group_key(following) is None:
+            if (
+                spec is None
+                or spec.group_arity != len(args)
+                or self.multi is not None
+                or _group_key(following) is None
+            ):
                 return False
             self.group = self.batches.batch()
-            self._group_keys.add(key)
+            self._group_keys.add(args[1])
             return False
-        key = _group_key(args)
         keys = self._group_keys
-        if key is not None and key not in keys:
-            keys.add(key)
+        if spec is not None and spec.group_arity == len(args) and args[1] not in keys:
+            keys.add(args[1])
             return False
         # another kind of request, or a key already in the group (its second
         # command waits for the first's reply, as without groups)
@@ -573,24 +582,12 @@ class RespConnection(asyncio.Protocol):
     def slot_bulk(self) -> Callable[[bytes | None, BaseException | None], None]:
         """For a command joining the open group: its completion with a bulk
         string, nil for ``None``, or the error (:meth:`reply_bulk`'s replies)."""
-        return partial(self._fill_bulk, self._slot())
+        return _BulkSlot(self, self._slot())
 
     def slot_ok(self) -> Callable[[None, BaseException | None], None]:
         """For a command joining the open group: its completion with ``+OK``
         or the error."""
-        return partial(self._fill_ok, self._slot())
-
-    def _fill_bulk(self, index: int, value: bytes | None, exc: BaseException | None) -> None:
-        if exc is not None:
-            reply = self._failed(exc)
-        elif value is None:
-            reply = self.nil
-        else:
-            reply = b"$%d\r\n%b\r\n" % (len(value), value)
-        self._fill(index, reply)
-
-    def _fill_ok(self, index: int, _: None, exc: BaseException | None) -> None:
-        self._fill(index, _OK if exc is None else self._failed(exc))
+        return _OkSlot(self, self._slot())
 
     def _fill(self, index: int, reply: bytes) -> None:
         self._out[index] = reply
@@ -601,14 +598,12 @@ class RespConnection(asyncio.Protocol):
             self.progress_tick = self._watchdog.tick
             self._advance()
 
-    def _execute(self, args: list[bytes]) -> None:
-        """Dispatch one request: the reply is appended now (errors, QUEUED)
-        or when the started command completes."""
+    def _execute(self, args: list[bytes], spec: CommandSpec | None) -> None:
+        """Dispatch one request (``spec``: its command, looked up by
+        :func:`_spec_of`, None if unknown): the reply is appended now
+        (errors, QUEUED) or when the started command completes."""
         stats = self.server.stats
         stats.commands_processed += 1
-        spec = COMMANDS.get(args[0])
-        if spec is None:
-            spec = lookup(args[0])
         try:
             if spec is None:
                 raise CommandError(_unknown_command(args))
@@ -804,10 +799,56 @@ class RespConnection(asyncio.Protocol):
         )
 
 
+class _OkSlot:
+    """The completion of a grouped command answered ``+OK`` (or its error):
+    fills its reserved place among the connection's replies. One native
+    object per command where a bound method and a ``partial`` were two."""
+
+    __slots__ = ("conn", "index")
+
+    def __init__(self, conn: RespConnection, index: int) -> None:
+        self.conn = conn
+        self.index = index
+
+    def __call__(self, _: None, exc: BaseException | None) -> None:
+        conn = self.conn
+        conn._fill(self.index, _OK if exc is None else conn._failed(exc))
+
+
+class _BulkSlot:
+    """The completion of a grouped command answered with a bulk string, nil
+    for ``None``, or its error (:meth:`RespConnection.reply_bulk`'s replies)."""
+
+    __slots__ = ("conn", "index")
+
+    def __init__(self, conn: RespConnection, index: int) -> None:
+        self.conn = conn
+        self.index = index
+
+    def __call__(self, value: bytes | None, exc: BaseException | None) -> None:
+        conn = self.conn
+        if exc is not None:
+            reply = conn._failed(exc)
+        elif value is None:
+            reply = conn.nil
+        else:
+            reply = b"$%d\r\n%b\r\n" % (len(value), value)
+        conn._fill(self.index, reply)
+
+
+def _spec_of(args: list[bytes]) -> CommandSpec | None:
+    """The command of a request in any letter case (one dict lookup for the
+    usual all-lower or all-upper spelling), None if unknown."""
+    spec = _COMMANDS.get(args[0])
+    if spec is None:
+        spec = lookup(args[0])
+    return spec
+
+
 def _group_key(args: list[bytes]) -> bytes | None:
     """The key of a request that may join a group (its command's
     ``group_arity`` matches), else None."""
-    spec = COMMANDS.get(args[0])
+    spec = _COMMANDS.get(args[0])
     if spec is None or spec.group_arity != len(args):
         return None
     return args[1]
