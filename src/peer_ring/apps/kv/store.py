@@ -43,7 +43,13 @@ from peer_ring.app import (
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv._state import EMPTY, Entries
 from peer_ring.apps.kv.api import Entry
-from peer_ring.apps.kv.replica import KVConfig, KVReplica, MergeFunction, _expiry_float
+from peer_ring.apps.kv.replica import (
+    REPLICATE,
+    KVConfig,
+    KVReplica,
+    MergeFunction,
+    _expiry_float,
+)
 
 __all__ = ["KVBatch", "KVConfig", "KVStore", "MergeFunction", "Versions"]
 
@@ -192,7 +198,7 @@ class KVStore(KVReplica):
                 # A plain put's reply does not say whether the key existed: no
                 # pass over the acks for it.
                 start(
-                    "merge",
+                    "merge" if want_existed else REPLICATE,
                     k,
                     entries,
                     quorum,
@@ -403,16 +409,19 @@ class KVStore(KVReplica):
         n: int | None,
         w: int | None,
         timeout: float | None,
+        want_existed: bool = True,
     ) -> bool:
-        """Write (a value, or a tombstone for ``None``); True if a live value existed."""
+        """Write (a value, or a tombstone for ``None``); True if a live value
+        existed -- without ``want_existed`` (:meth:`put`, which does not say)
+        False when this node coordinates: the replicas are sent ``repl``."""
         if timeout is None:
             timeout = self.config.timeout
-        begun = self._begin_write(key, value, expires_at, context, n, w)
+        begun = self._begin_write(key, value, expires_at, context, n, w, want_existed)
         if begun is None:
             return await self._forward(key, value, expires_at, context, n, w, timeout)
         partition, entries, existed, quorum = begun
         result = await self.app.quorum(
-            "merge",
+            "merge" if want_existed else REPLICATE,
             key,
             entries,
             quorum=quorum,
@@ -492,7 +501,7 @@ class KVStore(KVReplica):
         k = self._key(key)
         v = self._check_value(value)
         exp = self._expiry(ttl, expires_at)
-        await self._write(k, v, exp, self._context(context), n, w, timeout)
+        await self._write(k, v, exp, self._context(context), n, w, timeout, False)
 
     async def put_json(self, key: bytes | str, obj: Any, **kw: Any) -> None:
         """:meth:`put` of ``json.dumps(obj)`` (UTF-8, compact separators)."""
@@ -535,7 +544,7 @@ class KVStore(KVReplica):
             return
         if w is not None or timeout is not None:
             await asyncio.gather(
-                *(self._write(k, v, exp, None, None, w, timeout) for k, v in checked)
+                *(self._write(k, v, exp, None, None, w, timeout, False) for k, v in checked)
             )
             return
         collect = _Collect(self.app.create_future(), len(checked))
