@@ -760,11 +760,13 @@ class KVBatch:
     are forwarded to a replica, one request each.
     """
 
-    __slots__ = ("_rounds", "_store")
+    __slots__ = ("_dones", "_rounds", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
         self._rounds = store.app.batch()
+        #: the ``done`` of each put since the last flush, told by index
+        self._dones = _Dones()
 
     def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
         """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``."""
@@ -778,8 +780,29 @@ class KVBatch:
         *,
         expires_at: float | None = None,
     ) -> None:
-        """Write ``key`` (the store's W): ``done(None, None)`` or ``done(None, error)``."""
-        self._store._start_write(key, value, expires_at, done, False, self._rounds.add)
+        """Write ``key`` (the store's W): ``done(None, None)`` or ``done(None, error)``.
+
+        A write this node coordinates is a counted round of the batch
+        (``QuorumBatch.add_counted``: no round object per key)."""
+        store = self._store
+        try:
+            k = store._key(key)
+            v = store._check_value(value)
+            begun = store._begin_write(k, v, expires_at, None, None, None, False)
+            if begun is not None:
+                partition, entries, _, quorum = begun
+                dones = self._dones
+                index = len(dones.dones)
+                dones.dones.append(done)
+                self._rounds.add_counted(
+                    REPLICATE, k, entries, quorum, dones, index, partition, store.config.timeout
+                )
+                return
+        except Exception as exc:
+            done(None, exc)
+            return
+        # this node cannot coordinate it: forwarded, one request
+        store._start_write(k, v, expires_at, done, False, self._rounds.add)
 
     def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
         """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
@@ -787,7 +810,22 @@ class KVBatch:
 
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""
+        if self._dones.dones:  # the flushed rounds keep theirs
+            self._dones = _Dones()
         self._rounds.flush()
+
+
+class _Dones:
+    """The ``done`` callbacks of a batch's puts, in order: the one listener of
+    all its counted rounds (``listener(index, error)``)."""
+
+    __slots__ = ("dones",)
+
+    def __init__(self) -> None:
+        self.dones: list[Callable[[None, BaseException | None], None]] = []
+
+    def __call__(self, index: int, exc: BaseException | None) -> None:
+        self.dones[index](None, exc)
 
 
 def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
