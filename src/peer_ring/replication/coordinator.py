@@ -369,14 +369,15 @@ class _Outbox:
 
     __slots__ = ("address", "deadline", "items", "rounds", "slots", "tally")
 
-    def __init__(self, address: str, deadline: float, tally: _Tally | None) -> None:
+    def __init__(self, address: str, deadline: float) -> None:
         self.address = address
         self.deadline = deadline
         #: flat: command, key, partition, payload per command (``wire.batch_frame``)
         self.items: list[Any] = []
         self.rounds: list[Round | None] = []
         self.slots: list[int] = []
-        self.tally = tally
+        #: the batch's tally, once a counted round is held here
+        self.tally: _Tally | None = None
 
 
 class RoundBatch:
@@ -397,8 +398,8 @@ class RoundBatch:
         self._boxes: dict[str, _Outbox] = {}
         #: boxes that reached BATCH_MAX_COMMANDS, in the order they filled
         self._full: list[tuple[str, _Outbox]] = []
-        #: the counted rounds started since the last flush (one per flush)
-        self.tally = _Tally(coordinator.stats)
+        #: the counted rounds started since the last flush (made by the first)
+        self.tally: _Tally | None = None
 
     def __len__(self) -> int:
         """Replicas with held requests."""
@@ -422,9 +423,11 @@ class RoundBatch:
         if box is None or len(box.rounds) >= BATCH_MAX_COMMANDS:
             if box is not None:  # full: it leaves with the others at flush
                 self._full.append((target, box))
-            box = self._boxes[target] = _Outbox(address, deadline, self.tally)
+            box = self._boxes[target] = _Outbox(address, deadline)
         elif deadline < box.deadline:
             box.deadline = deadline  # the request carries its items' shortest deadline
+        if rnd is None:
+            box.tally = self.tally
         items = box.items
         items.append(command)
         items.append(key)
@@ -444,8 +447,7 @@ class RoundBatch:
         boxes.extend(self._boxes.items())
         self._boxes = {}
         self._full = []
-        if self.tally.need:  # the next adds count into a tally of their own
-            self.tally = _Tally(self.coordinator.stats)
+        self.tally = None  # the next adds count into a tally of their own
         cluster = self.coordinator.cluster
         limit = cluster.config.transport_config.max_frame_size
         transport = cluster.transport
@@ -878,6 +880,8 @@ class Coordinator:
         stats.rounds += 1
         deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
         tally = batch.tally
+        if tally is None:
+            tally = batch.tally = _Tally(stats)
         slot = tally.add(quorum, len(targets), listener, index)
         me = cluster.id
         for target in targets:

@@ -14,7 +14,7 @@ from hypothesis import strategies as hs
 
 from peer_ring import InvalidRequest
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv.replica import REPLICATE, KVReplica, _decode_issued
+from peer_ring.apps.kv.replica import REPLICATE, KVReplica, _decode_state
 from peer_ring.service import Request
 from peer_ring.versions import MAX_COUNTER
 
@@ -46,7 +46,7 @@ def _outcome(fn: object, obj: object) -> object:
 @given(hs.lists(_entry, max_size=4))
 def test_the_one_pass_decoder_agrees_with_decode_entries(entries: list[object]) -> None:
     wire = _wire(entries)
-    got = _outcome(_decode_issued, wire)
+    got = _outcome(_decode_state, wire)
     assert got == _outcome(st.decode_entries, wire)
     if got[0] == "ok":
         decoded = got[1]
@@ -66,6 +66,8 @@ def test_the_one_pass_decoder_agrees_with_decode_entries(entries: list[object]) 
         [["a", 1, [[b"x", "soon", 1]]]],
         [["a", 1, [[b"x", None, -1]]]],
         [["a", 1, [[b"x", None, MAX_COUNTER + 1]]]],
+        [["a", MAX_COUNTER + 1, []]],
+        [["a", -1, []]],
         [["a", 1, [[b"x", None, 1], [b"y", None, 2]]]],
         [["a", 1, []], ["a", 2, []]],
         [["b", 1, []], ["a", 2, []], ["b", 3, []]],
@@ -73,13 +75,18 @@ def test_the_one_pass_decoder_agrees_with_decode_entries(entries: list[object]) 
 )
 def test_the_one_pass_decoder_refuses_what_decode_entries_refuses(bad: object) -> None:
     with pytest.raises(InvalidRequest):
-        _decode_issued(bad)
+        _decode_state(bad)
+
+
+def test_the_largest_counter_and_stamp_are_accepted() -> None:
+    wire = [["a", MAX_COUNTER, [[b"x", None, MAX_COUNTER]]], ["b", 1, [[None, 2.5, 0]]]]
+    assert _decode_state(wire) == st.decode_entries(wire)
 
 
 def test_unsorted_actors_are_sorted_as_decode_entries_does() -> None:
     wire = [["b", 2, [[b"y", None, 2]]], ["a", 1, [[b"x", None, 1]]]]
-    assert _decode_issued(wire) == st.decode_entries(wire)
-    assert [e[0] for e in _decode_issued(wire)] == ["a", "b"]
+    assert _decode_state(wire) == st.decode_entries(wire)
+    assert [e[0] for e in _decode_state(wire)] == ["a", "b"]
 
 
 class _App:

@@ -459,20 +459,20 @@ class KVReplica(Service):
         if type(payload) is tuple and payload == current:  # e.g. our own fan-out
             return False
         existed = self._is_live(current, self._clock().time())
-        self._join_into(partition, part, key, current, st.decode_entries(payload))
+        self._join_into(partition, part, key, current, _decode_state(payload))
         return existed
 
     def _replicate(self, partition: int, key: bytes, payload: Any) -> None:
         """``repl``: join the version a coordinating replica just issued (a plain
         write's fan-out). A ``merge`` without its answer -- whether a live value
         was there, which a plain SET's reply does not carry, is not computed --
-        and with the state decoded by :func:`_decode_issued` (one pass, no
-        per-item calls; any other shape takes :func:`_state.decode_entries`).
+        and with the state decoded by :func:`_decode_state` (as ``merge`` does:
+        one pass, no per-item calls).
         Joined, compacted and stored exactly as ``merge`` does."""
         memory = self.memory
         if memory.full and memory.refuses_merge() and _has_value(payload):
             self._make_room(key)
-        incoming = _decode_issued(payload)
+        incoming = _decode_state(payload)
         part = self._part(partition)
         stored = part.get(key)
         if stored is None:
@@ -785,7 +785,7 @@ class KVReplica(Service):
                 raise InvalidRequest("record keys must be bytes")
             stored = part.get(key)
             current = EMPTY if stored is None else unpack(stored)
-            changed += self._join_into(partition, part, key, current, st.decode_entries(state))
+            changed += self._join_into(partition, part, key, current, _decode_state(state))
         return changed
 
     def digest(self, partition: int) -> dict[bytes, bytes]:
@@ -976,13 +976,15 @@ def _written(
         fut.set_result(existed or any(answer is True for _, answer in result.acks))
 
 
-def _decode_issued(obj: Any) -> Entries:
-    """A ``repl`` payload -> ``Entries``: what :func:`_state.decode_entries`
+def _decode_state(obj: Any) -> Entries:
+    """A state from a peer (``repl``, ``merge``, a replica's ``get`` answer, a
+    transferred record) -> ``Entries``: what :func:`_state.decode_entries`
     checks (types, counter and stamp ranges, actors sorted and distinct,
     actor ids interned), in one pass over the nested lists with no call per
-    item and no sort -- a coordinating replica sends its entries sorted. A
-    state of any other shape (unsorted, an int expiry, or invalid) is handed
-    to ``decode_entries``, which decodes it or raises its error."""
+    item and no sort -- replicas send their entries sorted. A state of any
+    other shape (nil, unsorted, an int expiry, or invalid) is handed to
+    ``decode_entries``, which decodes it or raises its error: the same
+    result or error either way."""
     if type(obj) is tuple:  # this process's own (a hinted copy kept here)
         return obj
     if type(obj) is not list:
@@ -992,15 +994,18 @@ def _decode_issued(obj: Any) -> Entries:
     for entry in obj:
         if type(entry) is not list or len(entry) != 3:
             return st.decode_entries(obj)
-        actor = entry[0]
-        n = entry[1]
-        vals = entry[2]
+        fields: list[Any] = entry
+        actor = fields[0]
+        n = fields[1]
+        vals = fields[2]
+        # ``x >> 63 == 0`` for ``x <= MAX_COUNTER``: no compare with a big constant
         if (
             type(actor) is not str
             or not last < actor
             or len(actor) > vv.MAX_ACTOR_LEN
             or type(n) is not int
-            or not 1 <= n <= vv.MAX_COUNTER
+            or n < 1
+            or n >> 63
             or type(vals) is not list
             or len(vals) > n
         ):
@@ -1010,19 +1015,23 @@ def _decode_issued(obj: Any) -> Entries:
         for v in vals:
             if type(v) is not list or len(v) != 3:
                 return st.decode_entries(obj)
-            value = v[0]
-            exp = v[1]
-            stamp = v[2]
+            item: list[Any] = v
+            value = item[0]
+            exp = item[1]
+            stamp = item[2]
             if (
                 (value is not None and type(value) is not bytes)
                 or (exp is not None and type(exp) is not float)
                 or type(stamp) is not int
-                or not 0 <= stamp <= vv.MAX_COUNTER
+                or stamp < 0
+                or stamp >> 63
             ):
                 return st.decode_entries(obj)
-            # the common first value's stamp is the counter: share one int object
-            items.append((value, exp, n if not items and stamp == n else stamp))
-        out.append((sys.intern(actor), n, tuple(items)))
+            if items or stamp != n:
+                items.append((value, exp, item[2]))
+            else:  # the common first value's stamp is the counter: one int object
+                items.append((value, exp, fields[1]))
+        out.append((sys.intern(actor), fields[1], tuple(items)))
     return tuple(out)
 
 

@@ -48,6 +48,7 @@ from peer_ring.apps.kv.replica import (
     KVConfig,
     KVReplica,
     MergeFunction,
+    _decode_state,
     _expiry_float,
 )
 
@@ -840,4 +841,4 @@ def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str,
                 seen = memo.get(id(other))
                 if seen is not None:
                     return seen
-    return st.decode_entries(answer)
+    return _decode_state(answer)
