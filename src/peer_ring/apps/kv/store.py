@@ -111,9 +111,15 @@ class KVStore(KVReplica):
         """The join of the quorum's answers."""
         merged: Entries = EMPTY
         for _, answer in result.acks:
-            other = memo[id(answer)] = _decode_once(answer, memo, result.acks)
-            if other != merged:
-                merged = self._join(merged, other) if merged else other
+            other = _decode_once(answer, memo, result.acks)
+            if other is not merged:
+                if other != merged:
+                    merged = self._join(merged, other) if merged else other
+                else:
+                    # equal answers share one object: read repair then compares
+                    # them by identity, not item by item
+                    other = merged
+            memo[id(answer)] = other
         return merged
 
     # -- callback forms: the network surfaces' hot path -----------------------------
