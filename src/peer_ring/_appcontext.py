@@ -136,6 +136,24 @@ class NodeQuorumBatch(QuorumBatch):
             batch=self._batch,
         )
 
+    def add_counted(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        quorum: int,
+        listener: Callable[[int, BaseException | None], None],
+        index: int,
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        coordinator = self._coordinator
+        if partition is None:
+            partition = coordinator.cluster.ring.partition_for(key)
+        coordinator.start_counted(
+            self._batch, key, command, payload, quorum, listener, index, partition, timeout
+        )
+
     def flush(self) -> None:
         self._batch.flush()
 

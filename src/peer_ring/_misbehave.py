@@ -8,7 +8,7 @@ the whole fault harness against such nodes and expects each checker to catch
 its bug:
 
 * ``drop-writes`` -- a forwarded write (replica command ``coord_put``) is
-  acknowledged and thrown away, and a replicated write (``merge``) is
+  acknowledged and thrown away, and a replicated write (``merge``, ``repl``) is
   acknowledged without being applied: acknowledged writes go missing
   (:func:`~peer_ring.testing.checker.check_lost_writes`).
 * ``stale-reads`` -- replica reads (``get``) are answered from a copy of the
@@ -118,6 +118,8 @@ class Misbehaving(Service):
                 return _acknowledged()
             if command == "merge" and self._roll():
                 return False  # "applied; nothing was there before"
+            if command == "repl" and self._roll():
+                return None  # "applied" (a plain write's fan-out answers nil)
         elif mode == "stale-reads" and command == "get":
             now = self._now()
             copy = self._copies.get(request.key)

@@ -214,9 +214,56 @@ class QuorumBatch(abc.ABC):
         errors of :meth:`AppContext.start_quorum`); remote requests wait for
         :meth:`flush`."""
 
+    def add_counted(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        quorum: int,
+        listener: Callable[[int, BaseException | None], None],
+        index: int,
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Start a round whose listener needs only its outcome, of a command this
+        node already applied to its own replica (``add`` with ``applied=True``:
+        a coordinating replica replicating the version it issued).
+        ``listener(index, None)`` once ``quorum`` replicas acknowledged,
+        ``listener(index, error)`` once they cannot (the errors of :meth:`add`);
+        no :class:`QuorumResult` is built, and one listener can serve every
+        round of a batch, told each one's ``index``. The node's batch keeps
+        one counter record for all such rounds instead of a round object
+        each. The default adds it with :meth:`add`."""
+        self.add(
+            command,
+            key,
+            payload,
+            quorum,
+            _CountedAdapter(listener, index),
+            None,
+            partition,
+            timeout,
+            None,
+            None,
+            True,
+        )
+
     @abc.abstractmethod
     def flush(self) -> None:
         """Send every held request: one per replica."""
+
+
+class _CountedAdapter:
+    """:meth:`QuorumBatch.add_counted`'s listener as a :data:`RoundListener`."""
+
+    __slots__ = ("index", "listener")
+
+    def __init__(self, listener: Callable[[int, BaseException | None], None], index: int) -> None:
+        self.listener = listener
+        self.index = index
+
+    def __call__(self, result: QuorumResult | None, exc: BaseException | None) -> None:
+        self.listener(self.index, exc if result is None else None)
 
 
 class _SerialBatch(QuorumBatch):

@@ -66,6 +66,10 @@ handshake: a peer with another version is refused with
 * 5 -- ``ae_roots``: one request compares the Merkle roots of many
   partitions (a restarted node's bootstrap asks each peer once, and
   exchanges trees only for the partitions that differ).
+* 6 -- the KV store's plain writes replicate with the replica command
+  ``repl`` (a ``merge`` that answers nil, see ``peer_ring.apps.kv.replica``),
+  which a node of protocol 5 would refuse as an unknown command: the version
+  keeps such a node out of the cluster instead. ``merge`` is still served.
 
 Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
 asyncio, no transport); it is pure data.
@@ -141,7 +145,7 @@ __all__ = [
 ]
 
 #: Version of the peer wire protocol (see the module docstring's history).
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 
 # -- operations the node answers itself ----------------------------------------
 PING: Final = "p"

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -277,17 +278,106 @@ class Round:
             self.complete.set_result(list(self.result.answers))
 
 
-class _Outbox:
-    """The commands a batch holds for one replica, and their rounds."""
+#: ``listener(index, None)`` once a counted round's quorum acknowledged,
+#: ``listener(index, error)`` once it cannot (:meth:`RoundBatch.add_counted`).
+CountedListener = Callable[[int, "BaseException | None"], None]
 
-    __slots__ = ("address", "deadline", "items", "rounds")
+
+class _Tally:
+    """The counted rounds of one batch (:meth:`Coordinator.start_counted`): one
+    object for all of them, a slot per round in parallel lists -- acks still
+    needed, targets still to answer, the quorum, the listener and its index --
+    instead of a :class:`Round`, a :class:`QuorumResult` and their lists per
+    round. The same outcomes as a round's: told once, after ``quorum`` acks,
+    or as :class:`QuorumNotReached` (with every error seen) once the acks
+    still possible cannot make it."""
+
+    __slots__ = ("errors", "indexes", "left", "listeners", "need", "quorum", "stats")
+
+    def __init__(self, stats: QuorumStats) -> None:
+        self.stats = stats
+        #: acks still needed; 0 once told (reached or failed)
+        self.need: list[int] = []
+        #: targets that have not answered yet (a remote failure counts as an answer)
+        self.left: list[int] = []
+        self.quorum: list[int] = []
+        self.listeners: list[CountedListener] = []
+        self.indexes: list[int] = []
+        #: slot -> node -> error, only for slots that saw one
+        self.errors: dict[int, dict[str, BaseException]] | None = None
+
+    def add(self, quorum: int, targets: int, listener: CountedListener, index: int) -> int:
+        slot = len(self.need)
+        self.need.append(quorum)
+        self.left.append(targets)
+        self.quorum.append(quorum)
+        self.listeners.append(listener)
+        self.indexes.append(index)
+        return slot
+
+    def ok(self, slot: int) -> None:
+        self.left[slot] -= 1
+        need = self.need[slot]
+        if need > 0:
+            need -= 1
+            self.need[slot] = need
+            if need == 0:
+                self._tell(slot, None)
+
+    def fail(self, slot: int, node_id: str, exc: BaseException, dispatching: bool = False) -> None:
+        self.left[slot] -= 1
+        errors = self.errors
+        if errors is None:
+            errors = self.errors = {}
+        seen = errors.get(slot)
+        if seen is None:
+            seen = errors[slot] = {}
+        seen[node_id] = exc
+        if not dispatching:
+            self.check(slot)
+
+    def check(self, slot: int) -> None:
+        """Fail the round if the acks still possible cannot reach its quorum
+        (after every target was asked: the local replica may still answer)."""
+        need = self.need[slot]
+        if need > 0 and self.left[slot] < need:
+            self.need[slot] = 0
+            self.stats.failures += 1
+            quorum = self.quorum[slot]
+            errors = self.errors.get(slot) if self.errors is not None else None
+            exc = QuorumNotReached(quorum, quorum - need, dict(errors) if errors else {})
+            self._tell(slot, exc)
+
+    def answer(self, slot: int, node_id: str, value: Any, exc: BaseException | None) -> None:
+        """A remote replica's answer to a counted round sent on its own."""
+        if exc is None:
+            self.ok(slot)
+        else:
+            self.fail(slot, node_id, exc)
+
+    def _tell(self, slot: int, exc: BaseException | None) -> None:
+        try:
+            self.listeners[slot](self.indexes[slot], exc)
+        except Exception:  # a broken listener must not break the round
+            log.exception("quorum round listener failed")
+
+
+class _Outbox:
+    """The commands a batch holds for one replica, and their rounds: a
+    :class:`Round` each, or None for a counted round (its slot of ``tally``
+    in ``slots``, -1 for a :class:`Round`)."""
+
+    __slots__ = ("address", "deadline", "items", "rounds", "slots", "tally")
 
     def __init__(self, address: str, deadline: float) -> None:
         self.address = address
         self.deadline = deadline
         #: flat: command, key, partition, payload per command (``wire.batch_frame``)
         self.items: list[Any] = []
-        self.rounds: list[Round] = []
+        self.rounds: list[Round | None] = []
+        self.slots: list[int] = []
+        #: the batch's tally, once a counted round is held here
+        self.tally: _Tally | None = None
 
 
 class RoundBatch:
@@ -300,7 +390,7 @@ class RoundBatch:
     a flush it is empty.
     """
 
-    __slots__ = ("_boxes", "_full", "coordinator", "namespace")
+    __slots__ = ("_boxes", "_full", "coordinator", "namespace", "tally")
 
     def __init__(self, coordinator: Coordinator, namespace: str) -> None:
         self.coordinator = coordinator
@@ -308,6 +398,8 @@ class RoundBatch:
         self._boxes: dict[str, _Outbox] = {}
         #: boxes that reached BATCH_MAX_COMMANDS, in the order they filled
         self._full: list[tuple[str, _Outbox]] = []
+        #: the counted rounds started since the last flush (made by the first)
+        self.tally: _Tally | None = None
 
     def __len__(self) -> int:
         """Replicas with held requests."""
@@ -317,14 +409,16 @@ class RoundBatch:
         self,
         target: str,
         address: str,
-        rnd: Round,
+        rnd: Round | None,
         command: str,
         key: bytes,
         partition: int,
         payload: Any,
         deadline: float,
+        slot: int = -1,
     ) -> None:
-        """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``."""
+        """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``
+        (``rnd`` None: the counted round in ``slot`` of :attr:`tally`)."""
         box = self._boxes.get(target)
         if box is None or len(box.rounds) >= BATCH_MAX_COMMANDS:
             if box is not None:  # full: it leaves with the others at flush
@@ -332,12 +426,15 @@ class RoundBatch:
             box = self._boxes[target] = _Outbox(address, deadline)
         elif deadline < box.deadline:
             box.deadline = deadline  # the request carries its items' shortest deadline
+        if rnd is None:
+            box.tally = self.tally
         items = box.items
         items.append(command)
         items.append(key)
         items.append(partition)
         items.append(payload)
         box.rounds.append(rnd)
+        box.slots.append(slot)
 
     def flush(self) -> None:
         """Send the held requests: one per replica and ``BATCH_MAX_COMMANDS``
@@ -350,6 +447,7 @@ class RoundBatch:
         boxes.extend(self._boxes.items())
         self._boxes = {}
         self._full = []
+        self.tally = None  # the next adds count into a tally of their own
         cluster = self.coordinator.cluster
         limit = cluster.config.transport_config.max_frame_size
         transport = cluster.transport
@@ -370,8 +468,7 @@ class RoundBatch:
                 try:
                     packed = transport.pack(batch_frame(ns, me, epoch, items))
                 except PeerRingError as exc:
-                    for rnd in rounds:
-                        rnd.fail(target, exc)
+                    _fail_all(box, target, exc)
                     continue
                 last_items, last_packed = items, packed
             if packed is None or len(packed.data) > limit:
@@ -380,36 +477,56 @@ class RoundBatch:
                     msg = service_frame(
                         ns, items[j], items[j + 1], items[j + 2], items[j + 3], me, epoch
                     )
-                    transport.request_callback(
-                        box.address, msg, box.deadline, partial(rnd.answer, target)
-                    )
+                    if rnd is not None:
+                        told = partial(rnd.answer, target)
+                    else:
+                        assert box.tally is not None
+                        told = partial(box.tally.answer, box.slots[i], target)
+                    transport.request_callback(box.address, msg, box.deadline, told)
                 continue
             transport.request_callback(
-                box.address, packed, box.deadline, partial(_batch_answered, target, rounds)
+                box.address, packed, box.deadline, partial(_batch_answered, target, box)
             )
 
 
-def _batch_answered(
-    target: str, rounds: list[Round], value: Any, exc: BaseException | None
-) -> None:
-    """A replica's answer to a batch: each command's answer or error to its round."""
+def _fail_all(box: _Outbox, target: str, exc: BaseException) -> None:
+    """Every command of ``box`` failed at ``target`` with ``exc``."""
+    tally = box.tally
+    for k, rnd in enumerate(box.rounds):
+        if rnd is not None:
+            rnd.fail(target, exc)
+        else:
+            assert tally is not None
+            tally.fail(box.slots[k], target, exc)
+
+
+def _batch_answered(target: str, box: _Outbox, value: Any, exc: BaseException | None) -> None:
+    """A replica's answer to a batch: each command's answer or error to its
+    round (a counted round: to its slot of the batch's tally)."""
+    rounds = box.rounds
     if exc is None:
         try:
             answer = parse_batch_answer(value, len(rounds))
         except InvalidRequest as bad:
             exc = bad
     if exc is not None:
-        for rnd in rounds:
-            rnd.fail(target, exc)
+        _fail_all(box, target, exc)
         return
-    i = 0
-    for rnd in rounds:
+    tally = box.tally
+    slots = box.slots
+    for k, rnd in enumerate(rounds):
+        i = 2 * k
         value = answer[i + 1]
-        if answer[i] == BATCH_OK:
+        if rnd is None:
+            assert tally is not None
+            if answer[i] == BATCH_OK:
+                tally.ok(slots[k])
+            else:
+                tally.fail(slots[k], target, error_from_wire(value[0], value[1]))
+        elif answer[i] == BATCH_OK:
             rnd.ok(target, value)
         else:
             rnd.fail(target, error_from_wire(value[0], value[1]))
-        i += 2
 
 
 class Coordinator:
@@ -712,6 +829,73 @@ class Coordinator:
         rnd.dispatched()
         return rnd
 
+    def start_counted(
+        self,
+        batch: RoundBatch,
+        key: bytes,
+        command: str,
+        payload: Any,
+        quorum: int,
+        listener: CountedListener,
+        index: int,
+        partition: int,
+        timeout: float | None,
+    ) -> None:
+        """A write round in ``batch`` whose listener needs only its outcome:
+        ``listener(index, None)`` once ``quorum`` replicas acknowledged,
+        ``listener(index, error)`` once they cannot -- the outcomes of
+        :meth:`start` with ``applied=True`` (this node, when a target, already
+        applied the command and counts as an ack). Counted in the batch's
+        :class:`_Tally`: no :class:`Round` or :class:`QuorumResult` per round.
+
+        Rounds the tally does not cover take :meth:`start` (the same outcome,
+        told through a :class:`Round`): a round with a stand-in or a hinted
+        copy (some node down), a dual write (a handoff in progress), a timed
+        sample round, or a one-node round; and, raised as by :meth:`start`,
+        a stopped node or a quorum no replica set can meet."""
+        cluster = self.cluster
+        stats = self.stats
+        targets = self.targets(partition)
+        if (
+            cluster.any_down
+            or len(targets) < 2
+            or not 1 <= quorum <= len(targets)
+            or not (stats.rounds + 1) & self.sample_mask
+            or self.transfers.holders_of(partition)
+        ):
+            self.start(
+                batch.namespace,
+                key,
+                command,
+                payload,
+                quorum=quorum,
+                timeout=timeout,
+                partition=partition,
+                applied=True,
+                listener=partial(_counted_told, listener, index),
+                batch=batch,
+            )
+            return
+        cluster.raise_if_stopped()
+        stats.rounds += 1
+        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
+        tally = batch.tally
+        if tally is None:
+            tally = batch.tally = _Tally(stats)
+        slot = tally.add(quorum, len(targets), listener, index)
+        me = cluster.id
+        for target in targets:
+            if target == me:
+                tally.ok(slot)  # applied here already
+                continue
+            try:
+                address = cluster.address_of(target)
+            except PeerRingError as exc:
+                tally.fail(slot, target, exc, True)
+                continue
+            batch.hold(target, address, None, command, key, partition, payload, deadline, slot)
+        tally.check(slot)
+
     def _solo(
         self,
         namespace: str,
@@ -842,6 +1026,14 @@ class Coordinator:
                 continue
             fut = cluster.transport.request_future(address, dual, deadline)
             fut.add_done_callback(partial(_dual_done, self.transfers, partition, holder))
+
+
+def _counted_told(
+    listener: CountedListener, index: int, result: QuorumResult | None, exc: BaseException | None
+) -> None:
+    """A counted round that took :meth:`Coordinator.start`: its outcome as a
+    counted listener hears it."""
+    listener(index, exc if result is None else None)
 
 
 def _tell(listener: RoundListener, result: QuorumResult | None, exc: BaseException | None) -> None:

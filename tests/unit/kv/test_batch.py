@@ -288,3 +288,87 @@ async def test_a_one_node_round_is_decided_by_the_local_answer() -> None:
         assert (counts["quorum_rounds"], counts["quorum_failures"]) == (3, 1)
     finally:
         await node.stop()
+
+
+async def test_counted_rounds_are_told_their_index_and_fail_on_their_own(picky: Any) -> None:
+    """``add_counted``: rounds of commands this node applied itself, told
+    ``(index, error)`` -- the outcomes of ``add(..., applied=True)``, in the
+    same requests as plain rounds of the batch."""
+    _, nodes, (s1, s2, s3) = picky
+    keys = [b"c-%02d" % i for i in range(20)]
+    s3.refuse = {keys[4], keys[13]}
+    told: dict[int, BaseException | None] = {}
+    plain: dict[bytes, BaseException | None] = {}
+    app = s1.app
+    assert app is not None
+    requests = [n.transport.stats["requests_in"] for n in nodes]
+    batch = app.batch()
+    for i, key in enumerate(keys):
+        batch.add_counted("w", key, i, 3, lambda index, exc: told.__setitem__(index, exc), i + 100)
+        if i == 7:  # a plain round among them, in the same requests
+            batch.add("w", b"plain", 7, quorum=2, listener=lambda r, e: plain.__setitem__(b"p", e))
+    assert not told  # this node counts as one ack; the others wait for the flush
+    batch.flush()
+    await wait_for(lambda: len(told) == len(keys) and bool(plain), message="every round decided")
+    assert set(told) == {i + 100 for i in range(len(keys))}
+    for i, key in enumerate(keys):
+        exc = told[i + 100]
+        if key in s3.refuse:
+            assert isinstance(exc, QuorumNotReached)
+            assert exc.required == 3
+            assert exc.acked in (1, 2)
+            assert isinstance(exc.errors[nodes[2].id], InvalidRequest)
+        else:
+            assert exc is None
+    assert plain == {b"p": None}
+    assert s1.seen == [b"plain"]  # counted rounds were applied here by the caller
+    assert s2.seen == [*keys[:8], b"plain", *keys[8:]]  # in the order added
+    after = [n.transport.stats["requests_in"] for n in nodes]
+    assert after[1] - requests[1] <= 3  # one batch (a ping may land meanwhile)
+    counts = nodes[0].metrics()
+    assert counts["quorum_failures"] >= 2
+
+
+async def test_counted_rounds_need_only_the_replicas_of_their_quorum(picky: Any) -> None:
+    net, _, (s1, _, _) = picky
+    net.isolate(address(3))
+    told: dict[int, BaseException | None] = {}
+    app = s1.app
+    assert app is not None
+    batch = app.batch()
+    listener = told.__setitem__
+    batch.add_counted("w", b"two", 1, 2, listener, 0)
+    batch.add_counted("w", b"all", 2, 3, listener, 1)
+    batch.flush()
+    # the batch is reusable: the next flush's indexes are its own
+    batch.add_counted("w", b"two-again", 3, 2, listener, 2)
+    batch.flush()
+    await wait_for(lambda: len(told) == 3, timeout=5, message="every round decided")
+    assert told[0] is None
+    assert told[2] is None
+    assert isinstance(told[1], QuorumNotReached)
+
+
+async def test_the_default_add_counted_adds_an_applied_round() -> None:
+    started: list[tuple[bytes, dict[str, Any]]] = []
+
+    class Fake(AppContext):
+        def start_quorum(self, command: str, key: bytes, payload: Any, **kw: Any) -> None:
+            started.append((key, kw))
+
+    for name in AppContext.__abstractmethods__:
+        if name != "start_quorum":
+            setattr(Fake, name, None)
+    Fake.__abstractmethods__ = frozenset()
+    told: list[tuple[int, BaseException | None]] = []
+    batch = Fake().batch()
+    batch.add_counted("w", b"x", None, 1, lambda i, e: told.append((i, e)), 5, partition=3)
+    [(key, kw)] = started
+    assert key == b"x"
+    assert kw["applied"] is True
+    assert kw["partition"] == 3
+    kw["listener"](None, QuorumNotReached(1, 0))
+    kw["listener"](QuorumResult(("n1",)), None)
+    assert told[0][0] == 5
+    assert isinstance(told[0][1], QuorumNotReached)
+    assert told[1] == (5, None)

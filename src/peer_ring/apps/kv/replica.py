@@ -104,6 +104,7 @@ import asyncio
 import functools
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -136,7 +137,12 @@ from peer_ring.apps.kv.api import Limits
 from peer_ring.apps.kv.local import compile_glob
 from peer_ring.merkle import DEFAULT_DEPTH
 
-__all__ = ["KVConfig", "KVReplica", "MergeFunction"]
+__all__ = ["REPLICATE", "KVConfig", "KVReplica", "MergeFunction"]
+
+#: The replica command of a write's fan-out from its coordinating replica: a
+#: ``merge`` that answers nil (no "a live value was there" for a reply that
+#: does not carry it) and decodes the state in one pass (peer protocol 6).
+REPLICATE: Final = "repl"
 
 #: A user conflict resolver: the visible sibling values -> one value.
 MergeFunction = Callable[[list[bytes]], bytes]
@@ -367,12 +373,15 @@ class KVReplica(Service):
         """Replica commands (from coordinators on any node).
 
         ``get`` -> state or nil; ``merge`` state -> bool (a visible value was
-        there before); ``coord_put`` [value, expires_at, context, n, w,
-        timeout] -> bool (a future); ``scan`` [partitions, match] -> keys;
-        ``count`` partitions -> int; ``flush`` -> int; ``sweep`` -> int;
-        ``evict`` state -> bool (dropped: see :meth:`_make_room`).
+        there before); ``repl`` state -> nil (a write's new version from its
+        coordinating replica, see :meth:`_replicate`); ``coord_put`` [value,
+        expires_at, context, n, w, timeout] -> bool (a future); ``scan``
+        [partitions, match] -> keys; ``count`` partitions -> int; ``flush``
+        -> int; ``sweep`` -> int; ``evict`` state -> bool (dropped: see :meth:`_make_room`).
         """
         command = request.command
+        if command == REPLICATE:  # the hot write command: first
+            return self._replicate(request.partition, request.key, request.payload)
         if command == "get":
             part = self._parts.get(request.partition)
             if part is None:
@@ -450,8 +459,27 @@ class KVReplica(Service):
         if type(payload) is tuple and payload == current:  # e.g. our own fan-out
             return False
         existed = self._is_live(current, self._clock().time())
-        self._join_into(partition, part, key, current, st.decode_entries(payload))
+        self._join_into(partition, part, key, current, _decode_state(payload))
         return existed
+
+    def _replicate(self, partition: int, key: bytes, payload: Any) -> None:
+        """``repl``: join the version a coordinating replica just issued (a plain
+        write's fan-out). A ``merge`` without its answer -- whether a live value
+        was there, which a plain SET's reply does not carry, is not computed --
+        and with the state decoded by :func:`_decode_state` (as ``merge`` does:
+        one pass, no per-item calls).
+        Joined, compacted and stored exactly as ``merge`` does."""
+        memory = self.memory
+        if memory.full and memory.refuses_merge() and _has_value(payload):
+            self._make_room(key)
+        incoming = _decode_state(payload)
+        part = self._part(partition)
+        stored = part.get(key)
+        if stored is None:
+            if incoming:
+                self._store(partition, part, key, self._compact(incoming))
+            return
+        self._join_into(partition, part, key, unpack(stored), incoming)
 
     def _join_into(
         self,
@@ -757,7 +785,7 @@ class KVReplica(Service):
                 raise InvalidRequest("record keys must be bytes")
             stored = part.get(key)
             current = EMPTY if stored is None else unpack(stored)
-            changed += self._join_into(partition, part, key, current, st.decode_entries(state))
+            changed += self._join_into(partition, part, key, current, _decode_state(state))
         return changed
 
     def digest(self, partition: int) -> dict[bytes, bytes]:
@@ -946,6 +974,65 @@ def _written(
         fut.set_exception(exc if exc is not None else QuorumNotReached(1, 0))
     else:
         fut.set_result(existed or any(answer is True for _, answer in result.acks))
+
+
+def _decode_state(obj: Any) -> Entries:
+    """A state from a peer (``repl``, ``merge``, a replica's ``get`` answer, a
+    transferred record) -> ``Entries``: what :func:`_state.decode_entries`
+    checks (types, counter and stamp ranges, actors sorted and distinct,
+    actor ids interned), in one pass over the nested lists with no call per
+    item and no sort -- replicas send their entries sorted. A state of any
+    other shape (nil, unsorted, an int expiry, or invalid) is handed to
+    ``decode_entries``, which decodes it or raises its error: the same
+    result or error either way."""
+    if type(obj) is tuple:  # this process's own (a hinted copy kept here)
+        return obj
+    if type(obj) is not list:
+        return st.decode_entries(obj)
+    out: list[tuple[str, int, tuple[Item, ...]]] = []
+    last = ""
+    for entry in obj:
+        if type(entry) is not list or len(entry) != 3:
+            return st.decode_entries(obj)
+        fields: list[Any] = entry
+        actor = fields[0]
+        n = fields[1]
+        vals = fields[2]
+        # ``x >> 63 == 0`` for ``x <= MAX_COUNTER``: no compare with a big constant
+        if (
+            type(actor) is not str
+            or not last < actor
+            or len(actor) > vv.MAX_ACTOR_LEN
+            or type(n) is not int
+            or n < 1
+            or n >> 63
+            or type(vals) is not list
+            or len(vals) > n
+        ):
+            return st.decode_entries(obj)
+        last = actor
+        items: list[Item] = []
+        for v in vals:
+            if type(v) is not list or len(v) != 3:
+                return st.decode_entries(obj)
+            item: list[Any] = v
+            value = item[0]
+            exp = item[1]
+            stamp = item[2]
+            if (
+                (value is not None and type(value) is not bytes)
+                or (exp is not None and type(exp) is not float)
+                or type(stamp) is not int
+                or stamp < 0
+                or stamp >> 63
+            ):
+                return st.decode_entries(obj)
+            if items or stamp != n:
+                items.append((value, exp, item[2]))
+            else:  # the common first value's stamp is the counter: one int object
+                items.append((value, exp, fields[1]))
+        out.append((sys.intern(actor), fields[1], tuple(items)))
+    return tuple(out)
 
 
 def _to_bytes(obj: Any, what: str, limit: int) -> bytes:

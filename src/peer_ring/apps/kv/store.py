@@ -43,7 +43,14 @@ from peer_ring.app import (
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv._state import EMPTY, Entries
 from peer_ring.apps.kv.api import Entry
-from peer_ring.apps.kv.replica import KVConfig, KVReplica, MergeFunction, _expiry_float
+from peer_ring.apps.kv.replica import (
+    REPLICATE,
+    KVConfig,
+    KVReplica,
+    MergeFunction,
+    _decode_state,
+    _expiry_float,
+)
 
 __all__ = ["KVBatch", "KVConfig", "KVStore", "MergeFunction", "Versions"]
 
@@ -104,9 +111,15 @@ class KVStore(KVReplica):
         """The join of the quorum's answers."""
         merged: Entries = EMPTY
         for _, answer in result.acks:
-            other = memo[id(answer)] = _decode_once(answer, memo, result.acks)
-            if other != merged:
-                merged = self._join(merged, other) if merged else other
+            other = _decode_once(answer, memo, result.acks)
+            if other is not merged:
+                if other != merged:
+                    merged = self._join(merged, other) if merged else other
+                else:
+                    # equal answers share one object: read repair then compares
+                    # them by identity, not item by item
+                    other = merged
+            memo[id(answer)] = other
         return merged
 
     # -- callback forms: the network surfaces' hot path -----------------------------
@@ -192,7 +205,7 @@ class KVStore(KVReplica):
                 # A plain put's reply does not say whether the key existed: no
                 # pass over the acks for it.
                 start(
-                    "merge",
+                    "merge" if want_existed else REPLICATE,
                     k,
                     entries,
                     quorum,
@@ -403,16 +416,19 @@ class KVStore(KVReplica):
         n: int | None,
         w: int | None,
         timeout: float | None,
+        want_existed: bool = True,
     ) -> bool:
-        """Write (a value, or a tombstone for ``None``); True if a live value existed."""
+        """Write (a value, or a tombstone for ``None``); True if a live value
+        existed -- without ``want_existed`` (:meth:`put`, which does not say)
+        False when this node coordinates: the replicas are sent ``repl``."""
         if timeout is None:
             timeout = self.config.timeout
-        begun = self._begin_write(key, value, expires_at, context, n, w)
+        begun = self._begin_write(key, value, expires_at, context, n, w, want_existed)
         if begun is None:
             return await self._forward(key, value, expires_at, context, n, w, timeout)
         partition, entries, existed, quorum = begun
         result = await self.app.quorum(
-            "merge",
+            "merge" if want_existed else REPLICATE,
             key,
             entries,
             quorum=quorum,
@@ -492,7 +508,7 @@ class KVStore(KVReplica):
         k = self._key(key)
         v = self._check_value(value)
         exp = self._expiry(ttl, expires_at)
-        await self._write(k, v, exp, self._context(context), n, w, timeout)
+        await self._write(k, v, exp, self._context(context), n, w, timeout, False)
 
     async def put_json(self, key: bytes | str, obj: Any, **kw: Any) -> None:
         """:meth:`put` of ``json.dumps(obj)`` (UTF-8, compact separators)."""
@@ -535,7 +551,7 @@ class KVStore(KVReplica):
             return
         if w is not None or timeout is not None:
             await asyncio.gather(
-                *(self._write(k, v, exp, None, None, w, timeout) for k, v in checked)
+                *(self._write(k, v, exp, None, None, w, timeout, False) for k, v in checked)
             )
             return
         collect = _Collect(self.app.create_future(), len(checked))
@@ -751,11 +767,13 @@ class KVBatch:
     are forwarded to a replica, one request each.
     """
 
-    __slots__ = ("_rounds", "_store")
+    __slots__ = ("_dones", "_rounds", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
         self._rounds = store.app.batch()
+        #: the ``done`` of each put since the last flush, told by index
+        self._dones = _Dones()
 
     def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
         """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``."""
@@ -769,8 +787,29 @@ class KVBatch:
         *,
         expires_at: float | None = None,
     ) -> None:
-        """Write ``key`` (the store's W): ``done(None, None)`` or ``done(None, error)``."""
-        self._store._start_write(key, value, expires_at, done, False, self._rounds.add)
+        """Write ``key`` (the store's W): ``done(None, None)`` or ``done(None, error)``.
+
+        A write this node coordinates is a counted round of the batch
+        (``QuorumBatch.add_counted``: no round object per key)."""
+        store = self._store
+        try:
+            k = store._key(key)
+            v = store._check_value(value)
+            begun = store._begin_write(k, v, expires_at, None, None, None, False)
+            if begun is not None:
+                partition, entries, _, quorum = begun
+                dones = self._dones
+                index = len(dones.dones)
+                dones.dones.append(done)
+                self._rounds.add_counted(
+                    REPLICATE, k, entries, quorum, dones, index, partition, store.config.timeout
+                )
+                return
+        except Exception as exc:
+            done(None, exc)
+            return
+        # this node cannot coordinate it: forwarded, one request
+        store._start_write(k, v, expires_at, done, False, self._rounds.add)
 
     def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
         """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
@@ -778,7 +817,22 @@ class KVBatch:
 
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""
+        if self._dones.dones:  # the flushed rounds keep theirs
+            self._dones = _Dones()
         self._rounds.flush()
+
+
+class _Dones:
+    """The ``done`` callbacks of a batch's puts, in order: the one listener of
+    all its counted rounds (``listener(index, error)``)."""
+
+    __slots__ = ("dones",)
+
+    def __init__(self) -> None:
+        self.dones: list[Callable[[None, BaseException | None], None]] = []
+
+    def __call__(self, index: int, exc: BaseException | None) -> None:
+        self.dones[index](None, exc)
 
 
 def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
@@ -793,4 +847,4 @@ def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str,
                 seen = memo.get(id(other))
                 if seen is not None:
                     return seen
-    return st.decode_entries(answer)
+    return _decode_state(answer)
