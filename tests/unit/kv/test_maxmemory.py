@@ -39,6 +39,25 @@ def test_accounting_follows_stores_and_removals() -> None:
     assert b.used == 0
 
 
+def test_incremental_accounting_equals_sizing_both_states() -> None:
+    # stored() reads only the two values when old and new have the same
+    # one-value shape; on every pair of shapes its change must equal
+    # state_size(new) - state_size(old)
+    compact = pack((("a.1", 3, ((b"v" * 10, None, 3),)),))
+    one_entry = (("a.1", 2, ((b"w" * 30, 5.0, 1_000_007),)),)
+    tombstone = (("a.1", 4, ((None, None, 1_000_009),)),)
+    siblings = (("a.1", 2, ((b"x" * 7, None, 1),)), ("b.2", 1, ((b"y" * 9, None, 2),)))
+    two_items = (("a.1", 3, ((b"p" * 5, None, 3), (b"q" * 6, None, 2))),)
+    states = [compact, pack((("b.2", 1, ((None, None, 1),)),)), one_entry, tombstone,
+              siblings, two_items, ()]  # fmt: skip
+    assert type(compact[0]) is str  # the compact form is among them
+    for old in states:
+        for new in states:
+            b = MemoryBudget()
+            b.stored(b"k", old, new)
+            assert b.used == state_size(new) - state_size(old), (old, new)
+
+
 async def _fill(stores: list, n: int, ttl: float | None = None) -> tuple[list[bytes], int]:
     """Write ``n`` keys round-robin; return the acknowledged keys and the OOM count."""
     acked: list[bytes] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from peer_ring import Node, NodeConfig, ReplicationConfig
+from peer_ring import ManualClock, Node, NodeConfig, ReplicationConfig
 from peer_ring.app import InvalidRequest
 from peer_ring.apps.ratelimit import (
     Algorithm,
@@ -502,3 +502,50 @@ async def test_a_remembered_limit_still_checks_key_and_hits(cluster: Cluster) ->
             await lim.hit(key, limit=5, period=1, hits=hits)
     with pytest.raises(InvalidRequest, match="needs a lease id"):
         await lim.hit("c", limit=5, period=1, algorithm="concurrency")
+
+
+# -- background work of an idle node -------------------------------------------------------
+
+
+async def test_mode_loops_tick_only_while_slices_or_copies_are_held() -> None:
+    # The lease and global loops tick at their interval on the node's clock
+    # while they hold slices / cached copies, and not at all on an idle node
+    # (the global one used to run 20 times a second on every node for ever).
+    clock = ManualClock()
+    net = MemoryNetwork()
+    cfg = RateLimiterConfig(lease_ttl=1.0, global_sync_interval=0.05)
+    nodes = [Node(config(i), network=net, clock=clock) for i in (1, 2)]
+    lims = [node.register(RateLimiter(cfg)) for node in nodes]
+    await asyncio.gather(*(node.start() for node in nodes))
+    try:
+        await wait_for(lambda: all(len(x.members) == 2 for x in nodes), message="membership")
+        ready = asyncio.ensure_future(asyncio.gather(*(node.wait_ready() for node in nodes)))
+        for _ in range(1000):  # bootstrap runs on the node's clock
+            if ready.done():
+                break
+            await clock.advance(0.05)
+        await ready
+        await clock.advance(10.0, step=0.05)  # 200 sync intervals, 20 lease half-lives idle
+        assert [(lim._lease.ticks, lim._global.ticks) for lim in lims] == [(0, 0), (0, 0)]
+
+        lim = lims[0]
+        assert (await lim.hit("l", limit=100, period=3600, mode="lease")).allowed
+        await clock.advance(0.5)  # half a lease: the loop looks once, the slice is still in use
+        assert lim._lease.ticks == 1
+        assert len(lim._lease._slices) == 1
+        await clock.advance(5.0, step=0.05)  # the slice ends at 1.0 s: handed back and dropped
+        assert lim._lease.stats["returned_hits"] == 11  # a slice of 100 // 8, one hit used
+        assert not lim._lease._slices
+        assert lim._lease.ticks == 2  # and then no more ticks
+
+        key = next(f"k{i}" for i in range(100) if lim.primary_of(f"default_k{i}".encode()) != "n1")
+        assert (await lim.hit(key, limit=10, period=3600, mode="global")).allowed  # cached
+        await clock.advance(0.05)
+        assert lim._global.ticks == 1  # synced once (unused since: the copy is dropped)
+        await clock.advance(0.05)
+        assert lim._global.ticks == 2
+        assert not lim._global._cache
+        await clock.advance(10.0, step=0.05)
+        assert (lim._lease.ticks, lim._global.ticks) == (2, 2)
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))

@@ -37,10 +37,10 @@ Invariant: this module does no I/O and keeps no reference to the store.
 
 from __future__ import annotations
 
-from typing import Final, cast
+from typing import Any, Final
 
 from peer_ring.app import ConfigError
-from peer_ring.apps.kv._state import Entries, Stored
+from peer_ring.apps.kv._state import Stored
 
 __all__ = ["KEY_OVERHEAD", "POLICIES", "MemoryBudget", "parse_size", "state_size"]
 
@@ -60,18 +60,20 @@ _ITEM: Final = 110
 
 def state_size(stored: Stored) -> int:
     """Estimated bytes of one stored state (values counted exactly)."""
-    if stored and type(stored[0]) is str:
-        value = stored[1]
+    # tuple[Any, ...], not Entries: the compiled build indexes the tuples
+    # without unboxing each one whole (stamps, expiries) to read one field
+    s: tuple[Any, ...] = stored
+    if s and type(s[0]) is str:
+        value = s[1]
         return _COMPACT + (len(value) if type(value) is bytes else 0)
-    # typed, so that the compiled build walks the tuples natively (an
-    # untyped walk went through generic iteration and indexing per item)
-    entries = cast(Entries, stored)
-    total = 56 + _ENTRY * len(entries)
-    for entry in entries:
-        items = entry[2]
+    total = 56 + _ENTRY * len(s)
+    for entry in s:
+        e: tuple[Any, ...] = entry
+        items: tuple[Any, ...] = e[2]
         total += _ITEM * len(items)
         for item in items:
-            v = item[0]
+            it: tuple[Any, ...] = item
+            v = it[0]
             if type(v) is bytes:
                 total += len(v)
     return total
@@ -128,19 +130,40 @@ class MemoryBudget:
 
     def stored(self, key: bytes, old: Stored | None, new: Stored) -> None:
         """``key``'s state became ``new`` (``old``: the state it replaced, None
-        for a new key). Incremental: each state is sized once; when both are
-        the compact one-value form (every key of an LWW store) only the two
-        values' lengths are read -- the rest of the estimate cancels out."""
+        for a new key). Incremental: when the old and the new state have the
+        same shape of one value -- both compact, or both one actor's entry
+        with one item (every key of an LWW store: the RESP surface's) -- only
+        the two values' lengths are read, the rest of the estimate cancelling
+        out; otherwise each state is sized once (:func:`state_size`)."""
         if old is None:
             self.used += len(key) + KEY_OVERHEAD + state_size(new)
-        elif old and new and type(old[0]) is str and type(new[0]) is str:
-            ov = old[1]
-            nv = new[1]
-            self.used += (len(nv) if type(nv) is bytes else 0) - (
-                len(ov) if type(ov) is bytes else 0
-            )
-        else:
-            self.used += state_size(new) - state_size(old)
+            return
+        o: tuple[Any, ...] = old
+        n: tuple[Any, ...] = new
+        if o and n:
+            if type(o[0]) is str:
+                if type(n[0]) is str:  # both compact
+                    ov = o[1]
+                    nv = n[1]
+                    self.used += (len(nv) if type(nv) is bytes else 0) - (
+                        len(ov) if type(ov) is bytes else 0
+                    )
+                    return
+            elif len(o) == 1 and len(n) == 1 and type(n[0]) is not str:
+                oe: tuple[Any, ...] = o[0]
+                ne: tuple[Any, ...] = n[0]
+                oi: tuple[Any, ...] = oe[2]
+                ni: tuple[Any, ...] = ne[2]
+                if len(oi) == 1 and len(ni) == 1:  # one entry of one item each
+                    oitem: tuple[Any, ...] = oi[0]
+                    nitem: tuple[Any, ...] = ni[0]
+                    ov = oitem[0]
+                    nv = nitem[0]
+                    self.used += (len(nv) if type(nv) is bytes else 0) - (
+                        len(ov) if type(ov) is bytes else 0
+                    )
+                    return
+        self.used += state_size(new) - state_size(old)
 
     def removed(self, key: bytes, old: Stored) -> None:
         self.used -= len(key) + KEY_OVERHEAD + state_size(old)

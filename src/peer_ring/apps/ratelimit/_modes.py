@@ -200,6 +200,10 @@ class LeaseClient:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._time: Callable[[], float] | None = None
         self.stats = {"local": 0, "grants": 0, "granted_hits": 0, "returned_hits": 0}
+        #: set when a slice is taken: :meth:`run` ticks only while slices are held
+        self._held = asyncio.Event()
+        #: ticks of :meth:`run` so far (none while no slice is held)
+        self.ticks = 0
 
     def _now(self) -> int:
         clock = self._time
@@ -276,6 +280,7 @@ class LeaseClient:
                 self._slices[req.key] = _Slice(
                     _sig(req), 0, 0, 0, 0, resp.limit, resp.reset_time_ns, blocked, resp
                 )
+                self._held.set()
                 return resp
             self.stats["granted_hits"] += granted
             left = granted - req.hits
@@ -284,6 +289,7 @@ class LeaseClient:
                 _sig(req), left, min(use_until, local_end), back_until, resp.remaining,
                 resp.limit, resp.reset_time_ns,
             )  # fmt: skip
+            self._held.set()
             return RateLimitResponse(
                 Status.UNDER_LIMIT, resp.limit, resp.remaining + left, resp.reset_time_ns
             )
@@ -292,10 +298,17 @@ class LeaseClient:
             fut.set_result(None)
 
     async def run(self) -> None:
-        """Background task: hand back what ended slices did not use."""
+        """Background task: hand back what ended slices did not use, every
+        ``lease_ttl / 2`` (the node's clock) while slices are held; with none
+        it waits for the next grant (an idle node does no work here)."""
         lim = self._lim
+        clock = lim.app.clock
         while True:
-            await asyncio.sleep(lim.config.lease_ttl / 2)
+            if not self._slices:
+                self._held.clear()
+                await self._held.wait()
+            await clock.sleep(lim.config.lease_ttl / 2)
+            self.ticks += 1
             now = self._now()
             for key, s in list(self._slices.items()):
                 if now < s.use_until or key in self._inflight:
@@ -338,6 +351,10 @@ class GlobalClient:
         self._lim = limiter
         self._cache: dict[str, _Cached] = {}
         self.stats = {"local": 0, "syncs": 0, "sync_failures": 0}
+        #: set when a key is cached: :meth:`run` ticks only while copies are held
+        self._held = asyncio.Event()
+        #: ticks of :meth:`run` so far (none while nothing is cached)
+        self.ticks = 0
 
     def _now(self) -> int:
         return round(self._lim.app.clock.time() * NS_PER_S)
@@ -351,6 +368,7 @@ class GlobalClient:
             raw = await lim.route_key(req.key.encode(), "gdecide", [lim.wire(req), 0])
             resp, state = self._unpack(raw)
             self._cache[req.key] = _Cached(req, state, 0, True)
+            self._held.set()
             return resp
         now = self._now()
         new, resp = decide(entry.state, req, now)
@@ -369,10 +387,18 @@ class GlobalClient:
         return _unwire(raw[0]), None if raw[1] is None else decode_state(raw[1])
 
     async def run(self) -> None:
-        """Background task: send admitted hits to the owners, refresh the copies."""
+        """Background task: send admitted hits to the owners and refresh the
+        copies, every ``global_sync_interval`` (the node's clock) while copies
+        are cached; with none it waits for the next (an idle node does no work
+        here: this ran 20 times a second on every node before)."""
         lim = self._lim
+        clock = lim.app.clock
         while True:
-            await asyncio.sleep(lim.config.global_sync_interval)
+            if not self._cache:
+                self._held.clear()
+                await self._held.wait()
+            await clock.sleep(lim.config.global_sync_interval)
+            self.ticks += 1
             for key, entry in list(self._cache.items()):
                 if not entry.used and not entry.pending:
                     del self._cache[key]  # idle for a whole interval: forget it
