@@ -12,7 +12,7 @@ Invariants:
   a bad one changes nothing.
 * A peek (``hits == 0``) never writes; every other request writes one slot
   under this limiter's ``actor`` id, unless it changed nothing (a refusal
-  that leaves the state as it was: same window, no drain), which writes
+  that took nothing: a full window, an empty bucket, no drain), which writes
   nothing -- the stored replica object stays the same, so a caller can tell
   by identity whether there is anything to copy.
 * :meth:`export` / :meth:`absorb` move a key's replicated state in and out
