@@ -73,9 +73,7 @@ def test_a_refusal_that_drains_writes(clock: Wall) -> None:
     from peer_ring.apps.ratelimit import Behavior
 
     rl = LocalLimiter(clock.time)
-    req = RateLimitRequest(
-        "api", "user:1", 5, 60 * S, hits=6, behavior=Behavior.DRAIN_OVER_LIMIT
-    )
+    req = RateLimitRequest("api", "user:1", 5, 60 * S, hits=6, behavior=Behavior.DRAIN_OVER_LIMIT)
     assert rl.hit(hit(2)).allowed
     before = rl.export("api_user:1")
     assert not rl.hit(req).allowed
