@@ -538,7 +538,13 @@ class RateLimiter(Service):
                     self._release_waiters()
                 raise
             self._reserved -= 1
-        return self._run_now(self._part(partition), partition, key, op)
+        try:
+            return self._run_now(self._part(partition), partition, key, op)
+        finally:
+            if self._waiters:
+                # a decision that wrote nothing (or failed) leaves its slot
+                # free, and no copy will come to wake the next: wake it here
+                self._release_waiters()
 
     def _release_waiters(self) -> None:
         """Copies were acknowledged: wake as many waiting decisions as there
