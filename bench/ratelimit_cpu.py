@@ -9,6 +9,7 @@ cProfile top (interpreted functions only: compiled ones show as one entry).
 
     .venv/bin/python bench/ratelimit_cpu.py lease --decisions 500000
     .venv/bin/python bench/ratelimit_cpu.py exact --decisions 100000 --profile
+    .venv/bin/python bench/ratelimit_cpu.py exact --remote --decisions 100000
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ import time
 from ratelimit import memory_limiters
 
 
-async def run(mode: str, decisions: int, tasks: int, profile: bool) -> None:
+async def run(mode: str, decisions: int, tasks: int, profile: bool, remote: bool) -> None:
     nodes, lims = await memory_limiters(mode, 1000)
     try:
         lim = lims[0]
         per = decisions // tasks
+        # --remote: a hot key owned by another node, so that every decision
+        # takes the asking path (request, memory transport, answer) as well
+        key = next(
+            f"hot{i}"
+            for i in range(1000)
+            if (lim.primary_of(f"default_hot{i}".encode()) != nodes[0].id) == remote
+        )
 
         async def worker() -> None:
             for i in range(per):
-                await lim.hit("hot", limit=1000, period=1, algorithm="fixed_window")
+                await lim.hit(key, limit=1000, period=1, algorithm="fixed_window")
                 if i % 256 == 0:
                     await asyncio.sleep(0)  # a decision that never suspends must still yield
 
@@ -43,11 +51,13 @@ async def run(mode: str, decisions: int, tasks: int, profile: bool) -> None:
         if prof is not None:
             prof.disable()
         wall, cpu = time.perf_counter() - t, time.process_time() - c
-        print(f"{mode}: {per * tasks / wall:,.0f} decisions/s, {per * tasks / cpu:,.0f} per CPU-s")
+        where = "remote owner" if remote else "local owner"
+        n = per * tasks
+        print(f"{mode} ({where}): {n / wall:,.0f} decisions/s, {n / cpu:,.0f} per CPU-s")
         for node, lm in zip(nodes, lims, strict=True):
             print(f"  {node.id}: { ({k: v for k, v in lm.stats.items() if v}) }")
         if prof is not None:
-            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(40)
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
 
@@ -58,8 +68,13 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=200_000)
     ap.add_argument("--tasks", type=int, default=64)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--remote",
+        action="store_true",
+        help="the hot key's owner is another node: every decision crosses the (memory) transport",
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.mode, args.decisions, args.tasks, args.profile))
+    asyncio.run(run(args.mode, args.decisions, args.tasks, args.profile, args.remote))
 
 
 if __name__ == "__main__":

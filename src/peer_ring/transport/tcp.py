@@ -3,8 +3,11 @@
 Frames are a 4-byte big-endian length followed by the msgpack body. Writes
 are coalesced: frames written during one pass of the event loop leave in a
 single ``transport.write`` at the end of the pass, which is what makes many
-concurrent requests cheap. Incoming bytes are parsed in place; a length above
-``max_frame_size`` closes the channel before the body is buffered.
+concurrent requests cheap -- or as soon as :data:`FLUSH_FRAMES` frames wait,
+so that a burst written in one pass (the next requests of many clients
+answered together) reaches the peer in parts and both processes work at
+once instead of taking turns. Incoming bytes are parsed in place; a length
+above ``max_frame_size`` closes the channel before the body is buffered.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -27,6 +31,11 @@ log = logging.getLogger(__name__)
 
 _HEADER = 4
 
+#: Frames after which a channel's buffer is written at once rather than at the
+#: end of the loop pass (at most one more write per that many frames); 0: only
+#: at the end of the pass. ``PEER_RING_TCP_FLUSH_FRAMES`` overrides it.
+FLUSH_FRAMES = int(os.environ.get("PEER_RING_TCP_FLUSH_FRAMES", "16"))
+
 
 class _TcpConn(asyncio.Protocol, FrameConn):
     """One TCP channel; the same class serves dialed and accepted channels."""
@@ -38,6 +47,7 @@ class _TcpConn(asyncio.Protocol, FrameConn):
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.flush_scheduled = False
+        self.flush_at = 2 * FLUSH_FRAMES  # entries of ``out``: a header and a body per frame
         self.buf = bytearray()
         self.closed = False
         self.loop = asyncio.get_running_loop()
@@ -116,9 +126,16 @@ class _TcpConn(asyncio.Protocol, FrameConn):
     def write(self, frame: bytes) -> None:
         if self.closed:
             return
-        self.out.append(len(frame).to_bytes(_HEADER, "big"))
-        self.out.append(frame)
+        out = self.out
+        out.append(len(frame).to_bytes(_HEADER, "big"))
+        out.append(frame)
         self.out_bytes += len(frame) + _HEADER
+        if self.flush_at and len(out) >= self.flush_at and self.transport is not None:
+            # a burst: out now (a pass-end flush already scheduled finds less, or nothing)
+            self.out = []
+            self.out_bytes = 0
+            self.transport.write(b"".join(out))
+            return
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)

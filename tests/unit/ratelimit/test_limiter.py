@@ -178,6 +178,36 @@ async def test_decisions_past_the_crash_bound_wait_their_turn_and_all_complete()
         await asyncio.gather(*(n.stop() for n in nodes))
 
 
+async def test_refusals_that_take_nothing_are_neither_copied_nor_held_at_the_bound() -> None:
+    # a flood of refusals on a full key: nothing changed, so nothing waits for
+    # a copy and none is sent, even with a crash bound of 4 and no timed copy
+    _net, nodes, lims = await start(
+        MemoryNetwork(), RateLimiterConfig(copy_every=4, max_unreplicated=4, copy_interval=30.0)
+    )
+    try:
+        primary_id = owners_of(lims[0], "default", "full")[0]
+        primary = next(lim for lim in lims if lim.app.node_id == primary_id)
+        asker = next(lim for lim in lims if lim.app.node_id != primary_id)
+        first = [await asker.hit("full", limit=4, period=3600) for _ in range(4)]
+        assert all(d.allowed for d in first)
+        await wait_for(lambda: primary._pending + primary._inflight == 0, message="copied")
+        copies = primary.stats["copies_sent"]
+        answers = await asyncio.gather(
+            *(asker.hit("full", limit=4, period=3600) for _ in range(100))
+        )
+        assert not any(d.allowed for d in answers)
+        assert primary.stats["decisions"] == 104
+        assert primary.stats["decisions_waited"] == 0
+        assert primary._pending + primary._inflight == 0
+        assert primary.stats["copies_sent"] == copies
+        # the co-owners hold the same state as the owner: nothing is missing
+        for lim in lims:
+            if lim.app.node_id in owners_of(lim, "default", "full"):
+                assert state_on(lim, "default", "full") == state_on(primary, "default", "full")
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
 async def test_a_key_with_no_copy_anywhere_counts_as_rebuilt() -> None:
     net, nodes, lims = await start(
         MemoryNetwork(), RateLimiterConfig(copy_every=1000, copy_interval=60.0)

@@ -51,6 +51,36 @@ def test_a_peek_writes_nothing(clock: Wall) -> None:
     assert rl.export("api_user:1") == before
 
 
+@pytest.mark.parametrize(
+    "alg", [Algorithm.FIXED_WINDOW, Algorithm.SLIDING_WINDOW, Algorithm.TOKEN_BUCKET,
+            Algorithm.LEAKY_BUCKET, Algorithm.GCRA],
+)  # fmt: skip
+def test_a_refusal_that_takes_nothing_writes_nothing(clock: Wall, alg: Algorithm) -> None:
+    rl = LocalLimiter(clock.time)
+    for _ in range(5):
+        assert rl.hit(hit(alg=alg)).allowed
+    full = rl.export("api_user:1")
+    clock.now += 0.001  # later, still no room: the buckets refill too little
+    refused = rl.hit(hit(alg=alg))
+    assert refused.status is Status.OVER_LIMIT
+    assert refused.retry_after_ns > 0
+    assert rl.export("api_user:1") is full  # the same object: nothing to copy
+    # and the state still reads as it did: the refusal answers the same again
+    assert rl.hit(hit(alg=alg)) == refused
+
+
+def test_a_refusal_that_drains_writes(clock: Wall) -> None:
+    from peer_ring.apps.ratelimit import Behavior
+
+    rl = LocalLimiter(clock.time)
+    req = RateLimitRequest("api", "user:1", 5, 60 * S, hits=6, behavior=Behavior.DRAIN_OVER_LIMIT)
+    assert rl.hit(hit(2)).allowed
+    before = rl.export("api_user:1")
+    assert not rl.hit(req).allowed
+    assert rl.export("api_user:1") != before
+    assert rl.hit(hit(0)).remaining == 0
+
+
 def test_a_bad_request_changes_nothing_and_raises(clock: Wall) -> None:
     rl = LocalLimiter(clock.time)
     with pytest.raises(InvalidRequest, match="limit must be in"):

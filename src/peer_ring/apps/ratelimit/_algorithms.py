@@ -171,6 +171,7 @@ def _tb_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     lim, dur, cap_hits = s[1], s[2], capacity_of(s)
     cap = cap_hits * dur
     level, t = _tb_at(s, now)
+    at_t = level
     h = req.hits
     passed, retry_at = True, -1
     if int(req.behavior) & _RESET:
@@ -187,8 +188,12 @@ def _tb_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     elif h < 0:
         level = min(cap, level - h * dur)
     reset_at = t + _ceil_div(cap - level, lim) if level < cap else t
-    state = (s[0], lim, dur, s[3], level, t)
-    return state, _response(req, passed, level // dur, reset_at, retry_at, now)
+    resp = _response(req, passed, level // dur, reset_at, retry_at, now)
+    if not passed and level == at_t:
+        # a refusal that took nothing: ``s`` refills to the same level at
+        # every later instant, so the state is unchanged (nothing to write)
+        return s, resp
+    return (s[0], lim, dur, s[3], level, t), resp
 
 
 # --- leaky bucket -----------------------------------------------------------
@@ -205,6 +210,7 @@ def _lb_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     lim, dur, cap_hits = s[1], s[2], capacity_of(s)
     cap = cap_hits * dur
     water, t = _lb_at(s, now)
+    at_t = water
     h = req.hits
     passed, retry_at = True, -1
     if int(req.behavior) & _RESET:
@@ -221,8 +227,10 @@ def _lb_step(s: State, req: RateLimitRequest, now: int) -> tuple[State, RateLimi
     elif h < 0:
         water = max(0, water + h * dur)
     reset_at = t + _ceil_div(water, lim)
-    state = (s[0], lim, dur, s[3], water, t)
-    return state, _response(req, passed, (cap - water) // dur, reset_at, retry_at, now)
+    resp = _response(req, passed, (cap - water) // dur, reset_at, retry_at, now)
+    if not passed and water == at_t:
+        return s, resp  # a refusal that added nothing: unchanged, as for the token bucket
+    return (s[0], lim, dur, s[3], water, t), resp
 
 
 # --- GCRA (redis-cell) ------------------------------------------------------
@@ -577,7 +585,10 @@ def decide(
     ``req`` must have passed :func:`~peer_ring.apps.ratelimit._types.check_request`.
     Returns the state to keep and the response. A peek (``hits == 0``
     without ``RESET_REMAINING``) returns ``state`` itself, so the caller can
-    tell by identity that nothing is to be written.
+    tell by identity that nothing is to be written; so does a refusal of
+    the token or leaky bucket that took nothing (under the same limit): the
+    stored state reads the same at every later instant. (A window refusal
+    returns an equal tuple: the caller compares.)
     """
     current = fresh(req, now) if state is None else convert(state, req, now)
     new, resp = _STEPS[int(req.algorithm)](current, req, now)

@@ -106,6 +106,7 @@ log = logging.getLogger(__name__)
 
 _ALG_NAMES: Final = {a.name.lower(): a for a in Algorithm}
 _GLOBAL: Final = int(Behavior.GLOBAL)
+_CONCURRENCY: Final = int(Algorithm.CONCURRENCY)
 _RESET: Final = int(Behavior.RESET_REMAINING)
 #: Copy rounds in flight at once (see RateLimiter._copier).
 _MAX_ROUNDS: Final = 4
@@ -152,12 +153,12 @@ class Decision:
     def of(cls, resp: RateLimitResponse) -> Decision:
         retry = resp.retry_after_ns
         return cls(
-            allowed=resp.allowed,
-            limit=resp.limit,
-            remaining=resp.remaining,
-            reset_at=resp.reset_time_ns / NS_PER_S,
-            retry_after=math.inf if retry < 0 else retry / NS_PER_S,
-            response=resp,
+            resp.allowed,
+            resp.limit,
+            resp.remaining,
+            resp.reset_time_ns / NS_PER_S,
+            math.inf if retry < 0 else retry / NS_PER_S,
+            resp,
         )
 
 
@@ -247,10 +248,36 @@ def _resp_to_wire(r: RateLimitResponse) -> list[int]:
     return [int(r.status), r.limit, r.remaining, r.reset_time_ns, r.retry_after_ns]
 
 
+_STATUSES: Final = (Status.UNDER_LIMIT, Status.OVER_LIMIT)
+
+
 def _resp_from_wire(raw: Any) -> RateLimitResponse:
-    if type(raw) is not list or len(raw) != 5 or not all(type(x) is int for x in raw):
-        raise InvalidRequest(f"bad rate-limit answer from the owner: {raw!r:.80}")
-    return RateLimitResponse(Status(raw[0]), raw[1], raw[2], raw[3], raw[4])
+    if type(raw) is list and len(raw) == 5:
+        st, limit, remaining, reset, retry = raw
+        if (
+            type(st) is int
+            and type(limit) is int
+            and type(remaining) is int
+            and type(reset) is int
+            and type(retry) is int
+            and 0 <= st <= 1
+        ):
+            return RateLimitResponse(_STATUSES[st], limit, remaining, reset, retry)
+    raise InvalidRequest(f"bad rate-limit answer from the owner: {raw!r:.80}")
+
+
+def _decision_from_wire(raw: Any) -> Decision:
+    """``Decision.of(_resp_from_wire(raw))`` in one step (exact mode's hot path)."""
+    resp = _resp_from_wire(raw)
+    retry = resp.retry_after_ns
+    return Decision(
+        resp.status is Status.UNDER_LIMIT,
+        resp.limit,
+        resp.remaining,
+        resp.reset_time_ns / NS_PER_S,
+        math.inf if retry < 0 else retry / NS_PER_S,
+        resp,
+    )
 
 
 def algorithm_of(value: Algorithm | str | int) -> Algorithm:
@@ -290,16 +317,22 @@ def _duration_ns(period: float) -> int:
 
 
 #: A limit as :meth:`RateLimiter.hit` validated it: duration (ns), algorithm,
-#: behaviour, its lease-slice signature, whether it selects global mode.
-_Spec = tuple[int, Algorithm, Behavior, tuple[int, int, int, int, int], bool]
+#: behaviour, its lease-slice signature, whether it selects global mode, and
+#: the algorithm and behaviour as the ints of the wire.
+_Spec = tuple[int, Algorithm, Behavior, tuple[int, int, int, int, int], bool, int, int]
 
 #: A decision run at the owner: ``op(limiter, key_name) -> (wire answer, wrote, over_limit)``.
 _Op = Callable[[LocalLimiter, str], tuple[Any, bool, bool]]
 
 
 def _op_decide(req: RateLimitRequest, part: LocalLimiter, name: str) -> tuple[Any, bool, bool]:
+    before = part.export(name)
     resp = part.hit_checked(req)
-    wrote = req.hits != 0 or bool(int(req.behavior) & _RESET)
+    # written: the key's replica changed (a new object). A decision that
+    # changed nothing (most refusals) has nothing to copy, so it neither
+    # counts towards a copy round nor towards the crash bound: a crash
+    # cannot forget what was never written.
+    wrote = part.export(name) is not before
     return _resp_to_wire(resp), wrote, resp.status is Status.OVER_LIMIT
 
 
@@ -463,10 +496,12 @@ class RateLimiter(Service):
             or self._inflight + self._pending + self._reserved >= self.config.unreplicated_limit
         ):
             return self._run_later(partition, key, op)
-        return self._run_now(part, partition, key, op)
+        return self._run_now(part, partition, key, op, name)
 
-    def _run_now(self, part: LocalLimiter, partition: int, key: bytes, op: _Op) -> Any:
-        answer, wrote, over = op(part, key.decode())
+    def _run_now(
+        self, part: LocalLimiter, partition: int, key: bytes, op: _Op, name: str = ""
+    ) -> Any:
+        answer, wrote, over = op(part, name or key.decode())
         self.stats["decisions"] += 1
         if over:
             self.stats["over_limit"] += 1
@@ -503,7 +538,13 @@ class RateLimiter(Service):
                     self._release_waiters()
                 raise
             self._reserved -= 1
-        return self._run_now(self._part(partition), partition, key, op)
+        try:
+            return self._run_now(self._part(partition), partition, key, op)
+        finally:
+            if self._waiters:
+                # a decision that wrote nothing (or failed) leaves its slot
+                # free, and no copy will come to wake the next: wake it here
+                self._release_waiters()
 
     def _release_waiters(self) -> None:
         """Copies were acknowledged: wake as many waiting decisions as there
@@ -791,20 +832,39 @@ class RateLimiter(Service):
         return None
 
     async def route_key(self, key: bytes, command: str, payload: Any) -> Any:
-        """Run ``command`` at the first live owner of ``key`` that takes it."""
+        """Run ``command`` at the first live owner of ``key`` that takes it
+        (live owners in preference order, then the others)."""
         app = self.app
         partition = app.partition_for(key)
         owners = app.owners(partition)
-        order = [o for o in owners if app.is_up(o)] + [o for o in owners if not app.is_up(o)]
-        if not order:
+        if not owners:
             raise PeerUnavailable("the ring is empty")
+        timeout = self.config.timeout or app.request_timeout
+        first = ""
+        for owner in owners:  # the hot path: the first live owner, asked once
+            if app.is_up(owner):
+                first = owner
+                break
         last: BaseException | None = None
-        for owner in order:
+        if first:
+            if first != app.node_id:
+                self.stats["forwarded"] += 1
+            try:
+                return await app.call_replica(
+                    first, command, key, payload, partition=partition, timeout=timeout
+                )
+            except _RETRY as exc:
+                last = exc
+        # the first live owner refused or could not be reached: the other
+        # live owners in order, then those not known to be up
+        rest = [o for o in owners if o != first and app.is_up(o)]
+        rest += [o for o in owners if o != first and not app.is_up(o)]
+        for owner in rest:
             if owner != app.node_id:
                 self.stats["forwarded"] += 1
             try:
                 return await app.call_replica(
-                    owner, command, key, payload, partition=partition, timeout=self._timeout()
+                    owner, command, key, payload, partition=partition, timeout=timeout
                 )
             except _RETRY as exc:
                 last = exc
@@ -884,7 +944,7 @@ class RateLimiter(Service):
         spec = self._specs.get(spec_key)
         if spec is None:
             spec = self._spec(name, limit, period, algorithm, burst, behavior)
-        dur, alg, beh, slice_sig, glob = spec
+        dur, alg, beh, slice_sig, glob, alg_i, beh_i = spec
         if type(key) is not str or not key or len(key) > MAX_NAME_LEN:
             raise InvalidRequest(
                 f"key must be a non-empty string of at most {MAX_NAME_LEN} characters,"
@@ -894,6 +954,16 @@ class RateLimiter(Service):
             raise InvalidRequest(f"hits must be in [{-INT64_MAX}, {INT64_MAX}], got {hits!r:.40}")
         if not mode:
             mode = "global" if glob else self.config.mode
+        if mode == "exact" and alg_i != _CONCURRENCY:
+            # the hot path of exact mode: the wire request straight from the
+            # validated limit (what request_to_wire makes of the request
+            # object), the answer straight into a Decision
+            raw = await self.route_key(
+                f"{name}_{key}".encode(),
+                "decide",
+                [name, key, limit, dur, hits, alg_i, beh_i, burst, ""],
+            )
+            return _decision_from_wire(raw)
         if mode == "lease" and hits > 0:
             local = self._lease.local(f"{name}_{key}", slice_sig, hits)
             if local is not None:
@@ -928,6 +998,8 @@ class RateLimiter(Service):
             probe.behavior,
             _modes.sig(limit, probe.duration_ns, probe.algorithm, burst, probe.behavior),
             bool(int(probe.behavior) & _GLOBAL),
+            int(probe.algorithm),
+            int(probe.behavior),
         )
         self._specs[(name, limit, period, algorithm, burst, behavior)] = spec
         return spec

@@ -11,7 +11,10 @@ Invariants:
 * Every request is validated first (:class:`~peer_ring.errors.InvalidRequest`);
   a bad one changes nothing.
 * A peek (``hits == 0``) never writes; every other request writes one slot
-  under this limiter's ``actor`` id.
+  under this limiter's ``actor`` id, unless it changed nothing (a refusal
+  that took nothing: a full window, an empty bucket, no drain), which writes
+  nothing -- the stored replica object stays the same, so a caller can tell
+  by identity whether there is anything to copy.
 * :meth:`export` / :meth:`absorb` move a key's replicated state in and out
   (handoff, copies to the other owners); :meth:`absorb` joins with what is
   there (``_merge.merge``), so it never forgets a hit, in any order, any
@@ -87,7 +90,10 @@ class LocalLimiter:
         new, resp = decide(state, req, now)
         if new is not state and new is not None:
             admitted = req.hits if req.hits > 0 and resp.status is Status.UNDER_LIMIT else 0
-            self._keys[key] = record(replica, self._actor, new, admitted)
+            if admitted or len(replica) != 1 or new != state:
+                self._keys[key] = record(replica, self._actor, new, admitted)
+            # else: a decision that changed nothing (a refusal within the same
+            # window, say) writes nothing: no slot, nothing for the copies
         return resp
 
     def count(self, req: RateLimitRequest, hits: int, *, now_ns: int | None = None) -> None:
