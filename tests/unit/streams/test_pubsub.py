@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from peer_ring import Node, NodeConfig, ReplicationConfig
+from peer_ring import ManualClock, Node, NodeConfig, ReplicationConfig
 from peer_ring.app import Request
 from peer_ring.apps.pubsub import Message, PubSub, PubSubConfig, SlowSubscriber, glob_match
 from peer_ring.transport.memory import MemoryNetwork
@@ -210,3 +210,44 @@ async def test_a_coalesced_batch_is_one_write_per_subscriber_and_counts_a_slow_o
     assert svc.dropped == 1
     assert svc.deliveries == 6
     del svc._local[("c", b"x")], svc._local[("c", b"y")]
+
+
+async def test_a_node_without_patterns_announces_nothing_in_the_background() -> None:
+    # Pattern tables go to every member (n^2 messages per refresh). A node
+    # announces its table on change and, by the refresh, only while it has
+    # patterns and for one lease after its last one went (a member that missed
+    # the emptying announcement drops the table by then anyway); idle, nothing.
+    clock = ManualClock()
+    net = MemoryNetwork()
+    lease = 3.0
+    nodes = [Node(config(i), network=net, clock=clock) for i in (1, 2)]
+    ps = [n.register(PubSub(PubSubConfig(lease=lease))) for n in nodes]
+    await asyncio.gather(*(n.start() for n in nodes))
+    try:
+        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="membership")
+        ready = asyncio.ensure_future(asyncio.gather(*(n.wait_ready() for n in nodes)))
+        for _ in range(1000):  # bootstrap runs on the node's clock
+            if ready.done():
+                break
+            await clock.advance(0.05)
+        await ready
+        await clock.advance(10 * lease, step=0.05)  # 30 refresh periods, idle
+        assert [p.pattern_announcements for p in ps] == [0, 0]
+
+        sub = ps[0].subscribe("news.*")
+        await sub.start()  # announced on change
+        assert ps[0].pattern_announcements == 1
+        await wait_for(lambda: ps[1].numpat() == 1, message="pattern known")
+        await clock.advance(lease, step=0.05)  # refreshed every lease / 3
+        assert ps[0].pattern_announcements == 4
+        await sub.close()  # announced on change: the table is empty now
+        assert ps[0].pattern_announcements == 5
+        await wait_for(lambda: ps[1].numpat() == 0, message="pattern dropped")
+        await clock.advance(10 * lease, step=0.05)
+        after = ps[0].pattern_announcements
+        assert 5 < after <= 5 + 3  # refreshed for at most one lease (every lease / 3) ...
+        await clock.advance(10 * lease, step=0.05)
+        assert ps[0].pattern_announcements == after  # ... then nothing
+        assert ps[1].pattern_announcements == 0
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))

@@ -24,9 +24,11 @@ Invariants and design (``docs/pubsub.md``):
   batches grow instead of the queue of per-message requests.
 * **Patterns** can match any channel, so they cannot live with one channel's
   owners: every node tells every member its own pattern table (on change and
-  every ``lease / 3``); the publishing node matches the channel against the
-  tables and sends the message directly to the nodes with a match. Patterns
-  are few; messages never go to nodes without a matching subscriber.
+  every ``lease / 3`` while it has patterns, and for one lease after its last
+  one went; a node without patterns sends nothing in the background); the
+  publishing node matches the channel against the tables and sends the
+  message directly to the nodes with a match. Patterns are few; messages
+  never go to nodes without a matching subscriber.
 * **Delivery** is at most once per subscriber; with no fault, each
   subscriber gets a publisher's messages on a channel exactly once and in
   publish order (one publisher awaits each publish before the next). A
@@ -191,6 +193,12 @@ class PubSub(Service):
         #: publishes to send to their leaders this loop iteration, in order
         self._pubbox: dict[str, list[tuple[list[Any], asyncio.Future[int]]]] = {}
         self._stamp = 0
+        #: until when the periodic refresh announces this node's pattern table
+        #: (a lease after it last held a pattern, so that a member that missed
+        #: the emptying announcement still drops it early; then nothing)
+        self._announce_until = 0.0
+        #: pattern tables this node broadcast (on change and by the refresh)
+        self.pattern_announcements = 0
         self.publishes = 0
         self.deliveries = 0
         self.dropped = 0
@@ -549,8 +557,12 @@ class PubSub(Service):
     async def _announce_patterns(self) -> None:
         app = self.app
         pats = [[name, len(s)] for (k, name), s in self._local.items() if k == PATTERN]
-        payload = [app.node_id, self._next_stamp(), pats, app.clock.time() + self.config.lease]
+        now = app.clock.time()
+        if pats:
+            self._announce_until = now + self.config.lease
+        payload = [app.node_id, self._next_stamp(), pats, now + self.config.lease]
         self.handle(Request("pats", b"", -1, payload, app.node_id))
+        self.pattern_announcements += 1
         await app.broadcast("pats", payload)
 
     async def _refresh_once(self) -> None:
@@ -559,6 +571,8 @@ class PubSub(Service):
                 await self._register(kind, name, first=False)
             except PeerRingError as exc:
                 log.debug("pubsub: refresh of %r failed: %s", name[:64], exc)
+        if self.app.clock.time() >= self._announce_until:
+            return  # no pattern for a lease: every member's copy of the table has expired
         try:
             await self._announce_patterns()
         except PeerRingError as exc:
