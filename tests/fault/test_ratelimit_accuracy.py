@@ -94,6 +94,7 @@ class Load:
             stub = self.targets.get(ip)
             if stub is None or self.stop.is_set():
                 return
+            sent = time.time_ns()
             try:
                 got = await stub.GetRateLimits(batch, timeout=2)
                 r = got.responses[0]
@@ -101,7 +102,7 @@ class Load:
             except grpc.aio.AioRpcError:
                 allowed = None
                 await asyncio.sleep(0.05)  # a dead node: do not spin
-            self.checker.record(time.time_ns(), allowed)
+            self.checker.record(time.time_ns(), allowed, sent_ns=sent)
 
     async def until(self, cond: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
