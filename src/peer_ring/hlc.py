@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from time import time as _system_time
+import time
 from typing import Final, NamedTuple, Protocol
 
 from peer_ring.errors import ConfigError, InvalidRequest, register_error
@@ -91,8 +91,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: The system wall clock (``Final``: a C static in the compiled build, not a
+#: module-dictionary lookup per read; constants below likewise).
+_system_time: Final = time.time
+
 #: Bits of the packed integer holding the logical counter.
-LOGICAL_BITS = 16
+LOGICAL_BITS: Final = 16
 
 
 class Clock(Protocol):
@@ -109,10 +113,10 @@ class Clock(Protocol):
 
 
 #: Largest logical counter before the clock carries into the next millisecond.
-MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
+MAX_LOGICAL: Final = (1 << LOGICAL_BITS) - 1
 #: Largest representable wall time, in milliseconds since the epoch.
-MAX_WALL_MS = (1 << 48) - 1
-_MAX_INT = (1 << 64) - 1
+MAX_WALL_MS: Final = (1 << 48) - 1
+_MAX_INT: Final = (1 << 64) - 1
 #: Below this every packed timestamp fits the compiled build's unboxed
 #: integers (62 bits); comparisons with the 64-bit bound, which is a boxed
 #: integer there, are made only for values at or above it (never for a real
