@@ -41,19 +41,27 @@ class SystemClock:
     """The real clocks, optionally with a fixed wall-clock offset.
 
     ``offset`` shifts :meth:`time` only (fault injection of a skewed node);
-    :meth:`monotonic` is never shifted.
+    :meth:`monotonic` is never shifted. It is fixed for the clock's life:
+    :class:`peer_ring.hlc.HLC` recognises a SystemClock (this exact class) and
+    reads ``time.time() + offset`` itself, without calling :meth:`time`, so
+    :meth:`time` must stay exactly that.
     """
 
-    __slots__ = ("offset",)
+    __slots__ = ("_offset",)
 
     def __init__(self, offset: float = 0.0) -> None:
-        self.offset = offset
+        self._offset = float(offset)
+
+    @property
+    def offset(self) -> float:
+        """Seconds added to the system wall clock (read-only)."""
+        return self._offset
 
     def monotonic(self) -> float:
         return _time.monotonic()
 
     def time(self) -> float:
-        return _time.time() + self.offset
+        return _time.time() + self._offset
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -54,13 +54,25 @@ bounds matter more than tolerating misconfigured hosts.
 
 This module does no I/O and imports no asyncio; it only reads
 :meth:`peer_ring.clock.Clock.time`.
+
+Reading the real clock. Every write takes a timestamp, so the read of the
+wall clock is on the hot path. For a :class:`peer_ring.clock.SystemClock`
+(exactly that class, recognised by its module and name: this module may not
+import ``peer_ring.clock``, the two are independent layers) whose ``time()``
+is by definition ``time.time() + offset``, the HLC reads ``time.time()``
+itself and adds the clock's (read-only) offset, taken once at construction:
+the same value, without a call into the interpreted clock. Any other clock
+-- a test's :class:`~peer_ring.clock.ManualClock`, a stub, a subclass of
+SystemClock -- is read through its ``time()`` on every timestamp, so an
+injected clock keeps driving the HLC.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from typing import NamedTuple, Protocol
+import time
+from typing import Final, NamedTuple, Protocol
 
 from peer_ring.errors import ConfigError, InvalidRequest, register_error
 
@@ -79,8 +91,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: The system wall clock (``Final``: a C static in the compiled build, not a
+#: module-dictionary lookup per read; constants below likewise).
+_system_time: Final = time.time
+
 #: Bits of the packed integer holding the logical counter.
-LOGICAL_BITS = 16
+LOGICAL_BITS: Final = 16
 
 
 class Clock(Protocol):
@@ -97,10 +113,27 @@ class Clock(Protocol):
 
 
 #: Largest logical counter before the clock carries into the next millisecond.
-MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
+MAX_LOGICAL: Final = (1 << LOGICAL_BITS) - 1
 #: Largest representable wall time, in milliseconds since the epoch.
-MAX_WALL_MS = (1 << 48) - 1
-_MAX_INT = (1 << 64) - 1
+MAX_WALL_MS: Final = (1 << 48) - 1
+_MAX_INT: Final = (1 << 64) - 1
+#: Below this every packed timestamp fits the compiled build's unboxed
+#: integers (62 bits); comparisons with the 64-bit bound, which is a boxed
+#: integer there, are made only for values at or above it (never for a real
+#: stamp: they are about 2**57 until the year 2112).
+_SMALL: Final = 1 << 61
+
+
+def _system_offset(clock: object) -> float | None:
+    """The wall-clock offset of ``clock`` if it is exactly a
+    :class:`peer_ring.clock.SystemClock` (whose ``time()`` is ``time.time() +
+    offset``), else None: the HLC then reads ``clock.time()``."""
+    cls = type(clock)
+    if cls.__name__ == "SystemClock" and cls.__module__ == "peer_ring.clock":
+        offset = getattr(clock, "offset", None)
+        if type(offset) is float or type(offset) is int:
+            return float(offset)
+    return None
 
 
 class Timestamp(NamedTuple):
@@ -121,7 +154,7 @@ class Timestamp(NamedTuple):
     def from_int(cls, value: object) -> Timestamp:
         """Inverse of :meth:`to_int`; raises InvalidRequest for anything but an
         integer in ``[0, 2**64)`` (it decodes what a peer sent)."""
-        if type(value) is not int or not 0 <= value <= _MAX_INT:
+        if type(value) is not int or (not 0 <= value < _SMALL and not 0 <= value <= _MAX_INT):
             raise InvalidRequest(f"HLC timestamp {value!r} is not an unsigned 64-bit integer")
         return cls(value >> LOGICAL_BITS, value & MAX_LOGICAL)
 
@@ -181,9 +214,11 @@ class HLC:
     __slots__ = (
         "_c",
         "_clock",
+        "_fast",
         "_l",
         "_last_warn",
         "_max_offset_ms",
+        "_offset",
         "_policy",
         "_warn_interval",
         "rejected",
@@ -206,6 +241,10 @@ class HLC:
             choices = ", ".join(repr(p.value) for p in SkewPolicy)
             raise ConfigError(f"HLC policy must be one of {choices}, got {policy!r}") from None
         self._clock = clock
+        offset = _system_offset(clock)
+        #: read time.time() directly (a SystemClock), adding this offset
+        self._fast = offset is not None
+        self._offset = 0.0 if offset is None else offset
         self._l = 0
         self._c = 0
         self._max_offset_ms = int(max_offset * 1000)
@@ -227,7 +266,10 @@ class HLC:
         return self._policy
 
     def _physical_ms(self) -> int:
-        pt = int(self._clock.time() * 1000.0)
+        if self._fast:
+            pt = int((_system_time() + self._offset) * 1000.0)
+        else:
+            pt = int(self._clock.time() * 1000.0)
         if pt < 0:
             return 0
         return pt if pt <= MAX_WALL_MS else MAX_WALL_MS
@@ -281,7 +323,7 @@ class HLC:
 
     def update_int(self, remote: int) -> int:
         """:meth:`update` of a packed timestamp, packed (the hot-path variant)."""
-        if not 0 <= remote <= _MAX_INT:
+        if not 0 <= remote < _SMALL and not 0 <= remote <= _MAX_INT:  # see _SMALL
             raise InvalidRequest(f"HLC timestamp {remote!r} is not an unsigned 64-bit integer")
         self._merge(remote >> LOGICAL_BITS, remote & MAX_LOGICAL)
         return (self._l << LOGICAL_BITS) | self._c

@@ -167,6 +167,10 @@ MAX_ACTOR_LEN: Final = 160
 #: Largest counter accepted (fits a signed 64-bit integer). HLC stamps are
 #: about 2**57 today, leaving room for 2**62 further events per actor.
 MAX_COUNTER: Final = (1 << 63) - 1
+#: Counters and stamps below this fit the compiled build's unboxed integers
+#: (62 bits), where MAX_COUNTER is a boxed integer: the range checks compare
+#: with MAX_COUNTER only at or above it (real stamps are about 2**57).
+_SMALL: Final = 1 << 61
 #: Most actor entries accepted in a client context. Real contexts have one
 #: entry per coordinator of the key (see *Bounding*), far fewer than this.
 MAX_CONTEXT_ENTRIES: Final = 256
@@ -326,7 +330,7 @@ def update(
     if the actor's counter would pass :data:`MAX_COUNTER` (only a forged
     context can push it there).
     """
-    if stamp > MAX_COUNTER:
+    if stamp >= _SMALL and stamp > MAX_COUNTER:
         raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
     entries = state.entries
     out: list[tuple[str, int, tuple[V, ...]]] = []
@@ -366,11 +370,11 @@ def update(
         if e[0] == actor:
             n, vals = e[1], e[2]
             if vals:  # keep the live dots contiguous: n+1, n, n-1, ...
-                if n >= MAX_COUNTER:
+                if n >= _SMALL and n >= MAX_COUNTER:
                     raise InvalidRequest(f"version counter of {actor!r} exhausted")
                 out[k] = (actor, n + 1, (value, *vals))
             else:
-                if n >= MAX_COUNTER:
+                if n >= _SMALL and n >= MAX_COUNTER:
                     raise InvalidRequest(f"version counter of {actor!r} exhausted")
                 out[k] = (actor, stamp if stamp > n + 1 else n + 1, (value,))
             break
@@ -391,17 +395,26 @@ def lww_put(state: DVVSet[V], value: V, actor: str, stamp: int) -> DVVSet[V]:
     other dot is kept as seen. (The KV store's hot path in LWW mode;
     ``tests/property/test_versions_props.py`` checks the equality.)
     """
-    if stamp > MAX_COUNTER:
+    if stamp >= _SMALL and stamp > MAX_COUNTER:
         raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
+    entries = state.entries
+    if not entries:  # a new key
+        return DVVSet(((actor, stamp if stamp > 1 else 1, (value,)),))
+    if len(entries) == 1 and entries[0][0] == actor:  # a key only this actor wrote
+        e = entries[0]
+        n = e[1]
+        if n >= _SMALL and n >= MAX_COUNTER:
+            raise InvalidRequest(f"version counter of {actor!r} exhausted")
+        return DVVSet(((actor, n + 1 if e[2] or stamp <= n + 1 else stamp, (value,)),))
     out: list[tuple[str, int, tuple[V, ...]]] = []
     placed = False
-    for e in state.entries:
+    for e in entries:
         a = e[0]
         if not placed and a >= actor:
             placed = True
             if a == actor:
                 n = e[1]
-                if n >= MAX_COUNTER:
+                if n >= _SMALL and n >= MAX_COUNTER:
                     raise InvalidRequest(f"version counter of {actor!r} exhausted")
                 # with live values the dots stay contiguous: n + 1; else jump to the stamp
                 out.append((actor, n + 1 if e[2] or stamp <= n + 1 else stamp, (value,)))
@@ -628,7 +641,7 @@ def _check_actor(actor: object) -> str:
 
 
 def _check_counter(n: object) -> int:
-    if type(n) is not int or not 1 <= n <= MAX_COUNTER:
+    if type(n) is not int or (not 1 <= n < _SMALL and not 1 <= n <= MAX_COUNTER):
         raise InvalidRequest(f"invalid counter in version: {n!r:.80}")
     return n
 

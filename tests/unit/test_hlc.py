@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
-from peer_ring.clock import Clock, ManualClock
+from peer_ring.clock import Clock, ManualClock, SystemClock
 from peer_ring.errors import ConfigError, InvalidRequest, error_from_wire, error_to_wire
 from peer_ring.hlc import (
     HLC,
+    LOGICAL_BITS,
     MAX_LOGICAL,
     ClockSkewError,
     SkewPolicy,
@@ -206,3 +208,77 @@ def test_config_validation(offset: float) -> None:
     with pytest.raises(ConfigError):
         HLC(StubClock(), policy="ignore")
     assert HLC(StubClock(), policy="accept")._policy is SkewPolicy.ACCEPT
+
+
+# -- the wall clock read: SystemClock directly, any other clock through time() --
+
+
+class _CountingSystemClock(SystemClock):
+    """A SystemClock subclass that overrides time(): it must be called."""
+
+    __slots__ = ("calls", "wall")
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.calls = 0
+        self.wall = 1_700_000_000.25
+
+    def time(self) -> float:
+        self.calls += 1
+        return self.wall
+
+
+@pytest.mark.parametrize("offset", [0.0, 3600.0, -120.5])
+def test_system_clock_read_directly_matches_its_time(offset: float) -> None:
+    clock = SystemClock(offset)
+    hlc = HLC(clock)
+    before = int(clock.time() * 1000.0)
+    wall_ms = hlc.now().wall_ms
+    after = int(clock.time() * 1000.0)
+    # the timestamp follows time.time() + offset, as clock.time() would give
+    assert before <= wall_ms <= after
+    stamp = hlc.now_int()
+    assert stamp > (wall_ms << LOGICAL_BITS)
+    assert abs((stamp >> LOGICAL_BITS) / 1000.0 - (time.time() + offset)) < 1.0
+
+
+def test_system_clock_offset_is_read_only() -> None:
+    clock = SystemClock(2.5)
+    assert clock.offset == 2.5
+    with pytest.raises(AttributeError):
+        clock.offset = 0.0  # type: ignore[misc]
+    assert clock.offset == 2.5
+
+
+def test_subclass_of_system_clock_is_read_through_time() -> None:
+    clock = _CountingSystemClock()
+    hlc = HLC(clock)
+    assert hlc.now() == Timestamp(1_700_000_000_250, 0)
+    assert clock.calls == 1
+    clock.wall -= 100.0  # backwards: the HLC keeps l, bumps c
+    assert hlc.now() == Timestamp(1_700_000_000_250, 1)
+    assert clock.calls == 2
+
+
+def test_manual_clock_drives_the_hlc() -> None:
+    clock = ManualClock(start=0.0, wall_start=1_000.0)
+    hlc = HLC(clock)
+    assert hlc.now() == Timestamp(1_000_000, 0)
+    clock._now += 2.0  # what advance() does, without an event loop
+    assert hlc.now() == Timestamp(1_002_000, 0)
+
+
+def test_packed_bounds_around_the_unboxed_range() -> None:
+    # 2**61 .. 2**64-1 are valid packed stamps (compared against the 64-bit
+    # bound the slow way in the compiled build); 2**64 and -1 are not
+    for good in ((1 << 61) - 1, 1 << 61, 1 << 62, 1 << 63, (1 << 64) - 1):
+        assert Timestamp.from_int(good).to_int() == good
+        assert from_int(good) == Timestamp(good >> LOGICAL_BITS, good & MAX_LOGICAL)
+    for bad in (-1, 1 << 64, (1 << 64) + 1, True):
+        with pytest.raises(InvalidRequest):
+            Timestamp.from_int(bad)
+    hlc = HLC(StubClock(), policy=SkewPolicy.ACCEPT)
+    for remote in ((1 << 62) + 5, (1 << 64) - 2):
+        assert hlc.update_int(remote) > remote
+    with pytest.raises(InvalidRequest):
+        hlc.update_int(1 << 64)

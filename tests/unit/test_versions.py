@@ -295,3 +295,51 @@ def test_supersedes_needs_the_seen_live_dots_still_live_in_the_other() -> None:
     assert not dvv.supersedes(a, dvv.DVVSet((("z", 1, ("u",)),)))
     assert not dvv.supersedes(a, dvv.DVVSet((("x", 6, ()),)))
     assert dvv.supersedes(a, dvv.empty())
+
+
+def test_counter_bounds_around_the_unboxed_range() -> None:
+    # stamps and counters from 2**61 up to MAX_COUNTER are valid (checked
+    # against the boxed MAX_COUNTER only there, in the compiled build)
+    for stamp in (1 << 61, 1 << 62, dvv.MAX_COUNTER - 1):
+        seen_only = DVVSet((("a", 1, ()),))
+        for state in (dvv.empty(), seen_only, dvv.new("v", "b"), dvv.new("v", "z")):
+            out = dvv.lww_put(state, "w", "a", stamp)
+            assert dvv.values(out) == ["w"]
+            assert dict(dvv.context(out))["a"] == stamp
+        assert dvv.update(dvv.empty(), None, "w", "a", stamp=stamp).entries == (
+            ("a", stamp, ("w",)),
+        )
+        wire = [["a", stamp, ["v"]]]
+        assert dvv.from_wire(wire).entries == (("a", stamp, ("v",)),)
+    with pytest.raises(InvalidRequest):
+        dvv.lww_put(dvv.empty(), "w", "a", dvv.MAX_COUNTER + 1)
+    with pytest.raises(InvalidRequest):
+        dvv.from_wire([["a", dvv.MAX_COUNTER + 1, []]])
+    assert dvv.from_wire([["a", dvv.MAX_COUNTER, []]]).entries == (("a", dvv.MAX_COUNTER, ()),)
+
+
+def test_lww_put_exhausted_counter_raises_in_every_shape() -> None:
+    top = dvv.MAX_COUNTER
+    alone = DVVSet((("a", top, ("v",)),))
+    with_others = DVVSet((("a", top, ()), ("b", 5, ("v",))))
+    for state in (alone, with_others):
+        with pytest.raises(InvalidRequest, match="exhausted"):
+            dvv.lww_put(state, "w", "a", 7)
+    # one below the top: the next dot is the top itself
+    assert dvv.lww_put(DVVSet((("a", top - 1, ("v",)),)), "w", "a", 7).entries == (
+        ("a", top, ("w",)),
+    )
+
+
+def test_lww_put_single_entry_shapes() -> None:
+    # own entry with a live value: the dots stay contiguous (n + 1)
+    assert dvv.lww_put(DVVSet((("a", 10, ("v",)),)), "w", "a", 50).entries == (("a", 11, ("w",)),)
+    # own entry without live values: jump to the stamp (or n + 1 if larger)
+    assert dvv.lww_put(DVVSet((("a", 10, ()),)), "w", "a", 50).entries == (("a", 50, ("w",)),)
+    assert dvv.lww_put(DVVSet((("a", 10, ()),)), "w", "a", 5).entries == (("a", 11, ("w",)),)
+    # another actor's entry: kept as seen, its value superseded
+    assert dvv.lww_put(DVVSet((("b", 3, ("v",)),)), "w", "a", 50).entries == (
+        ("a", 50, ("w",)),
+        ("b", 3, ()),
+    )
+    assert dvv.lww_put(dvv.empty(), "w", "a", 0).entries == (("a", 1, ("w",)),)
