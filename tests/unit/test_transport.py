@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from peer_ring.errors import (
+    ConfigError,
     FrameTooLarge,
     InvalidRequest,
     Overloaded,
@@ -515,3 +516,41 @@ async def test_a_stream_whose_open_timed_out_is_aborted_at_the_receiver(make: Fa
     await wait_for(lambda: bool(sinks) and sinks[0].aborted is not None, message="sink aborted")
     assert isinstance(sinks[0].aborted, PeerUnavailable)
     assert sinks[0].store == []
+
+
+class _Capture(asyncio.Transport):
+    """An asyncio transport that records each ``write`` (one syscall each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+@pytest.mark.parametrize(("flush_frames", "early"), [(0, 0), (4, 2), (16, 0)])
+async def test_a_tcp_burst_leaves_every_flush_frames_and_at_the_end_of_the_pass(
+    flush_frames: int, early: int
+) -> None:
+    from peer_ring.transport.tcp import _TcpConn
+
+    conn = _TcpConn(1 << 20, flush_frames)
+    sink = _Capture()
+    conn.connection_made(sink)
+    frames = [b"frame-%d" % i for i in range(10)]
+    for f in frames:
+        conn.write(f)
+    assert len(sink.writes) == early  # written during the pass: every 4th frame with 4
+    await asyncio.sleep(0)  # the end of the pass writes the rest, once
+    assert len(sink.writes) == early + 1
+    assert b"".join(sink.writes) == b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+
+
+def test_flush_frames_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="flush_frames"):
+        TransportConfig(flush_frames=-1)
+    assert TransportConfig().flush_frames == 16

@@ -3,7 +3,7 @@
 Frames are a 4-byte big-endian length followed by the msgpack body. Writes
 are coalesced: frames written during one pass of the event loop leave in a
 single ``transport.write`` at the end of the pass, which is what makes many
-concurrent requests cheap -- or as soon as :data:`FLUSH_FRAMES` frames wait,
+concurrent requests cheap -- or as soon as ``TransportConfig.flush_frames`` wait,
 so that a burst written in one pass (the next requests of many clients
 answered together) reaches the peer in parts and both processes work at
 once instead of taking turns. Incoming bytes are parsed in place; a length
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -31,23 +30,20 @@ log = logging.getLogger(__name__)
 
 _HEADER = 4
 
-#: Frames after which a channel's buffer is written at once rather than at the
-#: end of the loop pass (at most one more write per that many frames); 0: only
-#: at the end of the pass. ``PEER_RING_TCP_FLUSH_FRAMES`` overrides it.
-FLUSH_FRAMES = int(os.environ.get("PEER_RING_TCP_FLUSH_FRAMES", "16"))
-
 
 class _TcpConn(asyncio.Protocol, FrameConn):
     """One TCP channel; the same class serves dialed and accepted channels."""
 
-    def __init__(self, max_frame: int, receiver: FrameReceiver | None = None) -> None:
+    def __init__(
+        self, max_frame: int, flush_frames: int, receiver: FrameReceiver | None = None
+    ) -> None:
         self.receiver = receiver
         self.max_frame = max_frame
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.flush_scheduled = False
-        self.flush_at = 2 * FLUSH_FRAMES  # entries of ``out``: a header and a body per frame
+        self.flush_at = 2 * flush_frames  # entries of ``out``: a header and a body per frame
         self.buf = bytearray()
         self.closed = False
         self.loop = asyncio.get_running_loop()
@@ -203,7 +199,7 @@ class TcpTransport(ChannelTransport):
         loop = asyncio.get_running_loop()
 
         def factory() -> _TcpConn:
-            conn = _TcpConn(self.config.max_frame_size)
+            conn = _TcpConn(self.config.max_frame_size, self.config.flush_frames)
             conn.on_accept = self._on_accept
             return conn
 
@@ -229,7 +225,7 @@ class TcpTransport(ChannelTransport):
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_connection(
-                lambda: _TcpConn(self.config.max_frame_size, receiver),
+                lambda: _TcpConn(self.config.max_frame_size, self.config.flush_frames, receiver),
                 host,
                 port,
                 ssl=self._client_ssl,
