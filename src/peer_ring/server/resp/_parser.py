@@ -47,6 +47,34 @@ _MAX_HEADER: Final = 64 * 1024
 _FAST_DIGITS: Final = 18
 
 
+def _fast_header(data: bytes, pos: int, n: int) -> tuple[int, int]:
+    """The fast path of a ``*<count>`` or ``$<len>`` header at ``pos``: its
+    value and the index of its CR, when digits then CRLF lie within
+    ``data[:n]`` -- no ``find``, slice or ``int()`` per header, which were
+    most of a small command's parsing cost. ``(0, -1)`` for anything else (a
+    sign, no digit, more than ``_FAST_DIGITS``, a partial line): the caller
+    then parses the header the general way, with its errors. Compiled, the
+    pair is an unboxed tuple (nothing allocated)."""
+    value = 0
+    nl = pos + 1
+    while nl < n:
+        c = data[nl]
+        if _ZERO <= c <= _NINE:
+            value = value * 10 + (c - _ZERO)
+            nl += 1
+            continue
+        if (
+            c != _CR
+            or nl == pos + 1
+            or nl + 1 >= n
+            or data[nl + 1] != _LF
+            or nl - pos > _FAST_DIGITS
+        ):
+            return 0, -1
+        return value, nl
+    return 0, -1
+
+
 class RespProtocolError(ProtocolError):
     """A client sent bytes that are not a valid (or allowed) RESP request.
 
@@ -158,26 +186,7 @@ class RespParser:
             while pos < n:
                 if not remaining:
                     if data[pos] == _STAR:
-                        # the fast path: digits then CRLF, all in this read
-                        count = 0
-                        nl = pos + 1
-                        while nl < n:
-                            c = data[nl]
-                            if _ZERO <= c <= _NINE:
-                                count = count * 10 + (c - _ZERO)
-                                nl += 1
-                                continue
-                            if (
-                                c != _CR
-                                or nl == pos + 1
-                                or nl + 1 >= n
-                                or data[nl + 1] != _LF
-                                or nl - pos > _FAST_DIGITS
-                            ):
-                                nl = -1  # anything else: the general path
-                            break
-                        else:
-                            nl = -1
+                        count, nl = _fast_header(data, pos, n)
                         if nl < 0:  # the general path (a sign, bad or partial input)
                             nl = find(_CRLF, pos)
                             if nl < 0:
@@ -219,28 +228,7 @@ class RespParser:
                         return out
                     if data[pos] != _DOLLAR:
                         raise RespProtocolError(f"expected '$', got {chr(data[pos])!r}")
-                    # the fast path: digits then CRLF, all in this read (no
-                    # find, slice or int() per header: most of a small
-                    # command's parsing cost, compiled)
-                    blen = 0
-                    nl = pos + 1
-                    while nl < n:
-                        c = data[nl]
-                        if _ZERO <= c <= _NINE:
-                            blen = blen * 10 + (c - _ZERO)
-                            nl += 1
-                            continue
-                        if (
-                            c != _CR
-                            or nl == pos + 1
-                            or nl + 1 >= n
-                            or data[nl + 1] != _LF
-                            or nl - pos > _FAST_DIGITS
-                        ):
-                            nl = -1  # anything else: the general path
-                        break
-                    else:
-                        nl = -1
+                    blen, nl = _fast_header(data, pos, n)
                     if nl < 0:  # the general path (a sign, bad or partial input)
                         nl = find(_CRLF, pos)
                         if nl < 0:
