@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,16 @@ async def wait_for(
         if loop.time() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+async def ready_on_clock(nodes: Sequence[Any], clock: Any) -> None:
+    """Wait until started ``nodes`` that run on the ManualClock ``clock`` see
+    each other and are ready. Their bootstrap waits on that clock, so it is
+    advanced in 0.05 s steps (at most 1,000) until every node is ready."""
+    await wait_for(lambda: all(len(n.members) == len(nodes) for n in nodes), message="membership")
+    ready = asyncio.ensure_future(asyncio.gather(*(n.wait_ready() for n in nodes)))
+    for _ in range(1000):
+        if ready.done():
+            break
+        await clock.advance(0.05)
+    await ready

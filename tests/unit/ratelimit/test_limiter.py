@@ -21,7 +21,7 @@ from peer_ring.apps.ratelimit import (
 )
 from peer_ring.errors import ConfigError
 from peer_ring.transport.memory import MemoryNetwork
-from tests.conftest import wait_for
+from tests.conftest import ready_on_clock, wait_for
 
 NS = 1_000_000_000
 
@@ -548,13 +548,7 @@ async def test_mode_loops_tick_only_while_slices_or_copies_are_held() -> None:
     lims = [node.register(RateLimiter(cfg)) for node in nodes]
     await asyncio.gather(*(node.start() for node in nodes))
     try:
-        await wait_for(lambda: all(len(x.members) == 2 for x in nodes), message="membership")
-        ready = asyncio.ensure_future(asyncio.gather(*(node.wait_ready() for node in nodes)))
-        for _ in range(1000):  # bootstrap runs on the node's clock
-            if ready.done():
-                break
-            await clock.advance(0.05)
-        await ready
+        await ready_on_clock(nodes, clock)
         await clock.advance(10.0, step=0.05)  # 200 sync intervals, 20 lease half-lives idle
         assert [(lim._lease.ticks, lim._global.ticks) for lim in lims] == [(0, 0), (0, 0)]
 

@@ -13,7 +13,7 @@ from peer_ring import ManualClock, Node, NodeConfig, ReplicationConfig
 from peer_ring.app import Request
 from peer_ring.apps.pubsub import Message, PubSub, PubSubConfig, SlowSubscriber, glob_match
 from peer_ring.transport.memory import MemoryNetwork
-from tests.conftest import wait_for
+from tests.conftest import ready_on_clock, wait_for
 
 
 class CountingPubSub(PubSub):
@@ -224,13 +224,7 @@ async def test_a_node_without_patterns_announces_nothing_in_the_background() -> 
     ps = [n.register(PubSub(PubSubConfig(lease=lease))) for n in nodes]
     await asyncio.gather(*(n.start() for n in nodes))
     try:
-        await wait_for(lambda: all(len(n.members) == 2 for n in nodes), message="membership")
-        ready = asyncio.ensure_future(asyncio.gather(*(n.wait_ready() for n in nodes)))
-        for _ in range(1000):  # bootstrap runs on the node's clock
-            if ready.done():
-                break
-            await clock.advance(0.05)
-        await ready
+        await ready_on_clock(nodes, clock)
         await clock.advance(10 * lease, step=0.05)  # 30 refresh periods, idle
         assert [p.pattern_announcements for p in ps] == [0, 0]
 
