@@ -230,6 +230,10 @@ class NodeAppContext(AppContext):
         boot = self._bootstrap
         return not boot.active or (not boot.settling and partition not in boot.syncing)
 
+    def solo(self, partition: int, quorum: int, write: bool) -> bool:
+        # while bootstrapping, rounds take start_quorum (which refuses what it must)
+        return not self._bootstrap.active and self._coordinator.solo(partition, quorum, write)
+
     # -- quorum rounds ---------------------------------------------------------------
     def start_quorum(
         self,

@@ -395,6 +395,18 @@ class AppContext(abc.ABC):
         coordinate writes: False while the node is still learning the cluster
         or syncing the partition after a (re)start."""
 
+    def solo(self, partition: int, quorum: int, write: bool) -> bool:
+        """Whether a round of ``partition`` (a ``write``, or a read) with
+        ``quorum`` would be decided by this node's replica alone, now: this
+        node is the partition's only replica (a one-node cluster, N=1), ready,
+        with nothing to stand in for or to copy to. If so the round is counted
+        as started, and the caller runs the command on its own replica and
+        answers at once -- the outcome :meth:`start_quorum` would give, with
+        no round (the KV store's hot path on one node). False changes
+        nothing. Raises :class:`~peer_ring.errors.ClosedError` once the node
+        stopped. The default: never (every round is started)."""
+        return False
+
     # -- quorum rounds ---------------------------------------------------------------
     @abc.abstractmethod
     def start_quorum(

@@ -896,6 +896,32 @@ class Coordinator:
             batch.hold(target, address, None, command, key, partition, payload, deadline, slot)
         tally.check(slot)
 
+    def solo(self, partition: int, quorum: int, write: bool) -> bool:
+        """Whether a round of ``partition`` would be decided by this node alone
+        now -- its only target (a one-node cluster, N=1), with no stand-in,
+        hinted copy or (for a ``write``) handoff copy, a ``quorum`` it meets
+        alone -- and if so, count it as :meth:`start` would (a round started;
+        a sampled round timed as taking no time): the caller then runs the
+        command on its own replica and answers at once, with no round,
+        listener or result object. False changes nothing: the caller starts
+        the round as usual (which raises or fails it where it must). Raises
+        :class:`~peer_ring.errors.ClosedError` once the node stopped, as
+        :meth:`start` does."""
+        cluster = self.cluster
+        targets = self.targets(partition)
+        if len(targets) != 1 or targets[0] != cluster.id:
+            return False
+        if quorum != 1 and (quorum < 1 or len(cluster.ring.node_ids) != 1):
+            return False  # start raises (or fails) it
+        if write and self.transfers.holders_of(partition):
+            return False
+        cluster.raise_if_stopped()
+        stats = self.stats
+        stats.rounds += 1
+        if not stats.rounds & self.sample_mask:
+            self.latency.add(cluster.clock.monotonic(), 0.0, True)
+        return True
+
     def _solo(
         self,
         namespace: str,

@@ -30,7 +30,12 @@ def node_config(
         listen=address(i),
         transport="memory",
         seeds=(address(1),),
-        replication=ReplicationConfig(partitions=partitions, replicas=replicas),
+        replication=ReplicationConfig(
+            partitions=partitions,
+            replicas=replicas,
+            read_quorum=min(2, replicas),
+            write_quorum=min(2, replicas),
+        ),
         transport_config=TransportConfig(
             request_timeout=1.0, connect_timeout=0.5, max_in_flight=max_in_flight
         ),

@@ -41,7 +41,7 @@ from peer_ring.app import (
     QuorumResult,
 )
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv._state import EMPTY, Entries
+from peer_ring.apps.kv._state import EMPTY, Entries, unpack
 from peer_ring.apps.kv.api import Entry
 from peer_ring.apps.kv.replica import (
     REPLICATE,
@@ -142,10 +142,24 @@ class KVStore(KVReplica):
         start: Callable[..., None],
     ) -> None:
         """The read path in callback form; ``start`` starts the round
-        (``AppContext.start_quorum`` or a batch's ``add``: same signature)."""
+        (``AppContext.start_quorum`` or a batch's ``add``: same signature).
+        A read this replica alone decides (``AppContext.solo``: one node,
+        N=1) is answered here, with no round."""
+        value: bytes | None = None
         try:
             k = self._key(key)
-            partition = self.app.partition_for(k)
+            app = self.app
+            partition = app.partition_for(k)
+            solo = app.solo(partition, self._read_quorum(None), False)
+            if solo:
+                value = self._solo_get(partition, k)
+        except Exception as exc:
+            done(None, exc)
+            return
+        if solo:
+            done(value, None)
+            return
+        try:
             # one object per read is its listener and its read repair (not a
             # memo dict and two partials)
             read = _Read(self, k, partition, done)
@@ -165,6 +179,26 @@ class KVStore(KVReplica):
             )
         except Exception as exc:
             done(None, exc)
+
+    def _solo_get(self, partition: int, key: bytes) -> bytes | None:
+        """A read this replica alone decides: what its ``get`` answers
+        (``KVReplica.handle``), resolved as a round's one answer is (no read
+        repair: nothing to compare it with). A failure of the local replica
+        fails the read as it fails a round: :class:`QuorumNotReached`."""
+        try:
+            part = self._parts.get(partition)
+            stored = None if part is None else part.get(key)
+            if stored is None:
+                return None
+            if self.memory.lru is not None:
+                self.memory.touch(key, partition)
+            entries = unpack(stored)
+        except Exception as exc:
+            raise QuorumNotReached(1, 0, {self._node_id: exc}) from exc
+        if not entries:
+            return None
+        got = self._resolve(entries, self._clock().time())
+        return None if got is None else got[0]
 
     def start_put(
         self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
@@ -193,11 +227,21 @@ class KVStore(KVReplica):
         ``want_existed`` (a plain put, whose reply does not say),
         ``done(None, None)``. ``start`` starts the ``merge`` round
         (``AppContext.start_quorum`` or a batch's ``add``); a write this node
-        cannot coordinate is forwarded by a task."""
+        cannot coordinate is forwarded by a task; one this replica alone
+        acknowledges (:meth:`_solo_write`) is answered here, with no round."""
         try:
             k = self._key(key)
             v = None if value is None else self._check_value(value)
-            begun = self._begin_write(k, v, expires_at, None, None, None, want_existed)
+            partition = self.app.partition_for(k)
+            existed = self._solo_write(partition, k, v, expires_at, want_existed)
+        except Exception as exc:
+            done(False if want_existed else None, exc)
+            return
+        if existed is not None:
+            done(existed if want_existed else None, None)
+            return
+        try:
+            begun = self._begin_write(k, v, expires_at, None, None, None, want_existed, partition)
             if begun is not None:
                 partition, entries, existed, quorum = begun
                 # by position (see _start_get): command, key, payload, quorum,
@@ -230,6 +274,25 @@ class KVStore(KVReplica):
         task.add_done_callback(
             partial(self._write_task_done, done if want_existed else partial(_put_done, done))
         )
+
+    def _solo_write(
+        self,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        expires_at: float | None,
+        want_existed: bool,
+    ) -> bool | None:
+        """A write (no context, the store's N and W) of a partition this
+        replica alone acknowledges (``AppContext.solo``: one node, N=1):
+        issued here, which is the round's whole outcome (its one ack answers
+        None). Returns whether a live value existed (False without
+        ``want_existed``); None when the write takes a round
+        (:meth:`_begin_write`), nothing done."""
+        if not self.app.solo(partition, self._write_quorum(None), True):
+            return None
+        existed, _ = self._issue(partition, key, value, expires_at, None, want_existed)
+        return existed
 
     def _write_task_done(
         self, done: Callable[[bool, BaseException | None], None], task: asyncio.Future[Any]
@@ -390,17 +453,19 @@ class KVStore(KVReplica):
         n: int | None,
         w: int | None,
         want_existed: bool = True,
+        partition: int = -1,
     ) -> tuple[int, Entries, bool, int] | None:
         """The write path's first half, shared by every write: validate, and when
         this node is a replica of the key ready to coordinate, issue the new
         version here. Returns ``(partition, state to replicate, a live value
         existed, W)``; None when another replica must coordinate
-        (:meth:`_forward`)."""
+        (:meth:`_forward`). ``partition``: the key's, if the caller has it."""
         if n is not None and (type(n) is not int or n < 1):
             raise InvalidRequest(f"n must be a positive integer, got {n!r}")
         quorum = self._write_quorum(w)
         app = self.app
-        partition = app.partition_for(key)
+        if partition < 0:
+            partition = app.partition_for(key)
         if self._node_id not in app.owners(partition, n) or not app.ready(partition):
             return None
         ctx = vv.decode_context(context) if context else None
@@ -795,7 +860,13 @@ class KVBatch:
         try:
             k = store._key(key)
             v = store._check_value(value)
-            begun = store._begin_write(k, v, expires_at, None, None, None, False)
+            partition = store.app.partition_for(k)
+            solo = store._solo_write(partition, k, v, expires_at, False) is not None
+            begun = (
+                None
+                if solo
+                else store._begin_write(k, v, expires_at, None, None, None, False, partition)
+            )
             if begun is not None:
                 partition, entries, _, quorum = begun
                 dones = self._dones
@@ -807,6 +878,9 @@ class KVBatch:
                 return
         except Exception as exc:
             done(None, exc)
+            return
+        if solo:  # acknowledged here (one node, N=1): no round
+            done(None, None)
             return
         # this node cannot coordinate it: forwarded, one request
         store._start_write(k, v, expires_at, done, False, self._rounds.add)
