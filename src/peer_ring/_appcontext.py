@@ -218,7 +218,7 @@ class NodeAppContext(AppContext):
 
     # -- placement and readiness ----------------------------------------------------
     def partition_for(self, key: bytes) -> int:
-        return self._cluster.ring.partition_for(key)
+        return self._coordinator.partition_for(key)
 
     def owners(self, partition: int, n: int | None = None) -> tuple[str, ...]:
         return self._coordinator.targets(partition, n)
@@ -231,8 +231,12 @@ class NodeAppContext(AppContext):
         return not boot.active or (not boot.settling and partition not in boot.syncing)
 
     def solo(self, partition: int, quorum: int, write: bool) -> bool:
-        # while bootstrapping, rounds take start_quorum (which refuses what it must)
-        return not self._bootstrap.active and self._coordinator.solo(partition, quorum, write)
+        # while bootstrapping, rounds take start_quorum (which refuses what it
+        # must); ``boot.active`` read without a call into its interpreted property
+        boot = self._bootstrap
+        if boot.settling or boot.syncing:
+            return False
+        return self._coordinator.solo(partition, quorum, write)
 
     # -- quorum rounds ---------------------------------------------------------------
     def start_quorum(

@@ -52,7 +52,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from peer_ring._awaitable import as_future, is_awaitable
 from peer_ring.cluster import Cluster
@@ -67,7 +67,7 @@ from peer_ring.errors import (
 )
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
-from peer_ring.ring import Ring
+from peer_ring.ring import Ring, key_hash
 from peer_ring.service import CompleteCallback, QuorumResult, RoundListener
 from peer_ring.wire import (
     BATCH_OK,
@@ -79,6 +79,9 @@ from peer_ring.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The ring's hash of a key (``Final``: compiled, a static, not a lookup per call).
+_KEY_HASH: Final = key_hash
 
 #: Most commands one batch request carries (a replica's answer to a batch is
 #: one frame too, bounded by ``max_frame_size``); more leave as more requests.
@@ -551,6 +554,10 @@ class Coordinator:
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
         self._table: tuple[tuple[str, ...], ...] = ()
+        #: ``_ring``'s partition of a key is its hash shifted right by this much
+        self._shift = 64
+        #: this node's id (``cluster.id``, read once it is first needed)
+        self._me = ""
         #: quorum rounds started and failed (``peer_ring_quorum_*_total``)
         self.stats = QuorumStats()
         #: one round in ``sample_mask + 1`` is timed into ``latency`` (a power of
@@ -580,6 +587,22 @@ class Coordinator:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
+    def _use(self, ring: Ring) -> None:
+        """Keep what the hot path reads of the current ring (rings are immutable)."""
+        self._ring, self._table = ring, ring.preference_lists
+        self._shift = 64 - (ring.partitions.bit_length() - 1)
+
+    def partition_for(self, key: bytes) -> int:
+        """``cluster.ring.partition_for(key)`` (the top ``log2(Q)`` bits of the
+        key's hash), with no call into the interpreted ring per key."""
+        ring = self.cluster.ring
+        if ring is not self._ring:
+            self._use(ring)
+        try:
+            return _KEY_HASH(key) >> self._shift
+        except TypeError:
+            return ring.partition_for(key)  # raises the ring's error
+
     def targets(self, partition: int, n: int | None = None) -> tuple[str, ...]:
         """The first ``n`` nodes responsible for ``partition`` (default: the ring's N).
 
@@ -588,7 +611,7 @@ class Coordinator:
         """
         ring = self.cluster.ring
         if ring is not self._ring:
-            self._ring, self._table = ring, ring.preference_lists
+            self._use(ring)
         table = self._table
         # a native tuple index instead of a call into the (interpreted) ring
         pref = table[partition] if 0 <= partition < len(table) else ring.preference_list(partition)
@@ -909,11 +932,15 @@ class Coordinator:
         :meth:`start` does."""
         cluster = self.cluster
         targets = self.targets(partition)
-        if len(targets) != 1 or targets[0] != cluster.id:
+        me = self._me
+        if not me:
+            me = self._me = cluster.id
+        if len(targets) != 1 or targets[0] != me:
             return False
         if quorum != 1 and (quorum < 1 or len(cluster.ring.node_ids) != 1):
             return False  # start raises (or fails) it
-        if write and self.transfers.holders_of(partition):
+        # transfers.holders_of(partition), read without a call into its interpreted class
+        if write and self.transfers.pending.holders.get(partition):
             return False
         cluster.raise_if_stopped()
         stats = self.stats

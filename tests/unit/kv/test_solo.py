@@ -4,10 +4,10 @@ outcomes, errors, TTLs and round counters of the round they replace."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from peer_ring.errors import ClosedError, InvalidRequest
+from tests.conftest import wait_for
 from tests.unit.kv.conftest import ClusterFactory
 
 
@@ -115,7 +115,8 @@ async def test_n1_on_three_nodes_answers_owned_keys_in_place_and_forwards_the_re
     keys = [b"key-%d" % i for i in range(40)]
     owned = [k for k in keys if ring.owners(k)[0] == me]
     others = [k for k in keys if ring.owners(k)[0] != me]
-    assert owned and others
+    assert owned
+    assert others
     app = store.app
     assert app.solo(app.partition_for(owned[0]), 1, True)
     assert not app.solo(app.partition_for(others[0]), 1, True)
@@ -127,14 +128,10 @@ async def test_n1_on_three_nodes_answers_owned_keys_in_place_and_forwards_the_re
         batch.put(k, k + b"-v", puts[k])
     assert all(puts[k].calls == [(None, None)] for k in owned)  # at once
     batch.flush()
-    async with asyncio.timeout(5):
-        while not all(t.calls for t in puts.values()):
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: all(t.calls for t in puts.values()), message="every put told")
     assert all(t.calls == [(None, None)] for t in puts.values())
     for k in keys:
         got = Told()
         store.start_get(k, got)
-        async with asyncio.timeout(5):
-            while not got.calls:
-                await asyncio.sleep(0.01)
+        await wait_for(lambda g=got: bool(g.calls), message="the get told")
         assert got.calls == [(k + b"-v", None)]

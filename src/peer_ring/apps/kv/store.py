@@ -832,17 +832,18 @@ class KVBatch:
     are forwarded to a replica, one request each.
     """
 
-    __slots__ = ("_dones", "_rounds", "_store")
+    __slots__ = ("_add", "_dones", "_rounds", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
         self._rounds = store.app.batch()
+        self._add = self._rounds.add  # one bound method per batch, not per get
         #: the ``done`` of each put since the last flush, told by index
         self._dones = _Dones()
 
     def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
         """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``."""
-        self._store._start_get(key, done, self._rounds.add)
+        self._store._start_get(key, done, self._add)
 
     def put(
         self,
@@ -883,11 +884,11 @@ class KVBatch:
             done(None, None)
             return
         # this node cannot coordinate it: forwarded, one request
-        store._start_write(k, v, expires_at, done, False, self._rounds.add)
+        store._start_write(k, v, expires_at, done, False, self._add)
 
     def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
         """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
-        self._store._start_write(key, None, None, done, True, self._rounds.add)
+        self._store._start_write(key, None, None, done, True, self._add)
 
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""

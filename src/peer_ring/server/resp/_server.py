@@ -318,6 +318,9 @@ class RespConnection(asyncio.Protocol):
         self._group_keys: set[bytes] = set()
         self._slots = 0  # replies of the group not filled in yet
         self._group_wait = False  # the group closed; the connection waits for its slots
+        #: the completions handed out last (see slot_ok), reused once answered
+        self._ok_slot = _OkSlot(self)
+        self._bulk_slot = _BulkSlot(self)
         self.id = next(server._ids)
         cfg = server.config
         self.parser = RespParser(
@@ -581,13 +584,24 @@ class RespConnection(asyncio.Protocol):
 
     def slot_bulk(self) -> Callable[[bytes | None, BaseException | None], None]:
         """For a command joining the open group: its completion with a bulk
-        string, nil for ``None``, or the error (:meth:`reply_bulk`'s replies)."""
-        return _BulkSlot(self, self._slot())
+        string, nil for ``None``, or the error (:meth:`reply_bulk`'s replies).
+        The one handed out before, if it was answered already, is handed out
+        again: a store that answers in place (one node) costs no object per
+        command."""
+        slot = self._bulk_slot
+        if slot.index >= 0:  # still waits for its answer: a new one
+            slot = self._bulk_slot = _BulkSlot(self)
+        slot.index = self._slot()
+        return slot
 
     def slot_ok(self) -> Callable[[None, BaseException | None], None]:
         """For a command joining the open group: its completion with ``+OK``
-        or the error."""
-        return _OkSlot(self, self._slot())
+        or the error (reused as :meth:`slot_bulk`'s)."""
+        slot = self._ok_slot
+        if slot.index >= 0:
+            slot = self._ok_slot = _OkSlot(self)
+        slot.index = self._slot()
+        return slot
 
     def _fill(self, index: int, reply: bytes) -> None:
         self._out[index] = reply
@@ -801,18 +815,22 @@ class RespConnection(asyncio.Protocol):
 
 class _OkSlot:
     """The completion of a grouped command answered ``+OK`` (or its error):
-    fills its reserved place among the connection's replies. One native
-    object per command where a bound method and a ``partial`` were two."""
+    fills its reserved place among the connection's replies, ``index`` (-1
+    once answered: the connection may hand it out again). A native object
+    where a bound method and a ``partial`` were two, and only while the
+    answer is awaited."""
 
     __slots__ = ("conn", "index")
 
-    def __init__(self, conn: RespConnection, index: int) -> None:
+    def __init__(self, conn: RespConnection) -> None:
         self.conn = conn
-        self.index = index
+        self.index = -1
 
     def __call__(self, _: None, exc: BaseException | None) -> None:
         conn = self.conn
-        conn._fill(self.index, _OK if exc is None else conn._failed(exc))
+        index = self.index
+        self.index = -1
+        conn._fill(index, _OK if exc is None else conn._failed(exc))
 
 
 class _BulkSlot:
@@ -821,19 +839,21 @@ class _BulkSlot:
 
     __slots__ = ("conn", "index")
 
-    def __init__(self, conn: RespConnection, index: int) -> None:
+    def __init__(self, conn: RespConnection) -> None:
         self.conn = conn
-        self.index = index
+        self.index = -1  # as _OkSlot's
 
     def __call__(self, value: bytes | None, exc: BaseException | None) -> None:
         conn = self.conn
+        index = self.index
+        self.index = -1
         if exc is not None:
             reply = conn._failed(exc)
         elif value is None:
             reply = conn.nil
         else:
             reply = b"$%d\r\n%b\r\n" % (len(value), value)
-        conn._fill(self.index, reply)
+        conn._fill(index, reply)
 
 
 def _spec_of(args: list[bytes]) -> CommandSpec | None:
