@@ -274,6 +274,13 @@ class HLC:
             return 0
         return pt if pt <= MAX_WALL_MS else MAX_WALL_MS
 
+    def wall(self) -> float:
+        """The clock's wall time in seconds, ``clock.time()`` -- read as the
+        stamps read it (``time.time()`` plus the offset, for a SystemClock)."""
+        if self._fast:
+            return _system_time() + self._offset
+        return self._clock.time()
+
     def last(self) -> Timestamp:
         """The most recent timestamp issued (``(0, 0)`` before the first)."""
         return Timestamp(self._l, self._c)

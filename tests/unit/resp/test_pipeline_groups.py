@@ -42,7 +42,7 @@ class Batch:
             item = self.kv._live(key)
             done(None if item is None else item[0], None)
 
-        self.answers.append(answer)
+        self._answer(key, answer)
 
     def put(
         self, key: bytes, value: bytes, done: Callable[[None, BaseException | None], None]
@@ -58,7 +58,13 @@ class Batch:
             self.kv._store(key, value, None)
             done(None, None)
 
-        self.answers.append(answer)
+        self._answer(key, answer)
+
+    def _answer(self, key: bytes, answer: Callable[[], None]) -> None:
+        if self.kv.in_place and key not in self.kv.deferred:
+            answer()  # as a one-node KVStore answers: before the call returns
+        else:
+            self.answers.append(answer)
 
     def flush(self) -> None:
         self.flushed = True
@@ -75,12 +81,15 @@ class Batch:
 class GroupKV(LocalKV):
     """LocalKV with callback forms and a batch API that records its groups."""
 
-    def __init__(self, answer_on_flush: bool = False) -> None:
+    def __init__(self, answer_on_flush: bool = False, in_place: bool = False) -> None:
         super().__init__(clock=ManualClock(), limits=SMALL_LIMITS)
         self.flushed: list[Batch] = []
         self.lone: list[tuple[str, bytes]] = []
         self.failing: dict[bytes, BaseException] = {}
         self.answer_on_flush = answer_on_flush
+        #: answer each command during the call (except the keys in ``deferred``)
+        self.in_place = in_place
+        self.deferred: set[bytes] = set()
 
     def start_get(
         self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]
@@ -219,4 +228,63 @@ async def test_a_transaction_is_grouped_between_its_exec_and_the_next_request() 
     # GET t1 repeats a key of the group: it ran after it, alone
     assert [b.ops for b in kv.flushed] == [[("put", b"t1"), ("put", b"t2")]]
     assert kv.lone == [("get", b"t1")]
+    await server.close()
+
+
+async def test_commands_answered_in_place_keep_one_group_and_read_their_writes() -> None:
+    """A store that answers during the call (a one-node KVStore): a repeated
+    key has no reply to wait for, so the read stays one group -- and still
+    reads its own writes, in order."""
+    kv = GroupKV(in_place=True)
+    server, client = _server(kv)
+    client.send(
+        _pipeline(("SET", "k", "v1"), ("GET", "k"), ("SET", "k", "v2"), ("GET", "k"), ("GET", "z"))
+    )
+    assert [b.ops for b in kv.flushed] == [
+        [("put", b"k"), ("get", b"k"), ("put", b"k"), ("get", b"k"), ("get", b"z")]
+    ]
+    assert [await client.read() for _ in range(5)] == [
+        Simple("OK"),
+        b"v1",
+        Simple("OK"),
+        b"v2",
+        None,
+    ]
+    await server.close()
+
+
+async def test_a_key_answered_later_still_splits_the_group() -> None:
+    """Mixed: the commands answered in place and those answered later each get
+    their own reply in request order; a key whose reply is still missing
+    makes its second command wait for the group, as before."""
+    kv = GroupKV(in_place=True)
+    kv.deferred.add(b"slow")
+    await kv.put(b"slow", b"s0")
+    server, client = _server(kv)
+    client.send(
+        _pipeline(
+            ("GET", "slow"),
+            ("SET", "a", "1"),
+            ("SET", "slow", "s1"),
+            ("GET", "a"),
+            ("GET", "slow"),
+            ("GET", "a"),
+        )
+    )
+    # GET slow waits (its reply is missing): SET slow closed the first group
+    assert [b.ops for b in kv.flushed] == [[("get", b"slow"), ("put", b"a")]]
+    kv.flushed[0].release()
+    # SET slow opened the next group; GET slow repeats it and closes that one
+    assert [b.ops for b in kv.flushed[1:]] == [[("put", b"slow"), ("get", b"a")]]
+    kv.flushed[1].release()
+    await wait_for(lambda: len(kv.flushed) == 3, message="the third group")
+    kv.flushed[2].release()
+    assert [await client.read() for _ in range(6)] == [
+        b"s0",
+        Simple("OK"),
+        Simple("OK"),
+        b"1",
+        b"s1",
+        b"1",
+    ]
     await server.close()

@@ -158,6 +158,20 @@ def live_item(entries: Entries, now: float) -> Item | None:
     return item if item is not None and visible(item, now) else None
 
 
+def live_value(stored: Stored, now: float) -> bytes | None:
+    """The value of :func:`live_item` of ``unpack(stored)``, read in place from
+    the packed form of a single version (no ``Entries`` built to read it)."""
+    packed: Any = stored
+    if packed and type(packed[0]) is str:  # (actor, value, expires_at, n)
+        value: bytes | None = packed[1]
+        if value is None:
+            return None
+        exp: float | None = packed[2]
+        return value if exp is None or now < exp else None
+    item = live_item(stored, now)  # type: ignore[arg-type]
+    return None if item is None else item[0]
+
+
 def visible_items(entries: Entries, now: float) -> list[Item]:
     """Every visible sibling, newest (by stamp) first."""
     items = [item for _, _, vals in entries for item in vals if visible(item, now)]

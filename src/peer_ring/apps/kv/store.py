@@ -190,14 +190,18 @@ class KVStore(KVReplica):
             stored = None if part is None else part.get(key)
             if stored is None:
                 return None
-            if self.memory.lru is not None:
-                self.memory.touch(key, partition)
-            entries = unpack(stored)
+            memory = self.memory
+            if memory.lru is not None:
+                memory.touch(key, partition)
         except Exception as exc:
             raise QuorumNotReached(1, 0, {self._node_id: exc}) from exc
-        if not entries:
-            return None
-        got = self._resolve(entries, self._clock().time())
+        hlc = self._hlc
+        # self._clock().time(), without a call into the interpreted clock
+        now = self._clock().time() if hlc is None else hlc.wall()
+        if self._merge_fn is None:
+            return st.live_value(stored, now)  # no Entries built to read it
+        entries = unpack(stored)
+        got = self._resolve(entries, now) if entries else None
         return None if got is None else got[0]
 
     def start_put(

@@ -350,7 +350,7 @@ def start_get(c: RespConnection, args: list[bytes]) -> bool:
 )
 async def cmd_get(c: RespConnection, args: list[bytes]) -> bytes:
     value = await c.kv.get(args[1])
-    return c.nil if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+    return c.nil if value is None else bulk(value)
 
 
 def _expire_arg(arg: bytes, unit_ms: bool, absolute: bool, now: float, name: str) -> float:
@@ -577,7 +577,7 @@ async def cmd_mget(c: RespConnection, args: list[bytes]) -> bytes:
     nil = c.nil
     parts = [b"*%d\r\n" % len(values)]
     for v in values:
-        parts.append(nil if v is None else b"$%d\r\n%b\r\n" % (len(v), v))
+        parts.append(nil if v is None else bulk(v))
     return b"".join(parts)
 
 

@@ -11,6 +11,7 @@ string a bulk string), the same downgrade rules Redis applies.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from peer_ring.server.resp._kinds import RespSet, Status, Verbatim
 
@@ -41,11 +42,16 @@ EMPTY_ARRAY = b"*0\r\n"
 ZERO = b":0\r\n"
 ONE = b":1\r\n"
 _SMALL_INTS = [b":%d\r\n" % i for i in range(-2, 1024)]
+#: the header of a bulk string of each length below 1024 (no formatting per reply)
+_BULK_HEADS: Final = [b"$%d\r\n" % i for i in range(1024)]
 
 
 def bulk(value: bytes) -> bytes:
     """Encode a bulk string."""
-    return b"$%d\r\n%b\r\n" % (len(value), value)
+    n = len(value)
+    if n < 1024:
+        return _BULK_HEADS[n] + value + b"\r\n"
+    return b"$%d\r\n%b\r\n" % (n, value)
 
 
 def integer(value: int) -> bytes:

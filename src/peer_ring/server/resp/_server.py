@@ -99,7 +99,7 @@ from peer_ring.server.resp._acl import Acl
 from peer_ring.server.resp._config import RespConfig
 from peer_ring.server.resp._limits import Watchdog
 from peer_ring.server.resp._parser import RespParser, RespProtocolError
-from peer_ring.server.resp._reply import NIL2, NIL3, error
+from peer_ring.server.resp._reply import NIL2, NIL3, bulk, error
 from peer_ring.server.resp._table import ALL_SPECS, COMMANDS, CommandError, CommandSpec, lookup
 
 __all__ = ["RespConnection", "RespServer", "RespStats"]
@@ -318,6 +318,7 @@ class RespConnection(asyncio.Protocol):
         self._group_keys: set[bytes] = set()
         self._slots = 0  # replies of the group not filled in yet
         self._group_wait = False  # the group closed; the connection waits for its slots
+        self._slot_at = -1  # the place of the reply the starting command reserved
         #: the completions handed out last (see slot_ok), reused once answered
         self._ok_slot = _OkSlot(self)
         self._bulk_slot = _BulkSlot(self)
@@ -359,6 +360,9 @@ class RespConnection(asyncio.Protocol):
         self._busy = False  # a command is in flight
         self._current: list[bytes] = _NO_ARGS  # its arguments
         self._pending: CommandSpec | None = None  # its coroutine handler, for the worker
+        #: the command name of the last known request as sent, and its spec (_spec_of)
+        self._last_name = b""
+        self._last_spec: CommandSpec | None = None
         self._blocking = False  # the worker awaits a blocking command (XREAD BLOCK)
         #: the pub/sub session while subscribed (``_pubsub.Session``), else None
         self.pubsub: Any = None
@@ -479,7 +483,7 @@ class RespConnection(asyncio.Protocol):
             while not self._busy:
                 if txn:
                     args = txn[0]
-                    spec = _spec_of(args)
+                    spec = self._spec_of(args)
                     if self._grouping(args, spec, txn[1] if len(txn) > 1 else None):
                         continue
                     txn.popleft()
@@ -494,7 +498,7 @@ class RespConnection(asyncio.Protocol):
                         self._close_group()
                         break  # resume_writing advances again
                     args = batch[i]
-                    spec = _spec_of(args)
+                    spec = self._spec_of(args)
                     if self._grouping(args, spec, batch[i + 1] if i + 1 < len(batch) else None):
                         continue
                     self._next = i + 1
@@ -530,6 +534,23 @@ class RespConnection(asyncio.Protocol):
         if (self.quit or self._lost) and not self._busy:
             self._wake()  # the worker closes the connection
 
+    def _spec_of(self, args: list[bytes]) -> CommandSpec | None:
+        """The command of a request in any letter case (one dict lookup for the
+        usual all-lower or all-upper spelling), None if unknown; the spelling
+        the previous request used is recognised by comparing bytes (a
+        pipeline repeats its commands), without hashing the name."""
+        name = args[0]
+        if name == self._last_name:
+            return self._last_spec
+        spec = _COMMANDS.get(name)
+        if spec is None:
+            spec = lookup(name)
+            if spec is None:
+                return None
+        self._last_name = name
+        self._last_spec = spec
+        return spec
+
     def _grouping(
         self, args: list[bytes], spec: CommandSpec | None, following: list[bytes] | None
     ) -> bool:
@@ -551,14 +572,15 @@ class RespConnection(asyncio.Protocol):
             ):
                 return False
             self.group = self.batches.batch()
-            self._group_keys.add(args[1])
             return False
+        # the keys of the group's commands still waiting for their replies
+        # (_execute records them: one answered at once, as a one-node store
+        # answers, has nothing to wait for and costs no hashing)
         keys = self._group_keys
-        if spec is not None and spec.group_arity == len(args) and args[1] not in keys:
-            keys.add(args[1])
+        if spec is not None and spec.group_arity == len(args) and not (keys and args[1] in keys):
             return False
-        # another kind of request, or a key already in the group (its second
-        # command waits for the first's reply, as without groups)
+        # another kind of request, or a key of the group waiting for its reply
+        # (its second command waits for the first's reply, as without groups)
         return self._close_group()
 
     def _close_group(self) -> bool:
@@ -576,11 +598,13 @@ class RespConnection(asyncio.Protocol):
         return True
 
     def _slot(self) -> int:
-        """Reserve the place of a grouped command's reply among the replies."""
+        """Reserve the place of a grouped command's reply among the replies
+        (``b""`` until it is filled: no reply is empty)."""
         out = self._out
         out.append(b"")
         self._slots += 1
-        return len(out) - 1
+        index = self._slot_at = len(out) - 1
+        return index
 
     def slot_bulk(self) -> Callable[[bytes | None, BaseException | None], None]:
         """For a command joining the open group: its completion with a bulk
@@ -621,7 +645,8 @@ class RespConnection(asyncio.Protocol):
         try:
             if spec is None:
                 raise CommandError(_unknown_command(args))
-            stats.calls[spec.index] += 1
+            calls = stats.calls
+            calls[spec.index] = calls[spec.index] + 1  # int arithmetic, not a generic +=
             # restricted users (``perms`` set) stay unauthenticated for the
             # fast check and are checked per command below
             if not self.authenticated and not spec.no_auth and self.perms is None:
@@ -657,11 +682,15 @@ class RespConnection(asyncio.Protocol):
         self._current = args
         start = spec.start
         if start is not None and self.pubsub is None:
+            self._slot_at = -1
             try:
                 if start(self, args):
                     if self.group is not None:  # it joined the group: its slot waits
                         self._busy = False
                         self._current = _NO_ARGS
+                        at = self._slot_at
+                        if at >= 0 and not self._out[at]:
+                            self._group_keys.add(args[1])  # not answered yet
                     return
             except Exception as exc:  # raised before it handed its completion over
                 self.complete(self._failed(exc))
@@ -686,7 +715,7 @@ class RespConnection(asyncio.Protocol):
         elif value is None:
             reply = self.nil
         else:
-            reply = b"$%d\r\n%b\r\n" % (len(value), value)
+            reply = bulk(value)
         self.complete(reply)
 
     def reply_ok(self, _: None, exc: BaseException | None) -> None:
@@ -852,17 +881,8 @@ class _BulkSlot:
         elif value is None:
             reply = conn.nil
         else:
-            reply = b"$%d\r\n%b\r\n" % (len(value), value)
+            reply = bulk(value)
         conn._fill(index, reply)
-
-
-def _spec_of(args: list[bytes]) -> CommandSpec | None:
-    """The command of a request in any letter case (one dict lookup for the
-    usual all-lower or all-upper spelling), None if unknown."""
-    spec = _COMMANDS.get(args[0])
-    if spec is None:
-        spec = lookup(args[0])
-    return spec
 
 
 def _group_key(args: list[bytes]) -> bytes | None:
