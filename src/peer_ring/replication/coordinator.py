@@ -40,7 +40,9 @@ are not held: they happen when the round starts, as for a lone round.
 A round whose only target is this node (a one-node cluster, N=1), with no
 stand-in and no handoff copy, is decided by the local answer at once: the
 listener is told directly, with no :class:`Round` (the same result, errors
-and counters).
+and counters). A caller that can answer such a round itself asks
+:meth:`Coordinator.solo` first (``AppContext.solo``: the KV store's reads
+and writes) and starts no round at all.
 
 Dynamo (DeCandia et al., SOSP 2007), sections 4.5 and 4.6.
 """

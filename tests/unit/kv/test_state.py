@@ -108,3 +108,26 @@ def test_pack_is_compact_for_one_value_and_inverse_of_unpack() -> None:
     assert st.pack(two) is two
     assert st.unpack(st.pack(two)) == two
     assert st.unpack(st.pack(st.EMPTY)) == st.EMPTY
+
+
+def test_live_value_is_the_live_items_value_of_every_stored_form() -> None:
+    """``live_value`` reads a stored state in place: the value ``live_item``
+    gives for the unpacked state, packed or not, one version or siblings."""
+    value = (b"v", None, stamp(T0))
+    ttl = (b"t", T0 + 5, stamp(T0))
+    tomb = (None, None, stamp(T0))
+    states: list[st.Entries] = [st.EMPTY]
+    for item in (value, ttl, tomb):
+        states.append(vv.update(vv.empty(), None, item, "a", stamp=item[2]).entries)  # packs
+        states.append((("a", 1, (item,)),))  # one version that does not pack (stamp != n)
+    states.append(blind_writes(value, (b"newer", None, stamp(T0 + 1))))
+    states.append(blind_writes(value, (None, None, stamp(T0 + 1))))
+    states.append(blind_writes((b"newer", T0 + 5, stamp(T0 + 1)), value))
+    packed = 0
+    for entries in states:
+        stored = st.pack(entries)
+        packed += stored is not entries
+        for now in (T0, T0 + 4.9, T0 + 5, T0 + 6):
+            item = st.live_item(entries, now)
+            assert st.live_value(stored, now) == (None if item is None else item[0])
+    assert packed == 3

@@ -159,17 +159,25 @@ def live_item(entries: Entries, now: float) -> Item | None:
 
 
 def live_value(stored: Stored, now: float) -> bytes | None:
-    """The value of :func:`live_item` of ``unpack(stored)``, read in place from
-    the packed form of a single version (no ``Entries`` built to read it)."""
-    packed: Any = stored
-    if packed and type(packed[0]) is str:  # (actor, value, expires_at, n)
-        value: bytes | None = packed[1]
-        if value is None:
-            return None
-        exp: float | None = packed[2]
-        return value if exp is None or now < exp else None
-    item = live_item(stored, now)  # type: ignore[arg-type]
-    return None if item is None else item[0]
+    """The value of :func:`live_item` of ``unpack(stored)``, read in place when
+    the state holds one version -- packed or not -- (no ``Entries`` built and
+    no item tuple checked field by field to read it)."""
+    s: Any = stored
+    if not s:
+        return None
+    if type(s[0]) is str:  # packed: (actor, value, expires_at, n)
+        value: Any = s[1]
+        exp: Any = s[2]
+    else:
+        vals: Any = s[0][2] if len(s) == 1 else ()
+        if len(vals) != 1:  # siblings: the general resolution
+            item = live_item(stored, now)  # type: ignore[arg-type]
+            return None if item is None else item[0]
+        value = vals[0][0]  # the one sibling is the resolved item
+        exp = vals[0][1]
+    if value is None or (exp is not None and not now < exp):
+        return None
+    return value  # type: ignore[no-any-return]
 
 
 def visible_items(entries: Entries, now: float) -> list[Item]:
