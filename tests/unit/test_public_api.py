@@ -45,8 +45,9 @@ EXPECTED_CONTEXT = {
     "spawn", "create_future", "add_metrics",
 }  # fmt: skip
 #: AppContext members with a default implementation (added later: an app
-#: context written before them keeps working); issue 18's batched rounds.
-EXPECTED_CONTEXT_DEFAULTS = {"batch"}
+#: context written before them keeps working); issue 18's batched rounds and
+#: solo (rounds this node decides alone).
+EXPECTED_CONTEXT_DEFAULTS = {"batch", "solo"}
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
