@@ -1,0 +1,46 @@
+"""The node process's collector policy (peer_ring.runner: tune_gc, GcPacer)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from peer_ring.errors import ConfigError
+from peer_ring.runner import GcPacer
+
+
+async def test_the_pacer_arms_young_collections_and_restores_the_thresholds() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(1_000_000, before[1], before[2])  # the count alone would never collect
+    pacer = GcPacer(min_interval=0.002, max_interval=0.002)
+    try:
+        pacer.start(asyncio.get_running_loop())
+        for _ in range(200):
+            junk = [[i] for i in range(50)]  # counted allocations: a collection can start
+            del junk
+            await asyncio.sleep(0.001)
+            if pacer.young >= 3:
+                break
+        assert pacer.armed >= 3 and pacer.young >= 3
+    finally:
+        pacer.stop()
+        # disarmed: the thresholds in force before, not the pacer's
+        assert gc.get_threshold() == (1_000_000, before[1], before[2])
+        assert pacer._on_gc not in gc.callbacks
+        gc.set_threshold(*before)
+
+
+def test_the_pacer_adapts_its_interval_to_the_young_pause() -> None:
+    pacer = GcPacer(min_interval=0.005, max_interval=0.25, target=0.001)
+    pacer.interval = 0.04
+    pacer._on_gc("start", {"generation": 0})
+    pacer._started -= 0.01  # a 10 ms young collection: halve
+    pacer._on_gc("stop", {"generation": 0})
+    assert pacer.interval == 0.02
+    pacer._on_gc("start", {"generation": 0})  # ~0 ms: double
+    pacer._on_gc("stop", {"generation": 0})
+    assert pacer.interval == 0.04
+    with pytest.raises(ConfigError):
+        GcPacer(min_interval=0.5, max_interval=0.1)
