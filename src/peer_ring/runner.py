@@ -506,7 +506,7 @@ GC_THRESHOLDS = (50_000, 50, 100)
 #: :class:`GcPacer`: shortest and longest time between two paced collections
 #: (seconds), and the young-collection pause it steers to (seconds).
 GC_PACE_MIN = 0.005
-GC_PACE_MAX = 0.25
+GC_PACE_MAX = 0.1
 GC_PAUSE_TARGET = 0.001
 
 
@@ -535,8 +535,9 @@ class GcPacer:
     itself is needed -- a young collection is what untracks a state tuple
     (all its items are atomic) -- so the pacer only spreads it: every
     ``interval`` it arms a collection, and adapts the interval so that young
-    collections pause for about ``target`` (halved above 2x target, doubled
-    below target/4, within ``[min_interval, max_interval]``).
+    collections pause for about ``target`` (scaled by ``target / pause``
+    above 2x target, doubled below target/4, within ``[min_interval,
+    max_interval]``).
 
     Arming sets the first threshold to 1 until the next collection starts
     (then the thresholds in force before are put back): the next counted
@@ -611,8 +612,8 @@ class GcPacer:
             return
         self.young += 1
         pause = time.perf_counter() - self._started
-        if pause > 2 * self.target:
-            self.interval = max(self.min_interval, self.interval / 2)
+        if pause > 2 * self.target:  # in one step: a burst after idling
+            self.interval = max(self.min_interval, self.interval * self.target / pause)
         elif pause < self.target / 4:
             self.interval = min(self.max_interval, self.interval * 2)
 

@@ -23,7 +23,8 @@ async def test_the_pacer_arms_young_collections_and_restores_the_thresholds() ->
             await asyncio.sleep(0.001)
             if pacer.young >= 3:
                 break
-        assert pacer.armed >= 3 and pacer.young >= 3
+        assert pacer.armed >= 3
+        assert pacer.young >= 3
     finally:
         pacer.stop()
         # disarmed: the thresholds in force before, not the pacer's
@@ -33,12 +34,13 @@ async def test_the_pacer_arms_young_collections_and_restores_the_thresholds() ->
 
 
 def test_the_pacer_adapts_its_interval_to_the_young_pause() -> None:
-    pacer = GcPacer(min_interval=0.005, max_interval=0.25, target=0.001)
+    pacer = GcPacer(min_interval=0.001, max_interval=0.25, target=0.001)
     pacer.interval = 0.04
     pacer._on_gc("start", {"generation": 0})
-    pacer._started -= 0.01  # a 10 ms young collection: halve
+    pacer._started -= 0.01  # a 10 ms young collection: a tenth
     pacer._on_gc("stop", {"generation": 0})
-    assert pacer.interval == 0.02
+    assert 0.0039 < pacer.interval < 0.0041
+    pacer.interval = 0.02
     pacer._on_gc("start", {"generation": 0})  # ~0 ms: double
     pacer._on_gc("stop", {"generation": 0})
     assert pacer.interval == 0.04

@@ -23,5 +23,7 @@ async def test_an_overwritten_key_is_one_flat_state_the_first_young_collection_u
     assert len(held) == 3
     gc.collect(0)  # whatever a collection has not seen yet is young
     for state in held:
-        assert type(state[0]) is str and len(state) == 5 and state[1] == b"three"
+        assert type(state[0]) is str
+        assert len(state) == 5
+        assert state[1] == b"three"
         assert not gc.is_tracked(state)

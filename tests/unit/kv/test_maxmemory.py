@@ -52,7 +52,8 @@ def test_incremental_accounting_equals_sizing_both_states() -> None:
     states = [compact, pack((("b.2", 1, ((None, None, 1),)),)), one_entry, tombstone,
               siblings, two_items, (), flat5, pack(tombstone)]  # fmt: skip
     assert type(compact[0]) is str  # the compact forms are among them
-    assert type(flat5[0]) is str and len(flat5) == 5
+    assert type(flat5[0]) is str
+    assert len(flat5) == 5
     for old in states:
         for new in states:
             b = MemoryBudget()
