@@ -33,16 +33,22 @@ async def test_the_pacer_arms_young_collections_and_restores_the_thresholds() ->
         gc.set_threshold(*before)
 
 
-def test_the_pacer_adapts_its_interval_to_the_young_pause() -> None:
-    pacer = GcPacer(min_interval=0.001, max_interval=0.25, target=0.001)
-    pacer.interval = 0.04
+def test_the_pacer_spaces_collections_by_their_pause() -> None:
+    pacer = GcPacer(min_interval=0.005, max_interval=0.1, duty=0.025)
     pacer._on_gc("start", {"generation": 0})
-    pacer._started -= 0.01  # a 10 ms young collection: a tenth
+    pacer._started -= 0.001  # a 1 ms young collection: the next in 40 ms
     pacer._on_gc("stop", {"generation": 0})
-    assert 0.0039 < pacer.interval < 0.0041
-    pacer.interval = 0.02
-    pacer._on_gc("start", {"generation": 0})  # ~0 ms: double
+    assert 0.039 < pacer.interval < 0.042
+    pacer._on_gc("start", {"generation": 0})
+    pacer._started -= 0.01  # 10 ms: no later than the longest interval
     pacer._on_gc("stop", {"generation": 0})
-    assert pacer.interval == 0.04
+    assert pacer.interval == 0.1
+    pacer._on_gc("start", {"generation": 0})  # ~0 ms: the shortest
+    pacer._on_gc("stop", {"generation": 0})
+    assert pacer.interval == 0.005
+    pacer._on_gc("start", {"generation": 1})
+    pacer._started -= 0.01  # older generations do not count
+    pacer._on_gc("stop", {"generation": 1})
+    assert pacer.interval == 0.005
     with pytest.raises(ConfigError):
         GcPacer(min_interval=0.5, max_interval=0.1)
