@@ -507,7 +507,7 @@ GC_THRESHOLDS = (50_000, 50, 100)
 #: (seconds), and the share of time young collections may take.
 GC_PACE_MIN = 0.005
 GC_PACE_MAX = 0.1
-GC_PACE_DUTY = 0.025
+GC_PACE_DUTY = 0.01
 
 
 def tune_gc() -> None:
