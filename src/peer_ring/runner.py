@@ -508,6 +508,9 @@ GC_THRESHOLDS = (50_000, 50, 100)
 GC_PACE_MIN = 0.005
 GC_PACE_MAX = 0.1
 GC_PACE_DUTY = 0.01
+#: CPU seconds the process must have used since the last collection for a
+#: paced one: an idle node is left alone (its young generation cannot grow).
+GC_PACE_IDLE_CPU = 0.002
 
 
 def tune_gc() -> None:
@@ -543,7 +546,10 @@ class GcPacer:
     ``[min_interval, max_interval]``), counted from the end of the last
     collection however started: collections of in-flight objects take
     at most about ``duty`` of the time, and the longest interval bounds what
-    the written states add to a pause (a node at 130,000 SETs/s: ~4 ms).
+    the written states add to a pause (a node at 130,000 SETs/s: ~4 ms). A
+    process that used less than :data:`GC_PACE_IDLE_CPU` of CPU since the
+    last collection is idle: no collection is armed, the next look is
+    ``max_interval`` later.
 
     Arming sets the first threshold to 1 until the next collection starts
     (then the thresholds in force before are put back): the next counted
@@ -551,7 +557,7 @@ class GcPacer:
     older generation is due (its generation 2 rule weighs objects promoted
     since the last full collection, which Python cannot read). A direct
     ``gc.collect(0)`` would reset that count on every tick and so starve the
-    older generations. Idle, a tick costs one ``set_threshold``.
+    older generations.
     """
 
     def __init__(
@@ -569,8 +575,9 @@ class GcPacer:
         #: thresholds to restore while armed (None: not armed)
         self._saved: tuple[int, int, int] | None = None
         self._started = 0.0
-        #: when the last collection ended (perf_counter)
+        #: when the last collection ended (perf_counter, process_time)
         self._last = 0.0
+        self._cpu_last = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: collections seen and armed (statistics, tests)
@@ -604,14 +611,18 @@ class GcPacer:
         if loop is None:
             return
         wait = self._last + self.interval - time.perf_counter()
-        if wait < self.min_interval / 2:  # due: arm
-            wait = self.interval
-            if self._saved is None:
-                t = gc.get_threshold()
-                if t[0] > 1:  # 0: collection disabled, leave it so
-                    self._saved = (t[0], t[1], t[2])
-                    gc.set_threshold(1, t[1], t[2])
-                    self.armed += 1
+        if wait < self.min_interval / 2:  # due
+            if time.process_time() - self._cpu_last < GC_PACE_IDLE_CPU:
+                # idle since the last collection: nothing can have piled up
+                wait = self.max_interval
+            else:
+                wait = self.interval
+                if self._saved is None:
+                    t = gc.get_threshold()
+                    if t[0] > 1:  # 0: collection disabled, leave it so
+                        self._saved = (t[0], t[1], t[2])
+                        gc.set_threshold(1, t[1], t[2])
+                        self.armed += 1
         self._handle = loop.call_later(wait, self._tick)
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -622,6 +633,7 @@ class GcPacer:
             self._started = now
             return
         self._last = now  # every collection empties the young generation
+        self._cpu_last = time.process_time()
         if info["generation"] == 0:
             self.young += 1
             pause = now - self._started

@@ -7,11 +7,15 @@ import gc
 
 import pytest
 
+from peer_ring import runner
 from peer_ring.errors import ConfigError
 from peer_ring.runner import GcPacer
 
 
-async def test_the_pacer_arms_young_collections_and_restores_the_thresholds() -> None:
+async def test_the_pacer_arms_young_collections_and_restores_the_thresholds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "GC_PACE_IDLE_CPU", 0.0)  # this test is nearly idle
     before = gc.get_threshold()
     gc.set_threshold(1_000_000, before[1], before[2])  # the count alone would never collect
     pacer = GcPacer(min_interval=0.002, max_interval=0.002)
@@ -52,3 +56,18 @@ def test_the_pacer_spaces_collections_by_their_pause() -> None:
     assert pacer.interval == 0.005
     with pytest.raises(ConfigError):
         GcPacer(min_interval=0.5, max_interval=0.1)
+
+
+async def test_an_idle_process_is_not_collected() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(1_000_000, before[1], before[2])
+    pacer = GcPacer(min_interval=0.002, max_interval=0.01)
+    try:
+        pacer.start(asyncio.get_running_loop())
+        pacer._cpu_last = 1e9  # as if no CPU had been used since the last collection
+        await asyncio.sleep(0.05)
+        assert pacer.armed == 0
+        assert gc.get_threshold()[0] == 1_000_000
+    finally:
+        pacer.stop()
+        gc.set_threshold(*before)
