@@ -620,8 +620,11 @@ class GcPacer:
                 if self._saved is None:
                     t = gc.get_threshold()
                     if t[0] > 1:  # 0: collection disabled, leave it so
-                        self._saved = (t[0], t[1], t[2])
+                        # armed first, remembered second: a collection started
+                        # in between (another thread) leaves it armed and
+                        # remembered, which the next collection undoes
                         gc.set_threshold(1, t[1], t[2])
+                        self._saved = (t[0], t[1], t[2])
                         self.armed += 1
         self._handle = loop.call_later(wait, self._tick)
 
