@@ -48,9 +48,12 @@ def test_incremental_accounting_equals_sizing_both_states() -> None:
     tombstone = (("a.1", 4, ((None, None, 1_000_009),)),)
     siblings = (("a.1", 2, ((b"x" * 7, None, 1),)), ("b.2", 1, ((b"y" * 9, None, 2),)))
     two_items = (("a.1", 3, ((b"p" * 5, None, 3), (b"q" * 6, None, 2))),)
+    flat5 = pack(one_entry)
     states = [compact, pack((("b.2", 1, ((None, None, 1),)),)), one_entry, tombstone,
-              siblings, two_items, ()]  # fmt: skip
-    assert type(compact[0]) is str  # the compact form is among them
+              siblings, two_items, (), flat5, pack(tombstone)]  # fmt: skip
+    assert type(compact[0]) is str  # the compact forms are among them
+    assert type(flat5[0]) is str
+    assert len(flat5) == 5
     for old in states:
         for new in states:
             b = MemoryBudget()

@@ -104,6 +104,12 @@ def test_pack_is_compact_for_one_value_and_inverse_of_unpack() -> None:
     packed = st.pack(one)
     assert len(packed) == 4
     assert st.unpack(packed) == one
+    # the actor's second write: its counter is no longer the value's stamp
+    again = vv.lww_put(vv.DVVSet(one), (b"z", 5.0, stamp(T0 + 2)), "a", stamp(T0 + 2)).entries
+    flat = st.pack(again)
+    assert len(flat) == 5
+    assert type(flat[0]) is str
+    assert st.unpack(flat) == again
     two = blind_writes((b"x", None, stamp(T0)), (b"y", 9.0, stamp(T0 + 1)))
     assert st.pack(two) is two
     assert st.unpack(st.pack(two)) == two

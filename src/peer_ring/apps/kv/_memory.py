@@ -53,6 +53,9 @@ MERGE_SLACK: Final = 1.1
 KEY_OVERHEAD: Final = 80
 #: Compact state ``(actor, value, expires_at, stamp)``: tuple, value header, int.
 _COMPACT: Final = 120
+#: The 5-tuple compact state (``..., stamp, counter``): a tuple slot and the
+#: counter's int more.
+_COUNTER: Final = 40
 #: Per ``(actor, counter, items)`` entry and per ``(value, expires_at, stamp)`` item.
 _ENTRY: Final = 100
 _ITEM: Final = 110
@@ -65,7 +68,11 @@ def state_size(stored: Stored) -> int:
     s: tuple[Any, ...] = stored
     if s and type(s[0]) is str:
         value = s[1]
-        return _COMPACT + (len(value) if type(value) is bytes else 0)
+        return (
+            _COMPACT
+            + (len(value) if type(value) is bytes else 0)
+            + (_COUNTER if len(s) == 5 else 0)
+        )
     total = 56 + _ENTRY * len(s)
     for entry in s:
         e: tuple[Any, ...] = entry
@@ -142,7 +149,7 @@ class MemoryBudget:
         n: tuple[Any, ...] = new
         if o and n:
             if type(o[0]) is str:
-                if type(n[0]) is str:  # both compact
+                if type(n[0]) is str and len(o) == len(n):  # both compact, one shape
                     ov = o[1]
                     nv = n[1]
                     self.used += (len(nv) if type(nv) is bytes else 0) - (
