@@ -33,7 +33,7 @@ Invariants:
 from __future__ import annotations
 
 import sys
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgpack
 import xxhash
@@ -49,6 +49,9 @@ Item = tuple[bytes | None, float | None, int]
 Entries = tuple[tuple[str, int, tuple[Item, ...]], ...]
 
 EMPTY: Final[Entries] = ()
+
+#: A tuple read field by field (see :func:`max_stamp`).
+_Tuple = tuple[Any, ...]
 
 #: Counters and stamps below this fit the compiled build's unboxed integers:
 #: the range checks compare with MAX_COUNTER (a boxed integer there) only at
@@ -321,8 +324,7 @@ def pack(entries: Entries) -> Stored:
             item: tuple[Any, ...] = vals[0]
             n: object = e[1]
             if item[2] == n:
-                packed: tuple[Any, ...] = (e[0], item[0], item[1], n)
-                return packed
+                return cast(_Tuple, (e[0], item[0], item[1], n))
     return entries
 
 
@@ -331,9 +333,8 @@ def unpack(stored: Stored) -> Entries:
     s: tuple[Any, ...] = stored
     if s and type(s[0]) is str:
         n: object = s[3]
-        item: tuple[Any, ...] = (s[1], s[2], n)
-        entries: tuple[Any, ...] = ((s[0], n, (item,)),)
-        return entries
+        item = cast(_Tuple, (s[1], s[2], n))
+        return cast(_Tuple, ((s[0], n, (item,)),))
     return stored  # type: ignore[return-value]
 
 
@@ -390,15 +391,17 @@ def issue(
     if stamp >= _SMALL and stamp > MAX_COUNTER:
         raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
     s: Any = stamp  # one int object: the item's stamp and a counter set to it
-    item: tuple[Any, ...] = (value, exp, s)
+    item = cast(_Tuple, (value, exp, s))
     first: Any = s if stamp > 1 else 1  # the counter of an actor's first dot
     cur: tuple[Any, ...] = current
-    # (results built as tuple[Any, ...]: the compiled build then packs the
-    # objects as they are, never unboxing and re-boxing a counter)
+    # (tuples built through cast(_Tuple, ...): the compiled build packs the
+    # objects once, as they are; a tuple display assigned to a variable is
+    # typed as the display by mypy, and mypyc would unbox it back into its
+    # fields at each use and pack it again)
     one: tuple[Any, ...]
     if not ctx:
         if not cur:  # a new key (prune and compaction keep one entry of one item)
-            one = ((actor, first, (item,)),)
+            one = cast(_Tuple, ((actor, first, (item,)),))
             return one
         if len(cur) == 1:
             e: tuple[Any, ...] = cur[0]
@@ -410,15 +413,15 @@ def issue(
                 c: Any
                 if lww and ctx is None:  # lww_put; one entry: nothing to prune
                     c = n + 1 if vals or stamp <= n + 1 else s
-                    one = ((actor, c, (item,)),)
+                    one = cast(_Tuple, ((actor, c, (item,)),))
                     return one
                 if vals:  # update: the live dots stay contiguous, n+1 first
                     c = n + 1
-                    vs: tuple[Any, ...] = (item, *vals)
-                    one = ((actor, c, vs),)
+                    vs = (item, *vals)
+                    one = cast(_Tuple, ((actor, c, vs),))
                     return settle(one, lww, max_siblings)
                 c = s if stamp > n + 1 else n + 1
-                one = ((actor, c, (item,)),)
+                one = cast(_Tuple, ((actor, c, (item,)),))
                 return one
     out: Entries
     if lww and ctx is None:
@@ -560,12 +563,16 @@ def supersedes(a: Entries, b: Entries) -> bool:
     for entry in eb:
         y: tuple[Any, ...] = entry
         actor: str = y[0]
-        x: tuple[Any, ...] = ea[i] if i < la else ()
-        while i < la and x[0] < actor:
+        while True:  # the same actor first (interned: one identity test)
+            if i == la:
+                return False  # `b` saw dots of an actor `a` never heard of
+            x: tuple[Any, ...] = ea[i]
+            x_actor: str = x[0]
+            if x_actor == actor:
+                break
+            if x_actor > actor:
+                return False  # likewise
             i += 1  # an actor only `a` knows: `b` saw none of its dots
-            x = ea[i] if i < la else ()
-        if i == la or x[0] != actor:
-            return False  # `b` saw dots of an actor `a` never heard of
         n_a: int = x[1]
         n_b: int = y[1]
         if n_a < n_b:

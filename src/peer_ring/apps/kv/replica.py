@@ -108,7 +108,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from peer_ring import versions as vv
 from peer_ring.app import (
@@ -989,6 +989,10 @@ def _decode_state(obj: Any) -> Entries:
         return obj
     if type(obj) is not list:
         return st.decode_entries(obj)
+    if len(obj) == 1:  # the common state: one actor's entry of one value
+        one = _decode_one(obj[0])
+        if one is not None:
+            return one
     # lists of Any, tuples of the objects as decoded (``fields[1]``,
     # ``item[2]``: Any, where a name checked with ``type(x) is int`` is an int
     # to mypy): the compiled build packs them as they are, where as Entries'
@@ -1012,28 +1016,57 @@ def _decode_state(obj: Any) -> Entries:
         last = actor
         items: list[Any] = []
         for v in vals:
-            if type(v) is not list or len(v) != 3:
+            item = _decode_item(v, n, fields, not items)
+            if item is None:
                 return st.decode_entries(obj)
-            item: list[Any] = v
-            value = item[0]
-            exp = item[1]
-            stamp_obj = item[2]
-            if (
-                (value is not None and type(value) is not bytes)
-                or (exp is not None and type(exp) is not float)
-                or type(stamp_obj) is not int
-            ):
-                return st.decode_entries(obj)
-            stamp: int = stamp_obj
-            if stamp < 0 or stamp >> 63:
-                return st.decode_entries(obj)
-            if items or stamp != n:
-                items.append((value, exp, item[2]))
-            else:  # the common first value's stamp is the counter: one int object
-                items.append((value, exp, fields[1]))
+            items.append(item)
         out.append((_intern(actor), fields[1], tuple(items)))
     decoded: tuple[Any, ...] = tuple(out)
     return decoded
+
+
+def _decode_one(entry: Any) -> Entries | None:
+    """:func:`_decode_state` of a state of one entry of one value, without its
+    lists; None when ``entry`` is of another shape (the general loop decides)."""
+    if type(entry) is not list or len(entry) != 3:
+        return None
+    fields: list[Any] = entry
+    actor = fields[0]
+    n_obj = fields[1]
+    vals = fields[2]
+    if type(actor) is not str or type(n_obj) is not int or type(vals) is not list:
+        return None
+    n: int = n_obj
+    if not actor or len(actor) > vv.MAX_ACTOR_LEN or n < 1 or n >> 63 or len(vals) != 1:
+        return None
+    item = _decode_item(vals[0], n, fields, True)
+    if item is None:
+        return None
+    return cast(tuple[Any, ...], ((_intern(actor), fields[1], (item,)),))
+
+
+def _decode_item(v: Any, n: int, fields: list[Any], first: bool) -> tuple[Any, ...] | None:
+    """One ``[value, expires_at, stamp]`` of the entry ``fields`` (counter
+    ``n``) as a tuple of the decoded objects; None when it is not of the
+    usual shape (``decode_entries`` then decodes it or raises)."""
+    if type(v) is not list or len(v) != 3:
+        return None
+    item: list[Any] = v
+    value = item[0]
+    exp = item[1]
+    stamp_obj = item[2]
+    if (
+        (value is not None and type(value) is not bytes)
+        or (exp is not None and type(exp) is not float)
+        or type(stamp_obj) is not int
+    ):
+        return None
+    stamp: int = stamp_obj
+    if stamp < 0 or stamp >> 63:
+        return None
+    if first and stamp == n:  # the common first value's stamp is the counter: one int object
+        return (value, exp, fields[1])
+    return (value, exp, item[2])
 
 
 #: ``sys.intern`` bound once (a C static in the compiled build, not an
