@@ -48,6 +48,9 @@ __all__ = ["Background", "NodeAppContext", "NodeQuorumBatch"]
 
 log = logging.getLogger(__name__)
 
+#: ``Ring.partition_for``'s hash (``peer_ring.ring._hash.key_hash``): a C
+#: static in the compiled build
+
 #: ``collect()`` of one service's metrics, with the service's namespace.
 MetricsSource = tuple[str, Callable[[], Iterable[Metric]]]
 
@@ -228,7 +231,9 @@ class NodeAppContext(AppContext):
 
     def ready(self, partition: int) -> bool:
         boot = self._bootstrap
-        return not boot.active or (not boot.settling and partition not in boot.syncing)
+        # ``not boot.active or ...`` without the interpreted property (active is
+        # ``settling or bool(syncing)``): the same answer, two attribute reads
+        return not boot.settling and partition not in boot.syncing
 
     def solo(self, partition: int, quorum: int, write: bool) -> bool:
         # while bootstrapping, rounds take start_quorum (which refuses what it

@@ -307,6 +307,15 @@ class HLC:
         """:meth:`last`, packed with :func:`to_int` (the hot-path variant)."""
         return (self._l << LOGICAL_BITS) | self._c
 
+    def after_int(self, top: int) -> int:
+        """A packed timestamp for a write over a state whose largest stamp is
+        ``top``: :meth:`update_int` of ``top`` when it is not below
+        :meth:`last_int` (so the result is greater than ``top``), else
+        :meth:`now_int` (the hot-path form of that choice: one call)."""
+        if top >= (self._l << LOGICAL_BITS) | self._c:
+            return self.update_int(top)
+        return self.now_int()
+
     def update(self, remote: Timestamp | int) -> Timestamp:
         """Merge a timestamp received from a peer; timestamp the receive event.
 

@@ -313,3 +313,45 @@ async def test_quorum_not_reached_counts_the_local_replica_that_answered(
     counter = nodes[0].service("counter")
     assert isinstance(counter, Counter)
     assert counter.counts[nodes[0].ring.partition_for(b"q")][b"q"] == 1
+
+
+class _Probe(Service):
+    """A service that only keeps its app context."""
+
+    namespace = "probe"
+
+    def attach(self, app: Any) -> None:
+        self.app = app
+
+    def handle(self, request: Request) -> Any:
+        return None
+
+
+async def test_app_context_places_keys_as_the_ring_does() -> None:
+    # the context hashes keys itself (not through the interpreted ring): the
+    # same partition for every key, on the ring it starts with and on the
+    # ring after a node joined; a key of another type is refused as the ring does
+    net = MemoryNetwork()
+    nodes = [Node(config(i), network=net) for i in (1, 2)]
+    probes = [node.register(_Probe()) for node in nodes]
+    await asyncio.gather(*(n.start() for n in nodes))
+    try:
+        keys = [f"key-{i}".encode() for i in range(300)] + [b"", b"\x00" * 64]
+        for node, probe in zip(nodes, probes, strict=True):
+            assert [probe.app.partition_for(k) for k in keys] == [
+                node.ring.partition_for(k) for k in keys
+            ]
+            with pytest.raises((InvalidRequest, TypeError)):
+                probe.app.partition_for(12)
+            assert probe.app.ready(0) == (not node.bootstrap.active)
+        third = Node(config(3), network=net)
+        nodes.append(third)
+        await third.start()
+        await wait_for(lambda: all(len(n.members) == 3 for n in nodes), message="join")
+        await wait_for(lambda: all(len(n.ring.node_ids) == 3 for n in nodes), message="ring")
+        for node, probe in zip(nodes, probes, strict=False):
+            assert [probe.app.partition_for(k) for k in keys] == [
+                node.ring.partition_for(k) for k in keys
+            ]
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))

@@ -33,14 +33,15 @@ Invariants:
 from __future__ import annotations
 
 import sys
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgpack
 import xxhash
 
+from peer_ring import versions as vv
 from peer_ring.app import InvalidRequest
 from peer_ring.hlc import LOGICAL_BITS
-from peer_ring.versions import MAX_ACTOR_LEN, MAX_COUNTER
+from peer_ring.versions import MAX_ACTOR_LEN, MAX_COUNTER, Context, PruneConfig
 
 #: ``(value | None, expires_at | None, stamp)``; ``None`` value = tombstone.
 Item = tuple[bytes | None, float | None, int]
@@ -48,6 +49,14 @@ Item = tuple[bytes | None, float | None, int]
 Entries = tuple[tuple[str, int, tuple[Item, ...]], ...]
 
 EMPTY: Final[Entries] = ()
+
+#: A tuple read field by field (see :func:`max_stamp`).
+_Tuple = tuple[Any, ...]
+
+#: Counters and stamps below this fit the compiled build's unboxed integers:
+#: the range checks compare with MAX_COUNTER (a boxed integer there) only at
+#: or above it (real stamps are about 2**57), as ``versions`` does.
+_SMALL: Final = 1 << 61
 
 _INTERNED: dict[str, str] = {}
 _MAX_INTERNED: Final = 4096
@@ -213,9 +222,13 @@ def mortal(entries: Entries) -> bool:
     sweep does not need to look at it.
     """
     seen = False
-    for _, _, vals in entries:
-        for value, exp, _stamp in vals:
-            if value is None or exp is not None:
+    es: tuple[Any, ...] = entries
+    for entry in es:
+        e: tuple[Any, ...] = entry
+        vals: tuple[Any, ...] = e[2]
+        for item in vals:
+            it: tuple[Any, ...] = item
+            if it[0] is None or it[1] is not None:
                 return True
             seen = True
     return not seen
@@ -223,11 +236,26 @@ def mortal(entries: Entries) -> bool:
 
 def max_stamp(entries: Entries) -> int:
     """Largest stamp among the siblings (0 for none)."""
+    # tuple[Any, ...] views here and below: the compiled build then reads one
+    # field of a tuple instead of unboxing the whole (str, int, tuple) entry
+    # or (value, expiry, stamp) item (type checks, an int conversion each)
+    es: tuple[Any, ...] = entries
+    if len(es) == 1:  # the common state: one actor's entry
+        e: tuple[Any, ...] = es[0]
+        vals: tuple[Any, ...] = e[2]
+        if len(vals) == 1:
+            one: tuple[Any, ...] = vals[0]
+            top: int = one[2]
+            return top
     best = 0
-    for _, _, vals in entries:
+    for entry in es:
+        e = entry
+        vals = e[2]
         for item in vals:
-            if item[2] > best:
-                best = item[2]
+            it: tuple[Any, ...] = item
+            stamp: int = it[2]
+            if stamp > best:
+                best = stamp
     return best
 
 
@@ -257,11 +285,15 @@ def compact(entries: Entries, max_siblings: int | None) -> Entries:
     """
     total = 0
     has_tomb = False
-    for _, _, vals in entries:
+    es: tuple[Any, ...] = entries
+    for entry in es:
+        e: tuple[Any, ...] = entry
+        vals: tuple[Any, ...] = e[2]
         total += len(vals)
         if not has_tomb:
             for item in vals:
-                if item[0] is None:
+                it: tuple[Any, ...] = item
+                if it[0] is None:
                     has_tomb = True
                     break
     if total <= 1 or (not has_tomb and (max_siblings is None or total <= max_siblings)):
@@ -317,22 +349,288 @@ Stored = (
 
 def pack(entries: Entries) -> Stored:
     """The compact in-memory form of ``entries`` (itself when not compactable)."""
-    if len(entries) == 1:
-        actor, n, vals = entries[0]
+    es: tuple[Any, ...] = entries
+    if len(es) == 1:
+        e: tuple[Any, ...] = es[0]
+        vals: tuple[Any, ...] = e[2]
         if len(vals) == 1:
-            value, exp, stamp = vals[0]
-            if stamp == n:
-                return (actor, value, exp, n)
-            return (actor, value, exp, stamp, n)
+            item: tuple[Any, ...] = vals[0]
+            n: object = e[1]
+            if item[2] == n:
+                return cast(_Tuple, (e[0], item[0], item[1], n))
+            return cast(_Tuple, (e[0], item[0], item[1], item[2], n))
     return entries
 
 
 def unpack(stored: Stored) -> Entries:
     """The ``Entries`` of a stored state (see :func:`pack`)."""
-    if stored and type(stored[0]) is str:
-        s: tuple[Any, ...] = stored
+    s: tuple[Any, ...] = stored
+    if s and type(s[0]) is str:
         if len(s) == 4:
-            n = s[3]
-            return ((s[0], n, ((s[1], s[2], n),)),)
-        return ((s[0], s[4], ((s[1], s[2], s[3]),)),)
+            n: object = s[3]
+            item = cast(_Tuple, (s[1], s[2], n))
+            return cast(_Tuple, ((s[0], n, (item,)),))
+        item5 = cast(_Tuple, (s[1], s[2], s[3]))
+        return cast(_Tuple, ((s[0], s[4], (item5,)),))
     return stored  # type: ignore[return-value]
+
+
+# -- the write path: a coordinator's new version, a replica's join ---------------
+#
+# What the replica computed with ``versions`` on ``DVVSet`` wrappers --
+# ``update`` (or ``lww_put``), ``prune``, then the store's compaction -- done
+# on the ``Entries`` tuples in one pass, with the common states (a new key, a
+# key whose one entry is the coordinator's own) answered without a loop or a
+# list. The results are equal to the general path's for every input
+# (``tests/property/test_kv_state_props.py`` compares them); ``versions``
+# stays the reference implementation and serves the rare cases (pruning, a
+# collapse to the LWW winner of several siblings).
+
+
+def context(entries: Entries) -> Context:
+    """``versions.context`` of a state: what a reader of it has seen."""
+    es: tuple[Any, ...] = entries
+    out: list[Any] = []
+    for entry in es:
+        e: tuple[Any, ...] = entry
+        out.append((e[0], e[1]))
+    ctx: tuple[Any, ...] = tuple(out)
+    return ctx
+
+
+def _exhausted(actor: str) -> InvalidRequest:
+    return InvalidRequest(f"version counter of {actor!r} exhausted")
+
+
+def issue(
+    current: Entries,
+    ctx: Context | None,
+    value: bytes | None,
+    exp: float | None,
+    stamp: int,
+    actor: str,
+    lww: bool,
+    max_siblings: int | None,
+    prune: PruneConfig,
+) -> Entries:
+    """The state a coordinating replica stores and replicates for a write.
+
+    Equal to the general path: with ``lww`` and no context (``None``),
+    ``versions.prune(versions.lww_put(current, item, actor, stamp), stamp,
+    prune)``; otherwise ``settle(versions.prune(versions.update(current, ctx,
+    item, actor, stamp=stamp), stamp, prune), lww, max_siblings)``, where
+    ``item = (value, exp, stamp)``. ``stamp`` must be greater than every
+    stamp in ``current`` (the coordinator's HLC, advanced past
+    :func:`max_stamp`), as ``lww_put`` requires. Raises
+    :class:`InvalidRequest` where those do (a stamp or counter past
+    :data:`~peer_ring.versions.MAX_COUNTER`).
+    """
+    if stamp >= _SMALL and stamp > MAX_COUNTER:
+        raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
+    s: Any = stamp  # one int object: the item's stamp and a counter set to it
+    item = cast(_Tuple, (value, exp, s))
+    first: Any = s if stamp > 1 else 1  # the counter of an actor's first dot
+    cur: tuple[Any, ...] = current
+    # (tuples built through cast(_Tuple, ...): the compiled build packs the
+    # objects once, as they are; a tuple display assigned to a variable is
+    # typed as the display by mypy, and mypyc would unbox it back into its
+    # fields at each use and pack it again)
+    one: tuple[Any, ...]
+    if not ctx:
+        if not cur:  # a new key (prune and compaction keep one entry of one item)
+            one = cast(_Tuple, ((actor, first, (item,)),))
+            return one
+        if len(cur) == 1:
+            e: tuple[Any, ...] = cur[0]
+            if e[0] == actor:  # a key this actor wrote last: the common rewrite
+                n: int = e[1]
+                if n >= _SMALL and n >= MAX_COUNTER:
+                    raise _exhausted(actor)
+                vals: tuple[Any, ...] = e[2]
+                c: Any
+                if lww and ctx is None:  # lww_put; one entry: nothing to prune
+                    c = n + 1 if vals or stamp <= n + 1 else s
+                    one = cast(_Tuple, ((actor, c, (item,)),))
+                    return one
+                if vals:  # update: the live dots stay contiguous, n+1 first
+                    c = n + 1
+                    vs = (item, *vals)
+                    one = cast(_Tuple, ((actor, c, vs),))
+                    return settle(one, lww, max_siblings)
+                c = s if stamp > n + 1 else n + 1
+                one = cast(_Tuple, ((actor, c, (item,)),))
+                return one
+    out: Entries
+    if lww and ctx is None:
+        out = _lww_put(cur, item, s, stamp, first, actor)
+    else:
+        out = _update(cur, ctx, item, s, stamp, first, actor)
+    if len(out) > prune.small:
+        out = vv.prune(vv.DVVSet(out), stamp, prune).entries
+    if lww and ctx is None:
+        return out
+    return settle(out, lww, max_siblings)
+
+
+def _update(
+    entries: tuple[Any, ...],
+    ctx: Context | None,
+    item: tuple[Any, ...],
+    s: object,
+    stamp: int,
+    first: object,
+    actor: str,
+) -> Entries:
+    """``versions.update`` on tuples (``s``: ``stamp`` boxed; ``first``: the
+    counter of the actor's first dot)."""
+    out: list[Any] = []
+    if ctx:
+        # sync(({ctx, []}), state): entries of ctx carry no values.
+        cs: tuple[Any, ...] = ctx
+        i = j = 0
+        le, lc = len(entries), len(cs)
+        while i < le and j < lc:
+            e: tuple[Any, ...] = entries[i]
+            cp: tuple[Any, ...] = cs[j]
+            e_actor: str = e[0]
+            c_actor: str = cp[0]
+            if e_actor == c_actor:
+                n: int = e[1]
+                c_n: int = cp[1]
+                if c_n >= n:
+                    out.append((c_actor, cp[1], ()))
+                else:
+                    keep = n - c_n
+                    vals: tuple[Any, ...] = e[2]
+                    out.append((c_actor, e[1], vals if keep >= len(vals) else vals[:keep]))
+                i += 1
+                j += 1
+            elif e_actor < c_actor:
+                out.append(e)
+                i += 1
+            else:
+                out.append((c_actor, cp[1], ()))
+                j += 1
+        if i < le:
+            out.extend(entries[i:])
+        while j < lc:
+            cp = cs[j]
+            out.append((cp[0], cp[1], ()))
+            j += 1
+    else:
+        out.extend(entries)
+    # the event: a new dot for `actor`
+    for k in range(len(out)):
+        e = out[k]
+        e_actor = e[0]
+        if e_actor == actor:
+            n = e[1]
+            if n >= _SMALL and n >= MAX_COUNTER:
+                raise _exhausted(actor)
+            vals = e[2]
+            if vals:  # keep the live dots contiguous: n+1, n, n-1, ...
+                out[k] = (actor, n + 1, (item, *vals))
+            else:
+                c: object = s if stamp > n + 1 else n + 1
+                out[k] = (actor, c, (item,))
+            return tuple(out)
+        if e_actor > actor:
+            out.insert(k, (actor, first, (item,)))
+            return tuple(out)
+    out.append((actor, first, (item,)))
+    return tuple(out)
+
+
+def _lww_put(
+    entries: tuple[Any, ...],
+    item: tuple[Any, ...],
+    s: object,
+    stamp: int,
+    first: object,
+    actor: str,
+) -> Entries:
+    """``versions.lww_put`` on tuples (see :func:`_update` for the arguments)."""
+    out: list[Any] = []
+    placed = False
+    for entry in entries:
+        e: tuple[Any, ...] = entry
+        a: str = e[0]
+        if not placed and a >= actor:
+            placed = True
+            if a == actor:
+                n: int = e[1]
+                if n >= _SMALL and n >= MAX_COUNTER:
+                    raise _exhausted(actor)
+                # with live values the dots stay contiguous: n + 1; else jump to the stamp
+                c: object = n + 1 if e[2] or stamp <= n + 1 else s
+                out.append((actor, c, (item,)))
+                continue
+            out.append((actor, first, (item,)))
+        out.append(e if not e[2] else (a, e[1], ()))
+    if not placed:
+        out.append((actor, first, (item,)))
+    return tuple(out)
+
+
+def settle(entries: Entries, lww: bool, max_siblings: int | None) -> Entries:
+    """A state as a replica keeps it: collapsed to its last-writer-wins
+    sibling (``lww``, ``versions.lww``) or bounded by :func:`compact`."""
+    es: tuple[Any, ...] = entries
+    if len(es) == 1:
+        e: tuple[Any, ...] = es[0]
+        if len(e[2]) <= 1:
+            return entries  # one version: nothing to collapse or drop (the common case)
+    if lww:
+        count = 0
+        for entry in es:
+            e = entry
+            count += len(e[2])
+        if count <= 1:
+            return entries
+        return vv.lww(vv.DVVSet(entries), stamp_of).entries
+    return compact(entries, max_siblings)
+
+
+def supersedes(a: Entries, b: Entries) -> bool:
+    """``versions.supersedes`` of two states' entries (``sync(a, b) == a``,
+    sufficient test)."""
+    ea: tuple[Any, ...] = a
+    eb: tuple[Any, ...] = b
+    i, la = 0, len(ea)
+    for entry in eb:
+        y: tuple[Any, ...] = entry
+        actor: str = y[0]
+        while True:  # the same actor first (interned: one identity test)
+            if i == la:
+                return False  # `b` saw dots of an actor `a` never heard of
+            x: tuple[Any, ...] = ea[i]
+            x_actor: str = x[0]
+            if x_actor == actor:
+                break
+            if x_actor > actor:
+                return False  # likewise
+            i += 1  # an actor only `a` knows: `b` saw none of its dots
+        n_a: int = x[1]
+        n_b: int = y[1]
+        if n_a < n_b:
+            return False
+        # a's live dots run n_a - len + 1 .. n_a; those <= n_b must be live in b
+        vals_a: tuple[Any, ...] = x[2]
+        vals_b: tuple[Any, ...] = y[2]
+        if (
+            vals_a
+            and n_a - len(vals_a) + 1 <= n_b
+            and (not vals_b or n_a - len(vals_a) < n_b - len(vals_b))
+        ):
+            return False
+        i += 1
+    return True
+
+
+def join(a: Entries, b: Entries, lww: bool, max_siblings: int | None) -> Entries:
+    """A replica's join of two states, settled (:func:`settle`): ``b`` itself
+    when it supersedes ``a`` (a newer write of the key, the replicated put),
+    else ``versions.sync``."""
+    if supersedes(b, a):
+        return settle(b, lww, max_siblings)
+    return settle(vv.sync(vv.DVVSet(a), vv.DVVSet(b)).entries, lww, max_siblings)

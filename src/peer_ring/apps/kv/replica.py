@@ -108,7 +108,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from peer_ring import versions as vv
 from peer_ring.app import (
@@ -132,7 +132,7 @@ from peer_ring.app import (
 )
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv._memory import MemoryBudget
-from peer_ring.apps.kv._state import EMPTY, Entries, Item, Stored, pack, unpack
+from peer_ring.apps.kv._state import EMPTY, Entries, Stored, pack, unpack
 from peer_ring.apps.kv.api import Limits
 from peer_ring.apps.kv.local import compile_glob
 from peer_ring.merkle import DEFAULT_DEPTH
@@ -417,11 +417,18 @@ class KVReplica(Service):
         return part
 
     def _store(
-        self, partition: int, part: dict[bytes, Stored], key: bytes, entries: Entries
+        self,
+        partition: int,
+        part: dict[bytes, Stored],
+        key: bytes,
+        old: Stored | None,
+        entries: Entries,
     ) -> None:
+        """Store ``entries`` as ``key``'s state; ``old`` is what ``part`` holds
+        for it now (None: nothing), looked up by the caller."""
         new = pack(entries)
         memory = self.memory
-        memory.stored(key, part.get(key), new)
+        memory.stored(key, old, new)
         part[key] = new
         if memory.lru is not None:
             if _has_value(entries):
@@ -435,17 +442,11 @@ class KVReplica(Service):
             cands.add(key)
 
     def _join(self, a: Entries, b: Entries) -> Entries:
-        sa, sb = vv.DVVSet(a), vv.DVVSet(b)
-        if vv.supersedes(sb, sa):  # a newer write of the key (replicated puts): no join
-            return self._compact(b)
-        return self._compact(vv.sync(sa, sb).entries)
+        # b itself when it supersedes a (a newer write of the key: replicated puts)
+        return st.join(a, b, self._lww, self.config.max_siblings)
 
     def _compact(self, entries: Entries) -> Entries:
-        if len(entries) == 1 and len(entries[0][2]) == 1:
-            return entries  # one version: nothing to collapse or drop (the common case)
-        if self._lww:
-            return vv.lww(vv.DVVSet(entries), st.stamp_of).entries
-        return st.compact(entries, self.config.max_siblings)
+        return st.settle(entries, self._lww, self.config.max_siblings)
 
     def _is_live(self, entries: Entries, now: float) -> bool:
         if self._merge_fn is not None:
@@ -459,7 +460,7 @@ class KVReplica(Service):
         if type(payload) is tuple and payload == current:  # e.g. our own fan-out
             return False
         existed = self._is_live(current, self._clock().time())
-        self._join_into(partition, part, key, current, _decode_state(payload))
+        self._join_into(partition, part, key, stored, current, _decode_state(payload))
         return existed
 
     def _replicate(self, partition: int, key: bytes, payload: Any) -> None:
@@ -477,23 +478,25 @@ class KVReplica(Service):
         stored = part.get(key)
         if stored is None:
             if incoming:
-                self._store(partition, part, key, self._compact(incoming))
+                self._store(partition, part, key, None, self._compact(incoming))
             return
-        self._join_into(partition, part, key, unpack(stored), incoming)
+        self._join_into(partition, part, key, stored, unpack(stored), incoming)
 
     def _join_into(
         self,
         partition: int,
         part: dict[bytes, Stored],
         key: bytes,
+        stored: Stored | None,
         current: Entries,
         incoming: Entries,
     ) -> bool:
-        """Join ``incoming`` into the key's ``current`` state; store and say if it changed."""
+        """Join ``incoming`` into the key's ``current`` state (``stored``: its
+        stored form, None for none); store and say if it changed."""
         merged = self._join(current, incoming) if current else self._compact(incoming)
         if merged == current:
             return False
-        self._store(partition, part, key, merged)
+        self._store(partition, part, key, stored, merged)
         return True
 
     def _coord_put(self, partition: int, key: bytes, payload: Any) -> Any:
@@ -539,23 +542,20 @@ class KVReplica(Service):
         stored = part.get(key)
         current = EMPTY if stored is None else unpack(stored)
         if value is None and ctx is None:  # a blind delete removes what this replica holds
-            ctx = vv.context(vv.DVVSet(current))
+            ctx = st.context(current)
         hlc = self._hlc
         assert hlc is not None
         existed = want_existed and self._is_live(current, self._clock().time())
-        top = st.max_stamp(current)
-        stamp = hlc.update_int(top) if top >= hlc.last_int() else hlc.now_int()
-        item: Item = (value, exp, stamp)
-        if self._lww and ctx is None:
-            # stamp > every sibling's stamp (the HLC saw `top`): the new item
-            # wins outright; one pass instead of update + collapse
-            new = vv.lww_put(vv.DVVSet(current), item, self._actor, stamp)
-            entries = vv.prune(new, stamp, self.config.prune).entries
-        else:
-            new = vv.update(vv.DVVSet(current), ctx, item, self._actor, stamp=stamp)
-            new = vv.prune(new, stamp, self.config.prune)
-            entries = self._compact(new.entries)
-        self._store(partition, part, key, entries)
+        # a stamp above every sibling's (the HLC sees the largest): with LWW
+        # the new item wins outright. update (or lww_put) + prune + compaction
+        # in one pass on the tuples (st.issue, equal to the versions path)
+        stamp = hlc.after_int(st.max_stamp(current))
+        config = self.config
+        entries = st.issue(
+            current, ctx, value, exp, stamp, self._actor, self._lww, config.max_siblings,
+            config.prune,
+        )  # fmt: skip
+        self._store(partition, part, key, stored, entries)
         return existed, entries
 
     def _make_room(self, key: bytes) -> None:
@@ -785,7 +785,7 @@ class KVReplica(Service):
                 raise InvalidRequest("record keys must be bytes")
             stored = part.get(key)
             current = EMPTY if stored is None else unpack(stored)
-            changed += self._join_into(partition, part, key, current, _decode_state(state))
+            changed += self._join_into(partition, part, key, stored, current, _decode_state(state))
         return changed
 
     def digest(self, partition: int) -> dict[bytes, bytes]:
@@ -989,50 +989,89 @@ def _decode_state(obj: Any) -> Entries:
         return obj
     if type(obj) is not list:
         return st.decode_entries(obj)
-    out: list[tuple[str, int, tuple[Item, ...]]] = []
+    if len(obj) == 1:  # the common state: one actor's entry of one value
+        one = _decode_one(obj[0])
+        if one is not None:
+            return one
+    # lists of Any, tuples of the objects as decoded (``fields[1]``,
+    # ``item[2]``: Any, where a name checked with ``type(x) is int`` is an int
+    # to mypy): the compiled build packs them as they are, where as Entries'
+    # (str, int, ...) tuples it would unbox and re-box each counter and stamp
+    # (a new int object each)
+    out: list[Any] = []
     last = ""
     for entry in obj:
         if type(entry) is not list or len(entry) != 3:
             return st.decode_entries(obj)
         fields: list[Any] = entry
         actor = fields[0]
-        n = fields[1]
+        n_obj = fields[1]
         vals = fields[2]
+        if type(actor) is not str or type(n_obj) is not int or type(vals) is not list:
+            return st.decode_entries(obj)
+        n: int = n_obj
         # ``x >> 63 == 0`` for ``x <= MAX_COUNTER``: no compare with a big constant
-        if (
-            type(actor) is not str
-            or not last < actor
-            or len(actor) > vv.MAX_ACTOR_LEN
-            or type(n) is not int
-            or n < 1
-            or n >> 63
-            or type(vals) is not list
-            or len(vals) > n
-        ):
+        if not last < actor or len(actor) > vv.MAX_ACTOR_LEN or n < 1 or n >> 63 or len(vals) > n:
             return st.decode_entries(obj)
         last = actor
-        items: list[Item] = []
+        items: list[Any] = []
         for v in vals:
-            if type(v) is not list or len(v) != 3:
+            item = _decode_item(v, n, fields, not items)
+            if item is None:
                 return st.decode_entries(obj)
-            item: list[Any] = v
-            value = item[0]
-            exp = item[1]
-            stamp = item[2]
-            if (
-                (value is not None and type(value) is not bytes)
-                or (exp is not None and type(exp) is not float)
-                or type(stamp) is not int
-                or stamp < 0
-                or stamp >> 63
-            ):
-                return st.decode_entries(obj)
-            if items or stamp != n:
-                items.append((value, exp, item[2]))
-            else:  # the common first value's stamp is the counter: one int object
-                items.append((value, exp, fields[1]))
-        out.append((sys.intern(actor), fields[1], tuple(items)))
-    return tuple(out)
+            items.append(item)
+        out.append((_intern(actor), fields[1], tuple(items)))
+    decoded: tuple[Any, ...] = tuple(out)
+    return decoded
+
+
+def _decode_one(entry: Any) -> Entries | None:
+    """:func:`_decode_state` of a state of one entry of one value, without its
+    lists; None when ``entry`` is of another shape (the general loop decides)."""
+    if type(entry) is not list or len(entry) != 3:
+        return None
+    fields: list[Any] = entry
+    actor = fields[0]
+    n_obj = fields[1]
+    vals = fields[2]
+    if type(actor) is not str or type(n_obj) is not int or type(vals) is not list:
+        return None
+    n: int = n_obj
+    if not actor or len(actor) > vv.MAX_ACTOR_LEN or n < 1 or n >> 63 or len(vals) != 1:
+        return None
+    item = _decode_item(vals[0], n, fields, True)
+    if item is None:
+        return None
+    return cast(tuple[Any, ...], ((_intern(actor), fields[1], (item,)),))
+
+
+def _decode_item(v: Any, n: int, fields: list[Any], first: bool) -> tuple[Any, ...] | None:
+    """One ``[value, expires_at, stamp]`` of the entry ``fields`` (counter
+    ``n``) as a tuple of the decoded objects; None when it is not of the
+    usual shape (``decode_entries`` then decodes it or raises)."""
+    if type(v) is not list or len(v) != 3:
+        return None
+    item: list[Any] = v
+    value = item[0]
+    exp = item[1]
+    stamp_obj = item[2]
+    if (
+        (value is not None and type(value) is not bytes)
+        or (exp is not None and type(exp) is not float)
+        or type(stamp_obj) is not int
+    ):
+        return None
+    stamp: int = stamp_obj
+    if stamp < 0 or stamp >> 63:
+        return None
+    if first and stamp == n:  # the common first value's stamp is the counter: one int object
+        return (value, exp, fields[1])
+    return (value, exp, item[2])
+
+
+#: ``sys.intern`` bound once (a C static in the compiled build, not an
+#: attribute lookup on ``sys`` per decoded entry)
+_intern: Final = sys.intern
 
 
 def _to_bytes(obj: Any, what: str, limit: int) -> bytes:
