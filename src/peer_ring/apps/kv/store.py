@@ -767,17 +767,45 @@ class KVBatch:
     are forwarded to a replica, one request each.
     """
 
-    __slots__ = ("_dones", "_rounds", "_store")
+    __slots__ = ("_dones", "_gets", "_rounds", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
         self._rounds = store.app.batch()
         #: the ``done`` of each put since the last flush, told by index
         self._dones = _Dones()
+        #: the reads since the last flush, told by index (made by the first)
+        self._gets: _Gets | None = None
 
     def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
-        """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``."""
-        self._store._start_get(key, done, self._rounds.add)
+        """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``.
+
+        A counted read of the batch (``QuorumBatch.add_read``: no round
+        object per key; read repair only for keys whose replicas differ)."""
+        store = self._store
+        try:
+            k = store._key(key)
+            partition = store.app.partition_for(k)
+            gets = self._gets
+            if gets is None:
+                gets = self._gets = _Gets(store)
+            index = len(gets.dones)
+            gets.dones.append(done)
+            gets.keys.append(k)
+            gets.partitions.append(partition)
+            # by position (see _start_get)
+            self._rounds.add_read(
+                "get",
+                k,
+                None,
+                store._read_quorum(None),
+                gets,
+                index,
+                partition,
+                store.config.timeout,
+            )
+        except Exception as exc:
+            done(None, exc)
 
     def put(
         self,
@@ -819,6 +847,7 @@ class KVBatch:
         """Send the held requests (one per replica); the batch is empty after."""
         if self._dones.dones:  # the flushed rounds keep theirs
             self._dones = _Dones()
+        self._gets = None
         self._rounds.flush()
 
 
@@ -833,6 +862,104 @@ class _Dones:
 
     def __call__(self, index: int, exc: BaseException | None) -> None:
         self.dones[index](None, exc)
+
+
+class _Gets:
+    """The reads of a batch since its last flush (:meth:`KVBatch.get`): the
+    one listener of their counted reads (``QuorumBatch.add_read``), each
+    told by its index -- the answer joined from the replicas' states, and
+    read repair when they differ."""
+
+    __slots__ = ("dones", "keys", "partitions", "store")
+
+    def __init__(self, store: KVStore) -> None:
+        self.store = store
+        self.dones: list[Callable[[bytes | None, BaseException | None], None]] = []
+        self.keys: list[bytes] = []
+        self.partitions: list[int] = []
+
+    def same(self, first: Any, answer: Any) -> bool:
+        return _same_state(first, answer)
+
+    def answered(
+        self,
+        index: int,
+        first: Any,
+        others: list[tuple[str, Any]] | None,
+        exc: BaseException | None,
+    ) -> None:
+        done = self.dones[index]
+        if exc is not None:
+            done(None, exc)
+            return
+        store = self.store
+        try:
+            entries = _decode_state(first)
+            if others is not None:
+                for _, answer in others:
+                    other = _decode_state(answer)
+                    if other != entries:
+                        entries = store._join(entries, other) if entries else other
+            got = store._resolve(entries, store._clock().time()) if entries else None
+        except Exception as err:
+            done(None, err)
+            return
+        done(None if got is None else got[0], None)
+
+    def completed(self, index: int, result: QuorumResult) -> None:
+        if self.store.config.read_repair:
+            self.store._read_repair(self.keys[index], self.partitions[index], {}, result)
+
+
+def _same_state(first: Any, answer: Any) -> bool:
+    """Whether two replicas' answers to ``get`` are the same state: equal, or
+    this node's own (``Entries``, tuples) and a peer's (the same nested
+    lists, decoded from the wire), compared field by field with no decoding.
+    Types are compared too: an answer only ``==`` to a valid state (an int
+    where a float was, a bool for an int) is not the same, so it is decoded
+    and checked as any other."""
+    if type(first) is type(answer):
+        return bool(first == answer)
+    if type(first) is list:
+        first, answer = answer, first
+    if type(first) is not tuple or type(answer) is not list:
+        return False
+    mine: tuple[Any, ...] = first
+    theirs: list[Any] = answer
+    if len(mine) != len(theirs):
+        return False
+    for i in range(len(mine)):
+        entry: tuple[Any, ...] = mine[i]
+        other = theirs[i]
+        if type(other) is not list or len(other) != 3:
+            return False
+        fields: list[Any] = other
+        if fields[0] != entry[0] or type(fields[1]) is not int or fields[1] != entry[1]:
+            return False
+        items: tuple[Any, ...] = entry[2]
+        vals = fields[2]
+        if type(vals) is not list or len(vals) != len(items):
+            return False
+        theirs_items: list[Any] = vals
+        for j in range(len(items)):
+            item: tuple[Any, ...] = items[j]
+            v = theirs_items[j]
+            if type(v) is not list or len(v) != 3:
+                return False
+            got: list[Any] = v
+            value = got[0]
+            exp = got[1]
+            stamp = got[2]
+            if (
+                type(value) is not type(item[0])
+                or value != item[0]
+                or type(exp) is not type(item[1])
+                or exp != item[1]
+                or type(stamp) is not int
+                or stamp != item[2]
+            ):
+                return False
+    return True
 
 
 def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
