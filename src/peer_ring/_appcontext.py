@@ -168,7 +168,7 @@ class NodeQuorumBatch(QuorumBatch):
     ) -> None:
         coordinator = self._coordinator
         if partition is None:
-            partition = coordinator.cluster.ring.partition_for(key)
+            partition = coordinator.partition_for(key)
         coordinator.start_read(
             self._batch, key, command, payload, quorum, reads, index, partition, timeout
         )
@@ -237,7 +237,7 @@ class NodeAppContext(AppContext):
 
     # -- placement and readiness ----------------------------------------------------
     def partition_for(self, key: bytes) -> int:
-        return self._cluster.ring.partition_for(key)
+        return self._coordinator.partition_for(key)
 
     def owners(self, partition: int, n: int | None = None) -> tuple[str, ...]:
         return self._coordinator.targets(partition, n)

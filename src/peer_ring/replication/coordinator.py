@@ -67,7 +67,7 @@ from peer_ring.errors import (
 )
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
-from peer_ring.ring import Ring
+from peer_ring.ring import Ring, key_hash
 from peer_ring.service import (
     CompleteCallback,
     CountedReads,
@@ -773,6 +773,8 @@ class Coordinator:
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
         self._table: tuple[tuple[str, ...], ...] = ()
+        #: 64 - log2(Q) of ``_ring``: a key's partition is its hash shifted by it
+        self._shift = 64
         #: quorum rounds started and failed (``peer_ring_quorum_*_total``)
         self.stats = QuorumStats()
         #: one round in ``sample_mask + 1`` is timed into ``latency`` (a power of
@@ -810,7 +812,7 @@ class Coordinator:
         """
         ring = self.cluster.ring
         if ring is not self._ring:
-            self._ring, self._table = ring, ring.preference_lists
+            self._use(ring)
         table = self._table
         # a native tuple index instead of a call into the (interpreted) ring
         pref = table[partition] if 0 <= partition < len(table) else ring.preference_list(partition)
@@ -819,6 +821,21 @@ class Coordinator:
         if n < len(pref):
             return pref[:n]
         return (pref + ring.fallbacks(partition))[:n]
+
+    def partition_for(self, key: bytes) -> int:
+        """``ring.partition_for(key)`` without a call into the (interpreted)
+        ring: the top ``log2(Q)`` bits of the key's hash."""
+        ring = self.cluster.ring
+        if ring is not self._ring:
+            self._use(ring)
+        if type(key) is not bytes:
+            return ring.partition_for(key)  # bytes-like, or its error
+        return key_hash(key) >> self._shift
+
+    def _use(self, ring: Ring) -> None:
+        """Cache what the hot path reads of ``ring`` (rings are immutable)."""
+        self._ring, self._table = ring, ring.preference_lists
+        self._shift = 64 - (ring.partitions.bit_length() - 1)
 
     async def run(
         self,

@@ -709,15 +709,22 @@ class _Read:
             return
         store = self.store
         try:
-            entries = store._merged(result, self.memo)
-            got = store._resolve(entries, store._clock().time()) if entries else None
+            entries = _agreed(result.acks)
+            if entries is None:  # the replicas differ: join their states
+                entries = store._merged(result, self.memo)
+            if store._merge_fn is None:
+                value = _live_value(entries, store)
+            else:
+                got = store._resolve(entries, store._clock().time()) if entries else None
+                value = None if got is None else got[0]
         except Exception as err:
             self.done(None, err)
             return
-        self.done(None if got is None else got[0], None)
+        self.done(value, None)
 
     def repair(self, result: QuorumResult) -> None:
-        self.store._read_repair(self.key, self.partition, self.memo, result)
+        if not _all_same(result.answers):  # replicas that agree need no repair
+            self.store._read_repair(self.key, self.partition, self.memo, result)
 
 
 class _Collect:
@@ -894,21 +901,68 @@ class _Gets:
             return
         store = self.store
         try:
-            entries = _decode_state(first)
+            entries = first if type(first) is tuple else _decode_state(first)
             if others is not None:
                 for _, answer in others:
                     other = _decode_state(answer)
                     if other != entries:
                         entries = store._join(entries, other) if entries else other
-            got = store._resolve(entries, store._clock().time()) if entries else None
+            if store._merge_fn is None:
+                value = _live_value(entries, store)
+            else:
+                got = store._resolve(entries, store._clock().time()) if entries else None
+                value = None if got is None else got[0]
         except Exception as err:
             done(None, err)
             return
-        done(None if got is None else got[0], None)
+        done(value, None)
 
     def completed(self, index: int, result: QuorumResult) -> None:
         if self.store.config.read_repair:
             self.store._read_repair(self.keys[index], self.partitions[index], {}, result)
+
+
+def _agreed(answers: list[tuple[str, Any]]) -> Entries | None:
+    """The state every one of ``answers`` is, decoded; None when they differ
+    (or there are none)."""
+    if not _all_same(answers):
+        return None
+    first = answers[0][1]
+    return first if type(first) is tuple else _decode_state(first)
+
+
+def _all_same(answers: list[tuple[str, Any]]) -> bool:
+    """Whether every one of ``answers`` is the same state (:func:`_same_state`)."""
+    if not answers:
+        return False
+    first = answers[0][1]
+    for i in range(1, len(answers)):
+        answer = answers[i][1]
+        if answer is not first and not _same_state(first, answer):
+            return False
+    return True
+
+
+def _live_value(entries: Entries, store: KVStore) -> bytes | None:
+    """The live value of ``entries`` (``st.live_item``'s), reading the
+    store's clock only for a value that expires: a lone version is read
+    field by field, with no typed tuple unpacked and none built."""
+    if not entries:
+        return None
+    if len(entries) == 1:
+        one: Any = entries[0]
+        vals: Any = one[2]
+        if len(vals) == 1:
+            item: Any = vals[0]
+            value: bytes | None = item[0]
+            if value is None:
+                return None
+            exp = item[1]
+            if exp is None or store._clock().time() < exp:
+                return value
+            return None
+    got = st.live_item(entries, store._clock().time())
+    return None if got is None else got[0]
 
 
 def _same_state(first: Any, answer: Any) -> bool:
@@ -928,38 +982,62 @@ def _same_state(first: Any, answer: Any) -> bool:
     theirs: list[Any] = answer
     if len(mine) != len(theirs):
         return False
-    for i in range(len(mine)):
-        entry: tuple[Any, ...] = mine[i]
-        other = theirs[i]
+    for k, entry in enumerate(mine):
+        other: Any = theirs[k]
         if type(other) is not list or len(other) != 3:
             return False
-        fields: list[Any] = other
-        if fields[0] != entry[0] or type(fields[1]) is not int or fields[1] != entry[1]:
+        actor = other[0]
+        counter = other[1]
+        vals = other[2]
+        if (
+            type(actor) is not str
+            or type(counter) is not int
+            or type(vals) is not list
+            or not _str_eq(actor, entry[0])
+            or not _int_eq(counter, entry[1])
+        ):
             return False
         items: tuple[Any, ...] = entry[2]
-        vals = fields[2]
-        if type(vals) is not list or len(vals) != len(items):
+        if len(vals) != len(items):
             return False
-        theirs_items: list[Any] = vals
-        for j in range(len(items)):
-            item: tuple[Any, ...] = items[j]
-            v = theirs_items[j]
+        for j, item in enumerate(items):
+            v: Any = vals[j]
             if type(v) is not list or len(v) != 3:
                 return False
-            got: list[Any] = v
-            value = got[0]
-            exp = got[1]
-            stamp = got[2]
-            if (
-                type(value) is not type(item[0])
-                or value != item[0]
-                or type(exp) is not type(item[1])
-                or exp != item[1]
-                or type(stamp) is not int
-                or stamp != item[2]
-            ):
+            value = v[0]
+            exp = v[1]
+            stamp = v[2]
+            mv = item[0]
+            me = item[1]
+            if value is None:
+                if mv is not None:
+                    return False
+            elif type(value) is not bytes or mv is None or not _bytes_eq(value, mv):
+                return False
+            if exp is None:
+                if me is not None:
+                    return False
+            elif type(exp) is not float or me is None or not _float_eq(exp, me):
+                return False
+            if type(stamp) is not int or not _int_eq(stamp, item[2]):
                 return False
     return True
+
+
+def _str_eq(a: str, b: str) -> bool:
+    return a == b
+
+
+def _int_eq(a: int, b: int) -> bool:
+    return a == b
+
+
+def _bytes_eq(a: bytes, b: bytes) -> bool:
+    return a == b
+
+
+def _float_eq(a: float, b: float) -> bool:
+    return a == b
 
 
 def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
