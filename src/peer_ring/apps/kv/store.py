@@ -947,13 +947,14 @@ def _live_value(entries: Entries, store: KVStore) -> bytes | None:
     """The live value of ``entries`` (``st.live_item``'s), reading the
     store's clock only for a value that expires: a lone version is read
     field by field, with no typed tuple unpacked and none built."""
-    if not entries:
+    rows: tuple[Any, ...] = entries  # untyped rows: no typed tuple unpacked
+    if not rows:
         return None
-    if len(entries) == 1:
-        one: Any = entries[0]
-        vals: Any = one[2]
+    if len(rows) == 1:
+        one: tuple[Any, ...] = rows[0]
+        vals: tuple[Any, ...] = one[2]
         if len(vals) == 1:
-            item: Any = vals[0]
+            item: tuple[Any, ...] = vals[0]
             value: bytes | None = item[0]
             if value is None:
                 return None
@@ -982,13 +983,15 @@ def _same_state(first: Any, answer: Any) -> bool:
     theirs: list[Any] = answer
     if len(mine) != len(theirs):
         return False
-    for k, entry in enumerate(mine):
+    for k in range(len(mine)):
+        entry: tuple[Any, ...] = mine[k]
         other: Any = theirs[k]
         if type(other) is not list or len(other) != 3:
             return False
-        actor = other[0]
-        counter = other[1]
-        vals = other[2]
+        fields: list[Any] = other
+        actor = fields[0]
+        counter = fields[1]
+        vals = fields[2]
         if (
             type(actor) is not str
             or type(counter) is not int
@@ -998,15 +1001,18 @@ def _same_state(first: Any, answer: Any) -> bool:
         ):
             return False
         items: tuple[Any, ...] = entry[2]
-        if len(vals) != len(items):
+        theirs_items: list[Any] = vals
+        if len(theirs_items) != len(items):
             return False
-        for j, item in enumerate(items):
-            v: Any = vals[j]
+        for j in range(len(items)):
+            item: tuple[Any, ...] = items[j]
+            v: Any = theirs_items[j]
             if type(v) is not list or len(v) != 3:
                 return False
-            value = v[0]
-            exp = v[1]
-            stamp = v[2]
+            got: list[Any] = v
+            value = got[0]
+            exp = got[1]
+            stamp = got[2]
             mv = item[0]
             me = item[1]
             if value is None:
