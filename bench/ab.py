@@ -39,7 +39,7 @@ from typing import Any
 from _util import console, table, write_results
 
 EMBEDDED = ["--embedded", "--sizes", "3", "--mixes", "get,put", "--concurrency", "64"]
-RESP = ["--resp", "--pipelines", "1"]
+RESP = ["--resp"]
 
 
 def run(tree: Path, part: str, args: list[str], output: str, timeout: float) -> dict[str, Any]:
@@ -84,6 +84,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="runs of each part per tree")
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per case")
     ap.add_argument("--requests", type=int, default=50_000, help="redis-benchmark -n")
+    ap.add_argument("--pipelines", default="1", help="redis-benchmark -P values (RESP part)")
+    ap.add_argument("--parts", default="embedded,resp", help="of embedded, resp")
     ap.add_argument("--output", default="ab", help="results name")
     a = ap.parse_args()
     if not 1 <= a.rounds <= 10:
@@ -94,8 +96,9 @@ def main() -> int:
             ap.error(f"{label}: {tree} has no .venv (make venv && make compile there)")
     parts = {
         "embedded": [*EMBEDDED, "--seconds", str(a.seconds)],
-        "resp": [*RESP, "--requests", str(a.requests)],
+        "resp": [*RESP, "--pipelines", a.pipelines, "--requests", str(a.requests)],
     }
+    parts = {k: v for k, v in parts.items() if k in a.parts.split(",")}
     samples: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
     builds: dict[str, set[str]] = {"A": set(), "B": set()}
     for r in range(a.rounds):

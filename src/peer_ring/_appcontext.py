@@ -38,6 +38,7 @@ from peer_ring.replication.coordinator import Coordinator, RoundBatch
 from peer_ring.service import (
     AppContext,
     CompleteCallback,
+    CountedReads,
     Metric,
     QuorumBatch,
     QuorumResult,
@@ -155,6 +156,24 @@ class NodeQuorumBatch(QuorumBatch):
             partition = coordinator.cluster.ring.partition_for(key)
         coordinator.start_counted(
             self._batch, key, command, payload, quorum, listener, index, partition, timeout
+        )
+
+    def add_read(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        quorum: int,
+        reads: CountedReads,
+        index: int,
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        coordinator = self._coordinator
+        if partition is None:
+            partition = coordinator.partition_for(key)
+        coordinator.start_read(
+            self._batch, key, command, payload, quorum, reads, index, partition, timeout
         )
 
     def flush(self) -> None:

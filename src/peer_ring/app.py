@@ -41,6 +41,7 @@ from peer_ring.merkle import DigestIndex
 from peer_ring.service import (
     AppContext,
     CompleteCallback,
+    CountedReads,
     Metric,
     QuorumBatch,
     QuorumResult,
@@ -61,6 +62,7 @@ __all__ = [
     "CompleteCallback",
     "ConfigError",
     "ConnectionLost",
+    "CountedReads",
     # data movement
     "DigestIndex",
     "InvalidRequest",

@@ -516,8 +516,10 @@ class Node(Cluster):
         service = self._services.get(namespace)
         if service is None:
             raise UnknownCommand(f"no service registered under {namespace!r}")
-        if self.bootstrap.active and command in service.fresh_refused_commands:
-            self.bootstrap.check(partition)
+        boot = self.bootstrap
+        # its fields, not its ``active`` property: an interpreted call less per command
+        if (boot.settling or boot.syncing) and command in service.fresh_refused_commands:
+            boot.check(partition)
         return service.handle(Request(command, key, partition, payload, origin))
 
     async def call(
@@ -713,7 +715,7 @@ class Node(Cluster):
             raise UnknownCommand(f"no service registered under {batch.namespace!r}")
         # what handle_local checks per command, looked up once per batch
         boot = self.bootstrap
-        refused = service.fresh_refused_commands
+        refused = service.fresh_refused_commands if boot.active else None
         handle = service.handle
         out: list[Any] = []
         later: list[tuple[int, asyncio.Future[Any]]] | None = None
@@ -726,7 +728,7 @@ class Node(Cluster):
                         f"{self.id} does not own partition {partition} at ring epoch "
                         f"{self.ring.epoch} (sender's epoch {batch.epoch})"
                     )
-                if boot.active and command in refused:
+                if refused is not None and command in refused:
                     boot.check(partition)
                 result = handle(Request(command, items[i + 1], partition, items[i + 3], origin))
             except Exception as exc:

@@ -25,7 +25,7 @@ import abc
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 # Built once per command on the hot path: defined in a compiled module
 # (``peer_ring._build.HOT_MODULES``), where building one is a native
@@ -248,9 +248,96 @@ class QuorumBatch(abc.ABC):
             True,
         )
 
+    def add_read(
+        self,
+        command: str,
+        key: bytes,
+        payload: Any,
+        quorum: int,
+        reads: CountedReads,
+        index: int,
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Start a read round (a command of the service's ``read_commands``)
+        whose answers are told to ``reads`` by ``index``, the read form of
+        :meth:`add_counted`: ``reads.answered(index, first, others, None)``
+        once ``quorum`` replicas answered (``first`` the first answer,
+        ``others`` the answers so far that are not ``reads.same`` as it, None
+        when all are), ``reads.answered(index, None, None, error)`` once they
+        cannot (the errors of :meth:`add`); and, once every replica answered
+        or failed, ``reads.completed(index, result)`` with every answer --
+        only when some answer was not the same as the first (read repair:
+        replicas that all agree need none). One ``reads`` can serve every
+        read of a batch. The node's batch keeps one record of the batch's
+        reads, the first answer of each and only the answers that differ
+        from it, instead of a round object, a :class:`QuorumResult` and
+        every answer per read. The default adds it with :meth:`add`."""
+        adapter = _ReadAdapter(reads, index)
+        self.add(command, key, payload, quorum, adapter, None, partition, timeout, adapter.complete)
+
     @abc.abstractmethod
     def flush(self) -> None:
         """Send every held request: one per replica."""
+
+
+class CountedReads(Protocol):
+    """What a batch's counted reads are told (:meth:`QuorumBatch.add_read`),
+    each by the ``index`` it was added with. Called on the event loop,
+    possibly during ``add_read`` or ``flush``; must not raise (an exception
+    is logged and dropped)."""
+
+    def same(self, first: Any, answer: Any) -> bool:
+        """Whether ``answer`` says what ``first`` says (then only ``first`` is
+        kept): e.g. ``first == answer``, or an equality across the forms of
+        this node's own answer and a peer's decoded one."""
+
+    def answered(
+        self,
+        index: int,
+        first: Any,
+        others: list[tuple[str, Any]] | None,
+        exc: BaseException | None,
+    ) -> None:
+        """The read's quorum answered: ``first`` and the ``(node_id, answer)``
+        pairs of the others not the same as it (None: all the same); or
+        ``exc`` (``first`` and ``others`` None) when the quorum cannot be
+        reached."""
+
+    def completed(self, index: int, result: QuorumResult) -> None:
+        """Every replica answered or failed and some answer differed from the
+        first: ``result.answers`` holds every replica's answer (``first``
+        for those that said the same), ``result.errors`` the failures."""
+
+
+class _ReadAdapter:
+    """:meth:`QuorumBatch.add_read`'s ``reads`` as a round's listener and
+    ``on_complete`` (the default ``add_read``; the node's batch for rounds
+    its counted reads do not cover)."""
+
+    __slots__ = ("index", "reads")
+
+    def __init__(self, reads: CountedReads, index: int) -> None:
+        self.reads = reads
+        self.index = index
+
+    def __call__(self, result: QuorumResult | None, exc: BaseException | None) -> None:
+        if result is None:
+            self.reads.answered(self.index, None, None, exc)
+            return
+        acks = result.acks
+        first = acks[0][1]
+        same = self.reads.same
+        others = [pair for pair in acks[1:] if not same(first, pair[1])]
+        self.reads.answered(self.index, first, others or None, None)
+
+    def complete(self, result: QuorumResult) -> None:
+        answers = result.answers
+        if len(answers) > 1:
+            first = answers[0][1]
+            same = self.reads.same
+            if any(not same(first, answer) for _, answer in answers[1:]):
+                self.reads.completed(self.index, result)
 
 
 class _CountedAdapter:

@@ -27,8 +27,8 @@ EXPECTED = {
 #: What an application may import (``peer_ring.app``): the contract, time, data
 #: movement and the errors a service raises or handles -- no node, no transport.
 EXPECTED_APP = {
-    "AppContext", "CompleteCallback", "Metric", "QuorumBatch", "QuorumResult", "Record", "Request",
-    "RoundListener", "Service",
+    "AppContext", "CompleteCallback", "CountedReads", "Metric", "QuorumBatch", "QuorumResult",
+    "Record", "Request", "RoundListener", "Service",
     "HLC", "Clock", "ManualClock", "SkewPolicy", "SystemClock",
     "DigestIndex",
     "ClosedError", "ConfigError", "ConnectionLost", "InvalidRequest", "NotOwner", "OutOfMemory",

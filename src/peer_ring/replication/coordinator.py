@@ -70,7 +70,13 @@ from peer_ring.errors import (
 from peer_ring.replication.hints import HintStore
 from peer_ring.replication.transfer import TransferManager
 from peer_ring.ring import Ring, key_hash
-from peer_ring.service import CompleteCallback, QuorumResult, RoundListener
+from peer_ring.service import (
+    CompleteCallback,
+    CountedReads,
+    QuorumResult,
+    RoundListener,
+    _ReadAdapter,
+)
 from peer_ring.wire import (
     BATCH_OK,
     batch_frame,
@@ -367,12 +373,201 @@ class _Tally:
             log.exception("quorum round listener failed")
 
 
+#: A counted read's slot before its first answer (None is an answer).
+_UNANSWERED: Any = object()
+
+
+class _ReadTally:
+    """The counted reads of one batch (:meth:`Coordinator.start_read`): one
+    object for all of them, a slot per read in parallel lists -- answers
+    still needed for the quorum, targets still to answer, the quorum, the
+    targets, the listener and its index, and the first answer. A later
+    answer the listener finds the same as the first (``reads.same``) is only
+    counted; one that differs is kept, with its node, in ``diffs``. The
+    outcomes of a read :class:`Round`: told once, after ``quorum`` answers,
+    with the first and the differing ones, or as :class:`QuorumNotReached`
+    (with every error seen) once the answers still possible cannot make it;
+    and once every target answered or failed, ``reads.completed`` with all
+    the answers if any differed (read repair)."""
+
+    __slots__ = (
+        "coordinator",
+        "diffs",
+        "errors",
+        "first",
+        "indexes",
+        "left",
+        "need",
+        "quorum",
+        "reads",
+        "targets",
+        "timed",
+        "timers",
+    )
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        #: answers still needed; 0 once told (reached or failed)
+        self.need: list[int] = []
+        #: targets that have not answered yet (a failure counts as an answer)
+        self.left: list[int] = []
+        self.quorum: list[int] = []
+        self.targets: list[tuple[str, ...]] = []
+        self.reads: list[CountedReads] = []
+        self.indexes: list[int] = []
+        #: the first answer per slot (``_UNANSWERED`` before it)
+        self.first: list[Any] = []
+        #: slot -> the (node, answer) pairs not the same as the first, only for
+        #: slots that saw one
+        self.diffs: dict[int, list[tuple[str, Any]]] | None = None
+        #: slot -> node -> error, only for slots that saw one
+        self.errors: dict[int, dict[str, BaseException]] | None = None
+        #: slot -> start time of a timed sample read
+        self.timed: dict[int, float] | None = None
+        #: slot -> the deadline of a local answer that comes later
+        self.timers: dict[int, asyncio.TimerHandle] | None = None
+
+    def add(self, quorum: int, targets: tuple[str, ...], reads: CountedReads, index: int) -> int:
+        slot = len(self.need)
+        self.need.append(quorum)
+        self.left.append(len(targets))
+        self.quorum.append(quorum)
+        self.targets.append(targets)
+        self.reads.append(reads)
+        self.indexes.append(index)
+        self.first.append(_UNANSWERED)
+        return slot
+
+    def got(self, slot: int, node_id: str, value: Any) -> None:
+        left = self.left[slot] - 1
+        self.left[slot] = left
+        first = self.first[slot]
+        if first is _UNANSWERED:
+            self.first[slot] = value
+        elif value is not first and not self.reads[slot].same(first, value):
+            diffs = self.diffs
+            if diffs is None:
+                diffs = self.diffs = {}
+            seen = diffs.get(slot)
+            if seen is None:
+                diffs[slot] = [(node_id, value)]
+            else:
+                seen.append((node_id, value))
+        need = self.need[slot]
+        if need > 0:
+            need -= 1
+            self.need[slot] = need
+            if need == 0:
+                self._tell(slot, None)
+        if left == 0 and self.diffs is not None:
+            self._complete(slot)
+
+    def fail(self, slot: int, node_id: str, exc: BaseException, dispatching: bool = False) -> None:
+        left = self.left[slot] - 1
+        self.left[slot] = left
+        errors = self.errors
+        if errors is None:
+            errors = self.errors = {}
+        seen = errors.get(slot)
+        if seen is None:
+            seen = errors[slot] = {}
+        seen[node_id] = exc
+        if not dispatching:
+            self.check(slot)
+        if left == 0 and self.diffs is not None:
+            self._complete(slot)
+
+    def check(self, slot: int) -> None:
+        """Fail the read if the answers still possible cannot reach its quorum
+        (after every target was asked: the local replica may still answer)."""
+        need = self.need[slot]
+        if need > 0 and self.left[slot] < need:
+            self._fail(slot)
+
+    def expire(self, slot: int) -> None:
+        """The deadline of a local answer that comes later passed."""
+        if self.need[slot] > 0:
+            self._fail(slot)
+
+    def answer(self, slot: int, node_id: str, value: Any, exc: BaseException | None) -> None:
+        """A replica's answer to a read sent on its own."""
+        if exc is None:
+            self.got(slot, node_id, value)
+        else:
+            self.fail(slot, node_id, exc)
+
+    def local_done(self, slot: int, node_id: str, fut: asyncio.Future[Any]) -> None:
+        """This node's answer that came later (a coroutine or a future)."""
+        if fut.cancelled():
+            self.fail(slot, node_id, PeerUnavailable("request cancelled"))
+            return
+        exc = fut.exception()
+        if exc is None:
+            self.got(slot, node_id, fut.result())
+        else:
+            self.fail(slot, node_id, exc)
+
+    def _fail(self, slot: int) -> None:
+        need = self.need[slot]
+        self.need[slot] = 0
+        self.coordinator.stats.failures += 1
+        quorum = self.quorum[slot]
+        errors = self.errors.get(slot) if self.errors is not None else None
+        self._tell(slot, QuorumNotReached(quorum, quorum - need, dict(errors) if errors else {}))
+
+    def _tell(self, slot: int, exc: BaseException | None) -> None:
+        if self.timed is not None:
+            started = self.timed.pop(slot, None)
+            if started is not None:
+                coordinator = self.coordinator
+                now = coordinator.cluster.clock.monotonic()
+                coordinator.latency.add(now, now - started, exc is None)
+        if self.timers is not None:
+            timer = self.timers.pop(slot, None)
+            if timer is not None:
+                timer.cancel()
+        try:
+            if exc is not None:
+                self.reads[slot].answered(self.indexes[slot], None, None, exc)
+                return
+            diffs = self.diffs.get(slot) if self.diffs is not None else None
+            self.reads[slot].answered(
+                self.indexes[slot], self.first[slot], list(diffs) if diffs else None, None
+            )
+        except Exception:  # a broken listener must not break the round
+            log.exception("quorum round listener failed")
+
+    def _complete(self, slot: int) -> None:
+        """Every target answered or failed: with answers that differ, tell
+        ``reads.completed`` all of them (the rest said the same as the first)."""
+        assert self.diffs is not None
+        diffs = self.diffs.get(slot)
+        if not diffs:
+            return
+        errors = self.errors.get(slot) if self.errors is not None else None
+        first = self.first[slot]
+        differ = dict(diffs)
+        answers: list[tuple[str, Any]] = []
+        for target in self.targets[slot]:
+            if errors is not None and target in errors:
+                continue
+            answers.append((target, differ.get(target, first)))
+        result = QuorumResult(
+            self.targets[slot], _NO_HINTS, answers, dict(errors) if errors else {}, answers
+        )
+        try:
+            self.reads[slot].completed(self.indexes[slot], result)
+        except Exception:  # e.g. read repair: best effort, never breaks the round
+            log.exception("quorum round on_complete callback failed")
+
+
 class _Outbox:
     """The commands a batch holds for one replica, and their rounds: a
-    :class:`Round` each, or None for a counted round (its slot of ``tally``
-    in ``slots``, -1 for a :class:`Round`)."""
+    :class:`Round` each, or None for a counted round: its slot of ``tally``
+    in ``slots`` (-1 for a :class:`Round`), or for a counted read ``-2 - s``
+    for its slot ``s`` of ``reads``."""
 
-    __slots__ = ("address", "deadline", "items", "rounds", "slots", "tally")
+    __slots__ = ("address", "deadline", "items", "reads", "rounds", "slots", "tally")
 
     def __init__(self, address: str, deadline: float) -> None:
         self.address = address
@@ -383,6 +578,8 @@ class _Outbox:
         self.slots: list[int] = []
         #: the batch's tally, once a counted round is held here
         self.tally: _Tally | None = None
+        #: the batch's read tally, once a counted read is held here
+        self.reads: _ReadTally | None = None
 
 
 class RoundBatch:
@@ -395,7 +592,7 @@ class RoundBatch:
     a flush it is empty.
     """
 
-    __slots__ = ("_boxes", "_full", "coordinator", "namespace", "tally")
+    __slots__ = ("_boxes", "_full", "coordinator", "namespace", "reads", "tally")
 
     def __init__(self, coordinator: Coordinator, namespace: str) -> None:
         self.coordinator = coordinator
@@ -405,6 +602,8 @@ class RoundBatch:
         self._full: list[tuple[str, _Outbox]] = []
         #: the counted rounds started since the last flush (made by the first)
         self.tally: _Tally | None = None
+        #: the counted reads started since the last flush (made by the first)
+        self.reads: _ReadTally | None = None
 
     def __len__(self) -> int:
         """Replicas with held requests."""
@@ -423,7 +622,8 @@ class RoundBatch:
         slot: int = -1,
     ) -> None:
         """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``
-        (``rnd`` None: the counted round in ``slot`` of :attr:`tally`)."""
+        (``rnd`` None: the counted round in ``slot`` of :attr:`tally`, or with
+        ``slot`` below -1 the counted read in slot ``-2 - slot`` of :attr:`reads`)."""
         box = self._boxes.get(target)
         if box is None or len(box.rounds) >= BATCH_MAX_COMMANDS:
             if box is not None:  # full: it leaves with the others at flush
@@ -432,7 +632,10 @@ class RoundBatch:
         elif deadline < box.deadline:
             box.deadline = deadline  # the request carries its items' shortest deadline
         if rnd is None:
-            box.tally = self.tally
+            if slot >= 0:
+                box.tally = self.tally
+            else:
+                box.reads = self.reads
         items = box.items
         items.append(command)
         items.append(key)
@@ -453,6 +656,7 @@ class RoundBatch:
         self._boxes = {}
         self._full = []
         self.tally = None  # the next adds count into a tally of their own
+        self.reads = None
         cluster = self.coordinator.cluster
         limit = cluster.config.transport_config.max_frame_size
         transport = cluster.transport
@@ -482,11 +686,15 @@ class RoundBatch:
                     msg = service_frame(
                         ns, items[j], items[j + 1], items[j + 2], items[j + 3], me, epoch
                     )
+                    slot = box.slots[i]
                     if rnd is not None:
                         told = partial(rnd.answer, target)
-                    else:
+                    elif slot >= 0:
                         assert box.tally is not None
-                        told = partial(box.tally.answer, box.slots[i], target)
+                        told = partial(box.tally.answer, slot, target)
+                    else:
+                        assert box.reads is not None
+                        told = partial(box.reads.answer, -2 - slot, target)
                     transport.request_callback(box.address, msg, box.deadline, told)
                 continue
             transport.request_callback(
@@ -497,12 +705,17 @@ class RoundBatch:
 def _fail_all(box: _Outbox, target: str, exc: BaseException) -> None:
     """Every command of ``box`` failed at ``target`` with ``exc``."""
     tally = box.tally
+    reads = box.reads
     for k, rnd in enumerate(box.rounds):
+        slot = box.slots[k]
         if rnd is not None:
             rnd.fail(target, exc)
-        else:
+        elif slot >= 0:
             assert tally is not None
-            tally.fail(box.slots[k], target, exc)
+            tally.fail(slot, target, exc)
+        else:
+            assert reads is not None
+            reads.fail(-2 - slot, target, exc)
 
 
 def _batch_answered(target: str, box: _Outbox, value: Any, exc: BaseException | None) -> None:
@@ -518,16 +731,25 @@ def _batch_answered(target: str, box: _Outbox, value: Any, exc: BaseException | 
         _fail_all(box, target, exc)
         return
     tally = box.tally
+    reads = box.reads
     slots = box.slots
     for k, rnd in enumerate(rounds):
         i = 2 * k
         value = answer[i + 1]
         if rnd is None:
+            slot = slots[k]
+            if slot < 0:
+                assert reads is not None
+                if answer[i] == BATCH_OK:
+                    reads.got(-2 - slot, target, value)
+                else:
+                    reads.fail(-2 - slot, target, error_from_wire(value[0], value[1]))
+                continue
             assert tally is not None
             if answer[i] == BATCH_OK:
-                tally.ok(slots[k])
+                tally.ok(slot)
             else:
-                tally.fail(slots[k], target, error_from_wire(value[0], value[1]))
+                tally.fail(slot, target, error_from_wire(value[0], value[1]))
         elif answer[i] == BATCH_OK:
             rnd.ok(target, value)
         else:
@@ -950,6 +1172,90 @@ class Coordinator:
         if not stats.rounds & self.sample_mask:
             self.latency.add(cluster.clock.monotonic(), 0.0, True)
         return True
+
+    def start_read(
+        self,
+        batch: RoundBatch,
+        key: bytes,
+        command: str,
+        payload: Any,
+        quorum: int,
+        reads: CountedReads,
+        index: int,
+        partition: int,
+        timeout: float | None,
+    ) -> None:
+        """A read round in ``batch`` counted in the batch's :class:`_ReadTally`
+        (``QuorumBatch.add_read``): the outcomes of :meth:`start` with a
+        read command -- home replicas only, this node's answer first (its
+        remote requests are held until the flush), the same quorum, errors,
+        deadline and counters -- told to ``reads`` by ``index``, with no
+        :class:`Round`, :class:`QuorumResult` or answer list per read.
+
+        A read whose quorum no replica set can meet, or whose quorum is
+        below 1, takes :meth:`start` (which raises); a stopped node raises."""
+        cluster = self.cluster
+        cluster.raise_if_stopped()
+        targets = self.targets(partition)
+        count = len(targets)
+        if count < quorum and count == len(cluster.ring.node_ids):
+            quorum = count  # the whole cluster is smaller: see start()
+        if quorum < 1 or count < quorum:
+            adapter = _ReadAdapter(reads, index)
+            self.start(
+                batch.namespace,
+                key,
+                command,
+                payload,
+                quorum=quorum,
+                timeout=timeout,
+                partition=partition,
+                on_complete=adapter.complete,
+                listener=adapter,
+                batch=batch,
+            )
+            return
+        stats = self.stats
+        stats.rounds += 1
+        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
+        tally = batch.reads
+        if tally is None:
+            tally = batch.reads = _ReadTally(self)
+        slot = tally.add(quorum, targets, reads, index)
+        if not stats.rounds & self.sample_mask:  # a sampled read: time it
+            if tally.timed is None:
+                tally.timed = {}
+            tally.timed[slot] = cluster.clock.monotonic()
+        me = cluster.id
+        local = False
+        held = -2 - slot
+        for target in targets:
+            if target == me:
+                local = True
+                continue
+            try:
+                address = cluster.address_of(target)
+            except PeerRingError as exc:
+                tally.fail(slot, target, exc, True)
+                continue
+            batch.hold(target, address, None, command, key, partition, payload, deadline, held)
+        if local:
+            try:
+                value = cluster.handle_local(batch.namespace, command, key, partition, payload, me)
+            except Exception as exc:
+                tally.fail(slot, me, exc, True)
+            else:
+                if is_awaitable(value):
+                    loop = self.running_loop()
+                    task = as_future(value, loop)
+                    task.add_done_callback(partial(tally.local_done, slot, me))
+                    if tally.need[slot] > 0:
+                        if tally.timers is None:
+                            tally.timers = {}
+                        tally.timers[slot] = loop.call_later(deadline, tally.expire, slot)
+                else:
+                    tally.got(slot, me, value)
+        tally.check(slot)
 
     def _solo(
         self,

@@ -778,15 +778,22 @@ class _Read:
             return
         store = self.store
         try:
-            entries = store._merged(result, self.memo)
-            got = store._resolve(entries, store._clock().time()) if entries else None
+            entries = _agreed(result.acks)
+            if entries is None:  # the replicas differ: join their states
+                entries = store._merged(result, self.memo)
+            if store._merge_fn is None:
+                value = _live_value(entries, store)
+            else:
+                got = store._resolve(entries, store._clock().time()) if entries else None
+                value = None if got is None else got[0]
         except Exception as err:
             self.done(None, err)
             return
-        self.done(None if got is None else got[0], None)
+        self.done(value, None)
 
     def repair(self, result: QuorumResult) -> None:
-        self.store._read_repair(self.key, self.partition, self.memo, result)
+        if not _all_same(result.answers):  # replicas that agree need no repair
+            self.store._read_repair(self.key, self.partition, self.memo, result)
 
 
 class _Collect:
@@ -836,7 +843,7 @@ class KVBatch:
     are forwarded to a replica, one request each.
     """
 
-    __slots__ = ("_add", "_dones", "_rounds", "_store")
+    __slots__ = ("_add", "_dones", "_gets", "_rounds", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
@@ -844,10 +851,41 @@ class KVBatch:
         self._add = self._rounds.add  # one bound method per batch, not per get
         #: the ``done`` of each put since the last flush, told by index
         self._dones = _Dones()
+        #: the reads since the last flush, told by index (made by the first)
+        self._gets: _Gets | None = None
 
     def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
-        """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``."""
-        self._store._start_get(key, done, self._add)
+        """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``.
+
+        A counted read of the batch (``QuorumBatch.add_read``: no round
+        object per key; read repair only for keys whose replicas differ); a
+        read this replica alone decides (``AppContext.solo``: one node, N=1)
+        is answered here, with no round."""
+        store = self._store
+        try:
+            k = store._key(key)
+            app = store.app
+            partition = app.partition_for(k)
+            quorum = store._read_quorum(None)
+            if app.solo(partition, quorum, False):
+                value = store._solo_get(partition, k)
+            else:
+                gets = self._gets
+                if gets is None:
+                    gets = self._gets = _Gets(store)
+                index = len(gets.dones)
+                gets.dones.append(done)
+                gets.keys.append(k)
+                gets.partitions.append(partition)
+                # by position (see _start_get)
+                self._rounds.add_read(
+                    "get", k, None, quorum, gets, index, partition, store.config.timeout
+                )
+                return
+        except Exception as exc:
+            done(None, exc)
+            return
+        done(value, None)
 
     def put(
         self,
@@ -898,6 +936,7 @@ class KVBatch:
         """Send the held requests (one per replica); the batch is empty after."""
         if self._dones.dones:  # the flushed rounds keep theirs
             self._dones = _Dones()
+        self._gets = None
         self._rounds.flush()
 
 
@@ -912,6 +951,181 @@ class _Dones:
 
     def __call__(self, index: int, exc: BaseException | None) -> None:
         self.dones[index](None, exc)
+
+
+class _Gets:
+    """The reads of a batch since its last flush (:meth:`KVBatch.get`): the
+    one listener of their counted reads (``QuorumBatch.add_read``), each
+    told by its index -- the answer joined from the replicas' states, and
+    read repair when they differ."""
+
+    __slots__ = ("dones", "keys", "partitions", "store")
+
+    def __init__(self, store: KVStore) -> None:
+        self.store = store
+        self.dones: list[Callable[[bytes | None, BaseException | None], None]] = []
+        self.keys: list[bytes] = []
+        self.partitions: list[int] = []
+
+    def same(self, first: Any, answer: Any) -> bool:
+        return _same_state(first, answer)
+
+    def answered(
+        self,
+        index: int,
+        first: Any,
+        others: list[tuple[str, Any]] | None,
+        exc: BaseException | None,
+    ) -> None:
+        done = self.dones[index]
+        if exc is not None:
+            done(None, exc)
+            return
+        store = self.store
+        try:
+            entries = first if type(first) is tuple else _decode_state(first)
+            if others is not None:
+                for _, answer in others:
+                    other = _decode_state(answer)
+                    if other != entries:
+                        entries = store._join(entries, other) if entries else other
+            if store._merge_fn is None:
+                value = _live_value(entries, store)
+            else:
+                got = store._resolve(entries, store._clock().time()) if entries else None
+                value = None if got is None else got[0]
+        except Exception as err:
+            done(None, err)
+            return
+        done(value, None)
+
+    def completed(self, index: int, result: QuorumResult) -> None:
+        if self.store.config.read_repair:
+            self.store._read_repair(self.keys[index], self.partitions[index], {}, result)
+
+
+def _agreed(answers: list[tuple[str, Any]]) -> Entries | None:
+    """The state every one of ``answers`` is, decoded; None when they differ
+    (or there are none)."""
+    if not _all_same(answers):
+        return None
+    first = answers[0][1]
+    return first if type(first) is tuple else _decode_state(first)
+
+
+def _all_same(answers: list[tuple[str, Any]]) -> bool:
+    """Whether every one of ``answers`` is the same state (:func:`_same_state`)."""
+    if not answers:
+        return False
+    first = answers[0][1]
+    for i in range(1, len(answers)):
+        answer = answers[i][1]
+        if answer is not first and not _same_state(first, answer):
+            return False
+    return True
+
+
+def _live_value(entries: Entries, store: KVStore) -> bytes | None:
+    """The live value of ``entries`` (``st.live_item``'s), reading the
+    store's clock only for a value that expires: a lone version is read
+    field by field, with no typed tuple unpacked and none built."""
+    rows: tuple[Any, ...] = entries  # untyped rows: no typed tuple unpacked
+    if not rows:
+        return None
+    if len(rows) == 1:
+        one: tuple[Any, ...] = rows[0]
+        vals: tuple[Any, ...] = one[2]
+        if len(vals) == 1:
+            item: tuple[Any, ...] = vals[0]
+            value: bytes | None = item[0]
+            if value is None:
+                return None
+            exp = item[1]
+            if exp is None or store._clock().time() < exp:
+                return value
+            return None
+    got = st.live_item(entries, store._clock().time())
+    return None if got is None else got[0]
+
+
+def _same_state(first: Any, answer: Any) -> bool:
+    """Whether two replicas' answers to ``get`` are the same state: equal, or
+    this node's own (``Entries``, tuples) and a peer's (the same nested
+    lists, decoded from the wire), compared field by field with no decoding.
+    Types are compared too: an answer only ``==`` to a valid state (an int
+    where a float was, a bool for an int) is not the same, so it is decoded
+    and checked as any other."""
+    if type(first) is type(answer):
+        return bool(first == answer)
+    if type(first) is list:
+        first, answer = answer, first
+    if type(first) is not tuple or type(answer) is not list:
+        return False
+    mine: tuple[Any, ...] = first
+    theirs: list[Any] = answer
+    if len(mine) != len(theirs):
+        return False
+    for k in range(len(mine)):
+        entry: tuple[Any, ...] = mine[k]
+        other: Any = theirs[k]
+        if type(other) is not list or len(other) != 3:
+            return False
+        fields: list[Any] = other
+        actor = fields[0]
+        counter = fields[1]
+        vals = fields[2]
+        if (
+            type(actor) is not str
+            or type(counter) is not int
+            or type(vals) is not list
+            or not _str_eq(actor, entry[0])
+            or not _int_eq(counter, entry[1])
+        ):
+            return False
+        items: tuple[Any, ...] = entry[2]
+        theirs_items: list[Any] = vals
+        if len(theirs_items) != len(items):
+            return False
+        for j in range(len(items)):
+            item: tuple[Any, ...] = items[j]
+            v: Any = theirs_items[j]
+            if type(v) is not list or len(v) != 3:
+                return False
+            got: list[Any] = v
+            value = got[0]
+            exp = got[1]
+            stamp = got[2]
+            mv = item[0]
+            me = item[1]
+            if value is None:
+                if mv is not None:
+                    return False
+            elif type(value) is not bytes or mv is None or not _bytes_eq(value, mv):
+                return False
+            if exp is None:
+                if me is not None:
+                    return False
+            elif type(exp) is not float or me is None or not _float_eq(exp, me):
+                return False
+            if type(stamp) is not int or not _int_eq(stamp, item[2]):
+                return False
+    return True
+
+
+def _str_eq(a: str, b: str) -> bool:
+    return a == b
+
+
+def _int_eq(a: int, b: int) -> bool:
+    return a == b
+
+
+def _bytes_eq(a: bytes, b: bytes) -> bool:
+    return a == b
+
+
+def _float_eq(a: float, b: float) -> bool:
+    return a == b
 
 
 def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
