@@ -25,6 +25,7 @@ import abc
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 # Built once per command on the hot path: defined in a compiled module
@@ -248,9 +249,40 @@ class QuorumBatch(abc.ABC):
             True,
         )
 
+    def call(
+        self,
+        node_id: str,
+        command: str,
+        key: bytes,
+        payload: Any,
+        done: Callable[[Any, BaseException | None], None],
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """:meth:`AppContext.call_replica` held in the batch: ``command`` on
+        ``node_id``'s replica of ``key`` leaves at :meth:`flush`, in that
+        replica's request with the batch's other commands for it.
+        ``done(answer, None)`` or ``done(None, error)`` exactly once, with
+        the errors of ``call_replica`` (:class:`~peer_ring.errors.PeerUnavailable`
+        when the request certainly did not reach the replica); a failure
+        fails only this call. ``done`` must not raise.
+
+        The default raises :class:`NotImplementedError` (the caller then calls
+        the replica on its own); the node's batch holds the call."""
+        raise NotImplementedError("this batch does not hold single-replica calls")
+
     @abc.abstractmethod
     def flush(self) -> None:
         """Send every held request: one per replica."""
+
+
+def _call_done(done: Callable[[Any, BaseException | None], None], fut: asyncio.Future[Any]) -> None:
+    """A :meth:`QuorumBatch.call` sent on its own: its future's outcome to ``done``."""
+    if fut.cancelled():
+        done(None, asyncio.CancelledError())
+        return
+    exc = fut.exception()
+    done(None if exc is not None else fut.result(), exc)
 
 
 class _CountedAdapter:
@@ -300,6 +332,25 @@ class _SerialBatch(QuorumBatch):
             sloppy=sloppy,
             applied=applied,
         )
+
+    def call(
+        self,
+        node_id: str,
+        command: str,
+        key: bytes,
+        payload: Any,
+        done: Callable[[Any, BaseException | None], None],
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        try:
+            fut = self._app.call_replica(
+                node_id, command, key, payload, partition=partition, timeout=timeout
+            )
+        except Exception as exc:
+            done(None, exc)
+            return
+        fut.add_done_callback(partial(_call_done, done))
 
     def flush(self) -> None:
         pass
