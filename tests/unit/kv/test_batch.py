@@ -391,8 +391,11 @@ async def test_calls_held_in_a_batch_answer_each_on_its_own(picky: Any) -> None:
     assert told == {b"here": (9, None)}  # this node's command runs at once
     batch.flush()
     await wait_for(lambda: len(told) == 5, message="every call answered")
-    assert told[b"c-0"] == (0, None) and told[b"c-2"] == (2, None) and told[b"c-3"] == (3, None)
-    assert told[b"c-1"][0] is None and isinstance(told[b"c-1"][1], InvalidRequest)
+    assert told[b"c-0"] == (0, None)
+    assert told[b"c-2"] == (2, None)
+    assert told[b"c-3"] == (3, None)
+    assert told[b"c-1"][0] is None
+    assert isinstance(told[b"c-1"][1], InvalidRequest)
     assert s2.seen == [b"c-0", b"c-2", b"c-3"]
     assert nodes[1].transport.stats["requests_in"] - before <= 2  # one batch (a ping may land)
 
@@ -404,7 +407,8 @@ async def test_calls_held_in_a_batch_answer_each_on_its_own(picky: Any) -> None:
     batch.flush()
     await wait_for(lambda: len(told) == 2, timeout=5, message="both calls decided")
     assert told[b"there"] == (2, None)
-    assert told[b"gone"][0] is None and told[b"gone"][1] is not None
+    assert told[b"gone"][0] is None
+    assert told[b"gone"][1] is not None
     assert not s3.seen
 
 
@@ -422,12 +426,17 @@ async def test_forwarded_writes_of_a_batch_leave_one_request_per_coordinator(
     first = {k: ring.owners(k)[0] for k in foreign}  # whom each is forwarded to
     assert len(set(first.values())) >= 2
     stats = cluster.nodes[0].transport.stats
+    others = [n.transport.stats for n in cluster.nodes[1:]]
+    await a.put_many([(k, b"first") for k in foreign])  # start-up traffic settles meanwhile
     before = stats["requests_out"]
+    replicated = sum(o["requests_out"] for o in others)
     await a.put_many([(k, b"v-" + k) for k in foreign])
-    sent = stats["requests_out"] - before
-    # one request per coordinator (4 other nodes; pings may be sent meanwhile),
+    # one request per coordinator (4 other nodes; a ping may be sent meanwhile),
     # not one per key
-    assert sent <= 4 + 3
+    assert stats["requests_out"] - before <= 4 + 2
+    # and each coordinator replicates the writes of that request together: one
+    # request per other replica (4 coordinators x 3 others), not two per key
+    assert sum(o["requests_out"] for o in others) - replicated <= 12 + 4
     assert await cluster.stores[1].get_many(foreign) == [b"v-" + k for k in foreign]
 
     # the requests to one coordinator are lost: only its keys fail (their

@@ -34,11 +34,14 @@ from typing import Any, Final
 
 from peer_ring import versions as vv
 from peer_ring.app import (
+    Clock,
     ConnectionLost,
     InvalidRequest,
     PeerUnavailable,
+    QuorumBatch,
     QuorumNotReached,
     QuorumResult,
+    RoundListener,
 )
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv._state import EMPTY, Entries
@@ -81,6 +84,40 @@ class KVStore(KVReplica):
     node's) decides expiry, tombstone age, stamps and the sweep period; tests
     inject a :class:`~peer_ring.clock.ManualClock` here.
     """
+
+    def __init__(
+        self, namespace: str = "kv", config: KVConfig | None = None, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(namespace, config, clock=clock)
+        #: the replication rounds of the writes forwarded here in this loop
+        #: pass, leaving together at its end (:meth:`_merge_round`)
+        self._held: QuorumBatch | None = None
+
+    def _merge_round(
+        self,
+        partition: int,
+        key: bytes,
+        entries: Entries,
+        n: int | None,
+        w: int,
+        timeout: float | None,
+        listener: RoundListener,
+    ) -> None:
+        """The ``merge`` round of a write forwarded here (``coord_put``), held
+        in a batch flushed once this loop pass ends: the forwarded writes of
+        one request (a batch's) or of the frames read in one pass replicate
+        as one request per replica instead of one each."""
+        held = self._held
+        if held is None:
+            held = self._held = self.app.batch()
+            asyncio.get_running_loop().call_soon(self._flush_held)
+        held.add("merge", key, entries, w, listener, n, partition, timeout, None, None, True)
+
+    def _flush_held(self) -> None:
+        held = self._held
+        self._held = None
+        if held is not None:
+            held.flush()
 
     # -- client side: reads -------------------------------------------------------
     async def _read(self, key: bytes, r: int | None, timeout: float | None) -> Entries:
