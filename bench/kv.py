@@ -16,7 +16,11 @@ Run: ``.venv/bin/python bench/kv.py`` (every part), or one part with
   and a log-spaced histogram of every latency (``latency_hist``, for CDFs:
   ``bench/plot.py``).
   ``--runs K`` repeats the whole sweep K times (interleaved) and keeps, per
-  case, the run with the median ops/s plus every run's ops/s and p99.
+  case, the run with the median ops/s plus every run's ops/s, p99 and CPU
+  per operation. ``--owned``: each node draws only keys it replicates (no
+  coordinator outside the preference list); ``--pin CPUS``: node i runs on
+  core ``CPUS[i % len]`` (``--pin 1``: all on one core) -- together they
+  separate the extra hop of 5 nodes from five processes sharing two cores.
   The throughput-vs-concurrency sweep behind ``docs/img/``::
 
       .venv/bin/python bench/kv.py --embedded --sizes 3 --mixes get,put \
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -157,6 +162,19 @@ async def _wait_ring(addresses: list[str], deadline: float) -> None:
         await client.close()
 
 
+def pin(c: LocalCluster, cpus: list[int]) -> list[tuple[str, int]]:
+    """Pin node ``i`` (every thread of its process) to core ``cpus[i % len(cpus)]``
+    (``--pin``: one core for all, or one per node): the node -> core map."""
+    placed = []
+    for i, node in enumerate(c.nodes.values()):
+        assert node.pid is not None
+        cpu = cpus[i % len(cpus)]
+        for task in Path(f"/proc/{node.pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {cpu})
+        placed.append((node.name, cpu))
+    return placed
+
+
 def wait_ring(c: LocalCluster, timeout: float = 30.0) -> None:
     """Wait until every node sees every node up and owning partitions."""
     asyncio.run(_wait_ring(c.addresses(), time.monotonic() + timeout))
@@ -261,6 +279,7 @@ def embedded(
     runs: int = 1,
     batch: int = 1,
     owned: bool = False,
+    cpus: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total = len(sizes) * len(concurrencies) * len(mixes) * runs
@@ -271,6 +290,7 @@ def embedded(
             bar.update(task, description=f"embedded: starting {size} nodes")
             with cluster(size, replicas) as c:
                 wait_ring(c)
+                placed = pin(c, cpus) if cpus else None
                 bar.update(task, description=f"embedded: preloading {keyspace:,} keys")
                 base: dict[str, Any] = {"keyspace": keyspace, "value_size": VALUE_SIZE}
                 bench_nodes(c, dict(base, seconds=0, warmup=0, ops=0, preload=[0, keyspace]), 64)
@@ -303,6 +323,7 @@ def embedded(
                             "concurrency": conc,
                             "batch": batch,
                             "owned": owned,
+                            "pinned": placed,
                             **summarize(answers),
                         }
                     )
@@ -314,8 +335,9 @@ def embedded(
 def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (nodes, concurrency, mix): the run with the median ops/s.
 
-    The kept row also lists every run's ops/s and p99 (``ops_s_runs``,
-    ``p99_ms_runs``, in run order) so the spread can be shown.
+    The kept row also lists every run's ops/s, p99 and CPU per operation
+    (``ops_s_runs``, ``p99_ms_runs``, ``cpu_us_per_op_runs``,
+    ``sys_us_per_op_runs``, in run order) so the spread can be shown.
     """
     groups: dict[tuple[str, int, int, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -328,18 +350,24 @@ def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mid["runs"] = len(group)
         mid["ops_s_runs"] = [r["ops_s"] for r in group]
         mid["p99_ms_runs"] = [r["p99_ms"] for r in group]
+        mid["cpu_us_per_op_runs"] = [r["cpu_us_per_op"] for r in group]
+        mid["sys_us_per_op_runs"] = [r["sys_us_per_op"] for r in group]
         out.append(mid)
     return out
 
 
 def print_embedded(rows: list[dict[str, Any]], title: str = "KV embedded load") -> None:
-    cols = ["security", "nodes", "mix", "outstanding", "batch", "ops/s", "gets/s", "puts/s",
-            "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/op", "errors"]  # fmt: skip
+    cols = ["security", "nodes", "mix", "outstanding", "batch", "keys", "cores", "ops/s",
+            "gets/s", "puts/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/op", "sys µs/op",
+            "errors"]  # fmt: skip
     data = [
         (r.get("security", "plain"), r["nodes"], r["mix"], r["concurrency"], r.get("batch", 1),
+         "owned" if r.get("owned") else "all",
+         ",".join(str(c) for _, c in r["pinned"]) if r.get("pinned") else "any",
          r["ops_s"],
          r["gets_s"], r["puts_s"],
-         r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"], sum(r["errors"].values()))
+         r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cpu_us_per_op"], r["sys_us_per_op"],
+         sum(r["errors"].values()))
         for r in rows
     ]  # fmt: skip
     console.print(table(title, cols, data))
@@ -543,6 +571,11 @@ def main() -> None:
         help="embedded: each node uses only keys it replicates (no coordinator outside the"
         " preference list)",
     )  # fmt: skip
+    ap.add_argument(
+        "--pin", metavar="CPUS",
+        help="embedded: pin node i (all its threads) to core CPUS[i %% len]: '1' puts every"
+        " node on core 1, '0,1' alternates them (default: not pinned)",
+    )  # fmt: skip
     ap.add_argument("--keyspace", type=int, default=20_000, help="keys (embedded; preloaded)")
     ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark -n")
     ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values")
@@ -578,6 +611,7 @@ def main() -> None:
                 max(1, args.runs),
                 args.batch,
                 args.owned,
+                [int(x) for x in args.pin.split(",")] if args.pin else None,
             )
             rows += [dict(r, security=mode) for r in part]
         SECURITY["pki"] = None

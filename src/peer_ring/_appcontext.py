@@ -34,7 +34,7 @@ from peer_ring.cluster import Cluster
 from peer_ring.errors import QuorumNotReached, RingMismatch, TransportError
 from peer_ring.hlc import HLC, SkewPolicy
 from peer_ring.replication.bootstrap import Bootstrap
-from peer_ring.replication.coordinator import Coordinator, RoundBatch
+from peer_ring.replication.coordinator import Coordinator, Round, RoundBatch
 from peer_ring.service import (
     AppContext,
     CompleteCallback,
@@ -43,6 +43,7 @@ from peer_ring.service import (
     QuorumBatch,
     QuorumResult,
     RoundListener,
+    future_outcome,
 )
 
 __all__ = ["Background", "NodeAppContext", "NodeQuorumBatch"]
@@ -153,7 +154,7 @@ class NodeQuorumBatch(QuorumBatch):
     ) -> None:
         coordinator = self._coordinator
         if partition is None:
-            partition = coordinator.cluster.ring.partition_for(key)
+            partition = coordinator.partition_for(key)
         coordinator.start_counted(
             self._batch, key, command, payload, quorum, listener, index, partition, timeout
         )
@@ -176,8 +177,61 @@ class NodeQuorumBatch(QuorumBatch):
             self._batch, key, command, payload, quorum, reads, index, partition, timeout
         )
 
+    def call(
+        self,
+        node_id: str,
+        command: str,
+        key: bytes,
+        payload: Any,
+        done: Callable[[Any, BaseException | None], None],
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """A one-target round of quorum 1 held in the batch (remote), or the
+        command run here at once (``node_id`` is this node)."""
+        coordinator = self._coordinator
+        cluster = coordinator.cluster
+        try:
+            cluster.raise_if_stopped()
+            p = coordinator.partition_for(key) if partition is None else partition
+            me = cluster.id
+            if node_id == me:
+                result = cluster.handle_local(self._namespace, command, key, p, payload, me)
+                if is_awaitable(result):
+                    fut = as_future(result, coordinator.running_loop())
+                    fut.add_done_callback(partial(future_outcome, done))
+                else:
+                    done(result, None)
+                return
+            address = cluster.address_of(node_id)
+        except Exception as exc:
+            done(None, exc)
+            return
+        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
+        rnd = Round(
+            coordinator.running_loop(), (node_id,), 1, partial(_called, done, node_id), None
+        )
+        self._batch.hold(node_id, address, rnd, command, key, p, payload, deadline)
+        rnd.dispatched()
+
     def flush(self) -> None:
         self._batch.flush()
+
+
+def _called(
+    done: Callable[[Any, BaseException | None], None],
+    node_id: str,
+    result: QuorumResult | None,
+    exc: BaseException | None,
+) -> None:
+    """:meth:`NodeQuorumBatch.call`'s round decided: the replica's answer, or
+    the replica's own error (not the round's QuorumNotReached)."""
+    if result is not None:
+        done(result.acks[0][1], None)
+        return
+    if isinstance(exc, QuorumNotReached):
+        exc = exc.errors.get(node_id, exc)
+    done(None, exc)
 
 
 class NodeAppContext(AppContext):
@@ -338,7 +392,7 @@ class NodeAppContext(AppContext):
     ) -> asyncio.Future[Any]:
         cluster = self._cluster
         cluster.raise_if_stopped()
-        p = cluster.ring.partition_for(key) if partition is None else partition
+        p = self._coordinator.partition_for(key) if partition is None else partition
         me = cluster.id
         loop = self._coordinator.running_loop()
         if node_id == me:

@@ -25,6 +25,7 @@ import abc
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
 # Built once per command on the hot path: defined in a compiled module
@@ -276,6 +277,28 @@ class QuorumBatch(abc.ABC):
         adapter = _ReadAdapter(reads, index)
         self.add(command, key, payload, quorum, adapter, None, partition, timeout, adapter.complete)
 
+    def call(
+        self,
+        node_id: str,
+        command: str,
+        key: bytes,
+        payload: Any,
+        done: Callable[[Any, BaseException | None], None],
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """:meth:`AppContext.call_replica` held in the batch: ``command`` on
+        ``node_id``'s replica of ``key`` leaves at :meth:`flush`, in that
+        replica's request with the batch's other commands for it.
+        ``done(answer, None)`` or ``done(None, error)`` exactly once, with
+        the errors of ``call_replica`` (:class:`~peer_ring.errors.PeerUnavailable`
+        when the request certainly did not reach the replica); a failure
+        fails only this call. ``done`` must not raise.
+
+        The default raises :class:`NotImplementedError` (the caller then calls
+        the replica on its own); the node's batch holds the call."""
+        raise NotImplementedError("this batch does not hold single-replica calls")
+
     @abc.abstractmethod
     def flush(self) -> None:
         """Send every held request: one per replica."""
@@ -340,6 +363,18 @@ class _ReadAdapter:
                 self.reads.completed(self.index, result)
 
 
+def future_outcome(
+    done: Callable[[Any, BaseException | None], None], fut: asyncio.Future[Any]
+) -> None:
+    """A finished future's outcome to ``done``: ``done(result, None)`` or
+    ``done(None, error)`` (a :meth:`QuorumBatch.call` answered by a future)."""
+    if fut.cancelled():
+        done(None, asyncio.CancelledError())
+        return
+    exc = fut.exception()
+    done(None if exc is not None else fut.result(), exc)
+
+
 class _CountedAdapter:
     """:meth:`QuorumBatch.add_counted`'s listener as a :data:`RoundListener`."""
 
@@ -387,6 +422,25 @@ class _SerialBatch(QuorumBatch):
             sloppy=sloppy,
             applied=applied,
         )
+
+    def call(
+        self,
+        node_id: str,
+        command: str,
+        key: bytes,
+        payload: Any,
+        done: Callable[[Any, BaseException | None], None],
+        partition: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        try:
+            fut = self._app.call_replica(
+                node_id, command, key, payload, partition=partition, timeout=timeout
+            )
+        except Exception as exc:
+            done(None, exc)
+            return
+        fut.add_done_callback(partial(future_outcome, done))
 
     def flush(self) -> None:
         pass

@@ -372,3 +372,91 @@ async def test_the_default_add_counted_adds_an_applied_round() -> None:
     assert told[0][0] == 5
     assert isinstance(told[0][1], QuorumNotReached)
     assert told[1] == (5, None)
+
+
+async def test_calls_held_in_a_batch_answer_each_on_its_own(picky: Any) -> None:
+    """``QuorumBatch.call``: commands for one chosen replica leave with the
+    batch, one request per replica; each is answered or failed on its own."""
+    net, nodes, (s1, s2, s3) = picky
+    app = s1.app
+    assert app is not None
+    s2.refuse = {b"c-1"}
+    told: dict[bytes, tuple[Any, BaseException | None]] = {}
+    before = nodes[1].transport.stats["requests_in"]
+    batch = app.batch()
+    for i in range(4):
+        key = b"c-%d" % i
+        batch.call(nodes[1].id, "w", key, i, lambda v, e, k=key: told.__setitem__(k, (v, e)))
+    batch.call(nodes[0].id, "w", b"here", 9, lambda v, e: told.__setitem__(b"here", (v, e)))
+    assert told == {b"here": (9, None)}  # this node's command runs at once
+    batch.flush()
+    await wait_for(lambda: len(told) == 5, message="every call answered")
+    assert told[b"c-0"] == (0, None)
+    assert told[b"c-2"] == (2, None)
+    assert told[b"c-3"] == (3, None)
+    assert told[b"c-1"][0] is None
+    assert isinstance(told[b"c-1"][1], InvalidRequest)
+    assert s2.seen == [b"c-0", b"c-2", b"c-3"]
+    assert nodes[1].transport.stats["requests_in"] - before <= 2  # one batch (a ping may land)
+
+    # a replica that cannot be reached fails only the calls held for it
+    net.isolate(address(3))
+    told.clear()
+    batch.call(nodes[2].id, "w", b"gone", 1, lambda v, e: told.__setitem__(b"gone", (v, e)))
+    batch.call(nodes[1].id, "w", b"there", 2, lambda v, e: told.__setitem__(b"there", (v, e)))
+    batch.flush()
+    await wait_for(lambda: len(told) == 2, timeout=5, message="both calls decided")
+    assert told[b"there"] == (2, None)
+    assert told[b"gone"][0] is None
+    assert told[b"gone"][1] is not None
+    assert not s3.seen
+
+
+async def test_forwarded_writes_of_a_batch_leave_one_request_per_coordinator(
+    make_cluster: ClusterFactory,
+) -> None:
+    """5 nodes, N=3: the writes a node cannot coordinate are held in the batch,
+    one request per coordinating replica -- not one ``coord_put`` each -- and
+    a coordinator that does not answer fails only the keys sent to it."""
+    cluster = await make_cluster(5)
+    a = cluster.stores[0]
+    me = a.app.node_id
+    ring = cluster.nodes[0].ring
+    foreign = [k for k in (b"fw2-%d" % i for i in range(400)) if me not in ring.owners(k)][:60]
+    first = {k: ring.owners(k)[0] for k in foreign}  # whom each is forwarded to
+    assert len(set(first.values())) >= 2
+    stats = cluster.nodes[0].transport.stats
+    others = [n.transport.stats for n in cluster.nodes[1:]]
+    await a.put_many([(k, b"first") for k in foreign])  # start-up traffic settles meanwhile
+    before = stats["requests_out"]
+    replicated = sum(o["requests_out"] for o in others)
+    await a.put_many([(k, b"v-" + k) for k in foreign])
+    # one request per coordinator (4 other nodes; a ping may be sent meanwhile),
+    # not one per key
+    assert stats["requests_out"] - before <= 4 + 2
+    # and each coordinator replicates the writes of that request together: one
+    # request per other replica (4 coordinators x 3 others), not two per key
+    assert sum(o["requests_out"] for o in others) - replicated <= 12 + 4
+    assert await cluster.stores[1].get_many(foreign) == [b"v-" + k for k in foreign]
+
+    # the requests to one coordinator are lost: only its keys fail (their
+    # outcome is unknown: not retried elsewhere), every other key is written
+    lost = next(iter(set(first.values())))
+    cluster.net.block(
+        cluster.nodes[0].transport.address,
+        cluster.node_of(cluster.store_of(lost)).transport.address,
+    )
+    told: dict[bytes, BaseException | None] = {}
+    batch = a.batch()
+    for k in foreign:
+        batch.put(k, b"w-" + k, lambda _, e, k=k: told.__setitem__(k, e))
+    batch.flush()
+    await wait_for(lambda: len(told) == len(foreign), timeout=5, message="every key decided")
+    for k in foreign:
+        if first[k] == lost:
+            assert told[k] is not None, k
+        else:
+            assert told[k] is None, (k, told[k])
+    cluster.net.heal()
+    mine = [k for k in foreign if first[k] != lost]
+    assert await cluster.stores[1].get_many(mine) == [b"w-" + k for k in mine]

@@ -34,11 +34,14 @@ from typing import Any, Final
 
 from peer_ring import versions as vv
 from peer_ring.app import (
+    Clock,
     ConnectionLost,
     InvalidRequest,
     PeerUnavailable,
+    QuorumBatch,
     QuorumNotReached,
     QuorumResult,
+    RoundListener,
 )
 from peer_ring.apps.kv import _state as st
 from peer_ring.apps.kv._state import EMPTY, Entries, unpack
@@ -81,6 +84,40 @@ class KVStore(KVReplica):
     node's) decides expiry, tombstone age, stamps and the sweep period; tests
     inject a :class:`~peer_ring.clock.ManualClock` here.
     """
+
+    def __init__(
+        self, namespace: str = "kv", config: KVConfig | None = None, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(namespace, config, clock=clock)
+        #: the replication rounds of the writes forwarded here in this loop
+        #: pass, leaving together at its end (:meth:`_merge_round`)
+        self._held: QuorumBatch | None = None
+
+    def _merge_round(
+        self,
+        partition: int,
+        key: bytes,
+        entries: Entries,
+        n: int | None,
+        w: int,
+        timeout: float | None,
+        listener: RoundListener,
+    ) -> None:
+        """The ``merge`` round of a write forwarded here (``coord_put``), held
+        in a batch flushed once this loop pass ends: the forwarded writes of
+        one request (a batch's) or of the frames read in one pass replicate
+        as one request per replica instead of one each."""
+        held = self._held
+        if held is None:
+            held = self._held = self.app.batch()
+            asyncio.get_running_loop().call_soon(self._flush_held)
+        held.add("merge", key, entries, w, listener, n, partition, timeout, None, None, True)
+
+    def _flush_held(self) -> None:
+        held = self._held
+        self._held = None
+        if held is not None:
+            held.flush()
 
     # -- client side: reads -------------------------------------------------------
     async def _read(self, key: bytes, r: int | None, timeout: float | None) -> Entries:
@@ -225,14 +262,17 @@ class KVStore(KVReplica):
         done: Callable[[Any, BaseException | None], None],
         want_existed: bool,
         start: Callable[..., None],
+        batch: KVBatch | None = None,
     ) -> None:
         """The write path in callback form (a value, or a tombstone for ``None``):
         ``done(existed, None)`` once W replicas acknowledged -- or, without
         ``want_existed`` (a plain put, whose reply does not say),
         ``done(None, None)``. ``start`` starts the ``merge`` round
         (``AppContext.start_quorum`` or a batch's ``add``); a write this node
-        cannot coordinate is forwarded by a task; one this replica alone
-        acknowledges (:meth:`_solo_write`) is answered here, with no round."""
+        cannot coordinate is forwarded: held in ``batch`` when given
+        (:meth:`KVBatch._forward`), otherwise by a task; one this replica
+        alone acknowledges (:meth:`_solo_write`) is answered here, with no
+        round."""
         try:
             k = self._key(key)
             v = None if value is None else self._check_value(value)
@@ -267,6 +307,9 @@ class KVStore(KVReplica):
                     None,
                     True,
                 )
+                return
+            if batch is not None:
+                batch._forward(k, v, expires_at, done if want_existed else partial(_put_done, done))
                 return
             task = asyncio.ensure_future(
                 self._forward(k, v, expires_at, None, None, None, self.config.timeout)
@@ -526,6 +569,24 @@ class KVStore(KVReplica):
         (ConnectionLost) the outcome is unknown and the error is raised: a
         second coordinator would issue the same write again as a concurrent
         version (a read-modify-write forked into siblings)."""
+        partition, ordered, payload, outer = self._forward_plan(
+            key, value, expires_at, context, n, w, timeout
+        )
+        return await self._forward_to(ordered, key, partition, payload, outer, None)
+
+    def _forward_plan(
+        self,
+        key: bytes,
+        value: bytes | None,
+        expires_at: float | None,
+        context: bytes | None,
+        n: int | None,
+        w: int | None,
+        timeout: float | None,
+    ) -> tuple[int, list[str], list[Any], float]:
+        """Where and what :meth:`_forward` sends: ``(partition, replicas to try
+        in order, coord_put payload, timeout of one try)``; raises
+        PeerUnavailable when there is no replica to try."""
         app = self.app
         quorum = self._write_quorum(w)
         partition = app.partition_for(key)
@@ -540,7 +601,20 @@ class KVStore(KVReplica):
         ordered = sorted((t for t in targets if t != me), key=lambda t: not app.is_up(t))
         if not ordered:
             raise PeerUnavailable(f"{me} is still starting; retry in a moment")
-        last: BaseException | None = None
+        return partition, ordered, payload, outer
+
+    async def _forward_to(
+        self,
+        ordered: list[str],
+        key: bytes,
+        partition: int,
+        payload: list[Any],
+        outer: float,
+        last: BaseException | None,
+    ) -> bool:
+        """``coord_put`` on each of ``ordered`` in turn until one was reached
+        (see :meth:`_forward`); ``last``: the error of an earlier try."""
+        app = self.app
         for target in ordered:
             try:
                 answer = await app.call_replica(
@@ -553,7 +627,9 @@ class KVStore(KVReplica):
                 continue
             return answer is True
         assert last is not None
-        raise QuorumNotReached(quorum, 0, message=f"no replica could coordinate the write: {last}")
+        raise QuorumNotReached(
+            payload[4], 0, message=f"no replica could coordinate the write: {last}"
+        )
 
     async def put(
         self,
@@ -625,8 +701,10 @@ class KVStore(KVReplica):
             return
         collect = _Collect(self.app.create_future(), len(checked))
         batch = self.batch()
+        put = batch._put
+        told = collect.counted
         for i, (k, v) in enumerate(checked):
-            batch.put(k, v, partial(collect.done, i), expires_at=exp)
+            put(k, v, exp, told, i)  # validated above: no second check per key
         batch.flush()
         await collect.fut
 
@@ -808,6 +886,11 @@ class _Collect:
         self.values: list[Any] = [None] * count
         self.error: BaseException | None = None
 
+    def counted(self, index: int, exc: BaseException | None) -> None:
+        """A counted listener (``QuorumBatch.add_counted``): the key at ``index``
+        answered ``None`` or failed."""
+        self.done(index, None, exc)
+
     def done(self, index: int, value: Any, exc: BaseException | None) -> None:
         if exc is not None:
             if self.error is None:
@@ -840,7 +923,9 @@ class KVBatch:
     replica, not by their acknowledgements: callers that need
     read-your-writes within a pipeline flush between them (the RESP server
     does). Writes this node cannot coordinate (it is no replica of the key)
-    are forwarded to a replica, one request each.
+    are forwarded to a replica (``coord_put``), held like the rest: one
+    request per replica carries the batch's forwarded writes with its other
+    commands, each still answered on its own.
     """
 
     __slots__ = ("_add", "_dones", "_gets", "_rounds", "_store")
@@ -848,7 +933,7 @@ class KVBatch:
     def __init__(self, store: KVStore) -> None:
         self._store = store
         self._rounds = store.app.batch()
-        self._add = self._rounds.add  # one bound method per batch, not per get
+        self._add = self._rounds.add  # one bound method per batch (its deletes)
         #: the ``done`` of each put since the last flush, told by index
         self._dones = _Dones()
         #: the reads since the last flush, told by index (made by the first)
@@ -903,34 +988,83 @@ class KVBatch:
         try:
             k = store._key(key)
             v = store._check_value(value)
-            partition = store.app.partition_for(k)
-            solo = store._solo_write(partition, k, v, expires_at, False) is not None
-            begun = (
-                None
-                if solo
-                else store._begin_write(k, v, expires_at, None, None, None, False, partition)
-            )
-            if begun is not None:
-                partition, entries, _, quorum = begun
-                dones = self._dones
-                index = len(dones.dones)
-                dones.dones.append(done)
-                self._rounds.add_counted(
-                    REPLICATE, k, entries, quorum, dones, index, partition, store.config.timeout
-                )
-                return
         except Exception as exc:
             done(None, exc)
             return
-        if solo:  # acknowledged here (one node, N=1): no round
-            done(None, None)
+        dones = self._dones
+        index = len(dones.dones)
+        dones.dones.append(done)
+        self._put(k, v, expires_at, dones, index)
+
+    def _put(
+        self,
+        k: bytes,
+        v: bytes,
+        expires_at: float | None,
+        listener: Callable[[int, BaseException | None], None],
+        index: int,
+    ) -> None:
+        """:meth:`put` of a checked key and value, told to ``listener(index,
+        None)`` or ``listener(index, error)`` (``put_many``'s collector directly)."""
+        store = self._store
+        try:
+            partition = store.app.partition_for(k)
+            if store._solo_write(partition, k, v, expires_at, False) is not None:
+                solo = True  # acknowledged here (one node, N=1): no round
+            else:
+                solo = False
+                begun = store._begin_write(k, v, expires_at, None, None, None, False, partition)
+                if begun is not None:
+                    partition, entries, _, quorum = begun
+                    self._rounds.add_counted(
+                        REPLICATE,
+                        k,
+                        entries,
+                        quorum,
+                        listener,
+                        index,
+                        partition,
+                        store.config.timeout,
+                    )
+                    return
+        except Exception as exc:
+            listener(index, exc)
             return
-        # this node cannot coordinate it: forwarded, one request
-        store._start_write(k, v, expires_at, done, False, self._add)
+        if solo:
+            listener(index, None)
+            return
+        # this node cannot coordinate it: forwarded, held in the batch
+        self._forward(k, v, expires_at, partial(_forward_counted, listener, index))
 
     def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
         """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
-        self._store._start_write(key, None, None, done, True, self._add)
+        self._store._start_write(key, None, None, done, True, self._add, self)
+
+    def _forward(
+        self,
+        k: bytes,
+        v: bytes | None,
+        expires_at: float | None,
+        done: Callable[[bool, BaseException | None], None],
+    ) -> None:
+        """A write this node is no replica of: its ``coord_put`` to the first live
+        replica leaves with the batch, in that replica's one request
+        (``QuorumBatch.call``); the per-key outcome and retries of
+        :meth:`KVStore._forward` (the next replica only when this one was
+        certainly not reached). ``done(existed, None)`` or ``done(False, error)``."""
+        store = self._store
+        try:
+            partition, ordered, payload, outer = store._forward_plan(
+                k, v, expires_at, None, None, None, store.config.timeout
+            )
+        except Exception as exc:
+            done(False, exc)
+            return
+        forward = _Forward(store, k, partition, ordered, payload, outer, done)
+        try:
+            self._rounds.call(ordered[0], "coord_put", k, payload, forward, partition, outer)
+        except NotImplementedError:  # an app context whose batches hold no calls
+            forward.retry(ordered, None)
 
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""
@@ -938,6 +1072,58 @@ class KVBatch:
             self._dones = _Dones()
         self._gets = None
         self._rounds.flush()
+
+
+def _forward_counted(
+    listener: Callable[[int, BaseException | None], None],
+    index: int,
+    existed: bool,
+    exc: BaseException | None,
+) -> None:
+    listener(index, exc)
+
+
+class _Forward:
+    """One write forwarded from a batch (:meth:`KVBatch._forward`): told the
+    first replica's answer to its ``coord_put``; tries the next replicas one
+    by one (a task, as :meth:`KVStore._forward`) only when that one was
+    certainly not reached."""
+
+    __slots__ = ("done", "key", "ordered", "outer", "partition", "payload", "store")
+
+    def __init__(
+        self,
+        store: KVStore,
+        key: bytes,
+        partition: int,
+        ordered: list[str],
+        payload: list[Any],
+        outer: float,
+        done: Callable[[bool, BaseException | None], None],
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.partition = partition
+        self.ordered = ordered
+        self.payload = payload
+        self.outer = outer
+        self.done = done
+
+    def __call__(self, answer: Any, exc: BaseException | None) -> None:
+        if exc is None:
+            self.done(answer is True, None)
+        elif isinstance(exc, PeerUnavailable) and not isinstance(exc, ConnectionLost):
+            self.retry(self.ordered[1:], exc)  # certainly not delivered: the next one
+        else:
+            self.done(False, exc)  # maybe applied there: another try would fork it
+
+    def retry(self, ordered: list[str], last: BaseException | None) -> None:
+        store = self.store
+        task = asyncio.ensure_future(
+            store._forward_to(ordered, self.key, self.partition, self.payload, self.outer, last)
+        )
+        store._background.add(task)
+        task.add_done_callback(partial(store._write_task_done, self.done))
 
 
 class _Dones:
