@@ -30,6 +30,12 @@ Run: ``.venv/bin/python bench/kv.py`` (every part), or one part with
   ``-P 16``) against one node of a 3-node N=3 cluster, a 1-node N=1
   peer-ring and a plain ``redis-server --save '' --appendonly no`` that this
   script starts on 127.77.1.1 and stops by its PID; ratios to redis-server.
+  ``--runs K`` takes the three targets in turn K times (fresh servers each
+  run) and keeps the median of each figure, every run's figures, and the
+  median of the per-run ratios to redis-server -- the figure that moves
+  least with the machine's load::
+
+      .venv/bin/python bench/kv.py --resp --requests 300000 --pipelines 1,16 --runs 3
 * **memory** -- RSS growth (``/proc/PID/status`` VmRSS) of 3 nodes, N=3,
   after loading ``--keys`` keys (default 200,000; ``--keys 1000000`` for the
   documented large run): bytes per key per replica beyond key + value.
@@ -52,6 +58,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -435,11 +442,18 @@ class RedisServer:
                 self.proc.wait()
 
 
-def resp(requests: int, pipelines: list[int]) -> list[dict[str, Any]]:
+def resp(requests: int, pipelines: list[int], runs: int = 1) -> list[dict[str, Any]]:
+    """redis-benchmark SET/GET against redis-server, a 1-node and a 3-node
+    cluster. With ``runs`` > 1 the three targets take turns, run after run
+    (each run starts fresh servers), so redis-server is measured in the same
+    minutes as peer-ring; a row keeps the median rps, p50 and p99 of its runs,
+    every run's figures (``rps_runs``, ``p99_ms_runs``) and the median of the
+    per-run ratios to redis-server (``ratio_to_redis``), which moves much
+    less with the machine's load than the rates do."""
     if shutil.which("redis-benchmark") is None or shutil.which("redis-server") is None:
         console.print("[yellow]resp: redis-benchmark / redis-server not installed, skipped")
         return []
-    rows: list[dict[str, Any]] = []
+    per_run: list[list[dict[str, Any]]] = []
     targets: list[tuple[str, Any]] = [
         ("redis-server", None),
         ("peer-ring 1 node N=1", (1, 1)),
@@ -447,34 +461,62 @@ def resp(requests: int, pipelines: list[int]) -> list[dict[str, Any]]:
     ]
     timeout = 60.0 + requests / 500.0
     with progress() as bar:
-        task = bar.add_task("resp", total=len(targets) * len(pipelines))
-        for name, shape in targets:
-            bar.update(task, description=f"resp: {name}")
-            if shape is None:
-                server = RedisServer(REDIS_HOST, 6391)
-                try:
+        task = bar.add_task("resp", total=len(targets) * len(pipelines) * runs)
+        for run in range(runs):
+            rows: list[dict[str, Any]] = []
+            for name, shape in targets:
+                where = f" run {run + 1}/{runs}" if runs > 1 else ""
+                bar.update(task, description=f"resp: {name}{where}")
+                if shape is None:
+                    server = RedisServer(REDIS_HOST, 6391)
+                    try:
+                        for p in pipelines:
+                            res = redis_benchmark(REDIS_HOST, 6391, requests, p, timeout)
+                            rows.append({"target": name, "pipeline": p, **res})
+                            bar.advance(task)
+                    finally:
+                        server.stop()
+                    continue
+                size, replicas = shape
+                with cluster(size, replicas, resp=True) as c:
+                    wait_ring(c)
+                    first = c["n1"]
                     for p in pipelines:
-                        res = redis_benchmark(REDIS_HOST, 6391, requests, p, timeout)
+                        res = redis_benchmark(first.ip, 6390, requests, p, timeout)
                         rows.append({"target": name, "pipeline": p, **res})
                         bar.advance(task)
-                finally:
-                    server.stop()
-                continue
-            size, replicas = shape
-            with cluster(size, replicas, resp=True) as c:
-                wait_ring(c)
-                first = c["n1"]
-                for p in pipelines:
-                    res = redis_benchmark(first.ip, 6390, requests, p, timeout)
-                    rows.append({"target": name, "pipeline": p, **res})
-                    bar.advance(task)
-    base = {r["pipeline"]: r for r in rows if r["target"] == "redis-server"}
-    for r in rows:
+            base = {r["pipeline"]: r for r in rows if r["target"] == "redis-server"}
+            for r in rows:
+                for op in ("set", "get"):
+                    ref = base.get(r["pipeline"], {}).get(op)
+                    if op in r and ref:
+                        r[op]["ratio_to_redis"] = r[op]["rps"] / ref["rps"]
+            per_run.append(rows)
+    return per_run[0] if runs == 1 else median_resp(per_run)
+
+
+def median_resp(per_run: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (target, -P): the median of each figure over the runs, and
+    the figures of every run in run order (``*_runs``)."""
+    out: list[dict[str, Any]] = []
+    for i, first in enumerate(per_run[0]):
+        group = [rows[i] for rows in per_run]
+        row: dict[str, Any] = {"target": first["target"], "pipeline": first["pipeline"]}
+        row["runs"] = len(group)
+        row["commands"] = [r["command"] for r in group]
         for op in ("set", "get"):
-            ref = base.get(r["pipeline"], {}).get(op)
-            if op in r and ref:
-                r[op]["ratio_to_redis"] = r[op]["rps"] / ref["rps"]
-    return rows
+            have = [r[op] for r in group if op in r]
+            if not have:
+                continue
+            cell: dict[str, Any] = {}
+            for field in ("rps", "p50_ms", "p99_ms", "max_ms", "ratio_to_redis"):
+                values = [h[field] for h in have if field in h]
+                if values:
+                    cell[field] = statistics.median(values)
+                    cell[field + "_runs"] = values
+            row[op] = cell
+        out.append(row)
+    return out
 
 
 def print_resp(rows: list[dict[str, Any]]) -> None:
@@ -490,7 +532,11 @@ def print_resp(rows: list[dict[str, Any]]) -> None:
          cell(r, "set", "p99_ms"), cell(r, "get", "p50_ms"), cell(r, "get", "p99_ms"))
         for r in rows
     ]  # fmt: skip
-    console.print(table("RESP: redis-benchmark -c 50, 100-byte values", cols, data))
+    runs = max((r.get("runs", 1) for r in rows), default=1)
+    title = "RESP: redis-benchmark -c 50, 100-byte values"
+    if runs > 1:
+        title += f", median of {runs} runs (ratio: median of the per-run ratios)"
+    console.print(table(title, cols, data))
 
 
 # -- memory ----------------------------------------------------------------------
@@ -586,7 +632,7 @@ def main() -> None:
         help="embedded part: plain, mtls (nodes authenticate by certificate) or plain,mtls",
     )  # fmt: skip
     ap.add_argument(
-        "--runs", type=int, default=1, help="repeat the embedded sweep; keep the median ops/s"
+        "--runs", type=int, default=1, help="repeat the embedded sweep or RESP runs; keep medians"
     )
     ap.add_argument(
         "--output", help="results file name, no .json (default: kv, or kv-PART for one part)"
@@ -618,7 +664,7 @@ def main() -> None:
         results["embedded"] = rows
         print_embedded(rows)
     if everything or args.resp:
-        rrows = resp(args.requests, [int(x) for x in args.pipelines.split(",")])
+        rrows = resp(args.requests, [int(x) for x in args.pipelines.split(",")], max(1, args.runs))
         results["resp"] = rrows
         if rrows:
             print_resp(rrows)
