@@ -460,3 +460,47 @@ async def test_forwarded_writes_of_a_batch_leave_one_request_per_coordinator(
     cluster.net.heal()
     mine = [k for k in foreign if first[k] != lost]
     assert await cluster.stores[1].get_many(mine) == [b"w-" + k for k in mine]
+
+
+async def test_concurrent_forwarded_puts_share_one_request_per_coordinator(
+    make_cluster: ClusterFactory,
+) -> None:
+    """5 nodes, N=3: plain ``put`` calls (no batch) that this node cannot
+    coordinate, started in one loop pass, leave in that pass's one request
+    per coordinating replica -- not one ``coord_put`` each -- and each is
+    answered on its own."""
+    cluster = await make_cluster(5)
+    a = cluster.stores[0]
+    me = a.app.node_id
+    ring = cluster.nodes[0].ring
+    foreign = [k for k in (b"fp-%d" % i for i in range(400)) if me not in ring.owners(k)][:60]
+    assert len({ring.owners(k)[0] for k in foreign}) >= 2
+    await a.put_many([(k, b"first") for k in foreign])  # start-up traffic settles meanwhile
+    stats = cluster.nodes[0].transport.stats
+    before = stats["requests_out"]
+    await asyncio.gather(*(a.put(k, b"p-" + k) for k in foreign))
+    # one request per coordinator (4 other nodes; a ping may be sent meanwhile)
+    assert stats["requests_out"] - before <= 4 + 2
+    assert await cluster.stores[1].get_many(foreign) == [b"p-" + k for k in foreign]
+    # delete is the same write path: it says whether a live value existed
+    assert await asyncio.gather(*(a.delete(k) for k in foreign[:5])) == [True] * 5
+
+
+async def test_a_forwarded_put_whose_first_coordinator_is_gone_is_sent_to_the_next(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The held ``coord_put`` to the first replica certainly did not arrive
+    (its node is stopped: connection refused): the write is forwarded to the
+    next replica, which coordinates it."""
+    cluster = await make_cluster(5)
+    key = b"forwarded-next"
+    outsider = cluster.non_replica(key)
+    first, second, _ = cluster.replicas(key)
+    assert outsider.app.is_up(first.app.node_id)  # still believed up: tried first
+    await cluster.node_of(first).stop()
+    await outsider.put(key, b"v1")
+    state = second.local_state(key)
+    assert state is not None
+    (actor, _, _), *_ = state
+    assert actor == second.actor  # the second replica coordinated it
+    assert await outsider.get(key) == b"v1"

@@ -107,11 +107,19 @@ class KVStore(KVReplica):
         in a batch flushed once this loop pass ends: the forwarded writes of
         one request (a batch's) or of the frames read in one pass replicate
         as one request per replica instead of one each."""
+        self._pass_batch().add(
+            "merge", key, entries, w, listener, n, partition, timeout, None, None, True
+        )
+
+    def _pass_batch(self) -> QuorumBatch:
+        """The batch of this loop pass's held requests (forwarded writes'
+        ``merge`` rounds, unbatched writes' ``coord_put``), flushed once the
+        pass ends."""
         held = self._held
         if held is None:
             held = self._held = self.app.batch()
             asyncio.get_running_loop().call_soon(self._flush_held)
-        held.add("merge", key, entries, w, listener, n, partition, timeout, None, None, True)
+        return held
 
     def _flush_held(self) -> None:
         held = self._held
@@ -572,7 +580,22 @@ class KVStore(KVReplica):
         partition, ordered, payload, outer = self._forward_plan(
             key, value, expires_at, context, n, w, timeout
         )
-        return await self._forward_to(ordered, key, partition, payload, outer, None)
+        # the first try leaves with this loop pass's other held requests: the
+        # concurrent writes forwarded to one replica share one request
+        answered = self.app.create_future()
+        try:
+            self._pass_batch().call(
+                ordered[0], "coord_put", key, payload, partial(_settle, answered), partition, outer
+            )
+        except NotImplementedError:  # an app context whose batches hold no calls
+            return await self._forward_to(ordered, key, partition, payload, outer, None)
+        try:
+            answer = await answered
+        except ConnectionLost:
+            raise  # it may have been applied there: another try would fork it
+        except PeerUnavailable as exc:  # certainly not delivered: the next ones
+            return await self._forward_to(ordered[1:], key, partition, payload, outer, exc)
+        return answer is True
 
     def _forward_plan(
         self,
@@ -1072,6 +1095,16 @@ class KVBatch:
             self._dones = _Dones()
         self._gets = None
         self._rounds.flush()
+
+
+def _settle(fut: asyncio.Future[Any], answer: Any, exc: BaseException | None) -> None:
+    """A held call's outcome (``QuorumBatch.call``) to the future awaiting it."""
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(answer)
 
 
 def _forward_counted(
