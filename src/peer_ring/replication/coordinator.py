@@ -93,7 +93,7 @@ _KEY_HASH: Final = key_hash
 
 #: Most commands one batch request carries (a replica's answer to a batch is
 #: one frame too, bounded by ``max_frame_size``); more leave as more requests.
-BATCH_MAX_COMMANDS = 64
+BATCH_MAX_COMMANDS: Final = 64
 
 #: The empty map of stand-ins, shared (read only; a round's ``result.hinted``
 #: when nothing stood in).
@@ -397,7 +397,7 @@ class _Counts(_Held):
         self._tell(slot, QuorumNotReached(quorum, quorum - need, dict(errors) if errors else {}))
 
     def _tell(self, slot: int, exc: BaseException | None) -> None:
-        if self.timed is not None:
+        if self.timed:  # a sampled round not told yet: maybe this one
             started = self.timed.pop(slot, None)
             if started is not None:
                 coordinator = self.coordinator
@@ -820,6 +820,9 @@ class Coordinator:
         self.handoff = handoff
         self.hints = hints
         self.transfers = transfers
+        #: ``transfers.pending.holders`` (partition -> nodes still handing it
+        #: off; changed in place, never replaced): read natively per round
+        self._holders = transfers.pending.holders
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
@@ -1153,12 +1156,11 @@ class Coordinator:
         quorum no replica set can meet."""
         cluster = self.cluster
         targets = self.targets(partition)
-        # transfers.holders_of(partition), read without a call into its interpreted class
         if (
             cluster.any_down
             or len(targets) < 2
             or not 1 <= quorum <= len(targets)
-            or self.transfers.pending.holders.get(partition)
+            or self._holders.get(partition)  # transfers.holders_of(partition)
         ):
             self.start(
                 batch.namespace,
@@ -1219,8 +1221,7 @@ class Coordinator:
             return False
         if quorum != 1 and (quorum < 1 or len(cluster.ring.node_ids) != 1):
             return False  # start raises (or fails) it
-        # transfers.holders_of(partition), read without a call into its interpreted class
-        if write and self.transfers.pending.holders.get(partition):
+        if write and self._holders.get(partition):  # transfers.holders_of(partition)
             return False
         cluster.raise_if_stopped()
         stats = self.stats

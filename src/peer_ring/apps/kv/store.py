@@ -938,7 +938,7 @@ class KVBatch:
     commands, each still answered on its own.
     """
 
-    __slots__ = ("_add", "_dones", "_gets", "_rounds", "_shape", "_store")
+    __slots__ = ("_add", "_dones", "_gets", "_r", "_rounds", "_shape", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
@@ -952,6 +952,8 @@ class KVBatch:
         #: flush: _UNKNOWN, _SHARED (every key has several replicas: no key is
         #: one this node alone decides) or _SINGLE (one replica each)
         self._shape = _UNKNOWN
+        #: the store's R, read on the first read since the last flush (-1: not yet)
+        self._r = -1
 
     def _alone(self, partition: int) -> bool:
         """Whether a key of ``partition`` may be one this node's replica alone
@@ -992,7 +994,9 @@ class KVBatch:
         try:
             app = store.app
             partition = app.partition_for(k)
-            quorum = store._read_quorum(None)
+            quorum = self._r
+            if quorum < 0:
+                quorum = self._r = store._read_quorum(None)
             if self._alone(partition) and app.solo(partition, quorum, False):
                 value = store._solo_get(partition, k)
             else:
@@ -1110,6 +1114,7 @@ class KVBatch:
             self._dones = _Dones()
         self._gets = None
         self._shape = _UNKNOWN  # the ring may change before the next key
+        self._r = -1
         self._rounds.flush()
 
 
