@@ -207,11 +207,11 @@ class NodeQuorumBatch(QuorumBatch):
         except Exception as exc:
             done(None, exc)
             return
-        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
+        batch = self._batch
         rnd = Round(
             coordinator.running_loop(), (node_id,), 1, partial(_called, done, node_id), None
         )
-        self._batch.hold(node_id, address, rnd, command, key, p, payload, deadline)
+        batch.hold(node_id, address, rnd, -1, command, key, p, payload, batch.deadline(timeout))
         rnd.dispatched()
 
     def flush(self) -> None:

@@ -93,7 +93,7 @@ _KEY_HASH: Final = key_hash
 
 #: Most commands one batch request carries (a replica's answer to a batch is
 #: one frame too, bounded by ``max_frame_size``); more leave as more requests.
-BATCH_MAX_COMMANDS = 64
+BATCH_MAX_COMMANDS: Final = 64
 
 #: The empty map of stand-ins, shared (read only; a round's ``result.hinted``
 #: when nothing stood in).
@@ -151,7 +151,31 @@ class QuorumStats:
         self.failures = 0
 
 
-class Round:
+class _Held:
+    """What the answers to a command held in a :class:`RoundBatch` are told:
+    its :class:`Round`, or the batch's tally with the command's slot in it
+    (a Round ignores the slot)."""
+
+    __slots__ = ()
+
+    def held_ok(self, slot: int, node_id: str, value: Any) -> None:
+        """``node_id`` answered the held command in ``slot``."""
+        raise NotImplementedError
+
+    def held_fail(self, slot: int, node_id: str, exc: BaseException) -> None:
+        """``node_id`` failed the held command in ``slot``."""
+        raise NotImplementedError
+
+    def held_answer(self, slot: int, node_id: str, value: Any, exc: BaseException | None) -> None:
+        """A replica's answer to a held command sent on its own
+        (``Transport.request_callback``)."""
+        if exc is None:
+            self.held_ok(slot, node_id, value)
+        else:
+            self.held_fail(slot, node_id, exc)
+
+
+class Round(_Held):
     """One quorum round (:meth:`Coordinator.start`); ``done`` is None with a listener."""
 
     __slots__ = (
@@ -247,6 +271,12 @@ class Round:
         else:
             self.fail(node_id, exc)
 
+    def held_ok(self, slot: int, node_id: str, value: Any) -> None:
+        self.ok(node_id, value)
+
+    def held_fail(self, slot: int, node_id: str, exc: BaseException) -> None:
+        self.fail(node_id, exc)
+
     def expire(self) -> None:
         if not self.finished:
             self._fail()
@@ -294,34 +324,110 @@ class Round:
 CountedListener = Callable[[int, "BaseException | None"], None]
 
 
-class _Tally:
-    """The counted rounds of one batch (:meth:`Coordinator.start_counted`): one
-    object for all of them, a slot per round in parallel lists -- acks still
-    needed, targets still to answer, the quorum, the listener and its index --
-    instead of a :class:`Round`, a :class:`QuorumResult` and their lists per
-    round. The same outcomes as a round's: told once, after ``quorum`` acks,
-    or as :class:`QuorumNotReached` (with every error seen) once the acks
-    still possible cannot make it."""
+class _Counts(_Held):
+    """What the two batch tallies share (:class:`_Tally`, :class:`_ReadTally`):
+    one object for all the counted rounds of a batch, a slot per round in
+    parallel lists -- answers still needed for the quorum, targets still to
+    answer, the quorum -- instead of a :class:`Round` and a
+    :class:`QuorumResult` per round; the errors seen and the start times of
+    timed sample rounds only for the slots that have them. Each slot is
+    told once: after ``quorum`` answers, or as :class:`QuorumNotReached`
+    (with every error seen) once the answers still possible cannot make it."""
 
-    __slots__ = ("errors", "indexes", "left", "listeners", "need", "quorum", "stats")
+    __slots__ = ("coordinator", "errors", "left", "need", "quorum", "timed")
 
-    def __init__(self, stats: QuorumStats) -> None:
-        self.stats = stats
-        #: acks still needed; 0 once told (reached or failed)
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        #: answers still needed; 0 once told (reached or failed)
         self.need: list[int] = []
-        #: targets that have not answered yet (a remote failure counts as an answer)
+        #: targets that have not answered yet (a failure counts as an answer)
         self.left: list[int] = []
         self.quorum: list[int] = []
-        self.listeners: list[CountedListener] = []
-        self.indexes: list[int] = []
         #: slot -> node -> error, only for slots that saw one
         self.errors: dict[int, dict[str, BaseException]] | None = None
+        #: slot -> start time of a timed sample round
+        self.timed: dict[int, float] | None = None
 
-    def add(self, quorum: int, targets: int, listener: CountedListener, index: int) -> int:
+    def _slot(self, quorum: int, targets: int) -> int:
         slot = len(self.need)
         self.need.append(quorum)
         self.left.append(targets)
         self.quorum.append(quorum)
+        return slot
+
+    def time(self, slot: int) -> None:
+        """Time ``slot`` into the coordinator's latency samples (a sampled round)."""
+        if self.timed is None:
+            self.timed = {}
+        self.timed[slot] = self.coordinator.cluster.clock.monotonic()
+
+    def held_fail(self, slot: int, node_id: str, exc: BaseException) -> None:
+        self.fail(slot, node_id, exc)
+
+    def fail(self, slot: int, node_id: str, exc: BaseException, dispatching: bool = False) -> None:
+        """``node_id`` failed the round in ``slot`` (``dispatching``: while the
+        round is still being sent, when the quorum is checked only after)."""
+        left = self.left[slot] - 1
+        self.left[slot] = left
+        errors = self.errors
+        if errors is None:
+            errors = self.errors = {}
+        seen = errors.get(slot)
+        if seen is None:
+            seen = errors[slot] = {}
+        seen[node_id] = exc
+        if not dispatching:
+            self.check(slot)
+        if left == 0:
+            self._last(slot)
+
+    def check(self, slot: int) -> None:
+        """Fail the round if the answers still possible cannot reach its quorum
+        (after every target was asked: the local replica may still answer)."""
+        need = self.need[slot]
+        if need > 0 and self.left[slot] < need:
+            self._fail(slot)
+
+    def _fail(self, slot: int) -> None:
+        need = self.need[slot]
+        self.need[slot] = 0
+        self.coordinator.stats.failures += 1
+        quorum = self.quorum[slot]
+        errors = self.errors.get(slot) if self.errors is not None else None
+        self._tell(slot, QuorumNotReached(quorum, quorum - need, dict(errors) if errors else {}))
+
+    def _tell(self, slot: int, exc: BaseException | None) -> None:
+        if self.timed:  # a sampled round not told yet: maybe this one
+            started = self.timed.pop(slot, None)
+            if started is not None:
+                coordinator = self.coordinator
+                now = coordinator.cluster.clock.monotonic()
+                coordinator.latency.add(now, now - started, exc is None)
+        self._told(slot, exc)
+
+    def _told(self, slot: int, exc: BaseException | None) -> None:
+        """Tell the round in ``slot`` its outcome (reached: ``exc`` None)."""
+        raise NotImplementedError
+
+    def _last(self, slot: int) -> None:
+        """Every target of ``slot`` answered or failed."""
+
+
+class _Tally(_Counts):
+    """The counted write rounds of one batch (:meth:`Coordinator.start_counted`):
+    :class:`_Counts` with the listener and its index per slot, told
+    ``listener(index, None)`` after ``quorum`` acks or ``listener(index,
+    error)``."""
+
+    __slots__ = ("indexes", "listeners")
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        super().__init__(coordinator)
+        self.listeners: list[CountedListener] = []
+        self.indexes: list[int] = []
+
+    def add(self, quorum: int, targets: int, listener: CountedListener, index: int) -> int:
+        slot = self._slot(quorum, targets)
         self.listeners.append(listener)
         self.indexes.append(index)
         return slot
@@ -335,38 +441,10 @@ class _Tally:
             if need == 0:
                 self._tell(slot, None)
 
-    def fail(self, slot: int, node_id: str, exc: BaseException, dispatching: bool = False) -> None:
-        self.left[slot] -= 1
-        errors = self.errors
-        if errors is None:
-            errors = self.errors = {}
-        seen = errors.get(slot)
-        if seen is None:
-            seen = errors[slot] = {}
-        seen[node_id] = exc
-        if not dispatching:
-            self.check(slot)
+    def held_ok(self, slot: int, node_id: str, value: Any) -> None:
+        self.ok(slot)
 
-    def check(self, slot: int) -> None:
-        """Fail the round if the acks still possible cannot reach its quorum
-        (after every target was asked: the local replica may still answer)."""
-        need = self.need[slot]
-        if need > 0 and self.left[slot] < need:
-            self.need[slot] = 0
-            self.stats.failures += 1
-            quorum = self.quorum[slot]
-            errors = self.errors.get(slot) if self.errors is not None else None
-            exc = QuorumNotReached(quorum, quorum - need, dict(errors) if errors else {})
-            self._tell(slot, exc)
-
-    def answer(self, slot: int, node_id: str, value: Any, exc: BaseException | None) -> None:
-        """A remote replica's answer to a counted round sent on its own."""
-        if exc is None:
-            self.ok(slot)
-        else:
-            self.fail(slot, node_id, exc)
-
-    def _tell(self, slot: int, exc: BaseException | None) -> None:
+    def _told(self, slot: int, exc: BaseException | None) -> None:
         try:
             self.listeners[slot](self.indexes[slot], exc)
         except Exception:  # a broken listener must not break the round
@@ -374,44 +452,23 @@ class _Tally:
 
 
 #: A counted read's slot before its first answer (None is an answer).
-_UNANSWERED: Any = object()
+_UNANSWERED: Final[Any] = object()
 
 
-class _ReadTally:
-    """The counted reads of one batch (:meth:`Coordinator.start_read`): one
-    object for all of them, a slot per read in parallel lists -- answers
-    still needed for the quorum, targets still to answer, the quorum, the
-    targets, the listener and its index, and the first answer. A later
-    answer the listener finds the same as the first (``reads.same``) is only
-    counted; one that differs is kept, with its node, in ``diffs``. The
-    outcomes of a read :class:`Round`: told once, after ``quorum`` answers,
-    with the first and the differing ones, or as :class:`QuorumNotReached`
-    (with every error seen) once the answers still possible cannot make it;
-    and once every target answered or failed, ``reads.completed`` with all
-    the answers if any differed (read repair)."""
+class _ReadTally(_Counts):
+    """The counted reads of one batch (:meth:`Coordinator.start_read`):
+    :class:`_Counts` with, per slot, the targets, the listener and its
+    index, and the first answer. A later answer the listener finds the same
+    as the first (``reads.same``) is only counted; one that differs is kept,
+    with its node, in ``diffs``. Told ``reads.answered`` after ``quorum``
+    answers, with the first and the differing ones, or with the error; and
+    once every target answered or failed, ``reads.completed`` with all the
+    answers if any differed (read repair)."""
 
-    __slots__ = (
-        "coordinator",
-        "diffs",
-        "errors",
-        "first",
-        "indexes",
-        "left",
-        "need",
-        "quorum",
-        "reads",
-        "targets",
-        "timed",
-        "timers",
-    )
+    __slots__ = ("diffs", "first", "indexes", "reads", "targets", "timers")
 
     def __init__(self, coordinator: Coordinator) -> None:
-        self.coordinator = coordinator
-        #: answers still needed; 0 once told (reached or failed)
-        self.need: list[int] = []
-        #: targets that have not answered yet (a failure counts as an answer)
-        self.left: list[int] = []
-        self.quorum: list[int] = []
+        super().__init__(coordinator)
         self.targets: list[tuple[str, ...]] = []
         self.reads: list[CountedReads] = []
         self.indexes: list[int] = []
@@ -420,18 +477,11 @@ class _ReadTally:
         #: slot -> the (node, answer) pairs not the same as the first, only for
         #: slots that saw one
         self.diffs: dict[int, list[tuple[str, Any]]] | None = None
-        #: slot -> node -> error, only for slots that saw one
-        self.errors: dict[int, dict[str, BaseException]] | None = None
-        #: slot -> start time of a timed sample read
-        self.timed: dict[int, float] | None = None
         #: slot -> the deadline of a local answer that comes later
         self.timers: dict[int, asyncio.TimerHandle] | None = None
 
     def add(self, quorum: int, targets: tuple[str, ...], reads: CountedReads, index: int) -> int:
-        slot = len(self.need)
-        self.need.append(quorum)
-        self.left.append(len(targets))
-        self.quorum.append(quorum)
+        slot = self._slot(quorum, len(targets))
         self.targets.append(targets)
         self.reads.append(reads)
         self.indexes.append(index)
@@ -462,39 +512,13 @@ class _ReadTally:
         if left == 0 and self.diffs is not None:
             self._complete(slot)
 
-    def fail(self, slot: int, node_id: str, exc: BaseException, dispatching: bool = False) -> None:
-        left = self.left[slot] - 1
-        self.left[slot] = left
-        errors = self.errors
-        if errors is None:
-            errors = self.errors = {}
-        seen = errors.get(slot)
-        if seen is None:
-            seen = errors[slot] = {}
-        seen[node_id] = exc
-        if not dispatching:
-            self.check(slot)
-        if left == 0 and self.diffs is not None:
-            self._complete(slot)
-
-    def check(self, slot: int) -> None:
-        """Fail the read if the answers still possible cannot reach its quorum
-        (after every target was asked: the local replica may still answer)."""
-        need = self.need[slot]
-        if need > 0 and self.left[slot] < need:
-            self._fail(slot)
+    def held_ok(self, slot: int, node_id: str, value: Any) -> None:
+        self.got(slot, node_id, value)
 
     def expire(self, slot: int) -> None:
         """The deadline of a local answer that comes later passed."""
         if self.need[slot] > 0:
             self._fail(slot)
-
-    def answer(self, slot: int, node_id: str, value: Any, exc: BaseException | None) -> None:
-        """A replica's answer to a read sent on its own."""
-        if exc is None:
-            self.got(slot, node_id, value)
-        else:
-            self.fail(slot, node_id, exc)
 
     def local_done(self, slot: int, node_id: str, fut: asyncio.Future[Any]) -> None:
         """This node's answer that came later (a coroutine or a future)."""
@@ -507,21 +531,7 @@ class _ReadTally:
         else:
             self.fail(slot, node_id, exc)
 
-    def _fail(self, slot: int) -> None:
-        need = self.need[slot]
-        self.need[slot] = 0
-        self.coordinator.stats.failures += 1
-        quorum = self.quorum[slot]
-        errors = self.errors.get(slot) if self.errors is not None else None
-        self._tell(slot, QuorumNotReached(quorum, quorum - need, dict(errors) if errors else {}))
-
-    def _tell(self, slot: int, exc: BaseException | None) -> None:
-        if self.timed is not None:
-            started = self.timed.pop(slot, None)
-            if started is not None:
-                coordinator = self.coordinator
-                now = coordinator.cluster.clock.monotonic()
-                coordinator.latency.add(now, now - started, exc is None)
+    def _told(self, slot: int, exc: BaseException | None) -> None:
         if self.timers is not None:
             timer = self.timers.pop(slot, None)
             if timer is not None:
@@ -536,6 +546,10 @@ class _ReadTally:
             )
         except Exception:  # a broken listener must not break the round
             log.exception("quorum round listener failed")
+
+    def _last(self, slot: int) -> None:
+        if self.diffs is not None:
+            self._complete(slot)
 
     def _complete(self, slot: int) -> None:
         """Every target answered or failed: with answers that differ, tell
@@ -562,37 +576,51 @@ class _ReadTally:
 
 
 class _Outbox:
-    """The commands a batch holds for one replica, and their rounds: a
-    :class:`Round` each, or None for a counted round: its slot of ``tally``
-    in ``slots`` (-1 for a :class:`Round`), or for a counted read ``-2 - s``
-    for its slot ``s`` of ``reads``."""
+    """The commands a batch holds for one replica: their indexes in the
+    batch's entries (``picks``, in the order held), and the batch's lists
+    of what each entry's answers are told (``owners``, ``slots``)."""
 
-    __slots__ = ("address", "deadline", "items", "reads", "rounds", "slots", "tally")
+    __slots__ = ("address", "deadline", "owners", "picks", "slots")
 
-    def __init__(self, address: str, deadline: float) -> None:
+    def __init__(
+        self, address: str, deadline: float, owners: list[_Held], slots: list[int]
+    ) -> None:
         self.address = address
         self.deadline = deadline
-        #: flat: command, key, partition, payload per command (``wire.batch_frame``)
-        self.items: list[Any] = []
-        self.rounds: list[Round | None] = []
-        self.slots: list[int] = []
-        #: the batch's tally, once a counted round is held here
-        self.tally: _Tally | None = None
-        #: the batch's read tally, once a counted read is held here
-        self.reads: _ReadTally | None = None
+        self.owners = owners
+        self.slots = slots
+        self.picks: list[int] = []
 
 
 class RoundBatch:
     """Quorum rounds started together, whose remote requests leave at :meth:`flush`:
     one request per replica (``wire.batch_frame``), see the module docstring.
 
-    Start rounds with :meth:`Coordinator.start` passing ``batch=``; call
-    :meth:`flush` once, in the same loop pass (until then the held requests
-    are not sent and their rounds cannot finish). A batch is reusable: after
-    a flush it is empty.
+    Start rounds with :meth:`Coordinator.start` passing ``batch=`` (or the
+    counted forms); call :meth:`flush` once, in the same loop pass (until
+    then the held requests are not sent and their rounds cannot finish). A
+    batch is reusable: after a flush it is empty.
+
+    A held command is one *entry* of the batch (its fields, flat, and what
+    its answers are told), shared by every replica it goes to; each
+    replica's :class:`_Outbox` holds the indexes of its entries. Replicas
+    whose requests hold the same run of entries (every replica of a
+    cluster whose keys all have the same replicas: the usual case) share
+    one encoding of it.
     """
 
-    __slots__ = ("_boxes", "_full", "coordinator", "namespace", "reads", "tally")
+    __slots__ = (
+        "_boxes",
+        "_full",
+        "_items",
+        "_owners",
+        "_slots",
+        "_timeout",
+        "coordinator",
+        "namespace",
+        "reads",
+        "tally",
+    )
 
     def __init__(self, coordinator: Coordinator, namespace: str) -> None:
         self.coordinator = coordinator
@@ -600,6 +628,14 @@ class RoundBatch:
         self._boxes: dict[str, _Outbox] = {}
         #: boxes that reached BATCH_MAX_COMMANDS, in the order they filled
         self._full: list[tuple[str, _Outbox]] = []
+        #: flat: command, key, partition, payload per entry (``wire.batch_frame``)
+        self._items: list[Any] = []
+        #: per entry: its round, or the tally holding its slot
+        self._owners: list[_Held] = []
+        #: per entry: its slot in its tally (-1 for a round)
+        self._slots: list[int] = []
+        #: the transport's request timeout, read once per batch (-1: not yet)
+        self._timeout = -1.0
         #: the counted rounds started since the last flush (made by the first)
         self.tally: _Tally | None = None
         #: the counted reads started since the last flush (made by the first)
@@ -609,52 +645,80 @@ class RoundBatch:
         """Replicas with held requests."""
         return len(self._boxes)
 
+    def deadline(self, timeout: float | None) -> float:
+        """``timeout``, or the transport's request timeout when None."""
+        if timeout is not None:
+            return timeout
+        t = self._timeout
+        if t < 0.0:
+            t = self._timeout = self.coordinator.cluster.config.transport_config.request_timeout
+        return t
+
+    def entry(
+        self, owner: _Held, slot: int, command: str, key: bytes, partition: int, payload: Any
+    ) -> int:
+        """Hold a command (sent to replicas by :meth:`send`); its index. Its
+        answers are told to ``owner`` (with ``slot``)."""
+        index = len(self._owners)
+        self._owners.append(owner)
+        self._slots.append(slot)
+        items = self._items
+        items.append(command)
+        items.append(key)
+        items.append(partition)
+        items.append(payload)
+        return index
+
+    def send(self, target: str, entry: int, deadline: float, address: str = "") -> None:
+        """Send held ``entry`` to ``target`` at the flush, in its request with
+        a ``deadline`` (a request carries its entries' shortest). Raises
+        :class:`~peer_ring.errors.PeerRingError` when ``target``'s address
+        is unknown (looked up once per batch, unless ``address`` is given)."""
+        box = self._boxes.get(target)
+        if box is None or len(box.picks) >= BATCH_MAX_COMMANDS:
+            if box is not None:  # full: it leaves with the others at flush
+                self._full.append((target, box))
+                address = box.address
+            elif not address:
+                address = self.coordinator.cluster.address_of(target)
+            box = self._boxes[target] = _Outbox(address, deadline, self._owners, self._slots)
+        elif deadline < box.deadline:
+            box.deadline = deadline
+        box.picks.append(entry)
+
     def hold(
         self,
         target: str,
         address: str,
-        rnd: Round | None,
+        owner: _Held,
+        slot: int,
         command: str,
         key: bytes,
         partition: int,
         payload: Any,
         deadline: float,
-        slot: int = -1,
     ) -> None:
-        """Called by :meth:`Coordinator.start`: keep ``rnd``'s request to ``target``
-        (``rnd`` None: the counted round in ``slot`` of :attr:`tally`, or with
-        ``slot`` below -1 the counted read in slot ``-2 - slot`` of :attr:`reads`)."""
-        box = self._boxes.get(target)
-        if box is None or len(box.rounds) >= BATCH_MAX_COMMANDS:
-            if box is not None:  # full: it leaves with the others at flush
-                self._full.append((target, box))
-            box = self._boxes[target] = _Outbox(address, deadline)
-        elif deadline < box.deadline:
-            box.deadline = deadline  # the request carries its items' shortest deadline
-        if rnd is None:
-            if slot >= 0:
-                box.tally = self.tally
-            else:
-                box.reads = self.reads
-        items = box.items
-        items.append(command)
-        items.append(key)
-        items.append(partition)
-        items.append(payload)
-        box.rounds.append(rnd)
-        box.slots.append(slot)
+        """:meth:`entry` and :meth:`send` of a command for one replica."""
+        index = self.entry(owner, slot, command, key, partition, payload)
+        self.send(target, index, deadline, address)
 
     def flush(self) -> None:
         """Send the held requests: one per replica and ``BATCH_MAX_COMMANDS``
         commands (a lone command as a plain service command; a request that
         would exceed the transport's ``max_frame_size`` as one request per
-        command). Answers are told to each command's round."""
+        command). Answers are told to each command's round or tally."""
         if not self._boxes:
             return
         boxes = self._full
         boxes.extend(self._boxes.items())
+        items = self._items
+        total = len(self._owners)
         self._boxes = {}
         self._full = []
+        self._items = []
+        self._owners = []
+        self._slots = []
+        self._timeout = -1.0
         self.tally = None  # the next adds count into a tally of their own
         self.reads = None
         cluster = self.coordinator.cluster
@@ -663,38 +727,42 @@ class RoundBatch:
         me = cluster.id
         epoch = cluster.ring.epoch
         ns = self.namespace
-        last_items: list[Any] | None = None
-        last_packed: Any = None
+        # encodings by run of entries (first * 128 + count): replicas that get
+        # the same commands share one
+        encoded: dict[int, Any] = {}
         for target, box in boxes:
-            rounds = box.rounds
-            items = box.items
-            # N replicas of the same keys get the same commands: encode once
-            if len(rounds) == 1:
-                packed = None
-            elif last_items is not None and last_items == items:
-                packed = last_packed
-            else:
-                try:
-                    packed = transport.pack(batch_frame(ns, me, epoch, items))
-                except PeerRingError as exc:
-                    _fail_all(box, target, exc)
-                    continue
-                last_items, last_packed = items, packed
+            picks = box.picks
+            count = len(picks)
+            first = picks[0]
+            packed: Any = None
+            if count > 1:
+                run = picks[count - 1] - first + 1 == count  # picks only grow
+                code = first * 128 + count if run else -1
+                packed = encoded.get(code) if run else None
+                if packed is None:
+                    if run:
+                        chunk = items if count == total else items[4 * first : 4 * (first + count)]
+                    else:
+                        chunk = []
+                        for e in picks:
+                            j = 4 * e
+                            chunk.extend(items[j : j + 4])
+                    try:
+                        packed = transport.pack(batch_frame(ns, me, epoch, chunk))
+                    except PeerRingError as exc:
+                        _fail_all(box, target, exc)
+                        continue
+                    if run:
+                        encoded[code] = packed
             if packed is None or len(packed.data) > limit:
-                for i, rnd in enumerate(rounds):
-                    j = 4 * i
+                owners = box.owners
+                slots = box.slots
+                for e in picks:
+                    j = 4 * e
                     msg = service_frame(
                         ns, items[j], items[j + 1], items[j + 2], items[j + 3], me, epoch
                     )
-                    slot = box.slots[i]
-                    if rnd is not None:
-                        told = partial(rnd.answer, target)
-                    elif slot >= 0:
-                        assert box.tally is not None
-                        told = partial(box.tally.answer, slot, target)
-                    else:
-                        assert box.reads is not None
-                        told = partial(box.reads.answer, -2 - slot, target)
+                    told = partial(owners[e].held_answer, slots[e], target)
                     transport.request_callback(box.address, msg, box.deadline, told)
                 continue
             transport.request_callback(
@@ -704,56 +772,34 @@ class RoundBatch:
 
 def _fail_all(box: _Outbox, target: str, exc: BaseException) -> None:
     """Every command of ``box`` failed at ``target`` with ``exc``."""
-    tally = box.tally
-    reads = box.reads
-    for k, rnd in enumerate(box.rounds):
-        slot = box.slots[k]
-        if rnd is not None:
-            rnd.fail(target, exc)
-        elif slot >= 0:
-            assert tally is not None
-            tally.fail(slot, target, exc)
-        else:
-            assert reads is not None
-            reads.fail(-2 - slot, target, exc)
+    owners = box.owners
+    slots = box.slots
+    for e in box.picks:
+        owners[e].held_fail(slots[e], target, exc)
 
 
 def _batch_answered(target: str, box: _Outbox, value: Any, exc: BaseException | None) -> None:
     """A replica's answer to a batch: each command's answer or error to its
-    round (a counted round: to its slot of the batch's tally)."""
-    rounds = box.rounds
+    round or tally."""
+    picks = box.picks
     if exc is None:
         try:
-            answer = parse_batch_answer(value, len(rounds))
+            answer = parse_batch_answer(value, len(picks))
         except InvalidRequest as bad:
             exc = bad
     if exc is not None:
         _fail_all(box, target, exc)
         return
-    tally = box.tally
-    reads = box.reads
+    owners = box.owners
     slots = box.slots
-    for k, rnd in enumerate(rounds):
+    for k in range(len(picks)):
+        e = picks[k]
         i = 2 * k
         value = answer[i + 1]
-        if rnd is None:
-            slot = slots[k]
-            if slot < 0:
-                assert reads is not None
-                if answer[i] == BATCH_OK:
-                    reads.got(-2 - slot, target, value)
-                else:
-                    reads.fail(-2 - slot, target, error_from_wire(value[0], value[1]))
-                continue
-            assert tally is not None
-            if answer[i] == BATCH_OK:
-                tally.ok(slot)
-            else:
-                tally.fail(slot, target, error_from_wire(value[0], value[1]))
-        elif answer[i] == BATCH_OK:
-            rnd.ok(target, value)
+        if answer[i] == BATCH_OK:
+            owners[e].held_ok(slots[e], target, value)
         else:
-            rnd.fail(target, error_from_wire(value[0], value[1]))
+            owners[e].held_fail(slots[e], target, error_from_wire(value[0], value[1]))
 
 
 class Coordinator:
@@ -774,6 +820,9 @@ class Coordinator:
         self.handoff = handoff
         self.hints = hints
         self.transfers = transfers
+        #: ``transfers.pending.holders`` (partition -> nodes still handing it
+        #: off; changed in place, never replaced): read natively per round
+        self._holders = transfers.pending.holders
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the ring whose preference lists ``_table`` holds (rings are immutable)
         self._ring: Ring | None = None
@@ -1017,6 +1066,7 @@ class Coordinator:
         # built when something is sent on its own (a batch holds the fields)
         msg: list[Any] | None = None
         packed: Any = None
+        entry = -1
         for target in targets:
             if target == me:
                 local = True
@@ -1025,7 +1075,9 @@ class Coordinator:
                 address = cluster.address_of(target)
                 owner = hinted.get(target)
                 if owner is None and batch is not None:
-                    batch.hold(target, address, rnd, command, key, partition, payload, deadline)
+                    if entry < 0:  # one entry for every replica it goes to
+                        entry = batch.entry(rnd, -1, command, key, partition, payload)
+                    batch.send(target, entry, deadline, address)
                     continue
                 if msg is None:
                     msg = service_frame(
@@ -1093,22 +1145,22 @@ class Coordinator:
         ``listener(index, error)`` once they cannot -- the outcomes of
         :meth:`start` with ``applied=True`` (this node, when a target, already
         applied the command and counts as an ack). Counted in the batch's
-        :class:`_Tally`: no :class:`Round` or :class:`QuorumResult` per round.
+        :class:`_Tally`: no :class:`Round` or :class:`QuorumResult` per round;
+        a sampled round is timed there too. The command is one entry of the
+        batch for all its replicas.
 
         Rounds the tally does not cover take :meth:`start` (the same outcome,
         told through a :class:`Round`): a round with a stand-in or a hinted
-        copy (some node down), a dual write (a handoff in progress), a timed
-        sample round, or a one-node round; and, raised as by :meth:`start`,
-        a stopped node or a quorum no replica set can meet."""
+        copy (some node down), a dual write (a handoff in progress), or a
+        one-node round; and, raised as by :meth:`start`, a stopped node or a
+        quorum no replica set can meet."""
         cluster = self.cluster
-        stats = self.stats
         targets = self.targets(partition)
         if (
             cluster.any_down
             or len(targets) < 2
             or not 1 <= quorum <= len(targets)
-            or not (stats.rounds + 1) & self.sample_mask
-            or self.transfers.holders_of(partition)
+            or self._holders.get(partition)  # transfers.holders_of(partition)
         ):
             self.start(
                 batch.namespace,
@@ -1124,23 +1176,29 @@ class Coordinator:
             )
             return
         cluster.raise_if_stopped()
+        stats = self.stats
         stats.rounds += 1
-        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
+        deadline = batch.deadline(timeout)
         tally = batch.tally
         if tally is None:
-            tally = batch.tally = _Tally(stats)
+            tally = batch.tally = _Tally(self)
         slot = tally.add(quorum, len(targets), listener, index)
-        me = cluster.id
+        if not stats.rounds & self.sample_mask:  # a sampled round: time it
+            tally.time(slot)
+        me = self._me
+        if not me:
+            me = self._me = cluster.id
+        entry = -1
         for target in targets:
             if target == me:
                 tally.ok(slot)  # applied here already
                 continue
+            if entry < 0:
+                entry = batch.entry(tally, slot, command, key, partition, payload)
             try:
-                address = cluster.address_of(target)
+                batch.send(target, entry, deadline)
             except PeerRingError as exc:
                 tally.fail(slot, target, exc, True)
-                continue
-            batch.hold(target, address, None, command, key, partition, payload, deadline, slot)
         tally.check(slot)
 
     def solo(self, partition: int, quorum: int, write: bool) -> bool:
@@ -1163,8 +1221,7 @@ class Coordinator:
             return False
         if quorum != 1 and (quorum < 1 or len(cluster.ring.node_ids) != 1):
             return False  # start raises (or fails) it
-        # transfers.holders_of(partition), read without a call into its interpreted class
-        if write and self.transfers.pending.holders.get(partition):
+        if write and self._holders.get(partition):  # transfers.holders_of(partition)
             return False
         cluster.raise_if_stopped()
         stats = self.stats
@@ -1217,28 +1274,28 @@ class Coordinator:
             return
         stats = self.stats
         stats.rounds += 1
-        deadline = cluster.config.transport_config.request_timeout if timeout is None else timeout
+        deadline = batch.deadline(timeout)
         tally = batch.reads
         if tally is None:
             tally = batch.reads = _ReadTally(self)
         slot = tally.add(quorum, targets, reads, index)
         if not stats.rounds & self.sample_mask:  # a sampled read: time it
-            if tally.timed is None:
-                tally.timed = {}
-            tally.timed[slot] = cluster.clock.monotonic()
-        me = cluster.id
+            tally.time(slot)
+        me = self._me
+        if not me:
+            me = self._me = cluster.id
         local = False
-        held = -2 - slot
+        entry = -1
         for target in targets:
             if target == me:
                 local = True
                 continue
+            if entry < 0:
+                entry = batch.entry(tally, slot, command, key, partition, payload)
             try:
-                address = cluster.address_of(target)
+                batch.send(target, entry, deadline)
             except PeerRingError as exc:
                 tally.fail(slot, target, exc, True)
-                continue
-            batch.hold(target, address, None, command, key, partition, payload, deadline, held)
         if local:
             try:
                 value = cluster.handle_local(batch.namespace, command, key, partition, payload, me)

@@ -504,3 +504,65 @@ async def test_a_forwarded_put_whose_first_coordinator_is_gone_is_sent_to_the_ne
     (actor, _, _), *_ = state
     assert actor == second.actor  # the second replica coordinated it
     assert await outsider.get(key) == b"v1"
+
+
+async def test_counted_rounds_are_counted_and_timed_in_their_tally(picky: Any) -> None:
+    """A sampled counted round is timed by the batch's tally (no Round of its
+    own): every round here is sampled, each one a latency sample once decided."""
+    _, nodes, (s1, _, _) = picky
+    coordinator = nodes[0].coordinator
+    coordinator.sample_mask = 0  # time every round
+    samples = len(coordinator.latency.samples)
+    rounds = nodes[0].metrics()["quorum_rounds"]
+    told: dict[int, BaseException | None] = {}
+    batch = s1.app.batch()
+    for i in range(5):
+        batch.add_counted("w", b"t-%d" % i, i, 3, told.__setitem__, i)
+    batch.flush()
+    await wait_for(lambda: len(told) == 5, message="every round decided")
+    assert told == dict.fromkeys(range(5))
+    assert nodes[0].metrics()["quorum_rounds"] - rounds == 5
+    assert len(coordinator.latency.samples) - samples == 5
+    assert all(ok for _, _, ok in list(coordinator.latency.samples)[-5:])
+
+
+@pytest.fixture
+async def picky4() -> Any:
+    """Four nodes, N=3: the keys of one batch have different replica sets."""
+    net = MemoryNetwork()
+    nodes = [Node(node_config(i), network=net) for i in (1, 2, 3, 4)]
+    services = [n.register(Picky()) for n in nodes]
+    await asyncio.gather(*(n.start() for n in nodes))
+    await wait_for(lambda: all(len(n.ring.node_ids) == 4 for n in nodes), message="ring")
+    await asyncio.gather(*(n.wait_ready() for n in nodes))
+    yield net, nodes, services
+    await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_replicas_of_different_keys_of_a_batch_each_get_only_theirs(picky4: Any) -> None:
+    """Each command is held once for all its replicas; a replica's request
+    carries exactly the commands of the keys it replicates, in the order added,
+    and each round is told by its own replicas -- counted rounds, plain rounds
+    and reads in one batch."""
+    _, nodes, services = picky4
+    first = nodes[0]
+    keys = [b"k4-%02d" % i for i in range(40)]
+    owners = {k: first.coordinator.targets(first.ring.partition_for(k)) for k in keys}
+    assert len({frozenset(o) for o in owners.values()}) > 1  # different replica sets
+    told: dict[int, BaseException | None] = {}
+    plain: dict[bytes, BaseException | None] = {}
+    batch = services[0].app.batch()
+    for i, key in enumerate(keys):
+        if i % 5 == 0:
+            batch.add("w", key, i, quorum=3, listener=lambda r, e, k=key: plain.__setitem__(k, e))
+        else:
+            batch.add_counted("w", key, i, 3, told.__setitem__, i)
+    batch.flush()
+    await wait_for(lambda: len(told) + len(plain) == len(keys), message="every round decided")
+    assert all(exc is None for exc in told.values())
+    assert all(exc is None for exc in plain.values())
+    for node, service in zip(nodes, services, strict=True):
+        mine = [k for i, k in enumerate(keys) if node.id in owners[k]]
+        if node is first:  # counted rounds were applied here by the caller
+            mine = [k for i, k in enumerate(keys) if node.id in owners[k] and i % 5 == 0]
+        assert service.seen == mine

@@ -60,6 +60,12 @@ __all__ = ["KVBatch", "KVConfig", "KVStore", "MergeFunction", "Versions"]
 _SCAN_FIRST_BATCH: Final = 8
 _SCAN_MAX_BATCH: Final = 256
 
+#: ``KVBatch._shape``: the ring's replica sets not looked at yet since the
+#: last flush; several replicas per key; one replica per key.
+_UNKNOWN: Final = 0
+_SHARED: Final = 1
+_SINGLE: Final = 2
+
 
 @dataclass(frozen=True, slots=True)
 class Versions:
@@ -483,8 +489,12 @@ class KVStore(KVReplica):
             return list(await asyncio.gather(*(self.get(k, r=r, timeout=timeout) for k in ks)))
         collect = _Collect(self.app.create_future(), len(ks))
         batch = self.batch()
+        gets = _Gets(self, collect)
+        gets.keys = ks  # by index, checked above: no second check per key
+        gets.partitions = [0] * len(ks)
+        get = batch._get
         for i, k in enumerate(ks):
-            batch.get(k, partial(collect.done, i))
+            get(k, gets, i)
         batch.flush()
         return await collect.fut  # type: ignore[no-any-return]
 
@@ -951,7 +961,7 @@ class KVBatch:
     commands, each still answered on its own.
     """
 
-    __slots__ = ("_add", "_dones", "_gets", "_rounds", "_store")
+    __slots__ = ("_add", "_dones", "_gets", "_r", "_rounds", "_shape", "_store")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
@@ -961,6 +971,22 @@ class KVBatch:
         self._dones = _Dones()
         #: the reads since the last flush, told by index (made by the first)
         self._gets: _Gets | None = None
+        #: the replica sets of the ring, found on the first key since the last
+        #: flush: _UNKNOWN, _SHARED (every key has several replicas: no key is
+        #: one this node alone decides) or _SINGLE (one replica each)
+        self._shape = _UNKNOWN
+        #: the store's R, read on the first read since the last flush (-1: not yet)
+        self._r = -1
+
+    def _alone(self, partition: int) -> bool:
+        """Whether a key of ``partition`` may be one this node's replica alone
+        decides (``AppContext.solo`` may say yes): not when the ring gives
+        partitions several replicas, which every partition then has -- found
+        once per flush, not asked per key."""
+        shape = self._shape
+        if shape == _UNKNOWN:
+            shape = self._shape = _SHARED if len(self._store.app.owners(partition)) > 1 else _SINGLE
+        return shape == _SINGLE
 
     def get(self, key: bytes, done: Callable[[bytes | None, BaseException | None], None]) -> None:
         """Read ``key`` (the store's R): ``done(value or None, None)`` or ``done(None, error)``.
@@ -972,28 +998,41 @@ class KVBatch:
         store = self._store
         try:
             k = store._key(key)
+        except Exception as exc:
+            done(None, exc)
+            return
+        gets = self._gets
+        if gets is None:
+            gets = self._gets = _Gets(store, None)
+        index = len(gets.dones)
+        gets.dones.append(done)
+        gets.keys.append(k)
+        gets.partitions.append(0)
+        self._get(k, gets, index)
+
+    def _get(self, k: bytes, gets: _Gets, index: int) -> None:
+        """:meth:`get` of a checked key, told to ``gets`` by ``index`` (its key
+        and partition slots exist)."""
+        store = self._store
+        try:
             app = store.app
             partition = app.partition_for(k)
-            quorum = store._read_quorum(None)
-            if app.solo(partition, quorum, False):
+            quorum = self._r
+            if quorum < 0:
+                quorum = self._r = store._read_quorum(None)
+            if self._alone(partition) and app.solo(partition, quorum, False):
                 value = store._solo_get(partition, k)
             else:
-                gets = self._gets
-                if gets is None:
-                    gets = self._gets = _Gets(store)
-                index = len(gets.dones)
-                gets.dones.append(done)
-                gets.keys.append(k)
-                gets.partitions.append(partition)
+                gets.partitions[index] = partition
                 # by position (see _start_get)
                 self._rounds.add_read(
                     "get", k, None, quorum, gets, index, partition, store.config.timeout
                 )
                 return
         except Exception as exc:
-            done(None, exc)
+            gets.tell(index, None, exc)
             return
-        done(value, None)
+        gets.tell(index, value, None)
 
     def put(
         self,
@@ -1032,7 +1071,10 @@ class KVBatch:
         store = self._store
         try:
             partition = store.app.partition_for(k)
-            if store._solo_write(partition, k, v, expires_at, False) is not None:
+            if (
+                self._alone(partition)
+                and store._solo_write(partition, k, v, expires_at, False) is not None
+            ):
                 solo = True  # acknowledged here (one node, N=1): no round
             else:
                 solo = False
@@ -1094,6 +1136,8 @@ class KVBatch:
         if self._dones.dones:  # the flushed rounds keep theirs
             self._dones = _Dones()
         self._gets = None
+        self._shape = _UNKNOWN  # the ring may change before the next key
+        self._r = -1
         self._rounds.flush()
 
 
@@ -1176,15 +1220,24 @@ class _Gets:
     """The reads of a batch since its last flush (:meth:`KVBatch.get`): the
     one listener of their counted reads (``QuorumBatch.add_read``), each
     told by its index -- the answer joined from the replicas' states, and
-    read repair when they differ."""
+    read repair when they differ -- to its ``done``, or to ``collect``
+    (``get_many``: no callback per key)."""
 
-    __slots__ = ("dones", "keys", "partitions", "store")
+    __slots__ = ("collect", "dones", "keys", "partitions", "store")
 
-    def __init__(self, store: KVStore) -> None:
+    def __init__(self, store: KVStore, collect: _Collect | None) -> None:
         self.store = store
+        self.collect = collect
         self.dones: list[Callable[[bytes | None, BaseException | None], None]] = []
         self.keys: list[bytes] = []
         self.partitions: list[int] = []
+
+    def tell(self, index: int, value: bytes | None, exc: BaseException | None) -> None:
+        collect = self.collect
+        if collect is not None:
+            collect.done(index, value, exc)
+        else:
+            self.dones[index](value, exc)
 
     def same(self, first: Any, answer: Any) -> bool:
         return _same_state(first, answer)
@@ -1196,9 +1249,8 @@ class _Gets:
         others: list[tuple[str, Any]] | None,
         exc: BaseException | None,
     ) -> None:
-        done = self.dones[index]
         if exc is not None:
-            done(None, exc)
+            self.tell(index, None, exc)
             return
         store = self.store
         try:
@@ -1214,9 +1266,9 @@ class _Gets:
                 got = store._resolve(entries, store._clock().time()) if entries else None
                 value = None if got is None else got[0]
         except Exception as err:
-            done(None, err)
+            self.tell(index, None, err)
             return
-        done(value, None)
+        self.tell(index, value, None)
 
     def completed(self, index: int, result: QuorumResult) -> None:
         if self.store.config.read_repair:
