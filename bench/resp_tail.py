@@ -24,6 +24,7 @@ commands has ``REQUESTS / 100`` commands above its p99. Repeated
 ``--runs`` times, a fresh node each.
 
     .venv/bin/python bench/resp_tail.py --pipeline 16 --runs 3
+    .venv/bin/python bench/resp_tail.py --pace 0.005,0.02,0.01   # another pacer policy
 
 Run inside ``unshare -n`` (it binds 127.79.0.x). The probe costs the node a
 callback per ``--probe`` ms (well under 1 % of a core).
@@ -54,7 +55,8 @@ _RB_CSV = re.compile(
 )
 
 #: Run inside node n1 (``python -c``): records collections and loop stalls to
-#: the file named by argv[1], then runs ``peer_ring`` with argv[2:].
+#: the file named by argv[1] (probe and stall in ms: argv[2:4]), sets the
+#: pacer's parameters from argv[4] if given, then runs ``peer_ring`` with argv[5:].
 WRAPPER = r"""
 import gc, sys, time, runpy
 out = open(sys.argv[1], "w", buffering=1)
@@ -69,6 +71,8 @@ def _on_gc(phase, info, _pc=time.perf_counter, _start=_start):
     out.write("gc %d %.6f %.6f\n" % (info["generation"], _start[0], now - _start[0]))
 gc.callbacks.insert(0, _on_gc)
 import peer_ring.runner as runner
+if sys.argv[4]:  # --pace MIN,MAX,DUTY: the pacer's parameters for this run
+    runner.GcPacer.__init__.__defaults__ = tuple(float(x) for x in sys.argv[4].split(","))
 _orig_start = runner.GcPacer.start
 def _start_with_probe(self, loop):
     _orig_start(self, loop)
@@ -82,7 +86,7 @@ def _start_with_probe(self, loop):
         loop.call_later(probe_s, tick)
     loop.call_later(probe_s, tick)
 runner.GcPacer.start = _start_with_probe
-sys.argv = ["peer_ring", *sys.argv[4:]]
+sys.argv = ["peer_ring", *sys.argv[5:]]
 runpy.run_module("peer_ring", run_name="__main__", alter_sys=True)
 """
 
@@ -158,7 +162,7 @@ def one_run(a: argparse.Namespace, run: int) -> list[dict[str, Any]]:
             )  # fmt: skip
             if i == 0:
                 cmd = [sys.executable, "-c", WRAPPER, str(record), str(a.probe), str(a.stall),
-                       "node", *args]  # fmt: skip
+                       a.pace, "node", *args]  # fmt: skip
             else:
                 cmd = [sys.executable, "-m", "peer_ring", "node", *args]
             log = open(tmp / f"n{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -223,6 +227,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="fresh nodes, one after another")
     ap.add_argument("--probe", type=float, default=1.0, help="ms between loop probes")
     ap.add_argument("--stall", type=float, default=3.0, help="ms of lateness counted as a stall")
+    ap.add_argument(
+        "--pace",
+        default="",
+        help="MIN,MAX,DUTY: n1's GcPacer parameters for the run (default: the node's own)",
+    )
     ap.add_argument("--output", default="resp_tail")
     a = ap.parse_args()
     if shutil.which("redis-benchmark") is None:
@@ -242,7 +251,7 @@ def main() -> None:
              for r in rows],
         )
     )  # fmt: skip
-    write_results(a.output, {"nodes": a.nodes, "pipeline": a.pipeline,
+    write_results(a.output, {"nodes": a.nodes, "pipeline": a.pipeline, "pace": a.pace,
                              "requests": a.requests, "rows": rows})  # fmt: skip
 
 

@@ -336,7 +336,11 @@ class KVStore(KVReplica):
         None). Returns whether a live value existed (False without
         ``want_existed``); None when the write takes a round
         (:meth:`_begin_write`), nothing done."""
-        if not self.app.solo(partition, self._write_quorum(None), True):
+        # the store's W (self._write_quorum(None)) without the general resolution
+        # when the store has none of its own and the node's is known
+        w = self._node_w
+        quorum = w if w > 0 and self.config.write_quorum is None else self._write_quorum(None)
+        if not self.app.solo(partition, quorum, True):
             return None
         if value is not None and not want_existed and self._lww:
             part = self._parts.get(partition)
