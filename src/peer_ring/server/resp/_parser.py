@@ -189,6 +189,10 @@ class RespParser:
         find = data.find
         args = self._args
         remaining = self._remaining
+        # plain ints, not the fast scan's i64: a header past 64 bits read by
+        # the general path (int()) must keep its value, as uncompiled
+        count: int
+        blen: int
         try:
             while pos < n:
                 if not remaining:
