@@ -508,9 +508,13 @@ GC_THRESHOLDS = (50_000, 50, 100)
 GC_PACE_MIN = 0.005
 GC_PACE_MAX = 0.1
 GC_PACE_DUTY = 0.01
-#: CPU seconds the process must have used since the last collection for a
-#: paced one: an idle node is left alone (its young generation cannot grow).
-GC_PACE_IDLE_CPU = 0.002
+#: Share of a core the process must have used since the last collection for
+#: a paced one: a nearly idle node is left alone (its young generation cannot
+#: grow). A share, not an amount of CPU: at intervals of a few milliseconds a
+#: loaded node waiting on its clients may use under 2 ms between two
+#: collections, and was then taken for idle and left 100 ms alone (pauses of
+#: 13-20 ms at one node).
+GC_PACE_IDLE_SHARE = 0.02
 
 
 def tune_gc() -> None:
@@ -537,19 +541,30 @@ class GcPacer:
     collections of 10, 16, 27, ... 214 ms, the p99 of the writes). The work
     itself is needed -- a young collection is what untracks a state tuple
     (all its items are atomic) -- so the pacer only spreads it: every
-    ``interval`` it arms a collection. A young collection's pause is about
-    ``a + b * interval``: ``a`` for what is merely in flight when it runs
-    (at a 3-node coordinator under ``-P 16`` some 8,000 objects of pending
-    rounds, 1-2 ms), which every collection traverses again, ``b`` for the
-    states written meanwhile, which one collection must see anyway. So the
-    next interval is the last pause divided by ``duty`` (within
-    ``[min_interval, max_interval]``), counted from the end of the last
-    collection however started: collections of in-flight objects take
-    at most about ``duty`` of the time, and the longest interval bounds what
-    the written states add to a pause (a node at 130,000 SETs/s: ~4 ms). A
-    process that used less than :data:`GC_PACE_IDLE_CPU` of CPU since the
-    last collection is idle: no collection is armed, the next look is
-    ``max_interval`` later.
+    ``interval`` it arms a collection.
+
+    A young collection's pause is about ``a + b * T`` after an interval
+    ``T``: ``a`` for what is merely in flight when it runs (at a 3-node
+    coordinator under ``-P 16`` some 8,000 objects of pending rounds, about
+    1.5-2 ms), which every collection traverses again, ``b * T`` for the
+    states written meanwhile, which one collection must see anyway (at one
+    node writing 250,000 states/s, ~0.08 ms per ms: 8 ms after 100 ms). Only
+    ``a`` is a cost of collecting often, and only ``b * T`` grows with the
+    interval: so the interval is ``a / duty`` (within ``[2 * min_interval,
+    max_interval]``) -- collections of in-flight objects take about ``duty``
+    of the time, and the written states add as little to a pause as that
+    allows (one node: a collection every 5-10 ms, pauses under 1 ms, instead
+    of 8-12 ms pauses every 100 ms that were the p99 of its SETs; three
+    nodes: ``a / duty`` is above the longest interval). ``a`` and ``b`` are
+    told apart by alternating the interval between ``T`` and ``T / 2``: two
+    consecutive young collections (however started) whose intervals differ
+    by half give a line through their pauses (CPU time of the collecting
+    thread: a preempted collection tells no slope), whose value at 0 is
+    ``a`` (smoothed). Until the first estimate, the interval is the last pause
+    over ``duty``. Intervals count from the end of the last collection
+    however started. A process that used less than
+    :data:`GC_PACE_IDLE_SHARE` of a core since the last collection is idle: no
+    collection is armed, the next look is ``max_interval`` later.
 
     Arming sets the first threshold to 1 until the next collection starts
     (then the thresholds in force before are put back): the next counted
@@ -572,9 +587,21 @@ class GcPacer:
         self.max_interval = max_interval
         self.duty = duty
         self.interval = min_interval
+        #: the estimated pause of a collection right after another (``a``,
+        #: seconds; None until two intervals told it) and the interval the
+        #: alternation is built on (``T``)
+        self.fixed: float | None = None
+        self.base = min_interval
+        self._short = False  # the next interval is the short one, T / 2
+        #: (interval, pause) of the last young collection
+        self._sample: tuple[float, float] | None = None
         #: thresholds to restore while armed (None: not armed)
         self._saved: tuple[int, int, int] | None = None
         self._started = 0.0
+        self._started_cpu = 0.0
+        #: the last young collection's pause (wall seconds)
+        self.pause = 0.0
+        self._gap = 0.0  # the interval the collection in progress ended
         #: when the last collection ended (perf_counter, process_time)
         self._last = 0.0
         self._cpu_last = 0.0
@@ -588,6 +615,8 @@ class GcPacer:
         if self._loop is not None:
             return
         self._loop = loop
+        self._last = time.perf_counter()  # the idle rule's reference, until a collection
+        self._cpu_last = time.process_time()
         gc.callbacks.append(self._on_gc)
         self._handle = loop.call_later(self.interval, self._tick)
 
@@ -610,9 +639,10 @@ class GcPacer:
         loop = self._loop
         if loop is None:
             return
-        wait = self._last + self.interval - time.perf_counter()
+        now = time.perf_counter()
+        wait = self._last + self.interval - now
         if wait < self.min_interval / 2:  # due
-            if time.process_time() - self._cpu_last < GC_PACE_IDLE_CPU:
+            if time.process_time() - self._cpu_last < GC_PACE_IDLE_SHARE * (now - self._last):
                 # idle since the last collection: nothing can have piled up
                 wait = self.max_interval
             else:
@@ -634,13 +664,35 @@ class GcPacer:
         if phase == "start":
             self._disarm()
             self._started = now
+            self._started_cpu = time.thread_time()
+            self._gap = now - self._last if self.young else 0.0
             return
         self._last = now  # every collection empties the young generation
         self._cpu_last = time.process_time()
         if info["generation"] == 0:
             self.young += 1
-            pause = now - self._started
-            self.interval = min(self.max_interval, max(self.min_interval, pause / self.duty))
+            # the collection's CPU time, not its wall time: on a shared machine
+            # a preempted collection would tell the line a slope it does not have
+            self._learn(self._gap, time.thread_time() - self._started_cpu)
+            self.pause = now - self._started
+
+    def _learn(self, gap: float, pause: float) -> None:
+        """A young collection paused ``pause`` seconds after an interval of
+        ``gap`` (0: unknown, the first): update the estimate of ``a`` and
+        choose the next interval."""
+        last = self._sample
+        self._sample = (gap, pause) if gap > 0.0 else None
+        if last is not None and gap > 0.0:
+            lo, hi = (last, (gap, pause)) if last[0] < gap else ((gap, pause), last)
+            if hi[0] >= 1.5 * lo[0]:  # far enough apart to draw a line through
+                slope = max(0.0, (hi[1] - lo[1]) / (hi[0] - lo[0]))
+                a = max(0.0, lo[1] - slope * lo[0])
+                fixed = self.fixed
+                self.fixed = a if fixed is None else fixed + 0.3 * (a - fixed)
+        base = (pause if self.fixed is None else self.fixed) / self.duty
+        self.base = min(self.max_interval, max(2 * self.min_interval, base))
+        self._short = not self._short
+        self.interval = self.base / 2 if self._short else self.base
 
 
 def run(config: NodeConfig, discovery: DiscoveryOptions | None = None, **kw: Any) -> int:

@@ -270,3 +270,67 @@ def test_issue_over_one_entry_states(
         b = incoming[1]
         for x, y in ((current, b), (b, current)):
             assert kst.join(x, y, lww, max_siblings) == reference_join(x, y, lww, max_siblings)
+
+
+FLAT = st.one_of(
+    st.none(),
+    st.tuples(
+        st.sampled_from(ACTORS[:2]),
+        st.sampled_from([None, b"a", b"bc"]),
+        st.sampled_from([None, T0 + 5.0]),
+        st.integers(1, 1 << 58),
+        st.one_of(st.none(), st.integers(1, 1 << 58), st.sampled_from([1 << 61, (1 << 63) - 1])),
+    ).map(lambda t: t[:4] if t[4] is None else t),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    stored=FLAT,
+    writer=st.sampled_from(ACTORS[:2]),
+    value=st.sampled_from([b"x", b"", b"yz"]),
+    exp=st.sampled_from([None, T0 + 9.0]),
+    bump=st.one_of(st.integers(1, 3), st.sampled_from([1 << 20, 1 << 63])),
+    next_counter=st.booleans(),
+)
+def test_issue_flat_equals_issue_of_the_unpacked_state(
+    stored: Any,
+    writer: str,
+    value: bytes,
+    exp: float | None,
+    bump: int,
+    next_counter: bool,
+) -> None:
+    # what KVStore._solo_write stores directly for a plain LWW write over no
+    # state or a flat one: the packed state issue() stores, for every state
+    # flat_top accepts; every other state goes the general way
+    top = kst.flat_top(stored, writer)
+    if stored is None:
+        assert top == 0
+    elif stored[0] != writer or (stored[3] if len(stored) == 4 else stored[4]) >= 1 << 61:
+        assert top == -1
+        return
+    else:
+        assert top == stored[3] == kst.max_stamp(kst.unpack(stored))
+    stamp = top + bump
+    if next_counter and stored is not None:  # the stamp that equals the next counter
+        n = stored[3] if len(stored) == 4 else stored[4]
+        if n + 1 > top:
+            stamp = n + 1
+    current = kst.EMPTY if stored is None else kst.unpack(stored)
+    for lww_args in ((True, None, PRUNES[0]), (True, 16, PRUNES[1])):
+        lww, max_siblings, prune = lww_args
+        args = (current, None, value, exp, stamp, writer, lww, max_siblings, prune)
+        want = outcome(kst.issue, *args)
+        got = outcome(kst.issue_flat, stored, value, exp, stamp, writer)
+        if want[0] == "ok":
+            want = ("ok", kst.pack(want[1]))
+        assert got == want
+        if got[0] == "ok":
+            assert kst.unpack(got[1]) == outcome(reference_issue, *args)[1]
+
+
+def test_issue_flat_of_a_new_key_with_stamp_zero() -> None:
+    # the counter of a first dot is at least 1 (issue's rule), the state stays exact
+    want = kst.pack(kst.issue(kst.EMPTY, None, b"v", None, 0, "n0", True, None, PRUNES[0]))
+    assert kst.issue_flat(None, b"v", None, 0, "n0") == want == ("n0", b"v", None, 0, 1)

@@ -135,3 +135,99 @@ async def test_n1_on_three_nodes_answers_owned_keys_in_place_and_forwards_the_re
         store.start_get(k, got)
         await wait_for(lambda g=got: bool(g.calls), message="the get told")
         assert got.calls == [(k + b"-v", None)]
+
+
+def _flat_expected(store: Any, before: Any, value: bytes, exp: float | None, new: Any) -> Any:
+    """What the general write path (``_state.issue`` on the unpacked state,
+    packed) stores for the stamp the write was given."""
+    from peer_ring.apps.kv import _state as kst
+
+    current = kst.EMPTY if before is None else kst.unpack(before)
+    stamp = new[3]
+    assert stamp > kst.max_stamp(current)
+    issued = kst.issue(
+        current, None, value, exp, stamp, store._actor, True, store.config.max_siblings,
+        store.config.prune,
+    )  # fmt: skip
+    return kst.pack(issued)
+
+
+def _used_from_scratch(store: Any) -> int:
+    from peer_ring.apps.kv._memory import KEY_OVERHEAD, state_size
+
+    parts = store._parts.values()
+    return sum(len(k) + KEY_OVERHEAD + state_size(s) for part in parts for k, s in part.items())
+
+
+async def test_one_node_plain_lww_writes_store_what_the_general_path_stores(
+    make_cluster: ClusterFactory,
+) -> None:
+    # a plain write over no state or this node's own flat state takes the
+    # direct path (KVStore._issue_flat): the same state, stamp order, memory
+    # accounting, expiry bookkeeping and LRU as the general _issue
+    from peer_ring.apps.kv.store import KVConfig
+
+    cluster = await make_cluster(1, KVConfig(conflicts="lww", maxmemory_policy="allkeys-lru",
+                                             maxmemory=1 << 30))  # fmt: skip
+    (store,) = cluster.stores
+    app = store.app
+    exp = cluster.clock.time() + 30
+    steps = [(b"k", b"v1", None), (b"k", b"v2", None), (b"k", b"v3", exp), (b"k", b"v4", None),
+             (b"t", b"x" * 300, exp), (b"t", b"y", None)]  # fmt: skip
+    for key, value, expires_at in steps:
+        p = app.partition_for(key)
+        before = store._parts.get(p, {}).get(key)
+        told = Told()
+        if expires_at is None:
+            store.start_put(key, value, told)
+        else:
+            store.batch().put(key, value, told, expires_at=expires_at)
+        assert told.calls == [(None, None)]
+        new = store._parts[p][key]
+        assert type(new) is tuple  # flat
+        assert new[0] == store._actor
+        assert new == _flat_expected(store, before, value, expires_at, new)
+        assert store.memory.used == _used_from_scratch(store)
+        assert list(store.memory.lru)[-1] == key  # the young end
+        if expires_at is not None:
+            assert key in store._mortal[p]
+    assert await store.get(b"k") == b"v4"
+    assert await store.get(b"t") == b"y"
+
+
+async def test_one_node_writes_the_direct_path_does_not_take_go_the_general_way(
+    make_cluster: ClusterFactory,
+) -> None:
+    from peer_ring.apps.kv import _state as kst
+    from peer_ring.apps.kv.store import KVConfig
+    from peer_ring.errors import OutOfMemory
+
+    # siblings (the default conflicts): a rewrite keeps the general path's state
+    cluster = await make_cluster(1)
+    (store,) = cluster.stores
+    told = Told()
+    store.start_put(b"k", b"a", told)
+    store.start_put(b"k", b"b", told)
+    assert told.calls == [(None, None)] * 2
+    assert await store.get(b"k") == b"b"
+    # LWW over a state another actor wrote (a replicated copy): general path
+    cluster = await make_cluster(1, KVConfig(conflicts="lww"))
+    (store,) = cluster.stores
+    p = store.app.partition_for(b"k")
+    other = (("z-other", 5, ((b"old", None, 5),)),)
+    store._store(p, store._part(p), b"k", None, other)
+    told = Told()
+    store.start_put(b"k", b"new", told)
+    assert told.calls == [(None, None)]
+    state = kst.unpack(store._parts[p][b"k"])
+    assert {a for a, _, _ in state} == {"z-other", store._actor}  # the other actor's clock kept
+    assert await store.get(b"k") == b"new"
+    # a full budget (noeviction): refused as before, nothing stored
+    cluster = await make_cluster(1, KVConfig(conflicts="lww", maxmemory=1))
+    (store,) = cluster.stores
+    first, second = Told(), Told()
+    store.start_put(b"k", b"v", first)  # fits (the budget was empty)
+    store.start_put(b"k", b"w", second)
+    assert first.calls == [(None, None)]
+    assert isinstance(second.calls[0][1], OutOfMemory)
+    assert await store.get(b"k") == b"v"

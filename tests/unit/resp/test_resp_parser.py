@@ -98,12 +98,29 @@ def test_empty_multibulk_is_ignored() -> None:
         (b"*1\r\n$abc\r\n", "invalid bulk length"),
         (b"*1\r\n$-1\r\n", "invalid bulk length"),
         (b"*1\r\n$3\r\nGETXX", "expected CRLF after bulk string"),
+        # headers past 64-bit integers (the fast scan's i64 arithmetic hands
+        # them to the general path, whose errors they get)
+        (b"*99999999999999999999999\r\n", "invalid multibulk length"),
+        (b"*1\r\n$99999999999999999999999\r\n", "invalid bulk length"),
+        (b"*1\r\n$-99999999999999999999999\r\n", "invalid bulk length"),
+        (b"*1\r\n$999999999999999999\r\n", "invalid bulk length"),  # 18 digits
     ],
 )
 def test_malformed_input_raises_protocol_error(data: bytes, message: str) -> None:
     with pytest.raises(RespProtocolError, match=message) as info:
         RespParser().feed(data)
     assert isinstance(info.value, ProtocolError)
+
+
+def test_a_huge_negative_multibulk_count_is_ignored_like_any_below_one() -> None:
+    # past 64 bits, read by the general path: the same as the build without i64
+    assert RespParser().feed(b"*-99999999999999999999999\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
+
+
+def test_headers_of_up_to_eighteen_digits_and_signs_parse_exactly() -> None:
+    # 17 digits: the fast scan; 18 or a sign: the general path (same values)
+    data = b"*+1\r\n$00000000000000005\r\nhello\r\n*1\r\n$000000000000000003\r\nabc\r\n"
+    assert RespParser().feed(data) == [[b"hello"], [b"abc"]]
 
 
 def test_oversized_bulk_is_rejected_from_its_header_alone() -> None:

@@ -472,6 +472,52 @@ def issue(
     return settle(out, lww, max_siblings)
 
 
+def flat_top(stored: Stored | None, actor: str) -> int:
+    """The largest stamp of ``stored`` when :func:`issue_flat` can write over
+    it -- no state, or the flat state of one value by ``actor`` whose counter
+    is in the compiled build's small range -- else -1 (take :func:`issue`)."""
+    if stored is None:
+        return 0
+    s: tuple[Any, ...] = stored
+    if not s or type(s[0]) is not str or s[0] != actor:
+        return -1
+    n: int = s[3] if len(s) == 4 else s[4]
+    if n >= _SMALL:
+        return -1
+    top: int = s[3]
+    return top
+
+
+def issue_flat(
+    stored: Stored | None, value: bytes | None, exp: float | None, stamp: int, actor: str
+) -> Stored:
+    """``pack(issue(unpack(stored), None, value, exp, stamp, actor, True, ...))``
+    -- a last-writer-wins write with no context -- for a ``stored`` that
+    :func:`flat_top` accepts (its answer, ``top``, below ``stamp``): the new
+    flat state built directly, with none of the four ``Entries`` tuples of the
+    state read and of the state written. Equal to the general path for every
+    such input (``tests/property/test_kv_state_props.py``); raises where it
+    raises (a stamp past :data:`~peer_ring.versions.MAX_COUNTER`)."""
+    if stamp >= _SMALL and stamp > MAX_COUNTER:
+        raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
+    s: Any = stamp
+    out: tuple[Any, ...]
+    if stored is None:  # a new key: its first dot's counter is the stamp (or 1)
+        if stamp >= 1:
+            out = cast(_Tuple, (actor, value, exp, s))
+        else:
+            out = cast(_Tuple, (actor, value, exp, s, 1))
+        return out
+    old: tuple[Any, ...] = stored
+    n: int = old[3] if len(old) == 4 else old[4]
+    c = n + 1  # one live dot: the counter moves on by one (versions.lww_put)
+    if c == stamp:
+        out = cast(_Tuple, (actor, value, exp, s))
+    else:
+        out = cast(_Tuple, (actor, value, exp, s, c))
+    return out
+
+
 def _update(
     entries: tuple[Any, ...],
     ctx: Context | None,

@@ -350,10 +350,56 @@ class KVStore(KVReplica):
         None). Returns whether a live value existed (False without
         ``want_existed``); None when the write takes a round
         (:meth:`_begin_write`), nothing done."""
-        if not self.app.solo(partition, self._write_quorum(None), True):
+        # the store's W (self._write_quorum(None)) without the general resolution
+        # when the store has none of its own and the node's is known
+        w = self._node_w
+        quorum = w if w > 0 and self.config.write_quorum is None else self._write_quorum(None)
+        if not self.app.solo(partition, quorum, True):
             return None
+        if value is not None and not want_existed and self._lww:
+            part = self._parts.get(partition)
+            if part is not None:
+                stored = part.get(key)
+                top = st.flat_top(stored, self._actor)
+                memory = self.memory
+                if top >= 0 and not memory.full:
+                    self._issue_flat(partition, part, key, stored, value, expires_at, top)
+                    return False
         existed, _ = self._issue(partition, key, value, expires_at, None, want_existed)
         return existed
+
+    def _issue_flat(
+        self,
+        partition: int,
+        part: dict[bytes, st.Stored],
+        key: bytes,
+        stored: st.Stored | None,
+        value: bytes,
+        expires_at: float | None,
+        top: int,
+    ) -> None:
+        """:meth:`_issue` of a plain last-writer-wins write (a value, no
+        context, whether a value existed not asked) over a state
+        :func:`~peer_ring.apps.kv._state.flat_top` accepts (largest stamp
+        ``top``) at a budget that is not full, when nothing needs the
+        ``Entries`` it replicates (:meth:`_solo_write`): the same stamp, state,
+        memory accounting, LRU and expiry bookkeeping as ``_issue`` and
+        ``_store``, with the new flat state built directly
+        (:func:`~peer_ring.apps.kv._state.issue_flat`) -- no ``Entries``
+        unpacked, issued, packed and dropped per write."""
+        hlc = self._hlc
+        assert hlc is not None
+        new = st.issue_flat(stored, value, expires_at, hlc.after_int(top), self._actor)
+        memory = self.memory
+        memory.stored(key, stored, new)
+        part[key] = new
+        if memory.lru is not None:
+            memory.touch(key, partition)  # a value: the young end
+        if expires_at is not None:  # mortal (st.mortal of a value: it has an expiry)
+            cands = self._mortal.get(partition)
+            if cands is None:
+                cands = self._mortal[partition] = set()
+            cands.add(key)
 
     def _write_task_done(
         self, done: Callable[[bool, BaseException | None], None], task: asyncio.Future[Any]

@@ -21,6 +21,7 @@ import peer_ring
 from peer_ring._build import build
 from peer_ring.apps.kv._memory import MemoryBudget
 from peer_ring.apps.kv.local import compile_glob
+from peer_ring.apps.kv.store import KVBatch, KVStore
 from peer_ring.errors import ConfigError
 from peer_ring.server.resp._acl import ALL
 from peer_ring.server.resp._reply import (
@@ -331,9 +332,17 @@ def start_get(c: RespConnection, args: list[bytes]) -> bool:
         return False
     group = c.group
     if group is not None:
-        group.get(args[1], c.slot_bulk())
+        # the store's own batch and store called natively (compiled: no method
+        # looked up by name and no arguments parsed per call)
+        if isinstance(group, KVBatch):
+            group.get(args[1], c.slot_bulk())
+        else:
+            group.get(args[1], c.slot_bulk())
         return True
-    callbacks.start_get(args[1], c.reply_bulk)
+    if isinstance(callbacks, KVStore):
+        callbacks.start_get(args[1], c.reply_bulk)
+    else:
+        callbacks.start_get(args[1], c.reply_bulk)
     return True
 
 
@@ -375,9 +384,15 @@ def start_set(c: RespConnection, args: list[bytes]) -> bool:
         return False
     group = c.group
     if group is not None:
-        group.put(args[1], args[2], c.slot_ok())
+        if isinstance(group, KVBatch):  # natively (see start_get)
+            group.put(args[1], args[2], c.slot_ok())
+        else:
+            group.put(args[1], args[2], c.slot_ok())
         return True
-    callbacks.start_put(args[1], args[2], c.reply_ok)
+    if isinstance(callbacks, KVStore):
+        callbacks.start_put(args[1], args[2], c.reply_ok)
+    else:
+        callbacks.start_put(args[1], args[2], c.reply_ok)
     return True
 
 

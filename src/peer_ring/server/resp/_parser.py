@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mypy_extensions import i64
+
 from peer_ring.errors import ProtocolError
 
 __all__ = ["RespParser", "RespProtocolError", "split_inline"]
@@ -47,19 +49,24 @@ _MAX_HEADER: Final = 64 * 1024
 _FAST_DIGITS: Final = 18
 
 
-def _fast_header(data: bytes, pos: int, n: int) -> tuple[int, int]:
+def _fast_header(data: bytes, pos: i64, n: i64) -> tuple[i64, i64]:
     """The fast path of a ``*<count>`` or ``$<len>`` header at ``pos``: its
     value and the index of its CR, when digits then CRLF lie within
     ``data[:n]`` -- no ``find``, slice or ``int()`` per header, which were
     most of a small command's parsing cost. ``(0, -1)`` for anything else (a
     sign, no digit, more than ``_FAST_DIGITS``, a partial line): the caller
     then parses the header the general way, with its errors. Compiled, the
-    pair is an unboxed tuple (nothing allocated)."""
-    value = 0
-    nl = pos + 1
+    pair is an unboxed tuple (nothing allocated) and the arithmetic is on
+    native 64-bit integers (``i64``: no tag checks), the digits counted
+    before they could overflow."""
+    value: i64 = 0
+    nl: i64 = pos + 1
+    end: i64 = pos + 1 + _FAST_DIGITS  # a digit here is one too many
     while nl < n:
-        c = data[nl]
+        c: i64 = data[nl]
         if _ZERO <= c <= _NINE:
+            if nl >= end:
+                return 0, -1
             value = value * 10 + (c - _ZERO)
             nl += 1
             continue
@@ -182,6 +189,10 @@ class RespParser:
         find = data.find
         args = self._args
         remaining = self._remaining
+        # plain ints, not the fast scan's i64: a header past 64 bits read by
+        # the general path (int()) must keep its value, as uncompiled
+        count: int
+        blen: int
         try:
             while pos < n:
                 if not remaining:

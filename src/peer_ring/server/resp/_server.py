@@ -121,6 +121,15 @@ _SUBSCRIBED_OK: Final = frozenset(
 )  # fmt: skip
 
 
+class _Count:
+    """One command's count of calls (:attr:`RespStats.calls`)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class RespStats:
     """Plain counters, read by INFO and by whoever exports metrics.
 
@@ -143,11 +152,13 @@ class RespStats:
         self.protocol_errors = 0  #: connections closed for malformed input
         self.connections_received = 0  #: connections accepted
         self.rejected_connections = 0  #: connections refused (max_clients)
-        self.calls = [0] * len(ALL_SPECS)  #: per command, by CommandSpec.index
+        #: per command, by CommandSpec.index (a counter object each: compiled,
+        #: counting is a native increment, not a new int object per call)
+        self.calls = [_Count() for _ in ALL_SPECS]
 
     def per_command(self) -> dict[str, int]:
         """Calls per top-level command name (only those called at least once)."""
-        return {spec.name: n for spec, n in zip(ALL_SPECS, self.calls, strict=True) if n}
+        return {spec.name: c.n for spec, c in zip(ALL_SPECS, self.calls, strict=True) if c.n}
 
     def reset(self) -> None:
         """Zero every counter (CONFIG RESETSTAT)."""
@@ -645,8 +656,7 @@ class RespConnection(asyncio.Protocol):
         try:
             if spec is None:
                 raise CommandError(_unknown_command(args))
-            calls = stats.calls
-            calls[spec.index] = calls[spec.index] + 1  # int arithmetic, not a generic +=
+            stats.calls[spec.index].n += 1
             # restricted users (``perms`` set) stay unauthenticated for the
             # fast check and are checked per command below
             if not self.authenticated and not spec.no_auth and self.perms is None:
