@@ -556,7 +556,7 @@ class KVReplica(Service):
         if old is None:
             if not actor or len(actor) > vv.MAX_ACTOR_LEN:
                 return False
-            name = _intern(actor)
+            name = _interned(actor)
         else:
             s: tuple[Any, ...] = old
             name = s[0]
@@ -1123,13 +1123,16 @@ def _decode_state(obj: Any) -> Entries:
         if not last < actor or len(actor) > vv.MAX_ACTOR_LEN or n < 1 or n >> 63 or len(vals) > n:
             return st.decode_entries(obj)
         last = actor
-        items: list[Any] = []
-        for v in vals:
-            item = _decode_item(v, n, fields, not items)
-            if item is None:
-                return st.decode_entries(obj)
-            items.append(item)
-        out.append((_intern(actor), fields[1], tuple(items)))
+        values: tuple[Any, ...] = ()  # no list for the common entries of none or one value
+        if vals:
+            items: list[Any] = []
+            for v in vals:
+                item = _decode_item(v, n, fields, not items)
+                if item is None:
+                    return st.decode_entries(obj)
+                items.append(item)
+            values = tuple(items)
+        out.append((_interned(actor), fields[1], values))
     decoded: tuple[Any, ...] = tuple(out)
     return decoded
 
@@ -1146,7 +1149,7 @@ def _decode_flat(wire: list[Any]) -> Entries:
             fields = [actor, n_obj, None]
             item = _decode_item([wire[1], wire[2], wire[3]], n, fields, True)
             if item is not None:
-                return cast(tuple[Any, ...], ((_intern(actor), n_obj, (item,)),))
+                return cast(tuple[Any, ...], ((_interned(actor), n_obj, (item,)),))
     return st.decode_entries(wire)  # decoded the general way, or its error
 
 
@@ -1167,7 +1170,7 @@ def _decode_one(entry: Any) -> Entries | None:
     item = _decode_item(vals[0], n, fields, True)
     if item is None:
         return None
-    return cast(tuple[Any, ...], ((_intern(actor), fields[1], (item,)),))
+    return cast(tuple[Any, ...], ((_interned(actor), fields[1], (item,)),))
 
 
 def _decode_item(v: Any, n: int, fields: list[Any], first: bool) -> tuple[Any, ...] | None:
@@ -1197,6 +1200,24 @@ def _decode_item(v: Any, n: int, fields: list[Any], first: bool) -> tuple[Any, .
 #: ``sys.intern`` bound once (a C static in the compiled build, not an
 #: attribute lookup on ``sys`` per decoded entry)
 _intern: Final = sys.intern
+
+#: Actor ids seen in decoded states, interned: ``actor -> actor``. A lookup
+#: here (the string's hash and one compare) costs a fraction of a
+#: ``sys.intern`` call; bounded: actors churn only with node lives.
+_ACTORS: Final[dict[str, str]] = {}
+_MAX_ACTORS: Final = 4096
+
+
+def _interned(actor: str) -> str:
+    """``sys.intern(actor)``, through :data:`_ACTORS`."""
+    cached = _ACTORS.get(actor)
+    if cached is not None:
+        return cached
+    if len(_ACTORS) >= _MAX_ACTORS:
+        _ACTORS.clear()
+    actor = _intern(actor)
+    _ACTORS[actor] = actor
+    return actor
 
 
 def _to_bytes(obj: Any, what: str, limit: int) -> bytes:
