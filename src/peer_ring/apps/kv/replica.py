@@ -559,7 +559,7 @@ class KVReplica(Service):
             name = _interned(actor)
         else:
             s: tuple[Any, ...] = old
-            name = s[0]
+            name = s[0] if s else None
             if type(name) is not str or name != actor:
                 return False  # Entries, or another actor's version: join them
             current: int = s[3] if len(s) == 4 else s[4]
