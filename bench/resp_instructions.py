@@ -20,7 +20,9 @@ The figure per command is ``(Ir(hi) - Ir(lo) - idle_rate * (wall(hi) -
 wall(lo))) / (HI - LO)``: the difference of two runs removes redis-benchmark's
 connection set-up and the dump's own cost, the idle rate the background work
 that grows with the longer run's wall time (shown separately, it is a few
-per cent at most). Only n1 is counted (its peers run at full speed): with 3
+per cent at most). Only n1 is counted (its peers run at full speed; ``--node K``
+counts nK instead -- but a replica off the client's critical path lags its
+windows: ``bench/replica_instructions.py`` counts a replica exactly): with 3
 nodes that is the coordinator's side of a quorum round plus its own replica.
 All nodes run with slow failure detection and timeouts (``PATIENT``), so
 valgrind's pace causes no false failure, and anti-entropy off.
@@ -158,7 +160,8 @@ def dump(pid: int, label: str) -> None:
 
 
 def measure(tree: Path, size: int, a: argparse.Namespace, label: str) -> dict[str, Any]:
-    """One cluster of ``size`` nodes from ``tree``; n1 under callgrind."""
+    """One cluster of ``size`` nodes from ``tree``; ``n{--node}`` under callgrind
+    (n1 by default: the serving node)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"resp-cg-{label}-{size}-"))
     config = tmp / "patient.toml"
     config.write_text(PATIENT_TOML)
@@ -167,7 +170,7 @@ def measure(tree: Path, size: int, a: argparse.Namespace, label: str) -> dict[st
     try:
         for i in range(size):
             cmd = node_cmd(tree, f"n{i + 1}", i, size, config)
-            if i == 0:
+            if i == a.node - 1:
                 cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                        f"--callgrind-out-file={out}", *cmd]  # fmt: skip
             log = open(tmp / f"n{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -181,7 +184,7 @@ def measure(tree: Path, size: int, a: argparse.Namespace, label: str) -> dict[st
             if time.monotonic() > deadline:
                 raise RuntimeError("the ring did not form")
             time.sleep(1.0)
-        pid = procs[0].pid
+        pid = procs[a.node - 1].pid
         # preload (unmeasured): every key of the keyspace present, so GETs hit
         rbench("set", a.keys * 20, 10, a.keys, pipeline=16)
         subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True,
@@ -334,6 +337,13 @@ def main() -> None:
     ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P, counted runs")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of the idle window")
     ap.add_argument("--keep", type=Path, help="save the dumps here and diff them per function")
+    ap.add_argument(
+        "--node",
+        type=int,
+        default=1,
+        help="the node under callgrind (1: n1, the serving node; 2: n2, a replica that"
+        " only answers n1's replica commands -- the replica's cost per client command)",
+    )
     ap.add_argument("--functions", type=int, default=25, help="functions shown per test")
     ap.add_argument("--only", choices=["base", "new"], help="measure one tree only")
     ap.add_argument(
@@ -346,13 +356,17 @@ def main() -> None:
             sys.exit(f"{tool} is not installed")
     if not 100 <= a.lo < a.hi <= 100_000:
         ap.error("need 100 <= --lo < --hi <= 100000")
+    if not 1 <= a.node <= min(int(x) for x in a.nodes.split(",")):
+        ap.error("--node must name a node of every cluster size in --nodes")
     trees = {"base": a.base.resolve(), "new": a.new.resolve()}
     if a.only:
         trees = {a.only: trees[a.only]}
     rows: list[dict[str, Any]] = []
     for size in (int(x) for x in a.nodes.split(",") if not a.diff_only):
         for label, tree in trees.items():
-            console.print(f"[dim]{label} ({tree}), {size} node(s): starting, n1 under callgrind")
+            console.print(
+                f"[dim]{label} ({tree}), {size} node(s): starting, n{a.node} under callgrind"
+            )
             r = measure(tree, size, a, label)
             console.print(f"[dim]{label} {size}: {r}")
             rows.append(r)
@@ -362,8 +376,8 @@ def main() -> None:
                       r["set"]["background"], r["get"]["background"]])  # fmt: skip
     console.print(
         table(
-            f"instructions per RESP command on n1 (redis-benchmark -c {a.clients} -P {a.pipeline},"
-            f" -n {a.hi} minus -n {a.lo})",
+            f"instructions per RESP command on n{a.node} (redis-benchmark -c {a.clients}"
+            f" -P {a.pipeline}, -n {a.hi} minus -n {a.lo})",
             ["tree", "nodes", "SET", "GET", "SET bg (subtracted)", "GET bg (subtracted)"],
             shown,
         )

@@ -83,8 +83,9 @@ class Misbehaving(Service):
         self.read_commands = inner.read_commands
         self._rng = random.Random(seed)
         self._clock: Any = None
-        #: stale-reads: key -> (when copied, the answer then)
-        self._copies: dict[bytes, tuple[float, Any]] = {}
+        #: stale-reads: (key, payload) -> (when copied, the answer then); by the
+        #: payload too: a quorum read (PACKED) and a probe (nil) get different forms
+        self._copies: dict[tuple[bytes, Any], tuple[float, Any]] = {}
         #: how many commands misbehaved, by mode
         self.misbehaved = 0
 
@@ -122,12 +123,12 @@ class Misbehaving(Service):
                 return None  # "applied" (a plain write's fan-out answers nil)
         elif mode == "stale-reads" and command == "get":
             now = self._now()
-            copy = self._copies.get(request.key)
+            copy = self._copies.get((request.key, request.payload))
             if copy is not None and now - copy[0] < LAG:
                 return copy[1]
             answer = self.inner.handle(request)
             if self._roll():
-                self._copies[request.key] = (now, answer)
+                self._copies[(request.key, request.payload)] = (now, answer)
             return answer
         elif mode == "duplicate-appends" and command == "coord_put":
             payload = request.payload

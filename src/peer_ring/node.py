@@ -717,11 +717,13 @@ class Node(Cluster):
         boot = self.bootstrap
         refused = service.fresh_refused_commands if boot.active else None
         handle = service.handle
-        out: list[Any] = []
+        # the answer, sized once: [BATCH_OK, None] per command, filled in place
+        out: list[Any] = [wire.BATCH_OK, None] * (len(items) // 4)
         later: list[tuple[int, asyncio.Future[Any]]] | None = None
         for i in range(0, len(items), 4):
             command = items[i]
             partition = items[i + 2]
+            j = i >> 1  # this command's [status, value] in ``out``
             try:
                 if fenced and partition in fenced:
                     raise RingMismatch(
@@ -732,17 +734,18 @@ class Node(Cluster):
                     boot.check(partition)
                 result = handle(Request(command, items[i + 1], partition, items[i + 3], origin))
             except Exception as exc:
-                out.append(wire.BATCH_ERROR)
-                out.append(list(error_to_wire(exc)))
+                out[j] = wire.BATCH_ERROR
+                out[j + 1] = list(error_to_wire(exc))
                 continue
-            out.append(wire.BATCH_OK)
-            if is_awaitable(result):
+            # nil and states (tuples) first: the common answers, no type lookup
+            if result is None:
+                continue
+            if type(result) is not tuple and is_awaitable(result):
                 if later is None:
                     later = []
-                later.append((len(out), asyncio.ensure_future(result)))
-                out.append(None)
+                later.append((j + 1, asyncio.ensure_future(result)))
             else:
-                out.append(result)
+                out[j + 1] = result
         if later is None:
             return out
         return _batch_later(out, later)

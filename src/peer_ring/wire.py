@@ -70,6 +70,11 @@ handshake: a peer with another version is refused with
   ``repl`` (a ``merge`` that answers nil, see ``peer_ring.apps.kv.replica``),
   which a node of protocol 5 would refuse as an unknown command: the version
   keeps such a node out of the cluster instead. ``merge`` is still served.
+* 7 -- a KV state of one version may travel in its packed form
+  (``peer_ring.apps.kv._state.pack``: ``[actor, value, expires_at, n]`` or
+  ``[actor, value, expires_at, stamp, n]``, one array instead of three
+  nested ones); plain writes replicate ``repl`` in it, which a node of
+  protocol 6 would refuse as a malformed state.
 
 Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
 asyncio, no transport); it is pure data.
@@ -145,7 +150,7 @@ __all__ = [
 ]
 
 #: Version of the peer wire protocol (see the module docstring's history).
-PROTOCOL_VERSION: Final = 6
+PROTOCOL_VERSION: Final = 7
 
 # -- operations the node answers itself ----------------------------------------
 PING: Final = "p"

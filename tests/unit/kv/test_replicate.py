@@ -126,3 +126,157 @@ def test_repl_stores_what_merge_stores(states: list[list[object]]) -> None:
         assert by_repl.handle(Request(REPLICATE, b"k", 3, wire, "n2")) is None
         assert by_repl._parts.get(3) == by_merge._parts.get(3)
         assert by_repl.memory.used == by_merge.memory.used
+
+
+# -- the packed form on the wire and repl's fast path ------------------------------
+
+_one_version = hs.tuples(
+    hs.sampled_from(["a", "b", "n1.x"]),
+    hs.integers(1, 40),
+    hs.one_of(hs.none(), hs.binary(max_size=4)),
+    hs.one_of(hs.none(), hs.floats(0, 2e9, allow_nan=False), hs.integers(0, 5)),
+    hs.integers(0, 45),
+)
+
+
+def _entries_of(version: tuple[str, int, object, object, int]) -> list[object]:
+    actor, n, value, exp, stamp = version
+    return [[actor, n, [[value, exp, stamp]]]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_one_version)
+def test_the_packed_form_of_one_version_decodes_as_its_entries(
+    version: tuple[str, int, object, object, int],
+) -> None:
+    actor, n, value, exp, stamp = version
+    nested = _wire(_entries_of(version))
+    flat = [actor, value, exp, n] if stamp == n else [actor, value, exp, stamp, n]
+    want = _outcome(st.decode_entries, nested)
+    assert _outcome(_decode_state, _wire(flat)) == want
+    assert _outcome(st.decode_entries, _wire(flat)) == want
+    if want[0] == "ok":
+        decoded = want[1]
+        assert _decode_state(st.pack(decoded)) == decoded  # a packed tuple of this process
+        assert list(st.pack(decoded)) == _wire(flat)  # and the form is pack's
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["a", b"x", None],  # too short: not a packed form (3 fields)
+        ["", b"x", None, 1],
+        ["a", "str", None, 1],
+        ["a", b"x", "soon", 1],
+        ["a", b"x", None, 0],
+        ["a", b"x", None, -1, 2],
+        ["a", b"x", None, MAX_COUNTER + 1],
+        ["a", b"x", None, 1, MAX_COUNTER + 1],
+        ["a" * 300, b"x", None, 1],
+        ["a", b"x", None, 1, 2, 3],
+    ],
+)
+def test_a_malformed_packed_form_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidRequest):
+        _decode_state(bad)
+    replica = _replica()
+    with pytest.raises(InvalidRequest):
+        replica.handle(Request(REPLICATE, b"k", 3, bad, "n2"))
+    assert replica._parts.get(3, {}) == {}
+
+
+def _lru_replica() -> KVReplica:
+    from peer_ring.apps.kv.replica import KVConfig
+
+    r = KVReplica(config=KVConfig(maxmemory=1 << 30, maxmemory_policy="allkeys-lru"))
+    r._time = _App.clock  # type: ignore[assignment]
+    return r
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hs.lists(hs.tuples(_one_version, hs.booleans(), hs.sampled_from([b"k", b"j"])), max_size=8),
+    hs.booleans(),
+)
+def test_repl_of_one_version_states_stores_what_merge_stores(
+    writes: list[tuple[tuple[str, int, object, object, int], bool, bytes]], lru: bool
+) -> None:
+    """States of one version -- repl's fast path when the key holds nothing or
+    one version of the same actor -- in the nested and the packed form: the
+    same states, memory, sweep candidates and LRU order as merge's general
+    path, and the same errors."""
+    make = _lru_replica if lru else _replica
+    by_merge, by_repl = make(), make()
+    for version, packed, key in writes:
+        actor, n, value, exp, stamp = version
+        nested = _wire(_entries_of(version))
+        wire = (
+            _wire([actor, value, exp, n] if stamp == n else [actor, value, exp, stamp, n])
+            if packed
+            else nested
+        )
+        try:
+            st.decode_entries(nested)
+        except InvalidRequest:
+            with pytest.raises(InvalidRequest):
+                by_repl.handle(Request(REPLICATE, key, 3, wire, "n2"))
+            continue
+        by_merge.handle(Request("merge", key, 3, nested, "n2"))
+        assert by_repl.handle(Request(REPLICATE, key, 3, wire, "n2")) is None
+        assert by_repl._parts.get(3) == by_merge._parts.get(3)
+        assert by_repl._mortal == by_merge._mortal
+        assert by_repl.memory.used == by_merge.memory.used
+        assert by_repl.memory.lru == by_merge.memory.lru
+        if lru:
+            assert list(by_repl.memory.lru or ()) == list(by_merge.memory.lru or ())
+
+
+def test_repl_of_a_newer_version_of_the_same_actor_replaces_it_in_place() -> None:
+    r = _replica()
+    r.handle(Request(REPLICATE, b"k", 3, _wire([["n1.x", 7, [[b"a", None, 7]]]]), "n2"))
+    assert r._parts[3][b"k"] == ("n1.x", b"a", None, 7)
+    r.handle(Request(REPLICATE, b"k", 3, ["n1.x", b"b", 9.5, 70, 8], "n2"))
+    assert r._parts[3][b"k"] == ("n1.x", b"b", 9.5, 70, 8)
+    assert b"k" in r._mortal[3]  # it expires: a sweep candidate
+    # an older version of the same actor, and another actor's: joined (general path)
+    r.handle(Request(REPLICATE, b"k", 3, ["n1.x", b"a", None, 7], "n2"))
+    assert r._parts[3][b"k"] == ("n1.x", b"b", 9.5, 70, 8)
+    r.handle(Request(REPLICATE, b"k", 3, ["n2.y", b"c", None, 5], "n2"))
+    assert st.unpack(r._parts[3][b"k"]) == (
+        ("n1.x", 8, ((b"b", 9.5, 70),)),
+        ("n2.y", 5, ((b"c", None, 5),)),
+    )
+
+
+async def test_a_batch_with_one_malformed_key_fails_only_that_key() -> None:
+    """The node's batch dispatch: a repl whose state is malformed -- nested or
+    packed -- is answered with its error; the other commands of the batch are
+    applied and answered."""
+    from peer_ring import NodeConfig
+    from peer_ring import wire as peer_wire
+    from peer_ring.apps.kv import KVStore
+    from peer_ring.node import Node
+    from peer_ring.transport.base import PeerInfo
+    from peer_ring.transport.memory import MemoryNetwork
+
+    node = Node(NodeConfig(node_id="n1", transport="memory"), network=MemoryNetwork())
+    kv = node.register(KVStore())
+    items = [
+        REPLICATE, b"a", 1, _wire([["n2.x", 3, [[b"va", None, 3]]]]),
+        REPLICATE, b"b", 1, [["n2.x", 3, [[b"vb", "soon", 3]]]],
+        REPLICATE, b"c", 2, ["n2.x", b"vc", None, 4],
+        REPLICATE, b"d", 2, ["n2.x", b"vd", None, -4],
+        "get", b"a", 1, None,
+    ]  # fmt: skip
+    frame = peer_wire.batch_frame("kv", "n2", node.ring.epoch, items)
+    answer = node._dispatch(_wire(frame), PeerInfo("n2", "n2:1"))
+    assert answer[0:2] == [peer_wire.BATCH_OK, None]
+    assert answer[2] == peer_wire.BATCH_ERROR
+    assert answer[3][0] == "INVALID"
+    assert answer[4:6] == [peer_wire.BATCH_OK, None]
+    assert answer[6] == peer_wire.BATCH_ERROR
+    assert answer[7][0] == "INVALID"
+    assert answer[8] == peer_wire.BATCH_OK
+    assert _decode_state(_wire(answer[9])) == (("n2.x", 3, ((b"va", None, 3),)),)
+    assert kv._parts[1] == {b"a": ("n2.x", b"va", None, 3)}
+    assert kv._parts[2] == {b"c": ("n2.x", b"vc", None, 4)}

@@ -97,14 +97,20 @@ def decode_entries(obj: Any) -> Entries:
     """Validate a state received from a peer (nested lists) into ``Entries``.
 
     ``None`` is the empty state. A tuple is trusted as produced by this
-    process (the coordinator's own replica answers without encoding).
+    process (the coordinator's own replica answers without encoding). A
+    state of one version may come in its packed form (:func:`pack`, as a
+    list or a tuple): ``[actor, value, expires_at, n]`` or ``[actor, value,
+    expires_at, stamp, n]``.
     """
     if obj is None:
         return EMPTY
     if type(obj) is tuple:
-        return obj
+        return unpack(obj)
     if type(obj) is not list:
         raise InvalidRequest(f"stored state must be a list, got {type(obj).__name__}")
+    if (len(obj) == 4 or len(obj) == 5) and type(obj[0]) is str:
+        # the packed form of one version (see :func:`pack`): its entries
+        obj = [[obj[0], obj[-1], [[obj[1], obj[2], obj[3]]]]]
     out: list[tuple[str, int, tuple[Item, ...]]] = []
     for entry in obj:
         if type(entry) is not list or len(entry) != 3:

@@ -137,12 +137,21 @@ from peer_ring.apps.kv.api import Limits
 from peer_ring.apps.kv.local import compile_glob
 from peer_ring.merkle import DEFAULT_DEPTH
 
-__all__ = ["REPLICATE", "KVConfig", "KVReplica", "MergeFunction"]
+__all__ = ["PACKED", "REPLICATE", "KVConfig", "KVReplica", "MergeFunction"]
 
 #: The replica command of a write's fan-out from its coordinating replica: a
 #: ``merge`` that answers nil (no "a live value was there" for a reply that
 #: does not carry it) and decodes the state in one pass (peer protocol 6).
 REPLICATE: Final = "repl"
+
+#: The payload of a ``get`` whose asker reads a state of one version in its
+#: packed form (``_state.pack``: one array on the wire instead of three nested
+#: ones; peer protocol 7): the KV store's quorum reads. Others (nil: probes,
+#: tools) are answered ``Entries``, as are this node's own reads (no encoding).
+PACKED: Final = 1
+
+#: A tuple read field by field (built by ``cast(_Tuple, ...)``: packed as is).
+_Tuple = tuple[Any, ...]
 
 #: A user conflict resolver: the visible sibling values -> one value.
 MergeFunction = Callable[[list[bytes]], bytes]
@@ -372,7 +381,8 @@ class KVReplica(Service):
     def handle(self, request: Request) -> Any:
         """Replica commands (from coordinators on any node).
 
-        ``get`` -> state or nil; ``merge`` state -> bool (a visible value was
+        ``get`` -> state or nil (a peer asking with :data:`PACKED`: in its
+        stored form, packed when of one version); ``merge`` state -> bool (a visible value was
         there before); ``repl`` state -> nil (a write's new version from its
         coordinating replica, see :meth:`_replicate`); ``coord_put`` [value,
         expires_at, context, n, w, timeout] -> bool (a future); ``scan``
@@ -391,6 +401,8 @@ class KVReplica(Service):
                 return None
             if self.memory.lru is not None:
                 self.memory.touch(request.key, request.partition)
+            if request.payload == PACKED and request.origin != self._node_id:
+                return stored  # a peer's quorum read: the stored form as is
             return unpack(stored)
         if command == "merge":
             if self.memory.full and self.memory.refuses_merge() and _has_value(request.payload):
@@ -473,6 +485,27 @@ class KVReplica(Service):
         memory = self.memory
         if memory.full and memory.refuses_merge() and _has_value(payload):
             self._make_room(key)
+        if type(payload) is list:  # the common states, stored without Entries built
+            wire: list[Any] = payload
+            if len(wire) == 1:
+                entry = wire[0]
+                if type(entry) is list and len(entry) == 3:
+                    fields: list[Any] = entry
+                    vals = fields[2]
+                    if type(vals) is list and len(vals) == 1:
+                        item = vals[0]
+                        if (
+                            type(item) is list
+                            and len(item) == 3
+                            and self._replicate_version(
+                                partition, key, fields[0], item[0], item[1], item[2], fields[1]
+                            )
+                        ):
+                            return
+            elif (len(wire) == 4 or len(wire) == 5) and self._replicate_version(
+                partition, key, wire[0], wire[1], wire[2], wire[3], wire[-1]
+            ):
+                return
         incoming = _decode_state(payload)
         part = self._part(partition)
         stored = part.get(key)
@@ -481,6 +514,80 @@ class KVReplica(Service):
                 self._store(partition, part, key, None, self._compact(incoming))
             return
         self._join_into(partition, part, key, stored, unpack(stored), incoming)
+
+    def _replicate_version(
+        self,
+        partition: int,
+        key: bytes,
+        actor: Any,
+        value: Any,
+        exp: Any,
+        stamp_obj: Any,
+        n_obj: Any,
+    ) -> bool:
+        """``repl`` of a state of one version -- ``actor``'s dot ``n_obj``
+        holding the item ``(value, exp, stamp_obj)``, as the wire decoded it --
+        when the key holds nothing or one version of the same actor with a
+        counter not above ``n_obj`` (a newer write of the key's coordinator,
+        or the same one again): stored in its packed form (``_state.pack``)
+        straight from the wire fields, with no ``Entries`` decoded or joined.
+        That is what the general path stores: ``incoming`` supersedes such a
+        state, and a one-version state settles to itself. False, with nothing
+        done, for any other case or an unusual field (an int expiry, a value
+        out of range...): the general path decides, or raises its error."""
+        if type(actor) is not str or type(n_obj) is not int or type(stamp_obj) is not int:
+            return False
+        if (value is not None and type(value) is not bytes) or (
+            exp is not None and type(exp) is not float
+        ):
+            return False
+        n: int = n_obj
+        stamp: int = stamp_obj
+        # ``x >> 63 == 0`` for ``0 <= x <= MAX_COUNTER``: no compare with a big constant
+        if n < 1 or n >> 63 or stamp < 0 or stamp >> 63:
+            return False
+        parts = self._parts
+        part = parts.get(partition)
+        if part is None:
+            part = parts[partition] = {}
+        old = part.get(key)
+        name: Any = actor
+        same_dot = False
+        if old is None:
+            if not actor or len(actor) > vv.MAX_ACTOR_LEN:
+                return False
+            name = _interned(actor)
+        else:
+            s: tuple[Any, ...] = old
+            name = s[0] if s else None
+            if type(name) is not str or name != actor:
+                return False  # Entries, or another actor's version: join them
+            current: int = s[3] if len(s) == 4 else s[4]
+            if n < current:
+                return False  # an older write than ours: join them
+            same_dot = n == current
+        new: tuple[Any, ...]
+        if stamp == n:  # the counter is the stamp (an actor's first write): one int object
+            new = cast(_Tuple, (name, value, exp, n_obj))
+        else:
+            new = cast(_Tuple, (name, value, exp, stamp_obj, n_obj))
+        if same_dot and new == old:
+            return True  # the same version again (a retry, a repair): unchanged
+        memory = self.memory
+        memory.stored(key, old, new)
+        part[key] = new
+        lru = memory.lru
+        if lru is not None:
+            if value is not None:
+                memory.touch(key, partition)
+            else:
+                lru.pop(key, None)
+        if value is None or exp is not None:  # _state.mortal of one version
+            cands = self._mortal.get(partition)
+            if cands is None:
+                cands = self._mortal[partition] = set()
+            cands.add(key)
+        return True
 
     def _join_into(
         self,
@@ -956,7 +1063,7 @@ def _ignore_round(result: QuorumResult | None, exc: BaseException | None) -> Non
 def _has_value(payload: Any) -> bool:
     """A state (or a merge payload) carries at least one value, not only tombstones."""
     try:
-        entries = st.decode_entries(payload) if type(payload) is not tuple else payload
+        entries = _decode_state(payload)
     except InvalidRequest:
         return True  # let the merge itself reject it with its own error
     return any(item[0] is not None for _, _, items in entries for item in items)
@@ -985,14 +1092,16 @@ def _decode_state(obj: Any) -> Entries:
     other shape (nil, unsorted, an int expiry, or invalid) is handed to
     ``decode_entries``, which decodes it or raises its error: the same
     result or error either way."""
-    if type(obj) is tuple:  # this process's own (a hinted copy kept here)
-        return obj
+    if type(obj) is tuple:  # this process's own (a hinted copy kept here), maybe packed
+        return unpack(obj)
     if type(obj) is not list:
         return st.decode_entries(obj)
     if len(obj) == 1:  # the common state: one actor's entry of one value
         one = _decode_one(obj[0])
         if one is not None:
             return one
+    elif (len(obj) == 4 or len(obj) == 5) and type(obj[0]) is str:
+        return _decode_flat(obj)
     # lists of Any, tuples of the objects as decoded (``fields[1]``,
     # ``item[2]``: Any, where a name checked with ``type(x) is int`` is an int
     # to mypy): the compiled build packs them as they are, where as Entries'
@@ -1014,15 +1123,34 @@ def _decode_state(obj: Any) -> Entries:
         if not last < actor or len(actor) > vv.MAX_ACTOR_LEN or n < 1 or n >> 63 or len(vals) > n:
             return st.decode_entries(obj)
         last = actor
-        items: list[Any] = []
-        for v in vals:
-            item = _decode_item(v, n, fields, not items)
-            if item is None:
-                return st.decode_entries(obj)
-            items.append(item)
-        out.append((_intern(actor), fields[1], tuple(items)))
+        values: tuple[Any, ...] = ()  # no list for the common entries of none or one value
+        if vals:
+            items: list[Any] = []
+            for v in vals:
+                item = _decode_item(v, n, fields, not items)
+                if item is None:
+                    return st.decode_entries(obj)
+                items.append(item)
+            values = tuple(items)
+        out.append((_interned(actor), fields[1], values))
     decoded: tuple[Any, ...] = tuple(out)
     return decoded
+
+
+def _decode_flat(wire: list[Any]) -> Entries:
+    """:func:`_decode_state` of a one-version state in its packed form
+    (``_state.pack``: ``[actor, value, expires_at, n]`` when the item's stamp
+    is the counter ``n``, else ``[actor, value, expires_at, stamp, n]``)."""
+    actor = wire[0]
+    n_obj = wire[-1]
+    if type(actor) is str and type(n_obj) is int:
+        n: int = n_obj
+        if 0 < len(actor) <= vv.MAX_ACTOR_LEN and n > 0 and not n >> 63:
+            fields = [actor, n_obj, None]
+            item = _decode_item([wire[1], wire[2], wire[3]], n, fields, True)
+            if item is not None:
+                return cast(tuple[Any, ...], ((_interned(actor), n_obj, (item,)),))
+    return st.decode_entries(wire)  # decoded the general way, or its error
 
 
 def _decode_one(entry: Any) -> Entries | None:
@@ -1042,7 +1170,7 @@ def _decode_one(entry: Any) -> Entries | None:
     item = _decode_item(vals[0], n, fields, True)
     if item is None:
         return None
-    return cast(tuple[Any, ...], ((_intern(actor), fields[1], (item,)),))
+    return cast(tuple[Any, ...], ((_interned(actor), fields[1], (item,)),))
 
 
 def _decode_item(v: Any, n: int, fields: list[Any], first: bool) -> tuple[Any, ...] | None:
@@ -1072,6 +1200,24 @@ def _decode_item(v: Any, n: int, fields: list[Any], first: bool) -> tuple[Any, .
 #: ``sys.intern`` bound once (a C static in the compiled build, not an
 #: attribute lookup on ``sys`` per decoded entry)
 _intern: Final = sys.intern
+
+#: Actor ids seen in decoded states, interned: ``actor -> actor``. A lookup
+#: here (the string's hash and one compare) costs a fraction of a
+#: ``sys.intern`` call; bounded: actors churn only with node lives.
+_ACTORS: Final[dict[str, str]] = {}
+_MAX_ACTORS: Final = 4096
+
+
+def _interned(actor: str) -> str:
+    """``sys.intern(actor)``, through :data:`_ACTORS`."""
+    cached = _ACTORS.get(actor)
+    if cached is not None:
+        return cached
+    if len(_ACTORS) >= _MAX_ACTORS:
+        _ACTORS.clear()
+    actor = _intern(actor)
+    _ACTORS[actor] = actor
+    return actor
 
 
 def _to_bytes(obj: Any, what: str, limit: int) -> bytes:

@@ -44,9 +44,10 @@ from peer_ring.app import (
     RoundListener,
 )
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv._state import EMPTY, Entries, unpack
+from peer_ring.apps.kv._state import EMPTY, Entries, pack, unpack
 from peer_ring.apps.kv.api import Entry
 from peer_ring.apps.kv.replica import (
+    PACKED,
     REPLICATE,
     KVConfig,
     KVReplica,
@@ -141,7 +142,7 @@ class KVStore(KVReplica):
         result = await app.quorum(
             "get",
             key,
-            None,
+            PACKED,
             quorum=self._read_quorum(r),
             timeout=timeout if timeout is not None else self.config.timeout,
             partition=partition,
@@ -220,7 +221,7 @@ class KVStore(KVReplica):
             start(
                 "get",
                 k,
-                None,
+                PACKED,
                 self._read_quorum(None),
                 read,
                 None,
@@ -309,7 +310,7 @@ class KVStore(KVReplica):
                 start(
                     "merge" if want_existed else REPLICATE,
                     k,
-                    entries,
+                    entries if want_existed else pack(entries),  # repl: the packed form
                     quorum,
                     partial(_write_done, done, existed)
                     if want_existed
@@ -606,7 +607,7 @@ class KVStore(KVReplica):
         result = await self.app.quorum(
             "merge" if want_existed else REPLICATE,
             key,
-            entries,
+            entries if want_existed else pack(entries),  # repl: the packed form
             quorum=quorum,
             n=n,
             timeout=timeout,
@@ -1072,7 +1073,7 @@ class KVBatch:
                 gets.partitions[index] = partition
                 # by position (see _start_get)
                 self._rounds.add_read(
-                    "get", k, None, quorum, gets, index, partition, store.config.timeout
+                    "get", k, PACKED, quorum, gets, index, partition, store.config.timeout
                 )
                 return
         except Exception as exc:
@@ -1130,7 +1131,7 @@ class KVBatch:
                     self._rounds.add_counted(
                         REPLICATE,
                         k,
-                        entries,
+                        pack(entries),  # the packed form: one array on the wire, not three
                         quorum,
                         listener,
                         index,
@@ -1381,6 +1382,8 @@ def _same_state(first: Any, answer: Any) -> bool:
     mine: tuple[Any, ...] = first
     theirs: list[Any] = answer
     if len(mine) != len(theirs):
+        if len(mine) == 1 and (len(theirs) == 4 or len(theirs) == 5):
+            return _same_packed(mine, theirs)  # a peer's answer in the packed form
         return False
     for k in range(len(mine)):
         entry: tuple[Any, ...] = mine[k]
@@ -1443,6 +1446,20 @@ def _bytes_eq(a: bytes, b: bytes) -> bool:
 
 def _float_eq(a: float, b: float) -> bool:
     return a == b
+
+
+def _same_packed(mine: tuple[Any, ...], theirs: list[Any]) -> bool:
+    """:func:`_same_state` of this node's ``Entries`` and a peer's answer in the
+    packed form (``_state.pack``), field by field, types included."""
+    packed: tuple[Any, ...] = pack(mine)
+    if len(packed) != len(theirs) or type(packed[0]) is not str:
+        return False
+    for i in range(len(theirs)):
+        a = packed[i]
+        b = theirs[i]
+        if type(a) is not type(b) or a != b:
+            return False
+    return True
 
 
 def _decode_once(answer: Any, memo: dict[int, Entries], answers: list[tuple[str, Any]]) -> Entries:
