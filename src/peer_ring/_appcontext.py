@@ -254,6 +254,9 @@ class NodeAppContext(AppContext):
         self._background = background
         self._metrics = metrics
         self._hlc = hlc if hlc is not None else HLC(cluster.clock, policy=SkewPolicy.ACCEPT)
+        #: the bootstrap is over for good (``done`` set, nothing held back): the
+        #: readiness checks then read this native flag, not its interpreted fields
+        self._boot_over = False
 
     # -- identity, time, defaults ----------------------------------------------------
     @property
@@ -303,17 +306,35 @@ class NodeAppContext(AppContext):
         return self._cluster.is_up(node_id)
 
     def ready(self, partition: int) -> bool:
+        return self._boot_over or self._boot_ready(partition)
+
+    def coordinates(self, partition: int, n: int | None = None) -> bool:
+        # ``node_id in owners(partition, n) and ready(partition)``, natively
+        if self._cluster.id not in self._coordinator.targets(partition, n):
+            return False
+        return self._boot_over or self._boot_ready(partition)
+
+    def _boot_ready(self, partition: int) -> bool:
+        """``ready(partition)`` from the bootstrap's fields; notes when it is
+        over for good (``done`` set: it never holds anything back again)."""
         boot = self._bootstrap
         # ``not boot.active or ...`` without the interpreted property (active is
         # ``settling or bool(syncing)``): the same answer, two attribute reads
-        return not boot.settling and partition not in boot.syncing
+        if boot.settling or boot.syncing:
+            return not boot.settling and partition not in boot.syncing
+        if boot.done.is_set():
+            self._boot_over = True
+        return True
 
     def solo(self, partition: int, quorum: int, write: bool) -> bool:
         # while bootstrapping, rounds take start_quorum (which refuses what it
         # must); ``boot.active`` read without a call into its interpreted property
-        boot = self._bootstrap
-        if boot.settling or boot.syncing:
-            return False
+        if not self._boot_over:
+            boot = self._bootstrap
+            if boot.settling or boot.syncing:
+                return False
+            if boot.done.is_set():
+                self._boot_over = True
         return self._coordinator.solo(partition, quorum, write)
 
     # -- quorum rounds ---------------------------------------------------------------

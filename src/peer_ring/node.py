@@ -149,6 +149,10 @@ class Node(Cluster):
         self._peer_handlers: dict[str, PeerHandler] = {}
         self._stream_handlers: dict[str, StreamHandler] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
+        #: the bootstrap finished (its ``done`` is set and nothing is held back):
+        #: it never gates a command again, so the hot path reads only this flag
+        #: (a native field) instead of the interpreted bootstrap's fields
+        self._boot_over = False
         self._fence = {"epoch_mismatches": 0, "requests_fenced": 0, "member_syncs": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -217,6 +221,7 @@ class Node(Cluster):
         self.transfers.start()
         self.hints.start()
         self.antientropy.start()
+        self._boot_over = False
         self.bootstrap.start()
         self._background.start()
         loop = asyncio.get_running_loop()
@@ -516,11 +521,26 @@ class Node(Cluster):
         service = self._services.get(namespace)
         if service is None:
             raise UnknownCommand(f"no service registered under {namespace!r}")
-        boot = self.bootstrap
-        # its fields, not its ``active`` property: an interpreted call less per command
-        if (boot.settling or boot.syncing) and command in service.fresh_refused_commands:
-            boot.check(partition)
+        # the bootstrap's fields only until it is over for good (a native flag after)
+        if (
+            not self._boot_over
+            and self._boot_gating()
+            and command in service.fresh_refused_commands
+        ):
+            self.bootstrap.check(partition)
         return service.handle(Request(command, key, partition, payload, origin))
+
+    def _boot_gating(self) -> bool:
+        """``bootstrap.active``, noting when the bootstrap is over for good (its
+        ``done`` set: it never holds anything back again), after which the hot
+        paths skip the bootstrap altogether (``_boot_over``)."""
+        boot = self.bootstrap
+        # its fields, not its ``active`` property: an interpreted call less
+        if boot.settling or boot.syncing:
+            return True
+        if boot.done.is_set():
+            self._boot_over = True
+        return False
 
     async def call(
         self,
@@ -715,7 +735,8 @@ class Node(Cluster):
             raise UnknownCommand(f"no service registered under {batch.namespace!r}")
         # what handle_local checks per command, looked up once per batch
         boot = self.bootstrap
-        refused = service.fresh_refused_commands if boot.active else None
+        gating = not self._boot_over and self._boot_gating()
+        refused = service.fresh_refused_commands if gating else None
         handle = service.handle
         # the answer, sized once: [BATCH_OK, None] per command, filled in place
         out: list[Any] = [wire.BATCH_OK, None] * (len(items) // 4)

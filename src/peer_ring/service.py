@@ -536,6 +536,14 @@ class AppContext(abc.ABC):
         coordinate writes: False while the node is still learning the cluster
         or syncing the partition after a (re)start."""
 
+    def coordinates(self, partition: int, n: int | None = None) -> bool:
+        """Whether this node may coordinate a round of ``partition`` now: it is
+        among the partition's first ``n`` owners (default N) and its replica is
+        :meth:`ready` -- ``node_id in owners(partition, n) and ready(partition)``
+        in one call (the KV store asks it per write). The default is exactly
+        that expression; a context may answer it faster."""
+        return self.node_id in self.owners(partition, n) and self.ready(partition)
+
     def solo(self, partition: int, quorum: int, write: bool) -> bool:
         """Whether a round of ``partition`` (a ``write``, or a read) with
         ``quorum`` would be decided by this node's replica alone, now: this

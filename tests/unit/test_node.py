@@ -11,9 +11,15 @@ import pytest
 
 from peer_ring import ManualClock, MemberState, QuorumNotReached, wire
 from peer_ring.config import NodeConfig, ReplicationConfig
-from peer_ring.errors import ConfigError, InvalidRequest, RingMismatch, UnknownCommand
+from peer_ring.errors import (
+    ConfigError,
+    InvalidRequest,
+    PeerUnavailable,
+    RingMismatch,
+    UnknownCommand,
+)
 from peer_ring.node import Node
-from peer_ring.service import Record, Request, Service
+from peer_ring.service import AppContext, Record, Request, Service
 from peer_ring.transport.memory import MemoryNetwork
 from tests.conftest import wait_for
 
@@ -355,3 +361,85 @@ async def test_app_context_places_keys_as_the_ring_does() -> None:
             ]
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
+
+
+class _Reader(Counter):
+    """Counter whose ``get`` is a read: refused by a replica still bootstrapping."""
+
+    namespace = "reader"
+    read_commands = frozenset({"get"})
+
+
+async def test_a_bootstrapping_replica_still_refuses_fresh_reads() -> None:
+    # handle_local (and a batch) skip the bootstrap's fields only once it is
+    # over for good (done set); until then what it holds back is refused as
+    # before: every read while settling, reads of a syncing partition while
+    # syncing, merges always (driven through the fields, deterministically:
+    # the node is not started, so no bootstrap task changes them meanwhile)
+    node = Node(config(1), network=MemoryNetwork())
+    reader = node.register(_Reader())
+    boot = node.bootstrap
+    serve = node.handle_local
+    boot.settling = True
+    with pytest.raises(PeerUnavailable, match="still learning"):
+        serve("reader", "get", b"k", 5, None, "n2")
+    assert serve("reader", "incr", b"k", 5, 2, "n2") == 2
+    batch = wire.Batch("reader", "n2", None, ["get", b"k", 5, None, "incr", b"k", 5, 1])
+    out = node._apply_batch(batch, None)
+    assert out[0] == wire.BATCH_ERROR
+    assert out[2:] == [wire.BATCH_OK, 3]
+    boot.settling = False
+    boot.syncing = {5}
+    with pytest.raises(PeerUnavailable, match="still syncing partition 5"):
+        serve("reader", "get", b"k", 5, None, "n2")
+    assert serve("reader", "get", b"k", 6, None, "n2") == 0
+    assert serve("reader", "incr", b"k", 5, 1, "n2") == 4
+    boot.syncing.clear()
+    assert serve("reader", "get", b"k", 5, None, "n2") == 4
+    # not over yet (done not set): a bootstrap that starts still gates
+    boot.settling = True
+    with pytest.raises(PeerUnavailable):
+        serve("reader", "get", b"k", 5, None, "n2")
+    boot.settling = False
+    boot.done.set()
+    assert serve("reader", "get", b"k", 5, None, "n2") == 4
+    assert reader.counts[5][b"k"] == 4
+    assert node._boot_over
+    with pytest.raises(UnknownCommand):
+        serve("nope", "get", b"k", 5, None, "n2")
+
+
+async def test_coordinates_agrees_with_owners_and_ready(
+    cluster: tuple[MemoryNetwork, list[Node]],
+) -> None:
+    # the native answer, the AppContext default (built on owners and ready)
+    # and the two calls themselves agree for every partition, n and node,
+    # during a bootstrap and after it
+    _, nodes = cluster
+    probes = [node.register(_Probe()) for node in nodes]
+
+    def check(node: Node, app: Any) -> int:
+        yes = 0
+        for p in range(node.ring.partitions):
+            for n in (None, 1, 2, 3, 4):
+                both = app.node_id in app.owners(p, n) and app.ready(p)
+                assert app.coordinates(p, n) is both, (node.id, p, n)
+                assert AppContext.coordinates(app, p, n) is both, (node.id, p, n)
+                yes += both
+        return yes
+
+    for node in nodes:
+        await asyncio.wait_for(node.bootstrap.done.wait(), 20)
+    for node, probe in zip(nodes, probes, strict=True):
+        assert 0 < check(node, probe.app) < node.ring.partitions * 5
+    # a context that has not yet seen the bootstrap over reads its fields
+    node = Node(config(9), network=MemoryNetwork())
+    app = node.register(_Probe()).app
+    node.bootstrap.settling = True
+    assert not app.ready(0)
+    assert not app.coordinates(0)
+    node.bootstrap.settling = False
+    node.bootstrap.syncing = {3}
+    assert not app.ready(3)
+    assert app.ready(4)
+    check(node, app)

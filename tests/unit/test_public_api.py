@@ -46,8 +46,8 @@ EXPECTED_CONTEXT = {
 }  # fmt: skip
 #: AppContext members with a default implementation (added later: an app
 #: context written before them keeps working); issue 18's batched rounds and
-#: solo (rounds this node decides alone).
-EXPECTED_CONTEXT_DEFAULTS = {"batch", "solo"}
+#: solo (rounds this node decides alone), coordinates (owners and ready in one call).
+EXPECTED_CONTEXT_DEFAULTS = {"batch", "solo", "coordinates"}
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:

@@ -98,6 +98,9 @@ class Bootstrap:
         #: partitions found in sync by the root comparison alone (no tree exchange)
         self.equal_roots = 0
         self._task: asyncio.Task[None] | None = None
+        #: set once the bootstrap is over; from then on it never holds anything
+        #: back again (``settling`` stays False, ``syncing`` empty), which the
+        #: node's hot paths rely on to stop reading these fields
         self.done = asyncio.Event()
 
     @property

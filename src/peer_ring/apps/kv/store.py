@@ -578,7 +578,7 @@ class KVStore(KVReplica):
         app = self.app
         if partition < 0:
             partition = app.partition_for(key)
-        if self._node_id not in app.owners(partition, n) or not app.ready(partition):
+        if not app.coordinates(partition, n):  # one of the owners, and ready
             return None
         ctx = vv.decode_context(context) if context else None
         existed, entries = self._issue(partition, key, value, expires_at, ctx, want_existed)
