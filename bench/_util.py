@@ -13,7 +13,9 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,20 @@ def progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+    """Read a node process's JSON log lines from its stdout until it logs
+    ``{"event": "ready"}``; raises if it exits first or ``timeout`` passes."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{name} exited before it was ready ({proc.poll()})")
+        try:
+            if json.loads(line).get("event") == "ready":
+                return
+        except ValueError:
+            continue
+    raise RuntimeError(f"{name} not ready within {timeout} s")

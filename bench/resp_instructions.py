@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _util import console, table, write_results
+from _util import console, table, wait_ready, write_results
 
 SUBNET = "127.78.0"
 PEER_PORT = 7600
@@ -108,21 +108,6 @@ def node_cmd(tree: Path, name: str, i: int, size: int, config: Path) -> list[str
         "--read-quorum", q, "--write-quorum", q,
         "--resp", f"{ips[i]}:{RESP_PORT}", "--log-level", "WARNING",
     ]  # fmt: skip
-
-
-def wait_ready(proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{name} exited before it was ready ({proc.poll()})")
-        try:
-            if json.loads(line).get("event") == "ready":
-                return
-        except ValueError:
-            continue
-    raise RuntimeError(f"{name} not ready within {timeout} s")
 
 
 def ring_formed(tree: Path, size: int) -> bool:

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _util import console, table, write_results
+from _util import console, table, wait_ready, write_results
 from peer_ring.testing.cluster import node_args
 
 SUBNET = "127.79.0"
@@ -111,21 +111,6 @@ def rbench(test: str, a: argparse.Namespace) -> tuple[dict[str, float], float, f
     raise RuntimeError(f"no result from redis-benchmark: {out!r}")
 
 
-def wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"node exited before it was ready ({proc.poll()})")
-        try:
-            if json.loads(line).get("event") == "ready":
-                return
-        except ValueError:
-            continue
-    raise RuntimeError("node not ready in time")
-
-
 def ring_formed(size: int) -> bool:
     for k in range(size):
         done = subprocess.run(
@@ -167,8 +152,8 @@ def one_run(a: argparse.Namespace, run: int) -> list[dict[str, Any]]:
                 cmd = [sys.executable, "-m", "peer_ring", "node", *args]
             log = open(tmp / f"n{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env))
-        for p in procs:
-            wait_ready(p, 60.0)
+        for i, p in enumerate(procs):
+            wait_ready(p, f"n{i + 1}", 60.0)
         deadline = time.monotonic() + 60
         while not ring_formed(a.nodes):
             if time.monotonic() > deadline:
