@@ -163,3 +163,18 @@ def wait_ready(proc: subprocess.Popen[bytes], name: str, timeout: float) -> None
         except ValueError:
             continue
     raise RuntimeError(f"{name} not ready within {timeout} s")
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Stop the processes this script started, by their PID: SIGTERM to each
+    still running (the last started first), then wait up to ``timeout`` s for
+    each before SIGKILL."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

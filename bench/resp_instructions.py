@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _util import console, table, wait_ready, write_results
+from _util import console, stop_processes, table, wait_ready, write_results
 
 SUBNET = "127.78.0"
 PEER_PORT = 7600
@@ -206,15 +206,7 @@ def measure(tree: Path, size: int, a: argparse.Namespace, label: str) -> dict[st
                                 a.keep / f"{label}-{size}-{test}-{which}.cg")  # fmt: skip
         return result
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(120)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs, 120)
 
 
 #: Layers of the self cost per command, by the compiled function's module

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _util import console, table, wait_ready, write_results
+from _util import console, stop_processes, table, wait_ready, write_results
 from peer_ring.testing.cluster import node_args
 
 SUBNET = "127.79.0"
@@ -165,15 +165,7 @@ def one_run(a: argparse.Namespace, run: int) -> list[dict[str, Any]]:
             windows.append((test, figures, t0, t1))
         time.sleep(0.2)  # the last records reach the file
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs, 30)
     gcs: list[tuple[int, float, float]] = []
     stalls: list[tuple[float, float]] = []
     for line in record.read_text().splitlines():

@@ -634,25 +634,52 @@ class KVStore(KVReplica):
         (ConnectionLost) the outcome is unknown and the error is raised: a
         second coordinator would issue the same write again as a concurrent
         version (a read-modify-write forked into siblings)."""
-        partition, ordered, payload, outer = self._forward_plan(
-            key, value, expires_at, context, n, w, timeout
-        )
         # the first try leaves with this loop pass's other held requests: the
         # concurrent writes forwarded to one replica share one request
         answered = self.app.create_future()
+        self._hold_forward(
+            self._pass_batch(),
+            key,
+            value,
+            expires_at,
+            context,
+            n,
+            w,
+            timeout,
+            partial(_settle, answered),
+        )
+        existed: bool = await answered
+        return existed
+
+    def _hold_forward(
+        self,
+        rounds: QuorumBatch,
+        key: bytes,
+        value: bytes | None,
+        expires_at: float | None,
+        context: bytes | None,
+        n: int | None,
+        w: int | None,
+        timeout: float | None,
+        done: Callable[[bool, BaseException | None], None],
+    ) -> None:
+        """:meth:`_forward` in callback form: the ``coord_put`` to the first live
+        replica held in ``rounds`` (``QuorumBatch.call``: it leaves in that
+        replica's one request at the flush), the next replicas tried by
+        :class:`_Forward` only when it was certainly not reached.
+        ``done(existed, None)`` or ``done(False, error)``."""
         try:
-            self._pass_batch().call(
-                ordered[0], "coord_put", key, payload, partial(_settle, answered), partition, outer
+            partition, ordered, payload, outer = self._forward_plan(
+                key, value, expires_at, context, n, w, timeout
             )
-        except NotImplementedError:  # an app context whose batches hold no calls
-            return await self._forward_to(ordered, key, partition, payload, outer, None)
+        except Exception as exc:
+            done(False, exc)
+            return
+        forward = _Forward(self, key, partition, ordered, payload, outer, done)
         try:
-            answer = await answered
-        except ConnectionLost:
-            raise  # it may have been applied there: another try would fork it
-        except PeerUnavailable as exc:  # certainly not delivered: the next ones
-            return await self._forward_to(ordered[1:], key, partition, payload, outer, exc)
-        return answer is True
+            rounds.call(ordered[0], "coord_put", key, payload, forward, partition, outer)
+        except NotImplementedError:  # an app context whose batches hold no calls
+            forward.retry(ordered, None)
 
     def _forward_plan(
         self,
@@ -1159,24 +1186,13 @@ class KVBatch:
         expires_at: float | None,
         done: Callable[[bool, BaseException | None], None],
     ) -> None:
-        """A write this node is no replica of: its ``coord_put`` to the first live
-        replica leaves with the batch, in that replica's one request
-        (``QuorumBatch.call``); the per-key outcome and retries of
-        :meth:`KVStore._forward` (the next replica only when this one was
-        certainly not reached). ``done(existed, None)`` or ``done(False, error)``."""
+        """A write this node is no replica of: its ``coord_put`` held in the
+        batch (:meth:`KVStore._hold_forward`). ``done(existed, None)`` or
+        ``done(False, error)``."""
         store = self._store
-        try:
-            partition, ordered, payload, outer = store._forward_plan(
-                k, v, expires_at, None, None, None, store.config.timeout
-            )
-        except Exception as exc:
-            done(False, exc)
-            return
-        forward = _Forward(store, k, partition, ordered, payload, outer, done)
-        try:
-            self._rounds.call(ordered[0], "coord_put", k, payload, forward, partition, outer)
-        except NotImplementedError:  # an app context whose batches hold no calls
-            forward.retry(ordered, None)
+        store._hold_forward(
+            self._rounds, k, v, expires_at, None, None, None, store.config.timeout, done
+        )
 
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""
@@ -1208,7 +1224,7 @@ def _forward_counted(
 
 
 class _Forward:
-    """One write forwarded from a batch (:meth:`KVBatch._forward`): told the
+    """One forwarded write (:meth:`KVStore._hold_forward`): told the
     first replica's answer to its ``coord_put``; tries the next replicas one
     by one (a task, as :meth:`KVStore._forward`) only when that one was
     certainly not reached."""
