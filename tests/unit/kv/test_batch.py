@@ -384,20 +384,22 @@ async def test_calls_held_in_a_batch_answer_each_on_its_own(picky: Any) -> None:
     told: dict[bytes, tuple[Any, BaseException | None]] = {}
     before = nodes[1].transport.stats["requests_in"]
     batch = app.batch()
-    for i in range(4):
+    for i in range(16):
         key = b"c-%d" % i
         batch.call(nodes[1].id, "w", key, i, lambda v, e, k=key: told.__setitem__(k, (v, e)))
     batch.call(nodes[0].id, "w", b"here", 9, lambda v, e: told.__setitem__(b"here", (v, e)))
     assert told == {b"here": (9, None)}  # this node's command runs at once
     batch.flush()
-    await wait_for(lambda: len(told) == 5, message="every call answered")
-    assert told[b"c-0"] == (0, None)
-    assert told[b"c-2"] == (2, None)
-    assert told[b"c-3"] == (3, None)
+    await wait_for(lambda: len(told) == 17, message="every call answered")
+    for i in range(16):
+        if i != 1:
+            assert told[b"c-%d" % i] == (i, None)
     assert told[b"c-1"][0] is None
     assert isinstance(told[b"c-1"][1], InvalidRequest)
-    assert s2.seen == [b"c-0", b"c-2", b"c-3"]
-    assert nodes[1].transport.stats["requests_in"] - before <= 2  # one batch (a ping may land)
+    assert s2.seen == [b"c-%d" % i for i in range(16) if i != 1]
+    # one batch, not 16 requests (the failure detector's pings and member
+    # exchanges land meanwhile: a few, never as many as the calls)
+    assert nodes[1].transport.stats["requests_in"] - before <= 1 + 5
 
     # a replica that cannot be reached fails only the calls held for it
     net.isolate(address(3))
