@@ -475,14 +475,15 @@ async def test_concurrent_forwarded_puts_share_one_request_per_coordinator(
     a = cluster.stores[0]
     me = a.app.node_id
     ring = cluster.nodes[0].ring
-    foreign = [k for k in (b"fp-%d" % i for i in range(400)) if me not in ring.owners(k)][:60]
+    foreign = [k for k in (b"fp-%d" % i for i in range(600)) if me not in ring.owners(k)][:200]
     assert len({ring.owners(k)[0] for k in foreign}) >= 2
     await a.put_many([(k, b"first") for k in foreign])  # start-up traffic settles meanwhile
     stats = cluster.nodes[0].transport.stats
     before = stats["requests_out"]
     await asyncio.gather(*(a.put(k, b"p-" + k) for k in foreign))
-    # one request per coordinator (4 other nodes; a ping may be sent meanwhile)
-    assert stats["requests_out"] - before <= 4 + 2
+    # one request per coordinator (4 other nodes), not 200; the failure
+    # detector's pings and member exchanges go out meanwhile (a few)
+    assert stats["requests_out"] - before <= 4 + 12
     assert await cluster.stores[1].get_many(foreign) == [b"p-" + k for k in foreign]
     # delete is the same write path: it says whether a live value existed
     assert await asyncio.gather(*(a.delete(k) for k in foreign[:5])) == [True] * 5
