@@ -1,8 +1,11 @@
 """CPU per embedded KV operation, in one process: a load-insensitive A/B figure.
 
 Three nodes (``--nodes``: another count) on the in-memory network
-(``MemoryNetwork``) in this process, N=3 R=W=2, run a fixed number of
-``get`` and ``put`` operations with a fixed number outstanding; the figure
+(``MemoryNetwork``) in this process, N=3 R=W=2, in the conflict mode node
+processes run (``--conflicts``, default ``lww``: one value per key; with
+``siblings`` every blind put of the run stays a sibling, up to
+``KVConfig.max_siblings``, so each put ships and joins many values), run a
+fixed number of ``get`` and ``put`` operations with a fixed number outstanding; the figure
 is the process's CPU time (user+system) per operation. Nothing else shares
 the measured process, so a busy machine slows the run but changes its CPU
 per operation little (caches and frequency aside) -- unlike throughput over
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -63,7 +67,9 @@ PATIENT: dict[str, object] = {
 PATIENT_KV = KVConfig(sweep_interval=600.0)
 
 
-async def cluster(patient: bool = False, size: int = 3) -> tuple[list[Node], list[KVStore]]:
+async def cluster(
+    patient: bool = False, size: int = 3, conflicts: str = "lww"
+) -> tuple[list[Node], list[KVStore]]:
     net = MemoryNetwork()
     nodes = [
         Node(
@@ -79,7 +85,8 @@ async def cluster(patient: bool = False, size: int = 3) -> tuple[list[Node], lis
         )
         for i in range(1, size + 1)
     ]
-    stores = [n.register(KVStore(config=PATIENT_KV if patient else None)) for n in nodes]
+    kv = dataclasses.replace(PATIENT_KV if patient else KVConfig(), conflicts=conflicts)
+    stores = [n.register(KVStore(config=kv)) for n in nodes]
     await asyncio.gather(*(n.start() for n in nodes))
     await asyncio.gather(*(n.wait_ready(600.0 if patient else 30.0) for n in nodes))
     return nodes, stores
@@ -122,7 +129,7 @@ def callgrind_dump(name: str) -> None:
 
 
 async def main(a: argparse.Namespace) -> dict[str, float]:
-    nodes, stores = await cluster(a.patient, a.nodes)
+    nodes, stores = await cluster(a.patient, a.nodes, a.conflicts)
     try:
         await run(stores, "put", 4000, a.outstanding)  # preload and warm up
         mixes = a.mixes.split(",")
@@ -162,6 +169,13 @@ if __name__ == "__main__":
     )
     ap.add_argument(
         "--nodes", type=int, default=3, help="nodes (N=3 of them; 1: a one-node cluster)"
+    )
+    ap.add_argument(
+        "--conflicts",
+        choices=("lww", "siblings"),
+        default="lww",
+        help="the stores' conflict mode: lww, as node processes (and bench/kv.py --embedded) "
+        "run by default; siblings keeps every blind put as a sibling (up to max_siblings)",
     )
     args = ap.parse_args()
     if not (1 <= args.ops <= 1_000_000 and 1 <= args.rounds <= 20):

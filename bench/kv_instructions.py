@@ -65,6 +65,7 @@ def instructions(
     uvloop: bool = False,
     batch: int = 1,
     nodes: int = 3,
+    conflicts: str = "lww",
 ) -> int:
     """Instructions (callgrind ``Ir``) of one ``kv_cpu.py`` run in ``tree``'s interpreter;
     with ``keep``, callgrind's profile is saved there (``callgrind_annotate``)."""
@@ -90,6 +91,8 @@ def instructions(
                 str(batch),
                 "--nodes",
                 str(nodes),
+                "--conflicts",
+                conflicts,
             ]
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=900, check=False, env=tree_env(tree)
@@ -116,6 +119,12 @@ def main() -> None:
     ap.add_argument("--mixes", default="put,get")
     ap.add_argument("--batch", type=int, default=1, help="keys per put_many/get_many (per key)")
     ap.add_argument("--nodes", type=int, default=3, help="in-memory nodes (1: a one-node cluster)")
+    ap.add_argument(
+        "--conflicts",
+        choices=("lww", "siblings"),
+        default="lww",
+        help="the stores' conflict mode (kv_cpu.py --conflicts); lww is what node processes run",
+    )
     ap.add_argument("--output", default="kv_instructions")
     ap.add_argument("--keep", type=Path, help="save the windows' callgrind profiles here")
     ap.add_argument(
@@ -139,8 +148,8 @@ def main() -> None:
             order = list(trees) if r % 2 == 0 else list(reversed(trees))
             for label in order:
                 tree = trees[label]
-                lo = instructions(tree, mix, a.lo, a.keep, a.uvloop, a.batch, a.nodes)
-                hi = instructions(tree, mix, a.hi, a.keep, a.uvloop, a.batch, a.nodes)
+                lo = instructions(tree, mix, a.lo, a.keep, a.uvloop, a.batch, a.nodes, a.conflicts)
+                hi = instructions(tree, mix, a.hi, a.keep, a.uvloop, a.batch, a.nodes, a.conflicts)
                 per_op[label].append((hi - lo) / (a.hi - a.lo))
                 got = per_op[label][-1]
                 console.print(f"[dim]{label} {mix} #{r + 1}: {got:,.0f} instructions/op")
@@ -178,6 +187,7 @@ def main() -> None:
             "trees": {k: str(v) for k, v in trees.items()},
             "batch": a.batch,
             "nodes": a.nodes,
+            "conflicts": a.conflicts,
             "rows": rows,
         },
     )

@@ -75,6 +75,12 @@ handshake: a peer with another version is refused with
   ``[actor, value, expires_at, stamp, n]``, one array instead of three
   nested ones); plain writes replicate ``repl`` in it, which a node of
   protocol 6 would refuse as a malformed state.
+* 8 -- a KV state of one value with several actors' entries may travel in
+  the vector form (``[actor, value, expires_at, stamp, n, actor2, n2,
+  ...]``: the value's entry, then the other actors' counters, one array
+  instead of up to eight nested ones), in ``repl`` payloads and in quorum
+  reads' answers, which a node of protocol 7 would refuse as a malformed
+  state.
 
 Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
 asyncio, no transport); it is pure data.
@@ -150,7 +156,7 @@ __all__ = [
 ]
 
 #: Version of the peer wire protocol (see the module docstring's history).
-PROTOCOL_VERSION: Final = 7
+PROTOCOL_VERSION: Final = 8
 
 # -- operations the node answers itself ----------------------------------------
 PING: Final = "p"

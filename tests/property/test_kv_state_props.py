@@ -334,3 +334,82 @@ def test_issue_flat_of_a_new_key_with_stamp_zero() -> None:
     # the counter of a first dot is at least 1 (issue's rule), the state stays exact
     want = kst.pack(kst.issue(kst.EMPTY, None, b"v", None, 0, "n0", True, None, PRUNES[0]))
     assert kst.issue_flat(None, b"v", None, 0, "n0") == want == ("n0", b"v", None, 0, 1)
+
+
+#: Flat stored states of every form: one value (the head actor's) and up to
+#: three other actors' counters, small or near the compiled build's range.
+_COUNTER = st.one_of(st.integers(1, 40), st.sampled_from([1 << 58, 1 << 61, (1 << 63) - 1]))
+FLAT_ANY = st.tuples(
+    st.sampled_from(ACTORS),
+    st.sampled_from([b"v", None]),
+    st.sampled_from([None, T0 + 5.0]),
+    st.integers(1, 50),
+    _COUNTER,
+    st.dictionaries(st.sampled_from(ACTORS), _COUNTER, max_size=3),
+).map(
+    lambda t: kst.pack(
+        tuple(
+            sorted(
+                [(t[0], t[4], ((t[1], t[2], t[3]),))]
+                + [(a, c, ()) for a, c in t[5].items() if a != t[0]]
+            )
+        )
+    )
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    stored=FLAT_ANY,
+    writer=st.sampled_from(ACTORS),
+    value=st.sampled_from([b"x", b""]),
+    exp=st.sampled_from([None, T0 + 9.0]),
+    bump=st.one_of(st.integers(1, 45), st.sampled_from([1 << 20, 1 << 62, 1 << 63])),
+    prune=st.sampled_from(PRUNES),
+)
+def test_issue_packed_equals_issue_of_the_unpacked_state(
+    stored: Any, writer: str, value: bytes, exp: float | None, bump: int, prune: vv.PruneConfig
+) -> None:
+    # what KVReplica._issue stores and replicates directly for a plain LWW
+    # put over a flat state (any of pack's forms, the vector form included):
+    # the packed state issue() gives, or None and the general way
+    assert type(stored[0]) is str
+    current = kst.unpack(stored)
+    stamp = stored[3] + bump  # the HLC moves past the state's one stamp
+    assert stored[3] == kst.max_stamp(current)
+    args = (current, None, value, exp, stamp, writer, True, None, prune)
+    want = outcome(kst.issue, *args)
+    got = outcome(kst.issue_packed, stored, value, exp, stamp, writer, prune.small)
+    if got == ("ok", None):  # declined: the general path prunes, or a counter is large
+        actors = {e[0]: e[1] for e in current}
+        assert (
+            len(actors | {writer: 0}) > prune.small
+            or actors.get(writer, 0) >= 1 << 61
+            or (stored[3] if len(stored) == 4 else stored[4]) >= 1 << 61
+        )
+        return
+    if want[0] == "ok":
+        want = ("ok", kst.pack(want[1]))
+    assert got == want
+    if got[0] == "ok":
+        assert kst.unpack(got[1]) == outcome(reference_issue, *args)[1]
+
+
+def test_issue_packed_writes_over_another_coordinators_vector_state() -> None:
+    # the common LWW put of a key several coordinators wrote: the writer's
+    # counter moves on (jumping to the stamp from a dot-only entry), the
+    # previous value's actor keeps its counter, the form stays flat
+    stored = ("n1", b"old", None, 90, 7, "n0", 3, "n2", 4)
+    assert kst.issue_packed(stored, b"new", None, 100, "n2", 10) == (
+        "n2", b"new", None, 100, 100, "n0", 3, "n1", 7,
+    )  # fmt: skip
+    assert kst.issue_packed(stored, b"new", None, 5, "n2", 10) == (
+        "n2", b"new", None, 5, 5, "n0", 3, "n1", 7,
+    )  # fmt: skip
+    assert kst.issue_packed(stored, b"new", 9.0, 100, "n1", 10) == (
+        "n1", b"new", 9.0, 100, 8, "n0", 3, "n2", 4,
+    )  # fmt: skip
+    assert kst.issue_packed(("n1", b"v", None, 4), b"w", None, 9, "n0", 10) == (
+        "n0", b"w", None, 9, 9, "n1", 4,
+    )  # fmt: skip
+    assert kst.issue_packed(stored, b"new", None, 100, "n3", 3) is None  # 4 entries: pruned

@@ -49,8 +49,12 @@ def test_incremental_accounting_equals_sizing_both_states() -> None:
     siblings = (("a.1", 2, ((b"x" * 7, None, 1),)), ("b.2", 1, ((b"y" * 9, None, 2),)))
     two_items = (("a.1", 3, ((b"p" * 5, None, 3), (b"q" * 6, None, 2))),)
     flat5 = pack(one_entry)
+    vector = pack((("a.1", 2, ()), ("b.2", 5, ((b"z" * 12, None, 1_000_011),)), ("c.3", 1, ())))
+    vector2 = pack((("a.1", 3, ((b"z" * 3, 1.0, 1_000_013),)), ("b.2", 5, ())))
     states = [compact, pack((("b.2", 1, ((None, None, 1),)),)), one_entry, tombstone,
-              siblings, two_items, (), flat5, pack(tombstone)]  # fmt: skip
+              siblings, two_items, (), flat5, pack(tombstone), vector, vector2]  # fmt: skip
+    assert len(vector) == 9  # the vector forms are among them
+    assert len(vector2) == 7
     assert type(compact[0]) is str  # the compact forms are among them
     assert type(flat5[0]) is str
     assert len(flat5) == 5

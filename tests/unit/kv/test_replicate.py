@@ -14,7 +14,7 @@ from hypothesis import strategies as hs
 
 from peer_ring import InvalidRequest
 from peer_ring.apps.kv import _state as st
-from peer_ring.apps.kv.replica import REPLICATE, KVReplica, _decode_state
+from peer_ring.apps.kv.replica import PACKED, REPLICATE, KVReplica, _decode_state
 from peer_ring.service import Request
 from peer_ring.versions import MAX_COUNTER
 
@@ -183,6 +183,180 @@ def test_a_malformed_packed_form_is_refused(bad: object) -> None:
     with pytest.raises(InvalidRequest):
         replica.handle(Request(REPLICATE, b"k", 3, bad, "n2"))
     assert replica._parts.get(3, {}) == {}
+
+
+# -- the vector form: one value among several actors' entries (protocol 8) ------------
+
+_vector = hs.tuples(
+    _one_version,
+    hs.dictionaries(
+        hs.sampled_from(["a", "b", "c", "n1.x", "n2.y"]), hs.integers(1, 60), min_size=1
+    ),
+)
+
+
+def _vector_forms(
+    vector: tuple[tuple[str, int, object, object, int], dict[str, int]],
+) -> tuple[list[object], list[object]]:
+    """A state of one value and other actors' counters, as nested entries
+    (sorted) and in the vector form."""
+    (actor, n, value, exp, stamp), others = vector
+    others = {a: c for a, c in others.items() if a != actor}
+    nested: list[object] = [[a, c, []] for a, c in others.items()]
+    nested.append([actor, n, [[value, exp, stamp]]])
+    nested.sort(key=lambda e: e[0])  # type: ignore[index]
+    flat: list[object] = [actor, value, exp, stamp, n]
+    for a in sorted(others):
+        flat += [a, others[a]]
+    return nested, flat
+
+
+@settings(max_examples=300, deadline=None)
+@given(_vector)
+def test_the_vector_form_decodes_as_its_entries(
+    vector: tuple[tuple[str, int, object, object, int], dict[str, int]],
+) -> None:
+    nested, flat = _vector_forms(vector)
+    want = _outcome(st.decode_entries, _wire(nested))
+    assert _outcome(_decode_state, _wire(flat)) == want
+    assert _outcome(st.decode_entries, _wire(flat)) == want
+    if want[0] == "ok" and len(nested) > 1:
+        decoded = want[1]
+        packed = st.pack(decoded)
+        assert type(packed[0]) is str  # the vector form
+        assert len(packed) == len(flat)
+        assert list(packed) == _wire(flat)  # pack's, field by field
+        assert st.unpack(packed) == decoded
+        assert _decode_state(packed) == decoded  # a packed tuple of this process
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["a", b"x", None, 1, 1, "b"],  # even: not a vector form
+        ["a", b"x", None, 1, 1, "b", 2, "c"],
+        ["a", b"x", None, 1, 1, "a", 2],  # the value's actor again
+        ["a", b"x", None, 1, 1, "b", 2, "b", 3],  # repeated
+        ["a", b"x", None, 1, 1, "b", 0],
+        ["a", b"x", None, 1, 1, "b", MAX_COUNTER + 1],
+        ["a", b"x", None, 1, 1, 7, 2],
+        ["a", b"x", None, 1, 1, "b", "2"],
+        ["a", b"x", None, 1, 1, "", 2],
+        ["a", b"x", None, 1, 1, "b" * 300, 2],
+        ["a", b"x", None, 1, 0, "b", 2],  # the value's counter: not a dot
+        ["a", "str", None, 1, 1, "b", 2],
+        ["a", b"x", "soon", 1, 1, "b", 2],
+    ],
+)
+def test_a_malformed_vector_form_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidRequest):
+        st.decode_entries(bad)
+    with pytest.raises(InvalidRequest):
+        _decode_state(bad)
+    replica = _replica()
+    with pytest.raises(InvalidRequest):
+        replica.handle(Request(REPLICATE, b"k", 3, bad, "n2"))
+    assert replica._parts.get(3, {}) == {}
+
+
+def test_repl_of_a_newer_vector_state_replaces_the_flat_one_in_place() -> None:
+    """The LWW put of a key that several coordinators wrote: the fast path
+    stores the wire's fields over what the new state supersedes, and leaves
+    what it does not supersede to the general join."""
+    r = _replica()
+    first = ["n2.y", b"a", None, 70, 7, "n1.x", 3]
+    assert r._replicate_vector(3, b"k", _wire(first))  # nothing stored: kept as is
+    assert r._parts[3][b"k"] == ("n2.y", b"a", None, 70, 7, "n1.x", 3)
+    # n1.x writes over it: its counter moves on, n2.y's value is superseded
+    newer = ["n1.x", b"b", 9.5, 80, 4, "n2.y", 7, "n3.z", 1]
+    assert r._replicate_vector(3, b"k", _wire(newer))
+    assert r._parts[3][b"k"] == ("n1.x", b"b", 9.5, 80, 4, "n2.y", 7, "n3.z", 1)
+    assert b"k" in r._mortal[3]  # it expires: a sweep candidate
+    assert r._replicate_vector(3, b"k", _wire(newer))  # again: unchanged
+    # the older state, and one that has not seen n3.z's dot: the general path
+    assert not r._replicate_vector(3, b"k", _wire(first))
+    assert not r._replicate_vector(3, b"k", _wire(["n2.y", b"c", None, 90, 8, "n1.x", 4]))
+    r.handle(Request(REPLICATE, b"k", 3, _wire(first), "n2"))
+    assert r._parts[3][b"k"] == ("n1.x", b"b", 9.5, 80, 4, "n2.y", 7, "n3.z", 1)
+
+
+def test_unsorted_vector_pairs_are_sorted_as_decode_entries_does() -> None:
+    wire = ["b", b"x", None, 9, 2, "c", 2, "a", 3]
+    assert _decode_state(wire) == st.decode_entries(wire)
+    assert [e[0] for e in _decode_state(wire)] == ["a", "b", "c"]
+
+
+_small_vector = hs.tuples(
+    hs.tuples(
+        hs.sampled_from(["a", "b", "c"]),
+        hs.integers(1, 6),
+        hs.one_of(hs.none(), hs.just(b"v")),
+        hs.one_of(hs.none(), hs.just(5.0)),
+        hs.integers(0, 7),
+    ),
+    hs.dictionaries(hs.sampled_from(["a", "b", "c"]), hs.integers(1, 6), min_size=1),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_small_vector, hs.one_of(_small_vector, hs.tuples(_small_vector, hs.just(None))))
+def test_the_in_place_supersedes_equals_the_entries_one(
+    a: tuple[tuple[str, int, object, object, int], dict[str, int]], b: object
+) -> None:
+    """``repl``'s fast path takes a vector form over a stored flat state --
+    any of pack's forms -- exactly when ``_state.supersedes`` of their
+    ``Entries`` holds, read in place (small counters and few actors: equal
+    counters, the case that decides, are frequent)."""
+    nested_a, flat_a = _vector_forms(a)
+    if len(nested_a) < 2:
+        return
+    if isinstance(b, tuple) and len(b) == 2 and b[1] is None:  # one version of one actor
+        (actor, n, value, exp, stamp), _ = b[0]  # type: ignore[misc]
+        nested_b: list[object] = [[actor, n, [[value, exp, stamp]]]]
+    else:
+        nested_b, _ = _vector_forms(b)  # type: ignore[arg-type]
+    entries_a = st.decode_entries(_wire(nested_a))
+    entries_b = st.decode_entries(_wire(nested_b))
+    r = _replica()
+    r._parts[3] = {b"k": st.pack(entries_b)}
+    assert type(r._parts[3][b"k"][0]) is str  # a flat form
+    taken = r._replicate_vector(3, b"k", _wire(flat_a))
+    assert taken == st.supersedes(entries_a, entries_b)
+    if taken:
+        assert st.unpack(r._parts[3][b"k"]) == entries_a
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hs.lists(hs.tuples(hs.one_of(_vector, _small_vector), hs.booleans()), min_size=1, max_size=6),
+    hs.booleans(),
+)
+def test_repl_of_vector_forms_stores_what_merge_of_their_entries_stores(
+    writes: list[tuple[tuple[tuple[str, int, object, object, int], dict[str, int]], bool]],
+    lru: bool,
+) -> None:
+    """The same states sent nested to one replica (merge) and in the vector
+    form to another (repl), in either mode: the same stored states, memory,
+    sweep candidates and LRU order; and a replica answers a peer's packed
+    read with the stored form, which decodes to the same entries."""
+    make = _lru_replica if lru else _replica
+    by_merge, by_repl = make(), make()
+    for vector, lww in writes:
+        by_merge._lww = by_repl._lww = lww
+        nested, flat = _vector_forms(vector)
+        try:
+            st.decode_entries(_wire(nested))
+        except InvalidRequest:
+            continue
+        by_merge.handle(Request("merge", b"k", 3, _wire(nested), "n2"))
+        assert by_repl.handle(Request(REPLICATE, b"k", 3, _wire(flat), "n2")) is None
+        assert by_repl._parts.get(3) == by_merge._parts.get(3)
+        assert by_repl._mortal == by_merge._mortal
+        assert by_repl.memory.used == by_merge.memory.used
+        assert list(by_repl.memory.lru or ()) == list(by_merge.memory.lru or ())
+        by_merge.handle(Request("get", b"k", 3, PACKED, "n2"))  # a read touches the LRU
+        answer = by_repl.handle(Request("get", b"k", 3, PACKED, "n2"))
+        assert _decode_state(_wire(answer)) == st.unpack(by_merge._parts[3][b"k"])
 
 
 def _lru_replica() -> KVReplica:

@@ -111,8 +111,22 @@ def test_pack_is_compact_for_one_value_and_inverse_of_unpack() -> None:
     assert type(flat[0]) is str
     assert st.unpack(flat) == again
     two = blind_writes((b"x", None, stamp(T0)), (b"y", 9.0, stamp(T0 + 1)))
-    assert st.pack(two) is two
+    assert st.pack(two) is two  # siblings stay Entries
     assert st.unpack(st.pack(two)) == two
+    # one value among several actors' entries (an LWW key that several
+    # coordinators wrote): the vector form, the others' counters after the value
+    lww = vv.lww(vv.DVVSet(two), st.stamp_of).entries
+    assert [len(e[2]) for e in lww] == [0, 1]
+    vector = st.pack(lww)
+    assert vector == ("actor1", b"y", 9.0, stamp(T0 + 1), lww[1][1], "actor0", lww[0][1])
+    assert st.unpack(vector) == lww
+    many = (("a", 3, ()), ("b", 4, ()), ("c", 9, ((b"v", None, 77),)), ("d", 2, ()))
+    assert st.pack(many) == ("c", b"v", None, 77, 9, "a", 3, "b", 4, "d", 2)
+    assert st.unpack(st.pack(many)) == many
+    dots_only = (("a", 3, ()), ("b", 4, ()))
+    assert st.pack(dots_only) is dots_only
+    wide = tuple((f"a{i:02}", 1, ((b"v", None, 5),) if i == 0 else ()) for i in range(17))
+    assert st.pack(wide) is wide  # more than VECTOR_MAX entries: Entries
     assert st.unpack(st.pack(st.EMPTY)) == st.EMPTY
 
 
@@ -129,6 +143,8 @@ def test_live_value_is_the_live_items_value_of_every_stored_form() -> None:
     states.append(blind_writes(value, (b"newer", None, stamp(T0 + 1))))
     states.append(blind_writes(value, (None, None, stamp(T0 + 1))))
     states.append(blind_writes((b"newer", T0 + 5, stamp(T0 + 1)), value))
+    for two in states[-3:]:  # collapsed to their LWW winner: the vector form
+        states.append(vv.lww(vv.DVVSet(two), st.stamp_of).entries)
     packed = 0
     for entries in states:
         stored = st.pack(entries)
@@ -136,4 +152,4 @@ def test_live_value_is_the_live_items_value_of_every_stored_form() -> None:
         for now in (T0, T0 + 4.9, T0 + 5, T0 + 6):
             item = st.live_item(entries, now)
             assert st.live_value(stored, now) == (None if item is None else item[0])
-    assert packed == 6  # every one-version state packs (4- or 5-tuple)
+    assert packed == 9  # every one-value state packs (4-, 5-tuple or the vector form)

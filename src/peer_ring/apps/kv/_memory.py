@@ -56,6 +56,9 @@ _COMPACT: Final = 120
 #: The 5-tuple compact state (``..., stamp, counter``): a tuple slot and the
 #: counter's int more.
 _COUNTER: Final = 40
+#: The vector form's ``(actor, counter)`` pair: two tuple slots and the
+#: counter's int (actor ids are interned, shared by every key).
+_PAIR: Final = 48
 #: Per ``(actor, counter, items)`` entry and per ``(value, expires_at, stamp)`` item.
 _ENTRY: Final = 100
 _ITEM: Final = 110
@@ -68,10 +71,11 @@ def state_size(stored: Stored) -> int:
     s: tuple[Any, ...] = stored
     if s and type(s[0]) is str:
         value = s[1]
+        size = len(s)
         return (
             _COMPACT
             + (len(value) if type(value) is bytes else 0)
-            + (_COUNTER if len(s) == 5 else 0)
+            + (0 if size == 4 else _COUNTER + _PAIR * ((size - 5) >> 1))
         )
     total = 56 + _ENTRY * len(s)
     for entry in s:

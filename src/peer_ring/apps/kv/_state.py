@@ -98,9 +98,10 @@ def decode_entries(obj: Any) -> Entries:
 
     ``None`` is the empty state. A tuple is trusted as produced by this
     process (the coordinator's own replica answers without encoding). A
-    state of one version may come in its packed form (:func:`pack`, as a
+    state of one value may come in its packed form (:func:`pack`, as a
     list or a tuple): ``[actor, value, expires_at, n]`` or ``[actor, value,
-    expires_at, stamp, n]``.
+    expires_at, stamp, n]`` (protocol 7), or the vector form ``[actor,
+    value, expires_at, stamp, n, actor2, n2, ...]`` (protocol 8).
     """
     if obj is None:
         return EMPTY
@@ -111,6 +112,12 @@ def decode_entries(obj: Any) -> Entries:
     if (len(obj) == 4 or len(obj) == 5) and type(obj[0]) is str:
         # the packed form of one version (see :func:`pack`): its entries
         obj = [[obj[0], obj[-1], [[obj[1], obj[2], obj[3]]]]]
+    elif len(obj) >= 7 and len(obj) & 1 and type(obj[0]) is str:
+        # the vector form (see :func:`pack`): the value's entry, then the others'
+        wire = obj
+        obj = [[wire[0], wire[4], [[wire[1], wire[2], wire[3]]]]]
+        for i in range(5, len(wire), 2):
+            obj.append([wire[i], wire[i + 1], []])
     out: list[tuple[str, int, tuple[Item, ...]]] = []
     for entry in obj:
         if type(entry) is not list or len(entry) != 3:
@@ -334,27 +341,44 @@ def compact(entries: Entries, max_siblings: int | None) -> Entries:
     return tuple(out) if changed else entries
 
 
-#: How a replica keeps a state in memory: ``Entries``, or -- for the common
-#: state of one value written by one actor -- a flat tuple: ``(actor, value,
-#: expires_at, stamp)`` when the actor's counter equals the value's stamp (its
-#: first write of the key), ``(actor, value, expires_at, stamp, counter)``
-#: otherwise (a key it overwrote). About 150 bytes less per key, and one
-#: tuple of atomic items instead of four nested tuples, which matters to the
-#: garbage collector: a young collection untracks a tuple only when its items
-#: are already untracked, and it reaches nested tuples outermost first, so
-#: the ``Entries`` of a write stay tracked for four collections (surviving
-#: into the old generations that the flat tuple, untracked by its first
+#: How a replica keeps a state in memory: ``Entries``, or -- for a state of
+#: one value -- a flat tuple of atomic items:
+#:
+#: * ``(actor, value, expires_at, stamp)`` -- the value is ``actor``'s, the
+#:   only entry, and its counter equals the value's stamp (its first write);
+#: * ``(actor, value, expires_at, stamp, counter)`` -- likewise, another
+#:   counter (a key it overwrote);
+#: * ``(actor, value, expires_at, stamp, counter, actor2, counter2, ...)``
+#:   -- the *vector form*: the value is ``actor``'s, and the other actors'
+#:   entries, which hold no value (dots seen and superseded), follow as
+#:   ``(actor, counter)`` pairs in actor order (odd length, at least 7). The
+#:   usual state of a last-writer-wins key that several coordinators wrote.
+#:
+#: About 150 bytes less per key, and one tuple of atomic items instead of
+#: four to eight nested tuples, which matters to the garbage collector: a
+#: young collection untracks a tuple only when its items are already
+#: untracked, and it reaches nested tuples outermost first, so the
+#: ``Entries`` of a write stay tracked for four collections (surviving into
+#: the old generations that the flat tuple, untracked by its first
 #: collection, never reaches). :func:`pack` / :func:`unpack` convert; they
-#: are inverse on every state.
+#: are inverse on every state. The flat forms travel as they are, as msgpack
+#: arrays (one array instead of nested ones: protocol 7 for the first two,
+#: 8 for the vector form; :func:`decode_entries` reads them).
 Stored = (
     Entries
     | tuple[str, bytes | None, float | None, int]
     | tuple[str, bytes | None, float | None, int, int]
+    | tuple[Any, ...]
 )
 
+#: Most entries the vector form packs (more: the state stays ``Entries``;
+#: clocks are pruned from ``PruneConfig.small`` entries on, 10 by default).
+VECTOR_MAX: Final = 16
 
-def pack(entries: Entries) -> Stored:
-    """The compact in-memory form of ``entries`` (itself when not compactable)."""
+
+def pack(entries: Stored) -> Stored:
+    """The compact in-memory form of ``entries`` (itself when not compactable,
+    or when already in a flat form)."""
     es: tuple[Any, ...] = entries
     if len(es) == 1:
         e: tuple[Any, ...] = es[0]
@@ -365,7 +389,27 @@ def pack(entries: Entries) -> Stored:
             if item[2] == n:
                 return cast(_Tuple, (e[0], item[0], item[1], n))
             return cast(_Tuple, (e[0], item[0], item[1], item[2], n))
-    return entries
+        return entries
+    if not 1 < len(es) <= VECTOR_MAX or type(es[0]) is str:
+        return entries
+    head: tuple[Any, ...] | None = None
+    for entry in es:
+        e = entry
+        vals = e[2]
+        if vals:
+            if head is not None or len(vals) != 1:
+                return entries  # siblings: Entries
+            head = e
+    if head is None:
+        return entries  # no value at all (dots only): rare, kept as is
+    one: tuple[Any, ...] = head[2][0]
+    out: list[Any] = [head[0], one[0], one[1], one[2], head[1]]
+    for entry in es:
+        e = entry
+        if e is not head:
+            out.append(e[0])
+            out.append(e[1])
+    return tuple(out)
 
 
 def unpack(stored: Stored) -> Entries:
@@ -377,8 +421,28 @@ def unpack(stored: Stored) -> Entries:
             item = cast(_Tuple, (s[1], s[2], n))
             return cast(_Tuple, ((s[0], n, (item,)),))
         item5 = cast(_Tuple, (s[1], s[2], s[3]))
-        return cast(_Tuple, ((s[0], s[4], (item5,)),))
+        if len(s) == 5:
+            return cast(_Tuple, ((s[0], s[4], (item5,)),))
+        return _unpack_vector(s, item5)
     return stored  # type: ignore[return-value]
+
+
+def _unpack_vector(s: tuple[Any, ...], item: tuple[Any, ...]) -> Entries:
+    """:func:`unpack` of the vector form: the value's entry placed in actor order."""
+    actor: str = s[0]
+    mine = cast(_Tuple, (actor, s[4], (item,)))
+    out: list[Any] = []
+    placed = False
+    for i in range(5, len(s), 2):
+        a: str = s[i]
+        if not placed and actor < a:
+            out.append(mine)
+            placed = True
+        out.append(cast(_Tuple, (a, s[i + 1], ())))
+    if not placed:
+        out.append(mine)
+    entries: tuple[Any, ...] = tuple(out)
+    return entries
 
 
 # -- the write path: a coordinator's new version, a replica's join ---------------
@@ -480,12 +544,13 @@ def issue(
 
 def flat_top(stored: Stored | None, actor: str) -> int:
     """The largest stamp of ``stored`` when :func:`issue_flat` can write over
-    it -- no state, or the flat state of one value by ``actor`` whose counter
-    is in the compiled build's small range -- else -1 (take :func:`issue`)."""
+    it -- no state, or the flat state of one value by ``actor`` alone (not the
+    vector form) whose counter is in the compiled build's small range -- else
+    -1 (take :func:`issue`)."""
     if stored is None:
         return 0
     s: tuple[Any, ...] = stored
-    if not s or type(s[0]) is not str or s[0] != actor:
+    if not s or type(s[0]) is not str or s[0] != actor or len(s) > 5:
         return -1
     n: int = s[3] if len(s) == 4 else s[4]
     if n >= _SMALL:
@@ -522,6 +587,69 @@ def issue_flat(
     else:
         out = cast(_Tuple, (actor, value, exp, s, c))
     return out
+
+
+def issue_packed(
+    stored: Stored, value: bytes | None, exp: float | None, stamp: int, actor: str, small: int
+) -> Stored | None:
+    """``pack(issue(unpack(stored), None, value, exp, stamp, actor, True, ...,
+    prune))`` -- a last-writer-wins write with no context -- for a ``stored``
+    state in a flat form (any of :func:`pack`'s), built from its fields: the
+    writer's counter moves on, every other actor's stays and its value is
+    dropped. ``stamp`` is above the state's (its HLC after ``stored[3]``).
+    None when the state would be pruned (more than ``small`` entries, the
+    general path prunes them) or a counter is out of the compiled build's
+    small range; raises where :func:`issue` raises."""
+    if stamp >= _SMALL and stamp > MAX_COUNTER:
+        raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
+    s: tuple[Any, ...] = stored
+    size = len(s)
+    head: str = s[0]
+    n_head: int = s[3] if size == 4 else s[4]
+    if n_head >= _SMALL:
+        return None
+    st_obj: Any = stamp
+    c: Any = -1  # the writer's new counter (-1: not yet known)
+    out: list[Any] = [actor, value, exp, st_obj, None]  # the counter set below
+    if head == actor:
+        c = n_head + 1  # its entry holds the value: the dots stay contiguous
+    i = 5
+    while True:
+        # the next actor in order: the head, where it falls among the pairs
+        a: str
+        m: Any
+        if head != "" and (i >= size or head < s[i]):
+            a = head
+            m = s[3] if size == 4 else s[4]
+            head = ""
+        elif i < size:
+            a = s[i]
+            m = s[i + 1]
+            i += 2
+        else:
+            break
+        if a == actor:
+            if c == -1:  # an entry with no value: jump to the stamp when above n + 1
+                n: int = m
+                if n >= _SMALL:
+                    return None
+                c = n + 1 if stamp <= n + 1 else st_obj
+            continue
+        out.append(a)
+        out.append(m)
+    if c == -1:  # the writer's first dot of the key
+        c = st_obj if stamp > 1 else 1
+    if (len(out) - 3) >> 1 > small:
+        return None  # prune: the general path
+    one: tuple[Any, ...]
+    if len(out) == 5:  # the writer's entry alone
+        if c == stamp:
+            one = cast(_Tuple, (actor, value, exp, c))
+        else:
+            one = cast(_Tuple, (actor, value, exp, st_obj, c))
+        return one
+    out[4] = c
+    return tuple(out)
 
 
 def _update(

@@ -157,6 +157,9 @@ _Tuple = tuple[Any, ...]
 MergeFunction = Callable[[list[bytes]], bytes]
 
 _MODES: Final = ("siblings", "lww")
+#: Longest stored flat state ``repl``'s vector fast path matches actor by actor
+#: (eight actors); a longer one is joined the general way.
+_MATCH_MAX: Final = 5 + 2 * 7
 _SCAN_FIRST_BATCH: Final = 8
 _SCAN_MAX_BATCH: Final = 256
 #: Keys a digest-index refresh handles per loop pass (~0.1-0.3 ms unchanged,
@@ -502,10 +505,13 @@ class KVReplica(Service):
                             )
                         ):
                             return
-            elif (len(wire) == 4 or len(wire) == 5) and self._replicate_version(
-                partition, key, wire[0], wire[1], wire[2], wire[3], wire[-1]
-            ):
-                return
+            elif len(wire) == 4 or len(wire) == 5:
+                if self._replicate_version(
+                    partition, key, wire[0], wire[1], wire[2], wire[3], wire[-1]
+                ):
+                    return
+            elif len(wire) >= 7 and len(wire) & 1 and self._replicate_vector(partition, key, wire):
+                return  # the vector form
         incoming = _decode_state(payload)
         part = self._part(partition)
         stored = part.get(key)
@@ -560,8 +566,8 @@ class KVReplica(Service):
         else:
             s: tuple[Any, ...] = old
             name = s[0] if s else None
-            if type(name) is not str or name != actor:
-                return False  # Entries, or another actor's version: join them
+            if type(name) is not str or name != actor or len(s) > 5:
+                return False  # Entries, another actor's version or several: join them
             current: int = s[3] if len(s) == 4 else s[4]
             if n < current:
                 return False  # an older write than ours: join them
@@ -573,6 +579,138 @@ class KVReplica(Service):
             new = cast(_Tuple, (name, value, exp, stamp_obj, n_obj))
         if same_dot and new == old:
             return True  # the same version again (a retry, a repair): unchanged
+        self._keep_flat(partition, part, key, old, new, value, exp)
+        return True
+
+    def _replicate_vector(self, partition: int, key: bytes, wire: list[Any]) -> bool:
+        """``repl`` of a state in the vector form (``_state.pack``: one value,
+        ``wire[0]``'s, and other actors' counters, as the wire decoded it) when
+        the key holds nothing or a flat state (any of ``pack``'s forms) that it
+        supersedes -- a newer write of the key, the replicated LWW put of a key
+        several coordinators wrote: stored as the wire has it, with no
+        ``Entries`` decoded, joined or packed. That is what the general path
+        stores: ``join`` answers the incoming state itself when it supersedes
+        the stored one, and a state of one value settles to itself. False,
+        with nothing done, for any other case or an unusual field (unsorted
+        actors, an int expiry, a value out of range...): the general path
+        decides, or raises its error.
+
+        One pass over the wire's actors checks them, finds each among the
+        stored state's (whose actor id object it reuses: interned, with no
+        hash of the new string) and tests ``_state.supersedes`` on the way:
+        every stored actor is among the wire's with a counter no larger, and
+        the wire's value is not a dot the stored state counts but no longer
+        holds."""
+        actor = wire[0]
+        value = wire[1]
+        exp = wire[2]
+        stamp_obj = wire[3]
+        n_obj = wire[4]
+        if type(actor) is not str or type(n_obj) is not int or type(stamp_obj) is not int:
+            return False
+        if (value is not None and type(value) is not bytes) or (
+            exp is not None and type(exp) is not float
+        ):
+            return False
+        n: int = n_obj
+        stamp: int = stamp_obj
+        # ``x >> 63 == 0`` for ``0 <= x <= MAX_COUNTER``: no compare with a big constant
+        if n < 1 or n >> 63 or stamp < 0 or stamp >> 63:
+            return False
+        if not actor or len(actor) > vv.MAX_ACTOR_LEN:
+            return False
+        parts = self._parts
+        part = parts.get(partition)
+        if part is None:
+            part = parts[partition] = {}
+        old = part.get(key)
+        s: tuple[Any, ...] = ()
+        if old is not None:
+            s = old
+            if not s or type(s[0]) is not str or len(s) > _MATCH_MAX:
+                return False  # Entries (siblings, dots only), or many actors: join them
+        b_size = len(s)
+        b_head: Any = s[0] if b_size else None
+        matched = 0
+        changed = old is None  # certainly not the stored state again
+        out: list[Any] = [actor, value, exp, stamp_obj, n_obj]
+        size = len(wire)
+        last = ""
+        k = 0
+        while True:
+            a: Any
+            c_obj: Any
+            first = k == 0
+            if first:  # the value's actor first (checked above)
+                a = actor
+                c_obj = n_obj
+                k = 5
+            elif k < size:
+                a = wire[k]
+                c_obj = wire[k + 1]
+                k += 2
+                if type(a) is not str or type(c_obj) is not int:
+                    return False
+                c: int = c_obj
+                if not last < a or a == actor or len(a) > vv.MAX_ACTOR_LEN or c < 1 or c >> 63:
+                    return False  # unsorted, repeated, too long or out of range
+                last = a
+            else:
+                break
+            name: Any = None
+            if b_size:
+                n_b: Any = -1
+                if a == b_head:
+                    name = b_head
+                    n_b = s[3] if b_size == 4 else s[4]
+                else:
+                    j = 5
+                    while j < b_size:
+                        x = s[j]
+                        if a == x:
+                            name = x
+                            n_b = s[j + 1]
+                            break
+                        j += 2
+                    if name is not None and first and n_b == n_obj:
+                        return False  # the stored state saw our value and holds another
+                if name is not None:
+                    matched += 1
+                    mine: int = c_obj
+                    theirs: int = n_b
+                    if mine < theirs:
+                        return False  # the stored state saw a dot we have not
+                    if mine > theirs:
+                        changed = True
+                else:
+                    changed = True
+            if name is None:
+                name = _interned(a)
+            if first:
+                out[0] = name
+            else:
+                out.append(name)
+                out.append(c_obj)
+        if matched != (1 if b_size < 7 else (b_size - 3) >> 1) and b_size:
+            return False  # the stored state has an actor the wire has not seen
+        new: tuple[Any, ...] = tuple(out)
+        if not changed and new == old:
+            return True  # the same state again (a retry, a repair): unchanged
+        self._keep_flat(partition, part, key, old, new, value, exp)
+        return True
+
+    def _keep_flat(
+        self,
+        partition: int,
+        part: dict[bytes, Stored],
+        key: bytes,
+        old: Stored | None,
+        new: tuple[Any, ...],
+        value: Any,
+        exp: Any,
+    ) -> None:
+        """Store the flat state ``new`` of one value (``value``, expiring at
+        ``exp``) over ``old``: memory, LRU and sweep bookkeeping as ``_store``."""
         memory = self.memory
         memory.stored(key, old, new)
         part[key] = new
@@ -582,12 +720,11 @@ class KVReplica(Service):
                 memory.touch(key, partition)
             else:
                 lru.pop(key, None)
-        if value is None or exp is not None:  # _state.mortal of one version
+        if value is None or exp is not None:  # _state.mortal of one value
             cands = self._mortal.get(partition)
             if cands is None:
                 cands = self._mortal[partition] = set()
             cands.add(key)
-        return True
 
     def _join_into(
         self,
@@ -639,14 +776,33 @@ class KVReplica(Service):
         exp: float | None,
         ctx: vv.Context | None,
         want_existed: bool = True,
-    ) -> tuple[bool, Entries]:
+    ) -> tuple[bool, Stored]:
         """Store the new version on this replica; return (a live value was
         there, the new state to replicate). With ``want_existed=False`` (a
-        plain SET, whose reply does not say) the first is not computed: False."""
+        plain SET, whose reply does not say) the first is not computed: False;
+        and a plain LWW put's state comes in the flat form it is stored in
+        (``_state.pack``'s, as ``repl`` sends it), any other as ``Entries``."""
         if value is not None and self.memory.full:
             self._make_room(key)
         part = self._part(partition)
         stored = part.get(key)
+        if ctx is None and not want_existed and self._lww and value is not None:
+            # a plain LWW put over a flat state: built from its fields, stored
+            # and replicated in that form (st.issue_packed, equal to the below)
+            s: tuple[Any, ...] = EMPTY if stored is None else stored
+            if not s or type(s[0]) is str:
+                hlc = self._hlc
+                assert hlc is not None
+                new: Stored | None
+                if not s:
+                    new = st.issue_flat(None, value, exp, hlc.after_int(0), self._actor)
+                else:
+                    new = st.issue_packed(
+                        s, value, exp, hlc.after_int(s[3]), self._actor, self.config.prune.small
+                    )
+                if new is not None:
+                    self._keep_flat(partition, part, key, stored, new, value, exp)
+                    return False, new
         current = EMPTY if stored is None else unpack(stored)
         if value is None and ctx is None:  # a blind delete removes what this replica holds
             ctx = st.context(current)
@@ -757,7 +913,7 @@ class KVReplica(Service):
         self,
         partition: int,
         key: bytes,
-        entries: Entries,
+        entries: Stored,
         n: int | None,
         w: int,
         timeout: float | None,
@@ -1100,8 +1256,11 @@ def _decode_state(obj: Any) -> Entries:
         one = _decode_one(obj[0])
         if one is not None:
             return one
-    elif (len(obj) == 4 or len(obj) == 5) and type(obj[0]) is str:
-        return _decode_flat(obj)
+    elif obj and type(obj[0]) is str:
+        if len(obj) == 4 or len(obj) == 5:
+            return _decode_flat(obj)
+        if len(obj) >= 7 and len(obj) & 1:
+            return _decode_vector(obj)
     # lists of Any, tuples of the objects as decoded (``fields[1]``,
     # ``item[2]``: Any, where a name checked with ``type(x) is int`` is an int
     # to mypy): the compiled build packs them as they are, where as Entries'
@@ -1150,6 +1309,46 @@ def _decode_flat(wire: list[Any]) -> Entries:
             item = _decode_item([wire[1], wire[2], wire[3]], n, fields, True)
             if item is not None:
                 return cast(tuple[Any, ...], ((_interned(actor), n_obj, (item,)),))
+    return st.decode_entries(wire)  # decoded the general way, or its error
+
+
+def _decode_vector(wire: list[Any]) -> Entries:
+    """:func:`_decode_state` of a state in the vector form (``_state.pack``:
+    ``[actor, value, expires_at, stamp, n, actor2, n2, ...]``, the other
+    actors in order): its ``Entries``, the value's entry in actor order."""
+    actor = wire[0]
+    n_obj = wire[4]
+    if type(actor) is str and type(n_obj) is int:
+        n: int = n_obj
+        if 0 < len(actor) <= vv.MAX_ACTOR_LEN and n > 0 and not n >> 63:
+            fields = [actor, n_obj, None]
+            item = _decode_item([wire[1], wire[2], wire[3]], n, fields, False)
+            if item is not None:
+                mine = cast(tuple[Any, ...], (_interned(actor), n_obj, (item,)))
+                out: list[Any] = []
+                placed = False
+                last = ""
+                i = 5
+                while i < len(wire):
+                    a = wire[i]
+                    c_obj = wire[i + 1]
+                    if type(a) is not str or type(c_obj) is not int:
+                        break
+                    c: int = c_obj
+                    # unsorted, repeated, too long or out of range: decode_entries says
+                    if not last < a or a == actor or len(a) > vv.MAX_ACTOR_LEN or c < 1 or c >> 63:
+                        break
+                    last = a
+                    if not placed and actor < a:
+                        out.append(mine)
+                        placed = True
+                    out.append(cast(tuple[Any, ...], (_interned(a), c_obj, ())))
+                    i += 2
+                if i >= len(wire):
+                    if not placed:
+                        out.append(mine)
+                    entries: tuple[Any, ...] = tuple(out)
+                    return entries
     return st.decode_entries(wire)  # decoded the general way, or its error
 
 

@@ -104,7 +104,7 @@ class KVStore(KVReplica):
         self,
         partition: int,
         key: bytes,
-        entries: Entries,
+        entries: st.Stored,
         n: int | None,
         w: int,
         timeout: float | None,
@@ -566,7 +566,7 @@ class KVStore(KVReplica):
         w: int | None,
         want_existed: bool = True,
         partition: int = -1,
-    ) -> tuple[int, Entries, bool, int] | None:
+    ) -> tuple[int, st.Stored, bool, int] | None:
         """The write path's first half, shared by every write: validate, and when
         this node is a replica of the key ready to coordinate, issue the new
         version here. Returns ``(partition, state to replicate, a live value
@@ -1398,8 +1398,8 @@ def _same_state(first: Any, answer: Any) -> bool:
     mine: tuple[Any, ...] = first
     theirs: list[Any] = answer
     if len(mine) != len(theirs):
-        if len(mine) == 1 and (len(theirs) == 4 or len(theirs) == 5):
-            return _same_packed(mine, theirs)  # a peer's answer in the packed form
+        if len(theirs) >= 4 and type(theirs[0]) is str:
+            return _same_packed(mine, theirs)  # a peer's answer in a packed form
         return False
     for k in range(len(mine)):
         entry: tuple[Any, ...] = mine[k]
