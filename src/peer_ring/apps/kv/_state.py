@@ -618,12 +618,13 @@ def issue_packed(
         # the next actor in order: the head, where it falls among the pairs
         a: str
         m: Any
-        if head != "" and (i >= size or head < s[i]):
+        nxt: str = s[i] if i < size else ""
+        if head != "" and (i >= size or head < nxt):
             a = head
             m = s[3] if size == 4 else s[4]
             head = ""
         elif i < size:
-            a = s[i]
+            a = nxt
             m = s[i + 1]
             i += 2
         else:

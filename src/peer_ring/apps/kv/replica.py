@@ -630,7 +630,7 @@ class KVReplica(Service):
             if not s or type(s[0]) is not str or len(s) > _MATCH_MAX:
                 return False  # Entries (siblings, dots only), or many actors: join them
         b_size = len(s)
-        b_head: Any = s[0] if b_size else None
+        b_head: str = s[0] if b_size else ""
         matched = 0
         changed = old is None  # certainly not the stored state again
         out: list[Any] = [actor, value, exp, stamp_obj, n_obj]
@@ -638,20 +638,23 @@ class KVReplica(Service):
         last = ""
         k = 0
         while True:
-            a: Any
+            a: str
             c_obj: Any
+            c: int
             first = k == 0
             if first:  # the value's actor first (checked above)
                 a = actor
                 c_obj = n_obj
+                c = n
                 k = 5
             elif k < size:
-                a = wire[k]
+                a_obj = wire[k]
                 c_obj = wire[k + 1]
                 k += 2
-                if type(a) is not str or type(c_obj) is not int:
+                if type(a_obj) is not str or type(c_obj) is not int:
                     return False
-                c: int = c_obj
+                a = a_obj
+                c = c_obj
                 if not last < a or a == actor or len(a) > vv.MAX_ACTOR_LEN or c < 1 or c >> 63:
                     return False  # unsorted, repeated, too long or out of range
                 last = a
@@ -659,28 +662,26 @@ class KVReplica(Service):
                 break
             name: Any = None
             if b_size:
-                n_b: Any = -1
+                n_b = -1
                 if a == b_head:
                     name = b_head
                     n_b = s[3] if b_size == 4 else s[4]
                 else:
                     j = 5
                     while j < b_size:
-                        x = s[j]
+                        x: str = s[j]
                         if a == x:
                             name = x
                             n_b = s[j + 1]
                             break
                         j += 2
-                    if name is not None and first and n_b == n_obj:
+                    if name is not None and first and n_b == n:
                         return False  # the stored state saw our value and holds another
                 if name is not None:
                     matched += 1
-                    mine: int = c_obj
-                    theirs: int = n_b
-                    if mine < theirs:
+                    if c < n_b:
                         return False  # the stored state saw a dot we have not
-                    if mine > theirs:
+                    if c > n_b:
                         changed = True
                 else:
                     changed = True
