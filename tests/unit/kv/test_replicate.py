@@ -280,6 +280,31 @@ def test_repl_of_a_newer_vector_state_replaces_the_flat_one_in_place() -> None:
     assert r._parts[3][b"k"] == ("n1.x", b"b", 9.5, 80, 4, "n2.y", 7, "n3.z", 1)
 
 
+def test_a_state_of_more_entries_than_the_vector_form_packs_keeps_one_form() -> None:
+    """Past ``VECTOR_MAX`` entries a state stays ``Entries`` on every path: the
+    coordinator's issue (with a prune threshold above it), ``repl`` of a long
+    vector from a peer, and ``merge`` of the same state nested."""
+    from peer_ring import versions as vv
+
+    actors = [f"n{i:02d}" for i in range(st.VECTOR_MAX + 1)]
+    full = tuple((a, 3, ((b"v", None, 50),) if a == "n01" else ()) for a in actors[1:])
+    stored = st.pack(full)
+    assert type(stored[0]) is str  # VECTOR_MAX entries: still the vector form
+    prune = vv.PruneConfig(small=st.VECTOR_MAX + 4, big=50)
+    issued = st.issue(st.unpack(stored), None, b"x", None, 100, "n00", True, None, prune)
+    assert len(issued) == st.VECTOR_MAX + 1
+    assert st.pack(issued) is issued  # Entries
+    assert st.issue_packed(stored, b"x", None, 100, "n00", prune.small) is None  # the general way
+    long_wire = ["n00", b"x", None, 100, 100]
+    for a, n, _ in issued[1:]:
+        long_wire += [a, n]
+    by_repl, by_merge = _replica(), _replica()
+    by_repl.handle(Request(REPLICATE, b"k", 3, _wire(long_wire), "n2"))
+    by_merge.handle(Request("merge", b"k", 3, _wire(issued), "n2"))
+    assert by_repl._parts[3][b"k"] == by_merge._parts[3][b"k"] == issued
+    assert by_repl.memory.used == by_merge.memory.used
+
+
 def test_unsorted_vector_pairs_are_sorted_as_decode_entries_does() -> None:
     wire = ["b", b"x", None, 9, 2, "c", 2, "a", 3]
     assert _decode_state(wire) == st.decode_entries(wire)

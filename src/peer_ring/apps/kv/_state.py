@@ -598,8 +598,9 @@ def issue_packed(
     writer's counter moves on, every other actor's stays and its value is
     dropped. ``stamp`` is above the state's (its HLC after ``stored[3]``).
     None when the state would be pruned (more than ``small`` entries, the
-    general path prunes them) or a counter is out of the compiled build's
-    small range; raises where :func:`issue` raises."""
+    general path prunes them), would have more entries than the vector form
+    packs (:data:`VECTOR_MAX`: ``Entries``), or a counter is out of the
+    compiled build's small range; raises where :func:`issue` raises."""
     if stamp >= _SMALL and stamp > MAX_COUNTER:
         raise InvalidRequest(f"stamp {stamp} exceeds the version counter range")
     s: tuple[Any, ...] = stored
@@ -640,8 +641,9 @@ def issue_packed(
         out.append(m)
     if c == -1:  # the writer's first dot of the key
         c = st_obj if stamp > 1 else 1
-    if (len(out) - 3) >> 1 > small:
-        return None  # prune: the general path
+    entries = (len(out) - 3) >> 1
+    if entries > small or entries > VECTOR_MAX:
+        return None  # prune, or too many entries for the vector form: the general path
     one: tuple[Any, ...]
     if len(out) == 5:  # the writer's entry alone
         if c == stamp:

@@ -160,6 +160,8 @@ _MODES: Final = ("siblings", "lww")
 #: Longest stored flat state ``repl``'s vector fast path matches actor by actor
 #: (eight actors); a longer one is joined the general way.
 _MATCH_MAX: Final = 5 + 2 * 7
+#: Longest vector form ``repl`` stores as it comes (``_state.VECTOR_MAX`` entries).
+_VECTOR_WIRE_MAX: Final = 3 + 2 * st.VECTOR_MAX
 _SCAN_FIRST_BATCH: Final = 8
 _SCAN_MAX_BATCH: Final = 256
 #: Keys a digest-index refresh handles per loop pass (~0.1-0.3 ms unchanged,
@@ -510,8 +512,12 @@ class KVReplica(Service):
                     partition, key, wire[0], wire[1], wire[2], wire[3], wire[-1]
                 ):
                     return
-            elif len(wire) >= 7 and len(wire) & 1 and self._replicate_vector(partition, key, wire):
-                return  # the vector form
+            elif (
+                7 <= len(wire) <= _VECTOR_WIRE_MAX
+                and len(wire) & 1
+                and self._replicate_vector(partition, key, wire)
+            ):
+                return  # the vector form (a longer one is stored as Entries, as pack would)
         incoming = _decode_state(payload)
         part = self._part(partition)
         stored = part.get(key)
