@@ -63,7 +63,9 @@ def figures(doc: dict[str, Any]) -> dict[str, float]:
     """The compared figures of one run, by case name."""
     out: dict[str, float] = {}
     for row in doc.get("embedded", []):
+        batch = row.get("batch", 1)
         case = f"embedded {row['mix']} {row['nodes']} nodes c={row['concurrency']}"
+        case += f" batch {batch}" if batch > 1 else ""
         out[f"{case}: ops/s"] = row["ops_s"]
         out[f"{case}: CPU µs/op"] = row["cpu_us_per_op"]
     for row in doc.get("resp", []):
@@ -86,6 +88,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=50_000, help="redis-benchmark -n")
     ap.add_argument("--pipelines", default="1", help="redis-benchmark -P values (RESP part)")
     ap.add_argument("--parts", default="embedded,resp", help="of embedded, resp")
+    ap.add_argument(
+        "--batch", type=int, default=1, help="embedded: keys per get_many/put_many call"
+    )
     ap.add_argument("--output", default="ab", help="results name")
     a = ap.parse_args()
     if not 1 <= a.rounds <= 10:
@@ -95,7 +100,7 @@ def main() -> int:
         if not (tree / ".venv" / "bin" / "python").exists():
             ap.error(f"{label}: {tree} has no .venv (make venv && make compile there)")
     parts = {
-        "embedded": [*EMBEDDED, "--seconds", str(a.seconds)],
+        "embedded": [*EMBEDDED, "--seconds", str(a.seconds), "--batch", str(a.batch)],
         "resp": [*RESP, "--pipelines", a.pipelines, "--requests", str(a.requests)],
     }
     parts = {k: v for k, v in parts.items() if k in a.parts.split(",")}

@@ -569,3 +569,35 @@ async def test_replicas_of_different_keys_of_a_batch_each_get_only_theirs(picky4
         if node is first:  # counted rounds were applied here by the caller
             mine = [k for i, k in enumerate(keys) if node.id in owners[k] and i % 5 == 0]
         assert service.seen == mine
+
+
+async def test_keys_written_by_every_node_read_back_from_their_flat_states(
+    make_cluster: ClusterFactory,
+) -> None:
+    """LWW keys that all three nodes coordinated are kept in the vector form
+    on every replica; reads from every node -- single, batched, with their
+    versions -- agree on the last write, and an expired last write reads as
+    missing (the flat state's value and expiry read in place)."""
+    from peer_ring.apps.kv import _state as st
+
+    cluster = await make_cluster(3, KVConfig(conflicts="lww"))
+    keys = [b"vk-%d" % i for i in range(24)]
+    for round_ in range(3):
+        for i, store in enumerate(cluster.stores):
+            await store.put_many([(k, b"%d-%d" % (round_, i)) for k in keys])
+    want = [b"2-2"] * len(keys)
+    for store in cluster.stores:
+        held = [store._parts[store.app.partition_for(k)][k] for k in keys]
+        assert all(type(s[0]) is str and len(s) == 9 for s in held)  # three actors, flat
+        assert all(st.unpack(s)[0][0] < st.unpack(s)[1][0] for s in held)
+        assert await store.get_many(keys) == want
+        assert [await store.get(k) for k in keys[:4]] == want[:4]
+        entry = await store.get_entry(keys[0])
+        assert entry is not None
+        assert entry.value == b"2-2"
+    # a last write that expires: read as missing once its time has passed
+    await cluster.stores[1].put(keys[0], b"brief", ttl=5.0)
+    assert await cluster.stores[0].get(keys[0]) == b"brief"
+    await cluster.clock.advance(6.0)
+    assert await cluster.stores[2].get_many(keys[:2]) == [None, b"2-2"]
+    assert await cluster.stores[0].get(keys[0]) is None

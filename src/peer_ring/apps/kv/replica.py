@@ -144,10 +144,11 @@ __all__ = ["PACKED", "REPLICATE", "KVConfig", "KVReplica", "MergeFunction"]
 #: does not carry it) and decodes the state in one pass (peer protocol 6).
 REPLICATE: Final = "repl"
 
-#: The payload of a ``get`` whose asker reads a state of one version in its
-#: packed form (``_state.pack``: one array on the wire instead of three nested
-#: ones; peer protocol 7): the KV store's quorum reads. Others (nil: probes,
-#: tools) are answered ``Entries``, as are this node's own reads (no encoding).
+#: The payload of a ``get`` whose asker reads a state in its stored form
+#: (``_state.pack``'s flat forms: one array on the wire instead of nested
+#: ones; peer protocols 7 and 8), this node's own reads included (the stored
+#: tuple itself): the KV store's quorum reads. Others (nil: probes, tools)
+#: are answered ``Entries``.
 PACKED: Final = 1
 
 #: A tuple read field by field (built by ``cast(_Tuple, ...)``: packed as is).
@@ -406,8 +407,8 @@ class KVReplica(Service):
                 return None
             if self.memory.lru is not None:
                 self.memory.touch(request.key, request.partition)
-            if request.payload == PACKED and request.origin != self._node_id:
-                return stored  # a peer's quorum read: the stored form as is
+            if request.payload == PACKED:
+                return stored  # a quorum read (a peer's, or this node's own): as stored
             return unpack(stored)
         if command == "merge":
             if self.memory.full and self.memory.refuses_merge() and _has_value(request.payload):

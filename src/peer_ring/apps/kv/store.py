@@ -963,7 +963,11 @@ class _Read:
             return
         store = self.store
         try:
-            entries = _agreed(result.acks)
+            acks = result.acks
+            if store._merge_fn is None and _all_same(acks):
+                self.done(_agreed_value(acks[0][1], store), None)
+                return
+            entries = _agreed(acks)
             if entries is None:  # the replicas differ: join their states
                 entries = store._merged(result, self.memo)
             if store._merge_fn is None:
@@ -1317,7 +1321,11 @@ class _Gets:
             return
         store = self.store
         try:
-            entries = first if type(first) is tuple else _decode_state(first)
+            if others is None and store._merge_fn is None:  # the replicas agree
+                value = _agreed_value(first, store)
+                self.tell(index, value, None)
+                return
+            entries = _decode_state(first)  # a tuple: this node's own, unpacked
             if others is not None:
                 for _, answer in others:
                     other = _decode_state(answer)
@@ -1343,8 +1351,7 @@ def _agreed(answers: list[tuple[str, Any]]) -> Entries | None:
     (or there are none)."""
     if not _all_same(answers):
         return None
-    first = answers[0][1]
-    return first if type(first) is tuple else _decode_state(first)
+    return _decode_state(answers[0][1])  # a tuple: this node's own, unpacked
 
 
 def _all_same(answers: list[tuple[str, Any]]) -> bool:
@@ -1357,6 +1364,24 @@ def _all_same(answers: list[tuple[str, Any]]) -> bool:
         if answer is not first and not _same_state(first, answer):
             return False
     return True
+
+
+def _agreed_value(first: Any, store: KVStore) -> bytes | None:
+    """The live value of the state the replicas agree on, ``first`` (an
+    answer to a ``PACKED`` get: this node's stored tuple, or a peer's decoded
+    list): a flat form (``_state.pack``'s) read in place -- its one value is
+    the resolved one -- anything else decoded (:func:`_live_value`)."""
+    if type(first) is tuple:
+        s: tuple[Any, ...] = first
+        if s and type(s[0]) is str:
+            value = s[1]
+            if value is None:
+                return None
+            exp = s[2]
+            if exp is None or store._clock().time() < exp:
+                return value  # type: ignore[no-any-return]
+            return None
+    return _live_value(_decode_state(first), store)
 
 
 def _live_value(entries: Entries, store: KVStore) -> bytes | None:
@@ -1397,6 +1422,15 @@ def _same_state(first: Any, answer: Any) -> bool:
         return False
     mine: tuple[Any, ...] = first
     theirs: list[Any] = answer
+    if mine and type(mine[0]) is str:  # this node's stored flat form: field by field
+        if len(mine) != len(theirs):
+            return False
+        for i in range(len(mine)):
+            a = mine[i]
+            b = theirs[i]
+            if type(a) is not type(b) or a != b:
+                return False
+        return True
     if len(mine) != len(theirs):
         if len(theirs) >= 4 and type(theirs[0]) is str:
             return _same_packed(mine, theirs)  # a peer's answer in a packed form
