@@ -141,14 +141,20 @@ class QuorumStats:
 
     ``rounds`` -- rounds started; ``failures`` -- rounds that ended in
     :class:`~peer_ring.errors.QuorumNotReached` (too few replicas answered
-    before the deadline, or too few existed). Updated on the event loop only.
+    before the deadline, or too few existed); ``batch_requests`` -- peer
+    requests a :class:`RoundBatch` flush sent (one per replica and run of
+    commands, or one per command sent alone): what a batch costs on the
+    wire, without the failure detector's and membership's own requests that
+    the transport's ``requests_out`` also counts. Updated on the event loop
+    only.
     """
 
-    __slots__ = ("failures", "rounds")
+    __slots__ = ("batch_requests", "failures", "rounds")
 
     def __init__(self) -> None:
         self.rounds = 0
         self.failures = 0
+        self.batch_requests = 0
 
 
 class _Held:
@@ -721,7 +727,9 @@ class RoundBatch:
         self._timeout = -1.0
         self.tally = None  # the next adds count into a tally of their own
         self.reads = None
-        cluster = self.coordinator.cluster
+        coordinator = self.coordinator
+        cluster = coordinator.cluster
+        stats = coordinator.stats
         limit = cluster.config.transport_config.max_frame_size
         transport = cluster.transport
         me = cluster.id
@@ -764,10 +772,12 @@ class RoundBatch:
                     )
                     told = partial(owners[e].held_answer, slots[e], target)
                     transport.request_callback(box.address, msg, box.deadline, told)
+                stats.batch_requests += len(picks)
                 continue
             transport.request_callback(
                 box.address, packed, box.deadline, partial(_batch_answered, target, box)
             )
+            stats.batch_requests += 1
 
 
 def _fail_all(box: _Outbox, target: str, exc: BaseException) -> None:
