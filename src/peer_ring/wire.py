@@ -80,7 +80,9 @@ handshake: a peer with another version is refused with
   ...]``: the value's entry, then the other actors' counters, one array
   instead of up to eight nested ones), in ``repl`` payloads and in quorum
   reads' answers, which a node of protocol 7 would refuse as a malformed
-  state.
+  state; and a forwarded plain write (``coord_put``) may say in a seventh
+  field that its writer does not ask whether a value existed, so that its
+  coordinator replicates it with ``repl`` instead of ``merge``.
 
 Invariant: this module imports nothing but :mod:`peer_ring.errors` (no
 asyncio, no transport); it is pure data.

@@ -615,3 +615,35 @@ async def test_keys_written_by_every_node_read_back_from_their_flat_states(
     await cluster.clock.advance(6.0)
     assert await cluster.stores[2].get_many(keys[:2]) == [None, b"2-2"]
     assert await cluster.stores[0].get(keys[0]) is None
+
+
+async def test_a_forwarded_plain_put_replicates_with_repl_and_a_delete_still_says(
+    make_cluster: ClusterFactory,
+) -> None:
+    """5 nodes, N=3: a put from a node outside the key's preference list
+    tells its coordinator it does not ask whether a value existed, and the
+    coordinator replicates it with ``repl`` (the state packed), not
+    ``merge``; a forwarded delete still answers whether a value existed."""
+    cluster = await make_cluster(5)
+    a = cluster.stores[0]
+    me = a.app.node_id
+    ring = cluster.nodes[0].ring
+    foreign = [k for k in (b"fr-%d" % i for i in range(200)) if me not in ring.owners(k)][:20]
+    seen: list[str] = []
+    for node in cluster.nodes[1:]:
+        store = cluster.store_of(node.id)
+        handle = store.handle
+
+        def spy(request: Request, handle: Any = handle) -> Any:
+            seen.append(request.command)
+            return handle(request)
+
+        store.handle = spy  # type: ignore[method-assign]
+    await a.put_many([(k, b"v1") for k in foreign])
+    await asyncio.gather(*(a.put(k, b"v2") for k in foreign[:5]))
+    assert seen.count("coord_put") == len(foreign) + 5
+    assert seen.count("merge") == 0  # replicated as plain writes are
+    assert seen.count("repl") >= len(foreign) + 5  # at least one other replica each
+    assert await cluster.stores[2].get_many(foreign[:5]) == [b"v2"] * 5
+    assert await asyncio.gather(*(a.delete(k) for k in foreign[:3])) == [True] * 3
+    assert await a.delete(foreign[0]) is False

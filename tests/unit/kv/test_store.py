@@ -365,6 +365,11 @@ async def test_bad_replica_commands_get_clear_errors(kv3: KVCluster) -> None:
         await t.request(address(2), ["s", "kv", "merge", b"k", 0, [["a", 1, [[1, 2, 3]]]], "n1"])
     with pytest.raises(InvalidRequest):
         await t.request(address(2), ["s", "kv", "coord_put", b"k", 0, [b"v"], "n1"])
+    bad_flag = [b"v", None, None, None, 2, None, "no"]  # want_existed must be a bool
+    with pytest.raises(InvalidRequest):
+        await t.request(address(2), ["s", "kv", "coord_put", b"k", 0, bad_flag, "n1"])
+    with pytest.raises(InvalidRequest):
+        await t.request(address(2), ["s", "kv", "coord_put", b"k", 0, [*bad_flag, 1], "n1"])
     await a.put(b"still", b"fine")
     assert await b.get(b"still") == b"fine"
 

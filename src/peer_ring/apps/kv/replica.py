@@ -752,10 +752,21 @@ class KVReplica(Service):
         return True
 
     def _coord_put(self, partition: int, key: bytes, payload: Any) -> Any:
-        """``coord_put`` from another node: validate the wire payload, then write."""
-        if type(payload) is not list or len(payload) != 6:
-            raise InvalidRequest("coord_put takes [value, expires_at, context, n, w, timeout]")
-        value, exp, ctx_raw, n, w, timeout = payload
+        """``coord_put`` from another node: validate the wire payload, then write.
+        A seventh field ``False`` (protocol 8): the writer does not ask whether
+        a value existed -- a plain put, replicated with ``repl`` in its packed
+        form (its answer is then False)."""
+        if type(payload) is not list or not 6 <= len(payload) <= 7:
+            raise InvalidRequest(
+                "coord_put takes [value, expires_at, context, n, w, timeout(, want_existed)]"
+            )
+        want_existed = True
+        if len(payload) == 7:
+            flag = payload[6]
+            if type(flag) is not bool:
+                raise InvalidRequest("coord_put's want_existed must be a bool")
+            want_existed = flag or payload[0] is None  # a delete always says
+        value, exp, ctx_raw, n, w, timeout = payload[:6]
         if value is not None:
             self._check_value(value)
         if exp is not None:
@@ -771,9 +782,13 @@ class KVReplica(Service):
         ctx = vv.decode_context(ctx_raw) if ctx_raw else None
         # A future, not a coroutine: the transport answers when it resolves,
         # without a task per forwarded write.
-        existed, entries = self._issue(partition, key, value, exp, ctx)
+        existed, entries = self._issue(partition, key, value, exp, ctx, want_existed)
         fut: asyncio.Future[bool] = self.app.create_future()
-        self._merge_round(partition, key, entries, n, w, timeout, partial(_written, fut, existed))
+        listener = partial(_written, fut, existed)
+        if want_existed:
+            self._merge_round(partition, key, entries, n, w, timeout, listener)
+        else:  # replicated as a plain write is: repl, the state packed
+            self._merge_round(partition, key, pack(entries), n, w, timeout, listener, REPLICATE)
         return fut
 
     def _issue(
@@ -926,13 +941,14 @@ class KVReplica(Service):
         w: int,
         timeout: float | None,
         listener: RoundListener,
+        command: str = "merge",
     ) -> None:
         """Replicate the version this (coordinating) replica just stored: a
-        ``merge`` round to the key's replicas, this one counted as applied,
+        ``merge`` (or ``command``) round to the key's replicas, this one counted as applied,
         told to ``listener`` (``KVStore._write`` awaits the same round through
         ``AppContext.quorum``, which adds the W=1 backpressure)."""
         self.app.start_quorum(
-            "merge",
+            command,
             key,
             entries,
             quorum=w,

@@ -109,13 +109,14 @@ class KVStore(KVReplica):
         w: int,
         timeout: float | None,
         listener: RoundListener,
+        command: str = "merge",
     ) -> None:
-        """The ``merge`` round of a write forwarded here (``coord_put``), held
-        in a batch flushed once this loop pass ends: the forwarded writes of
-        one request (a batch's) or of the frames read in one pass replicate
-        as one request per replica instead of one each."""
+        """The ``merge`` (or ``repl``) round of a write forwarded here
+        (``coord_put``), held in a batch flushed once this loop pass ends: the
+        forwarded writes of one request (a batch's) or of the frames read in
+        one pass replicate as one request per replica instead of one each."""
         self._pass_batch().add(
-            "merge", key, entries, w, listener, n, partition, timeout, None, None, True
+            command, key, entries, w, listener, n, partition, timeout, None, None, True
         )
 
     def _pass_batch(self) -> QuorumBatch:
@@ -324,10 +325,13 @@ class KVStore(KVReplica):
                 )
                 return
             if batch is not None:
-                batch._forward(k, v, expires_at, done if want_existed else partial(_put_done, done))
+                batch._forward(
+                    k, v, expires_at, done if want_existed else partial(_put_done, done),
+                    want_existed,
+                )  # fmt: skip
                 return
             task = asyncio.ensure_future(
-                self._forward(k, v, expires_at, None, None, None, self.config.timeout)
+                self._forward(k, v, expires_at, None, None, None, self.config.timeout, want_existed)
             )
         except Exception as exc:
             done(False if want_existed else None, exc)
@@ -602,7 +606,7 @@ class KVStore(KVReplica):
             timeout = self.config.timeout
         begun = self._begin_write(key, value, expires_at, context, n, w, want_existed)
         if begun is None:
-            return await self._forward(key, value, expires_at, context, n, w, timeout)
+            return await self._forward(key, value, expires_at, context, n, w, timeout, want_existed)
         partition, entries, existed, quorum = begun
         result = await self.app.quorum(
             "merge" if want_existed else REPLICATE,
@@ -625,10 +629,13 @@ class KVStore(KVReplica):
         n: int | None,
         w: int | None,
         timeout: float | None,
+        want_existed: bool = True,
     ) -> bool:
         """The write path when this node is no replica of the key (or is still
         syncing it): ``coord_put`` on the first live replica, which issues the
-        version and replicates it. The next replica is tried only when the
+        version and replicates it (without ``want_existed``, a plain write
+        whose caller does not ask whether a value existed: as a ``repl``
+        round, and False is answered). The next replica is tried only when the
         previous one was certainly not reached (PeerUnavailable); after a
         timeout or a connection lost with the request in flight
         (ConnectionLost) the outcome is unknown and the error is raised: a
@@ -647,6 +654,7 @@ class KVStore(KVReplica):
             w,
             timeout,
             partial(_settle, answered),
+            want_existed,
         )
         existed: bool = await answered
         return existed
@@ -662,6 +670,7 @@ class KVStore(KVReplica):
         w: int | None,
         timeout: float | None,
         done: Callable[[bool, BaseException | None], None],
+        want_existed: bool = True,
     ) -> None:
         """:meth:`_forward` in callback form: the ``coord_put`` to the first live
         replica held in ``rounds`` (``QuorumBatch.call``: it leaves in that
@@ -670,7 +679,7 @@ class KVStore(KVReplica):
         ``done(existed, None)`` or ``done(False, error)``."""
         try:
             partition, ordered, payload, outer = self._forward_plan(
-                key, value, expires_at, context, n, w, timeout
+                key, value, expires_at, context, n, w, timeout, want_existed
             )
         except Exception as exc:
             done(False, exc)
@@ -690,10 +699,13 @@ class KVStore(KVReplica):
         n: int | None,
         w: int | None,
         timeout: float | None,
+        want_existed: bool = True,
     ) -> tuple[int, list[str], list[Any], float]:
         """Where and what :meth:`_forward` sends: ``(partition, replicas to try
         in order, coord_put payload, timeout of one try)``; raises
-        PeerUnavailable when there is no replica to try."""
+        PeerUnavailable when there is no replica to try. A write whose caller
+        does not ask whether a value existed says so in a seventh field
+        (protocol 8): its coordinator replicates it with ``repl``."""
         app = self.app
         quorum = self._write_quorum(w)
         partition = app.partition_for(key)
@@ -704,6 +716,8 @@ class KVStore(KVReplica):
         base = timeout if timeout is not None else app.request_timeout
         outer = base * 1.5 + 0.05  # the remote quorum wait plus two hops
         payload = [value, expires_at, context, n, quorum, timeout]
+        if not want_existed and value is not None:
+            payload.append(False)
         # stable sort: keeps preference; a node still starting never coordinates
         ordered = sorted((t for t in targets if t != me), key=lambda t: not app.is_up(t))
         if not ordered:
@@ -1177,7 +1191,7 @@ class KVBatch:
             listener(index, None)
             return
         # this node cannot coordinate it: forwarded, held in the batch
-        self._forward(k, v, expires_at, partial(_forward_counted, listener, index))
+        self._forward(k, v, expires_at, partial(_forward_counted, listener, index), False)
 
     def delete(self, key: bytes, done: Callable[[bool, BaseException | None], None]) -> None:
         """Write a tombstone: ``done(existed, None)`` or ``done(False, error)``."""
@@ -1189,14 +1203,16 @@ class KVBatch:
         v: bytes | None,
         expires_at: float | None,
         done: Callable[[bool, BaseException | None], None],
+        want_existed: bool = True,
     ) -> None:
         """A write this node is no replica of: its ``coord_put`` held in the
         batch (:meth:`KVStore._hold_forward`). ``done(existed, None)`` or
-        ``done(False, error)``."""
+        ``done(False, error)`` (False, without ``want_existed``)."""
         store = self._store
         store._hold_forward(
-            self._rounds, k, v, expires_at, None, None, None, store.config.timeout, done
-        )
+            self._rounds, k, v, expires_at, None, None, None, store.config.timeout, done,
+            want_existed,
+        )  # fmt: skip
 
     def flush(self) -> None:
         """Send the held requests (one per replica); the batch is empty after."""
