@@ -174,9 +174,25 @@ def test_the_packed_form_of_one_version_decodes_as_its_entries(
         ["a", b"x", None, 1, MAX_COUNTER + 1],
         ["a" * 300, b"x", None, 1],
         ["a", b"x", None, 1, 2, 3],
+        # the vector form (protocol 8)
+        ["a", b"x", None, 1, 1, "b"],  # even: not a vector form
+        ["a", b"x", None, 1, 1, "b", 2, "c"],
+        ["a", b"x", None, 1, 1, "a", 2],  # the value's actor again
+        ["a", b"x", None, 1, 1, "b", 2, "b", 3],  # repeated
+        ["a", b"x", None, 1, 1, "b", 0],
+        ["a", b"x", None, 1, 1, "b", MAX_COUNTER + 1],
+        ["a", b"x", None, 1, 1, 7, 2],
+        ["a", b"x", None, 1, 1, "b", "2"],
+        ["a", b"x", None, 1, 1, "", 2],
+        ["a", b"x", None, 1, 1, "b" * 300, 2],
+        ["a", b"x", None, 1, 0, "b", 2],  # the value's counter: not a dot
+        ["a", "str", None, 1, 1, "b", 2],
+        ["a", b"x", "soon", 1, 1, "b", 2],
     ],
 )
 def test_a_malformed_packed_form_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidRequest):
+        st.decode_entries(bad)
     with pytest.raises(InvalidRequest):
         _decode_state(bad)
     replica = _replica()
@@ -228,35 +244,6 @@ def test_the_vector_form_decodes_as_its_entries(
         assert list(packed) == _wire(flat)  # pack's, field by field
         assert st.unpack(packed) == decoded
         assert _decode_state(packed) == decoded  # a packed tuple of this process
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        ["a", b"x", None, 1, 1, "b"],  # even: not a vector form
-        ["a", b"x", None, 1, 1, "b", 2, "c"],
-        ["a", b"x", None, 1, 1, "a", 2],  # the value's actor again
-        ["a", b"x", None, 1, 1, "b", 2, "b", 3],  # repeated
-        ["a", b"x", None, 1, 1, "b", 0],
-        ["a", b"x", None, 1, 1, "b", MAX_COUNTER + 1],
-        ["a", b"x", None, 1, 1, 7, 2],
-        ["a", b"x", None, 1, 1, "b", "2"],
-        ["a", b"x", None, 1, 1, "", 2],
-        ["a", b"x", None, 1, 1, "b" * 300, 2],
-        ["a", b"x", None, 1, 0, "b", 2],  # the value's counter: not a dot
-        ["a", "str", None, 1, 1, "b", 2],
-        ["a", b"x", "soon", 1, 1, "b", 2],
-    ],
-)
-def test_a_malformed_vector_form_is_refused(bad: object) -> None:
-    with pytest.raises(InvalidRequest):
-        st.decode_entries(bad)
-    with pytest.raises(InvalidRequest):
-        _decode_state(bad)
-    replica = _replica()
-    with pytest.raises(InvalidRequest):
-        replica.handle(Request(REPLICATE, b"k", 3, bad, "n2"))
-    assert replica._parts.get(3, {}) == {}
 
 
 def test_repl_of_a_newer_vector_state_replaces_the_flat_one_in_place() -> None:

@@ -548,17 +548,10 @@ class KVReplica(Service):
         state, and a one-version state settles to itself. False, with nothing
         done, for any other case or an unusual field (an int expiry, a value
         out of range...): the general path decides, or raises its error."""
-        if type(actor) is not str or type(n_obj) is not int or type(stamp_obj) is not int:
-            return False
-        if (value is not None and type(value) is not bytes) or (
-            exp is not None and type(exp) is not float
-        ):
+        if not _plain_version(actor, value, exp, stamp_obj, n_obj):
             return False
         n: int = n_obj
         stamp: int = stamp_obj
-        # ``x >> 63 == 0`` for ``0 <= x <= MAX_COUNTER``: no compare with a big constant
-        if n < 1 or n >> 63 or stamp < 0 or stamp >> 63:
-            return False
         parts = self._parts
         part = parts.get(partition)
         if part is None:
@@ -613,19 +606,11 @@ class KVReplica(Service):
         exp = wire[2]
         stamp_obj = wire[3]
         n_obj = wire[4]
-        if type(actor) is not str or type(n_obj) is not int or type(stamp_obj) is not int:
-            return False
-        if (value is not None and type(value) is not bytes) or (
-            exp is not None and type(exp) is not float
-        ):
-            return False
-        n: int = n_obj
-        stamp: int = stamp_obj
-        # ``x >> 63 == 0`` for ``0 <= x <= MAX_COUNTER``: no compare with a big constant
-        if n < 1 or n >> 63 or stamp < 0 or stamp >> 63:
+        if not _plain_version(actor, value, exp, stamp_obj, n_obj):
             return False
         if not actor or len(actor) > vv.MAX_ACTOR_LEN:
             return False
+        n: int = n_obj
         parts = self._parts
         part = parts.get(partition)
         if part is None:
@@ -1334,6 +1319,22 @@ def _decode_flat(wire: list[Any]) -> Entries:
             if item is not None:
                 return cast(tuple[Any, ...], ((_interned(actor), n_obj, (item,)),))
     return st.decode_entries(wire)  # decoded the general way, or its error
+
+
+def _plain_version(actor: Any, value: Any, exp: Any, stamp_obj: Any, n_obj: Any) -> bool:
+    """Whether the fields of one version, as the wire decoded them, are of the
+    usual types and ranges (``repl``'s fast paths; anything else goes the
+    general way, which decodes it or raises its error)."""
+    if type(actor) is not str or type(n_obj) is not int or type(stamp_obj) is not int:
+        return False
+    if (value is not None and type(value) is not bytes) or (
+        exp is not None and type(exp) is not float
+    ):
+        return False
+    n: int = n_obj
+    stamp: int = stamp_obj
+    # ``x >> 63 == 0`` for ``0 <= x <= MAX_COUNTER``: no compare with a big constant
+    return not (n < 1 or n >> 63 or stamp < 0 or stamp >> 63)
 
 
 def _decode_vector(wire: list[Any]) -> Entries:

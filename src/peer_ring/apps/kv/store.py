@@ -1439,14 +1439,7 @@ def _same_state(first: Any, answer: Any) -> bool:
     mine: tuple[Any, ...] = first
     theirs: list[Any] = answer
     if mine and type(mine[0]) is str:  # this node's stored flat form: field by field
-        if len(mine) != len(theirs):
-            return False
-        for i in range(len(mine)):
-            a = mine[i]
-            b = theirs[i]
-            if type(a) is not type(b) or a != b:
-                return False
-        return True
+        return _same_fields(mine, theirs)
     if len(mine) != len(theirs):
         if len(theirs) >= 4 and type(theirs[0]) is str:
             return _same_packed(mine, theirs)  # a peer's answer in a packed form
@@ -1518,10 +1511,16 @@ def _same_packed(mine: tuple[Any, ...], theirs: list[Any]) -> bool:
     """:func:`_same_state` of this node's ``Entries`` and a peer's answer in the
     packed form (``_state.pack``), field by field, types included."""
     packed: tuple[Any, ...] = pack(mine)
-    if len(packed) != len(theirs) or type(packed[0]) is not str:
+    return len(packed) > 0 and type(packed[0]) is str and _same_fields(packed, theirs)
+
+
+def _same_fields(flat: tuple[Any, ...], theirs: list[Any]) -> bool:
+    """A flat stored form (``_state.pack``'s) and a peer's decoded answer
+    compared field by field, types included."""
+    if len(flat) != len(theirs):
         return False
-    for i in range(len(theirs)):
-        a = packed[i]
+    for i in range(len(flat)):
+        a = flat[i]
         b = theirs[i]
         if type(a) is not type(b) or a != b:
             return False
