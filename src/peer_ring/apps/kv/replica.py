@@ -387,11 +387,11 @@ class KVReplica(Service):
     def handle(self, request: Request) -> Any:
         """Replica commands (from coordinators on any node).
 
-        ``get`` -> state or nil (a peer asking with :data:`PACKED`: in its
-        stored form, packed when of one version); ``merge`` state -> bool (a visible value was
+        ``get`` -> state or nil (asked with :data:`PACKED`: in its stored
+        form, flat when of one value); ``merge`` state -> bool (a visible value was
         there before); ``repl`` state -> nil (a write's new version from its
         coordinating replica, see :meth:`_replicate`); ``coord_put`` [value,
-        expires_at, context, n, w, timeout] -> bool (a future); ``scan``
+        expires_at, context, n, w, timeout(, want_existed)] -> bool (a future); ``scan``
         [partitions, match] -> keys; ``count`` partitions -> int; ``flush``
         -> int; ``sweep`` -> int; ``evict`` state -> bool (dropped: see :meth:`_make_room`).
         """

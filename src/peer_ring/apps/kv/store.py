@@ -978,12 +978,12 @@ class _Read:
         store = self.store
         try:
             acks = result.acks
-            if store._merge_fn is None and _all_same(acks):
+            agreed = _all_same(acks)
+            if agreed and store._merge_fn is None:
                 self.done(_agreed_value(acks[0][1], store), None)
                 return
-            entries = _agreed(acks)
-            if entries is None:  # the replicas differ: join their states
-                entries = store._merged(result, self.memo)
+            # agreeing answers decoded once; answers that differ joined
+            entries = _decode_state(acks[0][1]) if agreed else store._merged(result, self.memo)
             if store._merge_fn is None:
                 value = _live_value(entries, store)
             else:
