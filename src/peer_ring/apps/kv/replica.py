@@ -158,10 +158,9 @@ _Tuple = tuple[Any, ...]
 MergeFunction = Callable[[list[bytes]], bytes]
 
 _MODES: Final = ("siblings", "lww")
-#: Longest stored flat state ``repl``'s vector fast path matches actor by actor
-#: (eight actors); a longer one is joined the general way.
-_MATCH_MAX: Final = 5 + 2 * 7
-#: Longest vector form ``repl`` stores as it comes (``_state.VECTOR_MAX`` entries).
+#: Longest vector form (``_state.VECTOR_MAX`` entries) ``repl``'s fast path
+#: takes, on the wire and stored; a longer one is stored as ``Entries``, as
+#: ``pack`` would.
 _VECTOR_WIRE_MAX: Final = 3 + 2 * st.VECTOR_MAX
 _SCAN_FIRST_BATCH: Final = 8
 _SCAN_MAX_BATCH: Final = 256
@@ -619,8 +618,8 @@ class KVReplica(Service):
         s: tuple[Any, ...] = ()
         if old is not None:
             s = old
-            if not s or type(s[0]) is not str or len(s) > _MATCH_MAX:
-                return False  # Entries (siblings, dots only), or many actors: join them
+            if not s or type(s[0]) is not str:
+                return False  # Entries (siblings, dots only): join them
         b_size = len(s)
         b_head: str = s[0] if b_size else ""
         matched = 0

@@ -1440,9 +1440,9 @@ def _same_state(first: Any, answer: Any) -> bool:
     theirs: list[Any] = answer
     if mine and type(mine[0]) is str:  # this node's stored flat form: field by field
         return _same_fields(mine, theirs)
+    # this node's Entries: a state pack() leaves nested, so never a peer's
+    # flat answer (every replica stores pack()'s one form of a state)
     if len(mine) != len(theirs):
-        if len(theirs) >= 4 and type(theirs[0]) is str:
-            return _same_packed(mine, theirs)  # a peer's answer in a packed form
         return False
     for k in range(len(mine)):
         entry: tuple[Any, ...] = mine[k]
@@ -1505,13 +1505,6 @@ def _bytes_eq(a: bytes, b: bytes) -> bool:
 
 def _float_eq(a: float, b: float) -> bool:
     return a == b
-
-
-def _same_packed(mine: tuple[Any, ...], theirs: list[Any]) -> bool:
-    """:func:`_same_state` of this node's ``Entries`` and a peer's answer in the
-    packed form (``_state.pack``), field by field, types included."""
-    packed: tuple[Any, ...] = pack(mine)
-    return len(packed) > 0 and type(packed[0]) is str and _same_fields(packed, theirs)
 
 
 def _same_fields(flat: tuple[Any, ...], theirs: list[Any]) -> bool:
